@@ -1,0 +1,79 @@
+"""The `acs` command line: `acs up` for everything on one machine, one sub-command per service.
+
+Errors an operator can fix (bad settings, unreachable servers, ports in use, missing binaries)
+end the command with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+
+SERVICES = ("gateway", "orchestrator", "inventory", "fileserver", "router")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from services.common.preflight import ConfigError
+    from services.common.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"ACS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def run_service(name: str) -> None:
+    from services.common.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(name, settings.log_level)
+    module = importlib.import_module(f"services.{name}.main")
+    asyncio.run(module.run(settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from acs.infra import InfraError
+    from services.common.preflight import ConfigError
+
+    parser = argparse.ArgumentParser(prog="acs", description="TR-069 Auto-Configuration Server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start Kafka, MongoDB, S3 and every service on this machine")
+    up.add_argument("--data-dir", default=".acs", help="where local servers keep data and logs")
+    up.add_argument("--external", action="store_true",
+                    help="use the servers in ACS_KAFKA_BOOTSTRAP/ACS_MONGODB_URL/ACS_S3_ENDPOINT")
+    for name in SERVICES:
+        commands.add_parser(name, help=f"run the {name} service")
+    topics = commands.add_parser("topics", help="create the Kafka topics with the configured partitions")
+    topics.add_argument("--ensure", action="store_true", help="create missing topics (the default)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            from acs.up import run_up
+
+            return run_up(data_dir=args.data_dir, external=args.external)
+        if args.command == "topics":
+            from services.bus.kafka import ensure_topics
+
+            created = asyncio.run(ensure_topics(_settings()))
+            print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
+            return 0
+        if args.command in SERVICES:
+            run_service(args.command)
+            return 0
+        parser.error(f"unknown command {args.command}")
+    except (ConfigError, InfraError) as exc:
+        print(f"acs {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""`acs up`: the whole ACS on one machine, for trials and development.
+
+Starts real Kafka-protocol, MongoDB and S3 servers (acs.infra), creates the topics, then runs
+each service as its own process (exactly as in a deployment: `acs gateway`, ...), waits until
+every /readyz answers 200, prints where everything listens, and on Ctrl-C or SIGTERM stops the
+services first and the servers last, so that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from acs.infra import LocalStack
+from services.common.preflight import ConfigError, check_port_free
+from services.common.settings import Settings
+
+READY_TIMEOUT = 60.0
+
+
+def _admin_key(data_dir: Path) -> str:
+    """The bootstrap admin API key: from the environment, else generated once and kept."""
+    if key := os.environ.get("ACS_ADMIN_API_KEY"):
+        return key
+    path = data_dir / "admin-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "acs_" + secrets.token_urlsafe(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _service_ports(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Port each service answers /readyz on, and the setting that moves it."""
+    return {
+        "inventory": (settings.inventory_port, "ACS_INVENTORY_PORT"),
+        "orchestrator": (settings.orchestrator_port, "ACS_ORCHESTRATOR_PORT"),
+        "fileserver": (settings.fileserver_port, "ACS_FILESERVER_PORT"),
+        "gateway": (settings.gateway_port, "ACS_GATEWAY_PORT"),
+        "router": (settings.api_port, "ACS_API_PORT"),
+    }
+
+
+def _ready(port: int, host: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def run_up(data_dir: str = ".acs", external: bool = False) -> int:
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "logs").mkdir(exist_ok=True)
+    settings = Settings()
+    ports = _service_ports(settings)
+    for port, setting in ports.values():
+        check_port_free(settings.bind_host, port, setting)
+    check_port_free(settings.bind_host, settings.downloads_port, "ACS_DOWNLOADS_PORT")
+
+    stack: LocalStack | None = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        if not external:
+            stack = LocalStack(root / "servers")
+            print("starting Kafka (Tansu), MongoDB and S3 (SeaweedFS) on 127.0.0.1 ...", flush=True)
+            stack.start()
+            os.environ.update(stack.environment())
+        # The children inherit this environment, so every process reads the same settings.
+        os.environ["ACS_ADMIN_API_KEY"] = _admin_key(root)
+        os.environ.setdefault("ACS_SECRET_KEY", secrets.token_urlsafe(32))
+        service_settings = Settings()
+        from services.bus.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(service_settings))
+        for name in ports:
+            log = (root / "logs" / f"{name}.log").open("ab")
+            children[name] = subprocess.Popen(
+                [sys.executable, "-m", "acs.cli", name], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = dict(ports)
+        while pending and not stopping:
+            for name in list(pending):
+                if children[name].poll() is not None:
+                    raise ConfigError(f"{name} exited with code {children[name].returncode}: "
+                                      f"{_last_line(root / 'logs' / f'{name}.log')}")
+                if _ready(pending[name][0], settings.bind_host):
+                    del pending[name]
+            if time.monotonic() > deadline:
+                raise ConfigError(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(pending)}; "
+                                  f"see {root / 'logs'}")
+            time.sleep(0.2)
+        if not stopping:
+            _print_summary(service_settings, stack, root)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"{name} exited with code {child.returncode}; stopping everything", flush=True)
+                    stopping = True
+            time.sleep(0.5)
+        print("stopping ...", flush=True)
+        return 0
+    finally:
+        _stop_children(children)
+        if stack is not None:
+            stack.stop()
+        if stopping:
+            print("stopped", flush=True)
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    # The gateway first: CPE sessions end before the services they feed.
+    for name in ("gateway", "router", "orchestrator", "inventory", "fileserver"):
+        child = children.get(name)
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 25
+    for child in children.values():
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1][:400] if lines else "(no output)"
+
+
+def _print_summary(settings: Settings, stack: LocalStack | None, root: Path) -> None:
+    host = settings.bind_host
+    lines = [
+        "ACS is up:",
+        f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
+        f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
+        f"  CPE file downloads            {settings.files_public_url}/download/",
+        f"  orchestrator                  http://{host}:{settings.orchestrator_port}/docs",
+        f"  inventory                     http://{host}:{settings.inventory_port}/docs",
+        f"  fileserver API                http://{host}:{settings.fileserver_port}/docs",
+    ]
+    if stack is not None:
+        lines += [
+            f"  Kafka (Tansu)                 {stack.kafka.bootstrap}",
+            f"  MongoDB                       {stack.mongo.url}",
+            f"  S3 (SeaweedFS)                http://{stack.s3.endpoint}",
+        ]
+    lines += [
+        f"  CPE credentials               {settings.cpe_auth}: {settings.cpe_username} / (ACS_CPE_PASSWORD)",
+        f"  admin API key                 in {root / 'admin-api-key'}",
+        f"  logs                          {root / 'logs'}",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,235 @@
+"""The event contracts: every message that crosses Kafka, as pydantic models.
+
+JSON on the wire, one ``schema_version`` per message, a ``type`` discriminator per topic. Adding
+an optional field is a compatible change; removing or renaming one needs a new schema version.
+docs/events.md (AsyncAPI in docs/asyncapi.yaml) documents the same for subscribers.
+
+Topics:
+- ``cwmp.inbound`` (key: device id): what CPEs sent, published by the gateway.
+- ``cwmp.replies`` (partition chosen by the gateway instance that holds the session): what the
+  orchestrator decided that a session should send next.
+- ``device.events`` (key: device id): the public stream for other systems, published by
+  inventory (device facts) and orchestrator (task outcomes).
+- ``file.events`` (key: file name): downloads completed or failed, published by the fileserver.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+TOPIC_INBOUND = "cwmp.inbound"
+TOPIC_REPLIES = "cwmp.replies"
+TOPIC_DEVICE_EVENTS = "device.events"
+TOPIC_FILE_EVENTS = "file.events"
+ALL_TOPICS = (TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_FILE_EVENTS)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str = Field(default_factory=new_id)
+    time: datetime = Field(default_factory=utcnow)
+
+
+# --- cwmp.inbound ---------------------------------------------------------------------------------
+
+
+class DeviceIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    manufacturer: str = ""
+    oui: str
+    product_class: str = ""
+    serial_number: str
+
+
+class InformEventCode(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    command_key: str = ""
+
+
+class ParameterValue(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    value: str
+    type: str = "xsd:string"
+
+
+class SessionRef(Contract):
+    """Fields that every message from a CPE session carries."""
+
+    device_id: str
+    session_id: str
+    # Where the orchestrator sends its replies: "<topic>:<partition>" of the gateway instance.
+    reply_to: str
+    gateway_id: str
+
+
+class InformReceived(SessionRef):
+    type: Literal["inform"] = "inform"
+    device: DeviceIdentity
+    events: list[InformEventCode]
+    parameters: list[ParameterValue]
+    retry_count: int = 0
+    current_time: str = ""
+    cwmp_namespace: str = "urn:dslforum-org:cwmp-1-0"
+    cwmp_version: str | None = None
+    remote_address: str = ""
+
+    def event_codes(self) -> set[str]:
+        return {event.code for event in self.events}
+
+
+class CpeRequestReceived(SessionRef):
+    """A CPE-initiated RPC (TransferComplete, AutonomousTransferComplete, RequestDownload...).
+
+    The gateway answers the CPE itself once this event is acknowledged by the broker, so the
+    CPE can forget the request only after we cannot lose it (TR-069 3.7.1.5).
+    """
+
+    type: Literal["cpe_request"] = "cpe_request"
+    method: str
+    rpc: dict[str, Any]
+
+
+class RpcResponseReceived(SessionRef):
+    """The CPE's answer to an RPC that the orchestrator planned (matched by ``rpc_id``)."""
+
+    type: Literal["rpc_response"] = "rpc_response"
+    rpc_id: str
+    method: str
+    rpc: dict[str, Any]
+
+
+class SetParameterValuesFaultEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    parameter_name: str
+    fault_code: int
+    fault_string: str = ""
+
+
+class RpcFaultReceived(SessionRef):
+    type: Literal["rpc_fault"] = "rpc_fault"
+    rpc_id: str
+    method: str
+    fault_code: int
+    fault_string: str = ""
+    parameter_faults: list[SetParameterValuesFaultEntry] = Field(default_factory=list)
+
+
+class SessionEnded(SessionRef):
+    """The session is over: ``completed`` (204 sent), ``timeout``, ``error`` or ``dropped``.
+
+    RPCs that were planned but never sent are listed so the orchestrator can requeue them.
+    """
+
+    type: Literal["session_ended"] = "session_ended"
+    outcome: Literal["completed", "timeout", "error", "dropped"]
+    unsent_rpc_ids: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+InboundEvent = Annotated[
+    InformReceived | CpeRequestReceived | RpcResponseReceived | RpcFaultReceived | SessionEnded,
+    Field(discriminator="type"),
+]
+INBOUND_ADAPTER: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+
+
+# --- cwmp.replies ---------------------------------------------------------------------------------
+
+
+class PlannedRpc(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    # Unique id, sent to the CPE as cwmp:ID so that its response is matched to the plan.
+    rpc_id: str
+    rpc: dict[str, Any]
+
+
+class SessionPlan(Contract):
+    """The next RPCs for one session, in order.
+
+    ``more`` is False when, after these, the session can end (204). When True, the orchestrator
+    sends another plan once it has seen the responses to these RPCs (a GetParameterNames walk,
+    say); the gateway waits for it up to ACS_SESSION_PLAN_TIMEOUT.
+    """
+
+    type: Literal["session_plan"] = "session_plan"
+    device_id: str
+    session_id: str
+    gateway_id: str
+    in_reply_to: str
+    rpcs: list[PlannedRpc] = Field(default_factory=list)
+    more: bool = False
+
+
+# --- device.events (public) -----------------------------------------------------------------------
+
+
+class ValueChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    old: str | None
+    new: str | None
+    type: str = "xsd:string"
+
+
+class DeviceEvent(Contract):
+    """One fact about a device, for subscribers of ``device.events``.
+
+    kind: ``registered`` (first contact), ``booted`` (1 BOOT), ``bootstrapped`` (0 BOOTSTRAP),
+    ``informed`` (any Inform), ``value_changed`` (changes lists old and new values of the
+    parameters that really changed), ``went_silent`` (no Inform for the configured multiple of its
+    periodic interval), ``task_succeeded`` / ``task_failed`` (details: task id, name, fault),
+    ``firmware_upgraded`` (details: from/to software version), ``fault_raised``.
+    """
+
+    type: Literal["device_event"] = "device_event"
+    kind: Literal["registered", "booted", "bootstrapped", "informed", "value_changed", "went_silent",
+                  "task_succeeded", "task_failed", "firmware_upgraded", "fault_raised"]
+    device_id: str
+    changes: list[ValueChange] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- file.events ----------------------------------------------------------------------------------
+
+
+class FileDownloadEvent(Contract):
+    type: Literal["file_download"] = "file_download"
+    outcome: Literal["completed", "failed"]
+    file_name: str
+    device_id: str | None = None
+    bytes_sent: int
+    duration_seconds: float
+    range_request: bool = False
+    reason: str = ""
+
+
+def encode(event: BaseModel) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def decode_inbound(raw: bytes) -> InboundEvent:
+    return INBOUND_ADAPTER.validate_json(raw)

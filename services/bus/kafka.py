@@ -1,0 +1,108 @@
+"""Kafka plumbing every service shares: producers, consumers, topics, a readiness probe.
+
+Producers always use ``acks=all``: a message the broker acknowledged survives a broker loss,
+which is what lets the gateway answer an Inform only after its event is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from services.bus.events import ALL_TOPICS
+from services.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def topic_name(settings: Settings, topic: str) -> str:
+    """The real topic name: a prefix lets several deployments (or test runs) share a cluster."""
+    return f"{settings.kafka_topic_prefix}{topic}"
+
+
+def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "linger_ms": 2,
+        "request_timeout_ms": 10_000,
+        "max_batch_size": 256 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)  # type: ignore[arg-type]
+
+
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object,
+                  ) -> AIOKafkaConsumer:
+    options: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "max_poll_records": 500,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*(topic_name(settings, t) for t in topics), **options)  # type: ignore[arg-type]
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
+                        partitions: int | None = None) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [topic_name(settings, t) for t in topics]
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        new_topics = [NewTopic(name, partitions or settings.kafka_partitions, settings.kafka_replication)
+                      for name in missing]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            pass  # Another instance created it between our listing and our request.
+        return missing
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(settings: Settings, topic: str) -> int:
+    """How many partitions a topic has (created if missing)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        for _ in range(50):
+            found = consumer.partitions_for_topic(topic_name(settings, topic))
+            if found:
+                return len(found)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise KafkaError(f"topic {topic} has no partitions")
+    finally:
+        await consumer.stop()
+
+
+async def kafka_reachable(settings: Settings, probe_seconds: float = 2.0) -> bool:
+    """True when the bootstrap servers answer a metadata request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=int(probe_seconds * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), probe_seconds)
+        await asyncio.wait_for(admin.list_topics(), probe_seconds)
+        return True
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:
+            log.debug("closing admin client failed", exc_info=True)

@@ -1,0 +1,85 @@
+"""Every setting of every service, read from the environment (prefix ``ACS_``).
+
+One class for the whole ACS keeps names consistent between docker-compose, Kubernetes and
+``acs up``: a variable means the same thing to every process that reads it. The README lists
+them all with their defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACS_", extra="ignore")
+
+    # --- infrastructure -------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Idempotent producers need a real Kafka broker; the local Tansu broker rejects them.
+    kafka_idempotence: bool = False
+    kafka_partitions: int = Field(12, ge=1)
+    kafka_replication: int = Field(1, ge=1)
+    kafka_topic_prefix: str = ""
+    mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    mongodb_database: str = "acs"
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "acs"
+    s3_secret_key: str = "acs-secret-key"
+    s3_bucket: str = "acs-files"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # --- listeners ------------------------------------------------------------------------------
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = 7547
+    api_port: int = 7557
+    orchestrator_port: int = 7560
+    inventory_port: int = 7561
+    fileserver_port: int = 7562
+    downloads_port: int = 7567
+    inventory_url: str = "http://127.0.0.1:7561"
+    orchestrator_url: str = "http://127.0.0.1:7560"
+    fileserver_url: str = "http://127.0.0.1:7562"
+    # Base URL that CPEs use to fetch files (put in Download RPCs).
+    files_public_url: str = "http://127.0.0.1:7567"
+
+    # --- security -------------------------------------------------------------------------------
+    # HMAC key shared by the instances of a deployment: Digest nonces, minted download credentials.
+    secret_key: str = "change-me-in-production"
+    # Bootstrap admin API key; more keys are created through the API and stored hashed.
+    admin_api_key: str | None = None
+    cpe_auth: Literal["digest", "basic", "none"] = "digest"
+    # Basic sends the password in clear: allowed only behind TLS unless explicitly enabled.
+    cpe_allow_basic_without_tls: bool = False
+    cpe_credentials: Literal["shared", "per-device"] = "shared"
+    cpe_username: str = "testcpe"
+    cpe_password: str = "testcpe"
+    cpe_realm: str = "acs"
+
+    # --- gateway --------------------------------------------------------------------------------
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    session_plan_timeout: float = Field(5.0, gt=0)
+    session_idle_timeout: float = Field(30.0, gt=0)
+    session_lock_ttl: float = Field(120.0, gt=0)
+    max_sessions: int = Field(2000, ge=1)
+    auth_failures_before_throttle: int = 5
+    auth_throttle_seconds: float = 60.0
+
+    # --- orchestrator ---------------------------------------------------------------------------
+    periodic_inform_interval: int = Field(3600, ge=0)
+    download_timeout: float = 3600.0
+    gpv_batch_size: int = Field(32, ge=1)
+
+    # --- inventory ------------------------------------------------------------------------------
+    silent_after_intervals: float = 3.0
+
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
