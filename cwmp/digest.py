@@ -627,7 +627,7 @@ class DigestServer:
         out = []
         for alg in self.algorithms:
             value = (
-                f'Digest realm={_quote(self.realm)}, qop="auth", nonce="{nonce}", '
+                f'Digest realm={_quote(self.realm)}, qop="auth", nonce={_quote(nonce)}, '
                 f"opaque={_quote(self.opaque)}, algorithm={alg}"
             )
             if stale:
