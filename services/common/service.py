@@ -24,6 +24,7 @@ from services.common.settings import Settings
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+ASGIApp = Callable[..., Awaitable[None]]
 
 
 def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
@@ -63,7 +64,7 @@ def mongo_check(client: AsyncMongoClient) -> ReadinessCheck:
     return check
 
 
-async def serve(servers: list[tuple[FastAPI, int]], settings: Settings) -> None:
+async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings) -> None:
     """Run one uvicorn server per (app, port) until SIGTERM/SIGINT, then shut down gracefully.
 
     uvicorn stops accepting, lets in-flight requests finish (up to the graceful timeout), then
