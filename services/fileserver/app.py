@@ -1,0 +1,232 @@
+"""The operator API for files: ``/api/v1/files`` on ACS_FILESERVER_PORT.
+
+Upload is ``PUT /api/v1/files/{name}`` with the raw file as the request body, so that nothing
+has to buffer a multipart form: the body streams into an S3 multipart upload while its SHA-256
+and size are computed. Metadata travels in query parameters or ``X-File-*`` headers (query wins
+when both are given). Keys with the read-only role list and describe; operator keys upload and
+delete (services.common.apikeys).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from pymongo.errors import PyMongoError
+from starlette.requests import ClientDisconnect
+
+from services.common.apikeys import Principal
+from services.common.service import add_health_routes, mongo_check
+from services.fileserver.catalog import FileMetadata, FileRecord, new_object_key, validate_file_name
+from services.fileserver.credentials import download_url
+from services.fileserver.runtime import FileServerRuntime
+from services.fileserver.storage import StorageUnavailable, UploadStalled, UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1/files"
+# Each metadata field: (query parameter, header).
+METADATA_SOURCES = {
+    "file_type": ("file_type", "x-file-type"),
+    "oui": ("oui", "x-file-oui"),
+    "product_class": ("product_class", "x-file-product-class"),
+    "version": ("version", "x-file-version"),
+    "description": ("description", "x-file-description"),
+}
+
+
+class FileInfo(FileMetadata):
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    uploaded_at: datetime
+    uploaded_by: str
+    download_url: str
+
+
+class FileList(BaseModel):
+    files: list[FileInfo]
+    # Pass as ``after`` to get the next page; None on the last page.
+    next_after: str | None
+
+
+def _info(runtime: FileServerRuntime, record: FileRecord) -> FileInfo:
+    values = record.model_dump(exclude={"object_key"})
+    return FileInfo(**values, download_url=download_url(runtime.settings, record.name))
+
+
+def _name(name: str) -> str:
+    try:
+        return validate_file_name(name)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+def _metadata(request: Request) -> FileMetadata:
+    values: dict[str, str] = {}
+    for field, (query_name, header_name) in METADATA_SOURCES.items():
+        value = request.query_params.get(query_name)
+        if value is None:
+            value = request.headers.get(header_name)
+        if value is not None:
+            values[field] = value
+    try:
+        return FileMetadata.model_validate(values)
+    except ValidationError as exc:
+        problems = [{"field": ".".join(map(str, e["loc"])) or "metadata", "message": e["msg"]}
+                    for e in exc.errors()]
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from None
+
+
+def _content_type(request: Request) -> str:
+    value = request.headers.get("content-type", "").strip()
+    # curl --data-binary labels everything as a form; that is never what a firmware image is.
+    if not value or value.startswith("application/x-www-form-urlencoded"):
+        return "application/octet-stream"
+    return value
+
+
+def create_app(runtime: FileServerRuntime) -> FastAPI:
+    app = FastAPI(title="ACS fileserver", version="1", description=__doc__)
+    reader = Depends(runtime.auth.require("read-only"))
+    operator = Depends(runtime.auth.require("operator"))
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable) -> Response:
+        log.warning("S3 unavailable: %s", exc)
+        return JSONResponse({"detail": "file storage unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "10"})
+
+    @app.exception_handler(PyMongoError)
+    async def database_unavailable(request: Request, exc: PyMongoError) -> Response:
+        log.warning("MongoDB unavailable: %s", type(exc).__name__)
+        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
+                            headers={"Retry-After": "10"})
+
+    @app.put(
+        API + "/{name}", status_code=201, response_model=FileInfo,
+        responses={200: {"model": FileInfo, "description": "An existing file was replaced"},
+                   413: {"description": "Larger than the size limit"},
+                   422: {"description": "Bad name or metadata, or the sha256 does not match"}},
+        openapi_extra={
+            "parameters": [{"name": query, "in": "query", "required": field == "file_type",
+                            "schema": {"type": "string"}, "description": f"or header {header}"}
+                           for field, (query, header) in METADATA_SOURCES.items()]
+            + [{"name": "sha256", "in": "query", "required": False, "schema": {"type": "string"},
+                "description": "expected SHA-256 (hex) of the body, or header X-File-Sha256; "
+                               "a mismatch discards the upload"}],
+            "requestBody": {"required": True,
+                            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
+        },
+    )
+    async def upload(name: str, request: Request,
+                     principal: Principal = operator) -> Response:
+        """Upload or replace a file (raw body). CPEs downloading the old version finish it."""
+        name = _name(name)
+        metadata = _metadata(request)
+        expected = (request.query_params.get("sha256") or request.headers.get("x-file-sha256") or "").lower()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > runtime.max_file_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                f"files are limited to {runtime.max_file_bytes} bytes")
+        if not runtime.bucket_ready.is_set():
+            raise StorageUnavailable("bucket not created yet")
+
+        key = new_object_key()
+        content_type = _content_type(request)
+        chunks: AsyncIterator[bytes] = request.stream()
+        try:
+            stored = await runtime.store.put_stream(
+                key, chunks, content_type=content_type, max_bytes=runtime.max_file_bytes,
+                # Lets someone looking at the bucket alone tell what an object is.
+                metadata={"acs-file-name": quote(name, safe=""), "acs-file-type": metadata.file_type})
+        except UploadTooLarge as exc:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from None
+        except UploadStalled as exc:
+            raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, str(exc)) from None
+        except ClientDisconnect:
+            log.info("upload of %s abandoned by the client", name)
+            return Response(status_code=400)  # nobody is listening; keeps the log quiet
+
+        if expected and expected != stored.sha256:
+            await _discard_now(runtime, key)
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"sha256 mismatch: the body hashes to {stored.sha256}")
+        record = FileRecord(**metadata.model_dump(), name=name, size=stored.size, sha256=stored.sha256,
+                            content_type=content_type, uploaded_at=datetime.now(UTC).replace(microsecond=0),
+                            uploaded_by=principal.name, object_key=key)
+        try:
+            previous = await runtime.catalog.put(record)
+        except PyMongoError:
+            await _discard_now(runtime, key)
+            raise
+        if previous is not None:
+            await runtime.catalog.discard_object(previous.object_key, runtime.trash_delay)
+        log.info("file %s uploaded", name, extra={"file_name": name, "size": stored.size,
+                                                   "sha256": stored.sha256, "by": principal.name})
+        info = _info(runtime, record)
+        return JSONResponse(info.model_dump(mode="json"),
+                            status_code=status.HTTP_200_OK if previous else status.HTTP_201_CREATED,
+                            headers={"Location": f"{API}/{quote(name, safe='')}"})
+
+    @app.get(API, response_model=FileList)
+    async def list_files(
+        principal: Principal = reader,
+        file_type: str | None = None, oui: str | None = None, product_class: str | None = None,
+        version: str | None = None,
+        after: Annotated[str | None, Query(description="last name of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> FileList:
+        """Files in name order, optionally filtered on metadata."""
+        records = await runtime.catalog.list(file_type=file_type, oui=oui, product_class=product_class,
+                                             version=version, after=after, limit=limit)
+        next_after = records[-1].name if len(records) == limit else None
+        return FileList(files=[_info(runtime, record) for record in records], next_after=next_after)
+
+    @app.get(API + "/{name}", response_model=FileInfo)
+    async def describe(name: str, principal: Principal = reader) -> FileInfo:
+        record = await runtime.catalog.get(name)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+        return _info(runtime, record)
+
+    @app.get(API + "/{name}/downloads")
+    async def downloads(name: str, principal: Principal = reader,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """The latest download attempts of a file by CPEs, newest first."""
+        records = await runtime.recorder.recent(name, limit)
+        for record in records:
+            record["event_id"] = record.pop("_id")
+        return {"downloads": records}
+
+    @app.delete(API + "/{name}", status_code=204)
+    async def delete(name: str, principal: Principal = operator) -> Response:
+        """Delete a file. Downloads already streaming it finish; new ones get 404."""
+        record = await runtime.catalog.delete(name)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+        await runtime.catalog.discard_object(record.object_key, runtime.trash_delay)
+        log.info("file %s deleted", name, extra={"file_name": name, "by": principal.name})
+        return Response(status_code=204)
+
+    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
+    return app
+
+
+async def _discard_now(runtime: FileServerRuntime, key: str) -> None:
+    """Delete an object nobody references yet; if S3 refuses, leave it to the trash sweep."""
+    try:
+        await runtime.store.delete(key)
+    except StorageUnavailable:
+        try:
+            await runtime.catalog.discard_object(key, runtime.trash_delay)
+        except PyMongoError:
+            log.warning("orphan object %s left in the bucket", key)

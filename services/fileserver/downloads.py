@@ -1,0 +1,274 @@
+"""CPE downloads: ``GET|HEAD /download/{name}`` on ACS_DOWNLOADS_PORT.
+
+The URL and the credentials come from a Download RPC (credentials.py mints them). A request
+without valid credentials for this very file gets 401 with a Digest challenge (and a Basic one
+when ACS_DOWNLOADS_ALLOW_BASIC is on: Basic shows the password to anyone on the path, so it is off
+unless the operator says the transport is protected). Then the file streams from S3 with Range,
+If-Range, If-None-Match and a SHA-256 ETag (ranges.py decides what to send).
+
+Each GET that starts streaming, or that fails after the CPE authenticated, ends in exactly one
+record (recorder.py) with the bytes actually handed to the network: a CPE closing the connection
+half way is a failed download with the byte count it got, never an exception in our logs.
+HEAD, 304 and 416 send no file bytes and are not recorded.
+
+Paths are used as received: put no proxy that rewrites them in front of this port, or the Digest
+``uri`` check fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import Gauge
+from pymongo.errors import PyMongoError
+from starlette.types import Receive, Scope, Send
+
+from cwmp.digest import DigestServer, basic_challenge, parse_basic
+from services.common.service import add_health_routes, mongo_check
+from services.fileserver.catalog import FileRecord
+from services.fileserver.credentials import (
+    DownloadGrant,
+    InvalidDownloadCredentials,
+    check_download_password,
+    check_download_username,
+    download_password,
+)
+from services.fileserver.ranges import ResponsePlan, make_etag, plan_response
+from services.fileserver.runtime import FileServerRuntime
+from services.fileserver.storage import ObjectMissing, ObjectReader, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+REALM = "ACS file server"
+ACTIVE = Gauge("acs_file_downloads_active", "Downloads streaming now")
+
+# (outcome, bytes sent, reason) -> None
+FinishCallback = Callable[[str, int, str], None]
+
+
+class ObjectStreamResponse(Response):
+    """Streams a byte range of an S3 object and reports how the transfer ended.
+
+    Starlette's StreamingResponse does not tell the code around it whether the client got
+    everything or went away, and keeps reading the source after a disconnect with some servers.
+    Here a watcher task listens for ``http.disconnect`` while the pump sends; whichever ends
+    first decides the outcome, and the other is cancelled, so a vanished CPE stops our S3 reads
+    at once.
+    """
+
+    def __init__(self, plan: ResponsePlan, reader: ObjectReader, on_finish: FinishCallback) -> None:
+        self.status_code = plan.status
+        self.background = None
+        self.raw_headers = _raw_headers(plan)
+        self.reader = reader
+        self.on_finish = on_finish
+        self.bytes_sent = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome, reason = "failed", "server shutting down"
+        ACTIVE.inc()
+        pump = asyncio.create_task(self._pump(send))
+        watcher = asyncio.create_task(self._wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                error = pump.exception()
+                if error is None:
+                    outcome, reason = "completed", ""
+                else:
+                    # Status and length are sent already: returning without finishing the body
+                    # makes the server close the connection, which the CPE sees as a short read.
+                    reason = f"storage failed mid-stream: {error}"
+                    log.warning("S3 failed while streaming: %s", error)
+            else:
+                reason = "client disconnected"
+        finally:
+            for task in (pump, watcher):
+                task.cancel()
+            for task in (pump, watcher):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.reader.aclose()
+            ACTIVE.dec()
+            self.on_finish(outcome, self.bytes_sent, reason)
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        while chunk := await self.reader.read():
+            # send() returns once the bytes are in the transport (uvicorn waits while the socket
+            # is backed up), so this count is what left for the CPE, and memory stays bounded.
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.bytes_sent += len(chunk)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _wait_for_disconnect(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+class DownloadHandler:
+    def __init__(self, runtime: FileServerRuntime, *, allow_basic: bool | None = None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.allow_basic = (bool(getattr(self.settings, "downloads_allow_basic", False))
+                            if allow_basic is None else allow_basic)
+        self.digest = DigestServer(REALM, _digest_secret(self.settings.secret_key))
+
+    def _challenge(self, stale: bool = False) -> Response:
+        headers = [("www-authenticate", self.digest.challenge(stale=stale))]
+        if self.allow_basic:
+            headers.append(("www-authenticate", basic_challenge(REALM)))
+        response = PlainTextResponse("authentication required\n", status_code=401)
+        response.raw_headers += [(k.encode(), v.encode()) for k, v in headers]
+        return response
+
+    def authenticate(self, request: Request, name: str) -> DownloadGrant | Response:
+        header = request.headers.get("authorization")
+        refusal = ""
+
+        if header and header.lstrip()[:6].lower() == "basic ":
+            if not self.allow_basic:
+                refusal = "Basic authentication is not allowed"
+            elif (pair := parse_basic(header)) is None:
+                refusal = "malformed Basic credentials"
+            else:
+                username, password = pair
+                try:
+                    grant = check_download_username(username, name)
+                except InvalidDownloadCredentials as exc:
+                    refusal = str(exc)
+                else:
+                    if check_download_password(self.settings, username, password):
+                        return grant
+                    refusal = "wrong password"
+            log.info("download refused: %s", refusal, extra={"file_name": name})
+            return self._challenge()
+
+        grants: dict[str, DownloadGrant] = {}
+        claim_errors: list[str] = []
+
+        def lookup(username: str) -> str | None:
+            try:
+                grants[username] = check_download_username(username, name)
+            except InvalidDownloadCredentials as exc:
+                claim_errors.append(str(exc))
+                return None
+            return download_password(self.settings, username)
+
+        result = self.digest.verify(request.method, _request_target(request), header, lookup)
+        if result.ok and result.username in grants:
+            return grants[result.username]
+        if header:
+            # A missing header is the normal first leg of Digest; anything else is worth a line.
+            refusal = claim_errors[0] if claim_errors else result.reason
+            log.info("download refused: %s", refusal, extra={"file_name": name})
+        return self._challenge(stale=result.stale)
+
+    async def handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        name = request.path_params["name"]
+        grant = self.authenticate(request, name)
+        if isinstance(grant, Response):
+            return grant
+        head = request.method == "HEAD"
+
+        def finish(outcome: str, sent: int, reason: str, *, status: int, expected: int = 0,
+                   range_request: bool = False) -> None:
+            self.runtime.recorder.record(
+                outcome=outcome, file_name=name, device_id=grant.device_id, bytes_sent=sent,
+                expected_bytes=expected, duration=time.monotonic() - started, range_request=range_request,
+                reason=reason, remote_address=request.client.host if request.client else "", status=status)
+
+        try:
+            record = await self.runtime.catalog.get(name)
+        except PyMongoError as exc:
+            log.warning("MongoDB unavailable: %s", type(exc).__name__)
+            if not head:
+                finish("failed", 0, "database unavailable", status=503)
+            return _unavailable()
+        if record is None:
+            if not head:
+                finish("failed", 0, "no such file", status=404)
+            return PlainTextResponse("no such file\n", status_code=404)
+
+        plan = _plan(request, record)
+        if head or plan.byte_range is None:
+            # HEAD, 304, 416, or an empty file: headers are the whole answer.
+            if plan.status in (200, 206) and not head:
+                finish("completed", 0, "", status=plan.status, range_request=plan.status == 206)
+            response = Response(status_code=plan.status)
+            response.raw_headers = _raw_headers(plan)
+            return response
+
+        byte_range = plan.byte_range
+        try:
+            reader = await self.runtime.store.open(record.object_key, byte_range.start, byte_range.length)
+        except (StorageUnavailable, ObjectMissing) as exc:
+            if isinstance(exc, ObjectMissing):
+                # The catalog names an object S3 does not have: an operator must look at this.
+                log.error("object %s of file %s is missing from the bucket", record.object_key, name)
+            else:
+                log.warning("S3 unavailable: %s", exc)
+            finish("failed", 0, "storage unavailable", status=503, expected=byte_range.length,
+                   range_request=plan.status == 206)
+            return _unavailable()
+
+        def on_finish(outcome: str, sent: int, reason: str) -> None:
+            finish(outcome, sent, reason, status=plan.status, expected=byte_range.length,
+                   range_request=plan.status == 206)
+
+        return ObjectStreamResponse(plan, reader, on_finish)
+
+
+def _plan(request: Request, record: FileRecord) -> ResponsePlan:
+    headers = {name: request.headers[name] for name in ("range", "if-range", "if-none-match",
+                                                          "if-modified-since") if name in request.headers}
+    return plan_response(headers, size=record.size, etag=make_etag(record.sha256),
+                         last_modified=record.uploaded_at, content_type=record.content_type)
+
+
+def _raw_headers(plan: ResponsePlan) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in plan.headers.items()]
+
+
+def _request_target(request: Request) -> str:
+    """The request target as the CPE sent it, which is what its Digest ``uri`` must name."""
+    path = request.scope.get("raw_path") or request.scope["path"].encode()
+    query = request.scope.get("query_string", b"")
+    target = path + (b"?" + query if query else b"")
+    return target.decode("latin-1")
+
+
+def _unavailable() -> Response:
+    return PlainTextResponse("file storage unavailable, retry later\n", status_code=503,
+                             headers={"Retry-After": "30"})
+
+
+def _digest_secret(secret_key: str) -> str:
+    """The key for our Digest nonces, derived from ACS_SECRET_KEY.
+
+    Derived rather than used as is: the gateway keys its own nonces with ACS_SECRET_KEY, and a
+    separate key keeps the two uses apart; it also always has the length DigestServer requires.
+    """
+    return hmac.new(secret_key.encode(), b"acs-download-digest-nonces", hashlib.sha256).hexdigest()
+
+
+def create_download_app(runtime: FileServerRuntime, *, allow_basic: bool | None = None) -> FastAPI:
+    app = FastAPI(title="ACS file downloads", docs_url=None, redoc_url=None, openapi_url=None)
+    handler = DownloadHandler(runtime, allow_basic=allow_basic)
+
+    @app.api_route("/download/{name}", methods=["GET", "HEAD"])
+    async def download(request: Request) -> Response:
+        return await handler.handle(request)
+
+    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
+    return app
