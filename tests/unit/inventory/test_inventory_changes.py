@@ -1,0 +1,224 @@
+"""Planning: which MongoDB updates and which device facts each inbound message produces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.bus.events import (
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    ParameterValue,
+    RpcResponseReceived,
+    SessionEnded,
+    ValueChange,
+)
+from services.inventory.changes import (
+    KEEP_APPLIED,
+    DeviceState,
+    PlanConfig,
+    observe,
+    plan,
+    projection_for,
+)
+
+DEVICE = "00259E-Box-SN1"
+T0 = datetime(2025, 5, 1, 12, tzinfo=UTC)
+CONFIG = PlanConfig(silent_after_intervals=3, default_interval=3600)
+SV = "Device:DeviceInfo:SoftwareVersion"
+
+
+def inform(*codes: str, params: dict[str, tuple[str, str]] | None = None, at: datetime = T0,
+           event_id: str | None = None) -> InformReceived:
+    extra = {"event_id": event_id} if event_id else {}
+    return InformReceived(
+        device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g", time=at,
+        device=DeviceIdentity(manufacturer="Acme", oui="00259E", product_class="Box", serial_number="SN1"),
+        events=[InformEventCode(code=code) for code in codes],
+        parameters=[ParameterValue(name=name, value=value, type=kind)
+                    for name, (value, kind) in (params or {}).items()],
+        remote_address="10.0.0.1", **extra)
+
+
+def response(method: str, rpc: dict[str, Any], at: datetime = T0) -> RpcResponseReceived:
+    return RpcResponseReceived(device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g",
+                               time=at, rpc_id="1", method=method, rpc={"method": method, **rpc})
+
+
+def known(**params: Any) -> DeviceState:
+    """An existing device whose stored parameters are ``params`` (encoded name -> entry)."""
+    return DeviceState(DEVICE, exists=True, params=dict(params))
+
+
+def run(state: DeviceState, message: Any) -> tuple[Any, list[Any]]:
+    observation = observe(message)
+    assert observation is not None
+    return plan(state, observation, CONFIG)
+
+
+def test_first_inform_registers_the_device_with_an_upsert() -> None:
+    state = DeviceState(DEVICE)
+    write, facts = run(state, inform("0 BOOTSTRAP", "1 BOOT", params={
+        "Device.DeviceInfo.SoftwareVersion": ("1.0", "xsd:string"),
+        "Device.ManagementServer.PeriodicInformInterval": ("300", "xsd:unsignedInt")}))
+    assert write.upsert
+    assert write.filter["_id"] == DEVICE and "$ne" in write.filter["applied"]
+    update = write.update
+    assert update["$setOnInsert"]["serial_number"] == "SN1"
+    assert update["$setOnInsert"]["first_seen"] == T0
+    assert update["$set"]["software_version"] == "1.0"
+    assert update["$set"]["inform_interval"] == 300
+    assert update["$set"]["params"][SV] == {"v": "1.0", "t": "xsd:string", "ts": T0}
+    assert update["$set"]["silent_deadline"] == T0 + timedelta(seconds=900)
+    assert update["$max"] == {"last_inform": T0, "last_boot": T0, "last_bootstrap": T0}
+    assert [f.kind for f in facts] == ["registered", "bootstrapped", "booted", "informed"]
+    assert facts[0].details["serial_number"] == "SN1"
+    assert state.exists and state.applied
+
+
+def test_periodic_inform_writes_only_changed_values_and_reports_old_and_new() -> None:
+    state = known(**{SV: {"v": "1.0", "t": "xsd:string"},
+                     "Device:X:Uptime": {"v": 5, "t": "xsd:unsignedInt"}})
+    write, facts = run(state, inform("2 PERIODIC", params={
+        "Device.DeviceInfo.SoftwareVersion": ("1.0", "xsd:string"),
+        "Device.X.Uptime": ("65", "xsd:unsignedInt"),
+        "Device.X.New": ("n", "xsd:string")}))
+    sets = write.update["$set"]
+    assert f"params.{SV}.v" not in sets and sets[f"params.{SV}.ts"] == T0  # unchanged: read time only
+    assert sets["params.Device:X:Uptime.v"] == 65
+    assert sets["params.Device:X:New.v"] == "n"
+    assert "software_version" not in sets
+    assert "params" not in sets  # never the whole tree outside BOOTSTRAP
+    kinds = [f.kind for f in facts]
+    assert kinds == ["value_changed", "informed"]
+    # A first reading is not a change: there is no old value to report.
+    assert facts[0].changes == (
+        ValueChange(name="Device.X.Uptime", old="5", new="65", type="xsd:unsignedInt"),)
+
+
+def test_a_replayed_message_is_not_planned_again() -> None:
+    state = known()
+    message = inform("2 PERIODIC", params={"Device.X.A": ("1", "xsd:string")})
+    first, _ = run(state, message)
+    again, facts = run(state, message)
+    assert first is not None and again is None and facts == []
+
+
+def test_the_applied_marker_is_bounded() -> None:
+    state = known()
+    for i in range(KEEP_APPLIED + 5):
+        run(state, inform("2 PERIODIC", event_id=f"e{i}"))
+    assert len(state.applied) == KEEP_APPLIED and state.applied[-1] == f"e{KEEP_APPLIED + 4}"
+
+
+def test_boolean_spellings_are_the_same_value_but_a_type_change_is_not() -> None:
+    state = known(**{"Device:X:On": {"v": True, "t": "xsd:boolean"}})
+    write, facts = run(state, inform("2 PERIODIC", params={"Device.X.On": ("1", "xsd:boolean")}))
+    assert "params.Device:X:On.v" not in write.update["$set"]
+    assert [f.kind for f in facts] == ["informed"]
+    write, facts = run(state, inform("2 PERIODIC", params={"Device.X.On": ("1", "xsd:int")},
+                                     event_id="other"))
+    assert write.update["$set"]["params.Device:X:On.v"] == 1
+    assert facts[0].changes[0].old == "true" and facts[0].changes[0].new == "1"
+
+
+def test_bootstrap_replaces_the_cached_tree_with_what_the_inform_carries() -> None:
+    state = known(**{SV: {"v": "1.0", "t": "xsd:string"}, "Device:Old": {"v": "x", "t": "xsd:string"}})
+    write, facts = run(state, inform("0 BOOTSTRAP", params={
+        "Device.DeviceInfo.SoftwareVersion": ("2.0", "xsd:string")}))
+    sets = write.update["$set"]
+    assert sets["params"] == {SV: {"v": "2.0", "t": "xsd:string", "ts": T0}}
+    assert sets["software_version"] == "2.0"
+    assert write.update["$unset"] == {"silent_since": "", "inform_interval": "",
+                                      "connection_request_url": ""}
+    assert "Device:Old" not in state.params
+    assert [f.kind for f in facts] == ["bootstrapped", "value_changed", "informed"]
+
+
+def test_silence_deadline_follows_the_interval_of_either_data_model_and_periodic_enable() -> None:
+    state = known(**{"InternetGatewayDevice:ManagementServer:PeriodicInformInterval": {"v": 60}})
+    write, _ = run(state, inform("2 PERIODIC"))
+    assert write.update["$set"]["silent_deadline"] == T0 + timedelta(seconds=180)
+    state = known(**{"Device:ManagementServer:PeriodicInformEnable": {"v": False}})
+    write, _ = run(state, inform("2 PERIODIC", event_id="x"))
+    assert "silent_deadline" not in write.update["$set"]
+    assert "silent_deadline" in write.update["$unset"]
+    write, _ = run(known(), inform("2 PERIODIC", event_id="y"))
+    assert write.update["$set"]["silent_deadline"] == T0 + timedelta(hours=3)
+
+
+def test_gpv_response_updates_values_and_denormalised_fields() -> None:
+    state = known(**{SV: {"v": "1.0", "t": "xsd:string", "w": False}})
+    write, facts = run(state, response("GetParameterValuesResponse", {"parameter_list": [
+        {"name": "Device.DeviceInfo.SoftwareVersion", "value": {"value": "1.1", "type": "xsd:string"}},
+        {"name": "Device.ManagementServer.ConnectionRequestURL", "value": "http://cpe:7547/x",
+         "type": "xsd:string"}]}))
+    assert not write.upsert
+    sets = write.update["$set"]
+    assert sets[f"params.{SV}.v"] == "1.1" and f"params.{SV}.w" not in sets
+    assert sets["software_version"] == "1.1"
+    assert sets["connection_request_url"] == "http://cpe:7547/x"
+    assert [f.kind for f in facts] == ["value_changed"]
+    assert facts[0].changes[0].old == "1.0"
+
+
+def test_gpn_response_sets_writable_flags_that_changed() -> None:
+    state = known(**{"Device:WiFi:": {"w": False}})
+    write, facts = run(state, response("GetParameterNamesResponse", {"parameter_list": [
+        {"name": "Device.WiFi.", "writable": False},
+        {"name": "Device.WiFi.SSID.1.SSID", "writable": True}]}))
+    assert write.update["$set"] == {"params.Device:WiFi:SSID:1:SSID.w": True}
+    assert facts == []
+    again, _ = run(state, response("GetParameterNamesResponse", {"parameter_list": [
+        {"name": "Device.WiFi.SSID.1.SSID", "writable": True}]}))
+    assert again is None  # nothing new: no write at all
+
+
+def test_delete_object_unsets_the_subtree_server_side() -> None:
+    state = known(**{"Device:WiFi:SSID:2:SSID": {"v": "x"}, "Device:WiFi:SSID:1:SSID": {"v": "y"}})
+    write, facts = run(state, response("DeleteObjectResponse",
+                                       {"status": 0, "object_name": "Device.WiFi.SSID.2."}))
+    assert isinstance(write.update, list)  # a pipeline: filters the keys inside MongoDB
+    assert "$literal" in str(write.update) and "Device:WiFi:SSID:2:" in str(write.update)
+    assert set(state.params) == {"Device:WiFi:SSID:1:SSID"}
+    assert facts == []
+
+
+def test_delete_object_also_finds_the_name_in_an_attached_request() -> None:
+    observation = observe(response("DeleteObjectResponse",
+                                   {"status": 0, "request": {"object_name": "Device.NAT.PortMapping.3."}}))
+    assert observation is not None and observation.deleted_object == "Device.NAT.PortMapping.3."
+    assert observe(response("DeleteObjectResponse", {"status": 0})) is None
+
+
+def test_add_object_records_the_new_instance() -> None:
+    write, _ = run(known(), response("AddObjectResponse", {"instance_number": 4, "status": 0,
+                                                           "object_name": "Device.NAT.PortMapping."}))
+    assert write.update["$set"] == {"params.Device:NAT:PortMapping:4:.ts": T0}
+
+
+def test_responses_for_unknown_devices_and_other_messages_change_nothing() -> None:
+    write, facts = run(DeviceState(DEVICE), response("GetParameterValuesResponse", {"parameter_list": [
+        {"name": "Device.A", "value": "1"}]}))
+    assert write is None and facts == []
+    assert observe(response("SetParameterValuesResponse", {"status": 0})) is None
+    assert observe(SessionEnded(device_id=DEVICE, session_id="s", reply_to="r", gateway_id="g",
+                                outcome="completed")) is None
+
+
+def test_fact_ids_are_derived_from_the_inbound_message() -> None:
+    message = inform("1 BOOT", event_id="abc")
+    _, first = run(DeviceState(DEVICE), message)
+    _, second = run(DeviceState(DEVICE), message)
+    assert [f.event_id for f in first] == [f.event_id for f in second]
+    assert len({f.event_id for f in first}) == len(first)
+
+
+def test_projection_reads_only_mentioned_and_always_needed_parameters() -> None:
+    observation = observe(inform("2 PERIODIC", params={"Device.X.A": ("1", "xsd:string")}))
+    assert observation is not None
+    projection = projection_for([observation])
+    assert projection["params.Device:X:A"] == 1 and projection["applied"] == 1
+    assert "params.InternetGatewayDevice:ManagementServer:PeriodicInformInterval" in projection
+    assert "params" not in projection
