@@ -176,6 +176,13 @@ class ObjectStore:
         response = await self._run(self.client.get_object, self.bucket, key, offset=offset, length=length)
         return ObjectReader(self, response, length)
 
+    async def exists(self, key: str) -> bool:
+        try:
+            await self._run(self.client.stat_object, self.bucket, key)
+        except ObjectMissing:
+            return False
+        return True
+
     async def delete(self, key: str) -> None:
         await self._run(self.client.remove_object, self.bucket, key)
 

@@ -105,7 +105,7 @@ def seeded_bytes(seed: int, size: int) -> bytes:
 
 
 async def upload(client: httpx.AsyncClient, server: RunningFileServer, name: str,
-                 body: bytes | Iterator[bytes], *, file_type: str = "1 Firmware Upgrade Image",
+                 body: bytes | Iterator[bytes], *, file_type: str | None = "1 Firmware Upgrade Image",
                  headers: dict[str, str] | None = None, **params: str) -> httpx.Response:
     content: bytes | AsyncIterator[bytes]
     if isinstance(body, bytes):
@@ -116,7 +116,8 @@ async def upload(client: httpx.AsyncClient, server: RunningFileServer, name: str
                 yield piece
         content = stream()
     return await client.put(f"{server.api_url}/api/v1/files/{name}", content=content,
-                            params={"file_type": file_type, **params}, headers={**ADMIN, **(headers or {})})
+                            params={**({"file_type": file_type} if file_type is not None else {}), **params},
+                            headers={**ADMIN, **(headers or {})})
 
 
 class DigestAuth(httpx.Auth):

@@ -1,0 +1,156 @@
+"""The operator API (/api/v1/files) against the real fileserver, S3 and MongoDB."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from services.common.settings import Settings
+from services.fileserver.catalog import TRASH
+from services.fileserver.credentials import mint_download_credentials
+from tests.integration.test_fileserver_support import (
+    ADMIN,
+    MIB,
+    DigestAuth,
+    RunningFileServer,
+    run_fileserver,
+    seeded_chunks,
+    seeded_sha256,
+    upload,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def fileserver(settings: Settings, mongodb_url: str,
+                     s3_server: object) -> AsyncIterator[RunningFileServer]:
+    # No Kafka: nothing here downloads, so no event is published.
+    async with run_fileserver(settings, with_kafka=False) as running:
+        yield running
+
+
+async def test_fileserver_api_requires_a_key_with_the_right_role(fileserver: RunningFileServer) -> None:
+    url = f"{fileserver.api_url}/api/v1/files"
+    reader_key = await fileserver.runtime.auth.create("noc", "read-only")
+    operator_key = await fileserver.runtime.auth.create("ops", "operator")
+    async with httpx.AsyncClient(timeout=30) as client:
+        for method, path in (("GET", ""), ("GET", "/x.bin"), ("PUT", "/x.bin"), ("DELETE", "/x.bin")):
+            anonymous = await client.request(method, url + path, content=b"data" if method == "PUT" else None)
+            assert anonymous.status_code == 401, (method, path)
+            assert anonymous.headers["www-authenticate"] == "Bearer"
+            unknown = await client.request(method, url + path, headers={"X-API-Key": "acs_nope"})
+            assert unknown.status_code == 401, (method, path)
+
+        as_reader = {"Authorization": f"Bearer {reader_key}"}
+        assert (await client.get(url, headers=as_reader)).status_code == 200
+        refused = await client.put(url + "/x.bin", content=b"data", headers=as_reader,
+                                   params={"file_type": "2 Web Content"})
+        assert refused.status_code == 403
+        created = await client.put(url + "/x.bin", content=b"data", params={"file_type": "2 Web Content"},
+                                   headers={"X-API-Key": operator_key})
+        assert created.status_code == 201
+        assert created.json()["uploaded_by"] == "ops"
+        assert (await client.get(url + "/x.bin", headers=as_reader)).status_code == 200
+        assert (await client.delete(url + "/x.bin", headers=as_reader)).status_code == 403
+
+
+async def test_fileserver_upload_list_describe_delete(fileserver: RunningFileServer) -> None:
+    url = f"{fileserver.api_url}/api/v1/files"
+    async with httpx.AsyncClient(timeout=30) as client:
+        # Metadata in headers this time (query parameters are covered by the other tests).
+        first = await upload(client, fileserver, "box-2.0.bin", b"image 2.0", file_type=None,
+                             headers={"X-File-Type": "1 Firmware Upgrade Image", "X-File-OUI": "00D09E",
+                                      "X-File-Product-Class": "Box", "X-File-Version": "2.0",
+                                      "X-File-Description": "stable", "Content-Type": "application/x-tar"})
+        assert first.status_code == 201, first.text
+        assert first.headers["location"] == "/api/v1/files/box-2.0.bin"
+        assert first.json()["content_type"] == "application/x-tar"
+        await upload(client, fileserver, "box-2.1.bin", b"image 2.1", oui="00D09E", product_class="Box",
+                     version="2.1")
+        await upload(client, fileserver, "other.cfg", b"cfg", file_type="X 00D09E Profile")
+
+        everything = (await client.get(url, headers=ADMIN)).json()
+        assert [f["name"] for f in everything["files"]] == ["box-2.0.bin", "box-2.1.bin", "other.cfg"]
+        assert everything["next_after"] is None
+        boxes = (await client.get(url, headers=ADMIN,
+                                  params={"oui": "00d09e", "product_class": "Box"})).json()
+        assert [f["name"] for f in boxes["files"]] == ["box-2.0.bin", "box-2.1.bin"]
+        vendor = (await client.get(url, headers=ADMIN, params={"file_type": "X 00D09E Profile"})).json()
+        assert [f["name"] for f in vendor["files"]] == ["other.cfg"]
+        page = (await client.get(url, headers=ADMIN, params={"limit": 2})).json()
+        assert [f["name"] for f in page["files"]] == ["box-2.0.bin", "box-2.1.bin"]
+        rest = (await client.get(url, headers=ADMIN, params={"limit": 2, "after": page["next_after"]})).json()
+        assert [f["name"] for f in rest["files"]] == ["other.cfg"]
+
+        described = (await client.get(f"{url}/box-2.0.bin", headers=ADMIN)).json()
+        assert {k: described[k] for k in ("size", "oui", "product_class", "version", "description")} == {
+            "size": 9, "oui": "00D09E", "product_class": "Box", "version": "2.0", "description": "stable"}
+        assert (await client.get(f"{url}/nothing.bin", headers=ADMIN)).status_code == 404
+
+        key = (await fileserver.runtime.catalog.get("box-2.0.bin")).object_key  # type: ignore[union-attr]
+        assert (await client.delete(f"{url}/box-2.0.bin", headers=ADMIN)).status_code == 204
+        assert (await client.delete(f"{url}/box-2.0.bin", headers=ADMIN)).status_code == 404
+        assert (await client.get(f"{url}/box-2.0.bin", headers=ADMIN)).status_code == 404
+        gone = await client.get(described["download_url"], auth=DigestAuth(
+            *mint_download_credentials(fileserver.settings, "box-2.0.bin", "00D09E-Box-1")))
+        assert gone.status_code == 404
+
+    # The bytes stay for downloads in flight, then the maintenance round deletes them.
+    assert await fileserver.runtime.store.exists(key)
+    await fileserver.runtime.run_maintenance()
+    assert await fileserver.runtime.store.exists(key)
+    trash = fileserver.runtime.mongo[fileserver.settings.mongodb_database][TRASH]
+    await trash.update_one({"_id": key}, {"$set": {"due": datetime.now(UTC) - timedelta(seconds=1)}})
+    await fileserver.runtime.run_maintenance()
+    assert not await fileserver.runtime.store.exists(key)
+    assert await trash.count_documents({}) == 0
+
+
+async def test_fileserver_replace_keeps_old_bytes_until_swapped(fileserver: RunningFileServer) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        first = (await upload(client, fileserver, "fw.bin", b"version one")).json()
+        old_key = (await fileserver.runtime.catalog.get("fw.bin")).object_key  # type: ignore[union-attr]
+
+        # A wrong expected hash discards the new upload; the old file is untouched.
+        mismatch = await upload(client, fileserver, "fw.bin", b"version two", sha256="0" * 64)
+        assert mismatch.status_code == 422
+        assert "sha256 mismatch" in mismatch.text
+        assert (await client.get(f"{fileserver.api_url}/api/v1/files/fw.bin", headers=ADMIN)).json() == first
+
+        replaced = await upload(client, fileserver, "fw.bin", b"version two",
+                                headers={"X-File-Sha256": hashlib.sha256(b"version two").hexdigest()})
+        assert replaced.status_code == 200
+        assert replaced.json()["sha256"] != first["sha256"]
+        auth = DigestAuth(*mint_download_credentials(fileserver.settings, "fw.bin", None))
+        got = await client.get(replaced.json()["download_url"], auth=auth)
+        assert (got.content, got.headers["etag"]) == (b"version two", f'"{replaced.json()["sha256"]}"')
+    trash = fileserver.runtime.mongo[fileserver.settings.mongodb_database][TRASH]
+    assert [d["_id"] for d in await trash.find().to_list()] == [old_key]
+
+
+async def test_fileserver_upload_refuses_bad_metadata_names_and_oversize(
+        fileserver: RunningFileServer) -> None:
+    url = f"{fileserver.api_url}/api/v1/files"
+    async with httpx.AsyncClient(timeout=30) as client:
+        missing_type = await client.put(f"{url}/a.bin", content=b"x", headers=ADMIN)
+        assert missing_type.status_code == 422
+        assert missing_type.json()["detail"][0]["field"] == "file_type"
+        assert (await upload(client, fileserver, "a.bin", b"x", file_type="7 Nonsense")).status_code == 422
+        assert (await upload(client, fileserver, "a.bin", b"x", oui="xyz")).status_code == 422
+        assert (await upload(client, fileserver, "..", b"x")).status_code in (404, 422)
+        assert (await upload(client, fileserver, "bad%0Aname", b"x")).status_code == 422
+
+        fileserver.runtime.max_file_bytes = 3 * MIB
+        declared = await upload(client, fileserver, "big.bin", b"x" * (3 * MIB + 1))
+        assert declared.status_code == 413
+        # Without Content-Length (chunked) the limit is enforced while streaming.
+        streamed = await upload(client, fileserver, "big.bin", seeded_chunks(1, 4 * MIB))
+        assert streamed.status_code == 413
+        assert (await client.get(f"{url}/big.bin", headers=ADMIN)).status_code == 404
+        fine = await upload(client, fileserver, "ok.bin", seeded_chunks(1, 3 * MIB))
+        assert (fine.status_code, fine.json()["sha256"]) == (201, seeded_sha256(1, 3 * MIB))
