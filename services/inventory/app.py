@@ -1,0 +1,311 @@
+"""The inventory's northbound API: devices, queries, tags and per-device CPE credentials.
+
+Roles: ``read-only`` reads devices; ``operator`` tags them; ``admin`` deletes devices and manages
+credentials. Query syntax and examples: docs/inventory.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ExecutionTimeout
+
+from services.common.apikeys import ApiKeyAuth
+from services.common.service import ReadinessCheck, add_health_routes, mongo_check
+from services.common.settings import Settings
+from services.inventory import credentials, store
+from services.inventory.metrics import QUERY_SECONDS
+from services.inventory.query import (
+    FULL,
+    SUMMARY,
+    QueryError,
+    cursor_filter,
+    encode_cursor,
+    parse_fields,
+    parse_query,
+    parse_sort,
+)
+from services.inventory.views import render_device
+
+# A query on an unindexed parameter scans the collection; bound it rather than let it pile up.
+QUERY_TIMEOUT_MS = 15_000
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,63}")
+
+QueryParam = Annotated[str | None, Query(
+    description='JSON filter, e.g. {"Device.DeviceInfo.SoftwareVersion": {"$prefix": "2."}, '
+                '"tags": "lab"}. Operators: $eq $ne $gt $gte $lt $lte $in $exists $prefix; '
+                "combine with $and/$or. See docs/inventory.md.")]
+FieldsParam = Annotated[str | None, Query(
+    description="Comma-separated: device fields, parameter names, subtrees ending in '.', or "
+                "'parameters' for the whole tree.")]
+DeviceId = Annotated[str, Path(description="Device id: OUI-ProductClass-SerialNumber, percent-encoded")]
+
+
+# --- documentation models (responses are built directly for speed; these describe them) ----------
+
+
+class Parameter(BaseModel):
+    value: str | int | bool | None = Field(None, description="Typed by xsi type: integers as numbers, "
+                                           "booleans as true/false, the rest as text")
+    type: str | None = Field(None, description="xsi type, e.g. xsd:string")
+    writable: bool | None = Field(None, description="From GetParameterNames, when known")
+    timestamp: datetime | None = Field(None, description="When this value was last read")
+    object: bool | None = Field(None, description="True for an object (name ending in '.')")
+
+
+class Device(BaseModel):
+    id: str
+    oui: str | None = None
+    product_class: str | None = None
+    serial_number: str | None = None
+    manufacturer: str | None = None
+    software_version: str | None = None
+    tags: list[str] | None = None
+    first_seen: datetime | None = None
+    last_inform: datetime | None = None
+    last_boot: datetime | None = None
+    last_bootstrap: datetime | None = None
+    silent_since: datetime | None = Field(None, description="Set while the device is silent")
+    inform_interval: int | None = None
+    connection_request_url: str | None = None
+    remote_address: str | None = None
+    cpe_credentials: bool | None = Field(None, description="Per-device CPE credentials are stored "
+                                         "(single-device reads only)")
+    parameters: dict[str, Parameter] | None = None
+
+
+class DeviceList(BaseModel):
+    devices: list[Device]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null at the end")
+    count: int | None = Field(None, description="All matching devices, when ?count=true")
+
+
+class Count(BaseModel):
+    count: int
+
+
+class Tags(BaseModel):
+    id: str
+    tags: list[str]
+
+
+class ImportResult(BaseModel):
+    imported: int
+
+
+class CredentialInfo(BaseModel):
+    username: str
+    device_id: str | None
+    realm: str
+    updated_at: datetime
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialInfo]
+    next_cursor: str | None
+
+
+def create_app(settings: Settings, client: AsyncMongoClient | None = None,
+               checks: dict[str, ReadinessCheck] | None = None) -> FastAPI:
+    """The API app. Without ``client`` it opens (and closes) its own MongoDB client."""
+    owned = client is None
+    mongo: AsyncMongoClient = client if client is not None else AsyncMongoClient(
+        settings.mongodb_url, tz_aware=True)
+    db: AsyncDatabase = mongo[settings.mongodb_database]
+    auth = ApiKeyAuth(db, settings.admin_api_key)
+    reader = [Depends(auth.require("read-only"))]
+    operator = [Depends(auth.require("operator"))]
+    admin = [Depends(auth.require("admin"))]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            await mongo.close()
+
+    app = FastAPI(title="ACS inventory", version="1", lifespan=lifespan,
+                  description="Devices, device queries, tags and per-device CPE credentials.")
+    add_health_routes(app, {"mongodb": mongo_check(mongo), **(checks or {})})
+
+    @app.exception_handler(QueryError)
+    async def bad_query(_: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_400_BAD_REQUEST)
+
+    @app.exception_handler(ExecutionTimeout)
+    async def too_slow(_: Request, __: ExecutionTimeout) -> JSONResponse:
+        return JSONResponse({"detail": f"the query ran longer than {QUERY_TIMEOUT_MS // 1000} s; add a "
+                                       "condition on an indexed field (serial_number, oui, product_class, "
+                                       "software_version, last_inform, first_seen, tags)"},
+                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.get("/api/v1/devices", summary="Query devices", dependencies=reader,
+             responses={200: {"model": DeviceList},
+                        400: {"description": "Invalid q, fields, sort or cursor"}})
+    async def list_devices(
+        q: QueryParam = None,
+        fields: FieldsParam = None,
+        sort: Annotated[str | None, Query(description="id (default), serial_number, software_version, "
+                                          "last_inform or first_seen; '-' prefix for descending")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        count: Annotated[bool, Query(description="Also count all matching devices")] = False,
+    ) -> Response:
+        started = time.perf_counter()
+        query = parse_query(q)
+        projection = parse_fields(fields, SUMMARY)
+        order = parse_sort(sort)
+        page_filter = _and(query, cursor_filter(order, cursor))
+        found = store.devices(db).find(page_filter, projection.mongo(order.path), limit=limit + 1,
+                                       max_time_ms=QUERY_TIMEOUT_MS).sort(order.mongo())
+        documents = [document async for document in found]
+        more = len(documents) > limit
+        documents = documents[:limit]
+        body: dict[str, Any] = {
+            "devices": [render_device(document, projection) for document in documents],
+            "next_cursor": encode_cursor(order, documents[-1]) if more else None,
+        }
+        if count:
+            body["count"] = await store.devices(db).count_documents(query, maxTimeMS=QUERY_TIMEOUT_MS)
+        QUERY_SECONDS.labels("list").observe(time.perf_counter() - started)
+        return _json(body)
+
+    @app.get("/api/v1/devices/count", summary="Count devices matching a query", dependencies=reader,
+             response_model=Count)
+    async def count_devices(q: QueryParam = None) -> Count:
+        started = time.perf_counter()
+        total = await store.devices(db).count_documents(parse_query(q), maxTimeMS=QUERY_TIMEOUT_MS)
+        QUERY_SECONDS.labels("count").observe(time.perf_counter() - started)
+        return Count(count=total)
+
+    @app.get("/api/v1/devices/{device_id}", summary="Read one device", dependencies=reader,
+             responses={200: {"model": Device}, 404: {"description": "Unknown device"}})
+    async def get_device(device_id: DeviceId, fields: FieldsParam = None) -> Response:
+        projection = parse_fields(fields, FULL)
+        document = await store.find_device(db, device_id, projection.mongo())
+        if document is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        device = render_device(document, projection)
+        device["cpe_credentials"] = await credentials.has_credentials(db, device_id)
+        return _json(device)
+
+    @app.delete("/api/v1/devices/{device_id}", summary="Forget a device", dependencies=admin,
+                status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown device"}})
+    async def delete_device(device_id: DeviceId) -> Response:
+        if not await store.delete_device(db, device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.post("/api/v1/devices/{device_id}/tags/{tag}", summary="Tag a device", dependencies=operator,
+              response_model=Tags, responses={404: {"description": "Unknown device"}})
+    async def tag_device(device_id: DeviceId, tag: str) -> Tags:
+        tags = await store.add_tag(db, device_id, _tag(tag))
+        if tags is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        return Tags(id=device_id, tags=tags)
+
+    @app.delete("/api/v1/devices/{device_id}/tags/{tag}", summary="Untag a device", dependencies=operator,
+                response_model=Tags, responses={404: {"description": "Unknown device"}})
+    async def untag_device(device_id: DeviceId, tag: str) -> Tags:
+        tags = await store.remove_tag(db, device_id, _tag(tag))
+        if tags is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        return Tags(id=device_id, tags=tags)
+
+    @app.post("/api/v1/credentials", summary="Import per-device CPE credentials (JSON or CSV)",
+              dependencies=admin, response_model=ImportResult,
+              description="Body: JSON `[{\"device_id\" or \"username\", \"password\"}]`, or CSV "
+                          "(Content-Type text/csv) with a header naming password and device_id or "
+                          "username. Only Digest HA1 values (MD5 and SHA-256, realm ACS_CPE_REALM) are "
+                          "stored. Nothing is imported if any row is invalid.")
+    async def import_credentials(request: Request) -> ImportResult:
+        raw = await _body(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("text/csv", "application/csv"):
+            try:
+                rows, errors = credentials.rows_from_csv(raw.decode("utf-8-sig"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"unreadable CSV: {exc}") from None
+        elif content_type in ("application/json", ""):
+            try:
+                rows, errors = credentials.rows_from_json(json.loads(raw))
+            except ValueError as exc:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {exc}") from None
+        else:
+            raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send application/json or text/csv")
+        if errors:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, {
+                "message": f"{len(errors)} invalid row(s); nothing imported",
+                "errors": [{"row": e.row, "error": e.error} for e in errors[:100]]})
+        if not rows:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "no credentials in the body")
+        return ImportResult(imported=await credentials.import_rows(db, rows, settings.cpe_realm))
+
+    @app.get("/api/v1/credentials", summary="List which devices have CPE credentials (never the secrets)",
+             dependencies=admin, response_model=CredentialList)
+    async def list_credentials(
+        device_id: Annotated[str | None, Query(description="Only this device's credentials")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> CredentialList:
+        documents = await credentials.list_credentials(db, cursor, limit + 1, device_id)
+        more = len(documents) > limit
+        documents = documents[:limit]
+        return CredentialList(
+            credentials=[CredentialInfo(username=d["_id"], device_id=d.get("device_id"), realm=d["realm"],
+                                        updated_at=d["updated_at"]) for d in documents],
+            next_cursor=documents[-1]["_id"] if more else None)
+
+    @app.delete("/api/v1/credentials/{username}", summary="Delete a CPE's credentials", dependencies=admin,
+                status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown username"}})
+    async def delete_credentials(username: str) -> Response:
+        if not await credentials.delete_credentials(db, username):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no credentials for {username!r}")
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return app
+
+
+def _and(*filters: dict[str, Any]) -> dict[str, Any]:
+    present = [f for f in filters if f]
+    if len(present) <= 1:
+        return present[0] if present else {}
+    return {"$and": present}
+
+
+def _tag(tag: str) -> str:
+    if not TAG.fullmatch(tag):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "a tag is 1-64 characters: letters, digits and "
+                                                         "_ . : @ + - (not first)")
+    return tag
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused past MAX_IMPORT_BYTES without buffering more than that."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_IMPORT_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_IMPORT_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_IMPORT_BYTES:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body over {MAX_IMPORT_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str),
+                    media_type="application/json")
