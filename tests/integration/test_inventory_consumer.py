@@ -1,0 +1,228 @@
+"""The inventory consumer end to end: cwmp.inbound -> MongoDB -> device.events, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect
+
+from services.bus.events import (
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_INBOUND,
+    DeviceEvent,
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    ParameterValue,
+    RpcResponseReceived,
+    encode,
+)
+from services.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
+from services.common.settings import Settings
+from services.inventory import consumer as consumer_module
+from services.inventory import store
+from services.inventory.consumer import InventoryConsumer, group_id
+from services.inventory.silence import SilenceSweeper
+
+pytestmark = pytest.mark.integration
+
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+DEVICE = "00259E-Box-SN1"
+
+
+@pytest.fixture
+async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[AsyncDatabase]:
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+    database = client[settings.mongodb_database]
+    await store.ensure_indexes(database)
+    try:
+        yield database
+    finally:
+        await client.drop_database(settings.mongodb_database)
+        await client.close()
+
+
+@pytest.fixture
+async def producer(settings: Settings, kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS])
+    instance = make_producer(settings)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.stop()
+
+
+@pytest.fixture
+async def running(settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+                  ) -> AsyncIterator[Callable[[], Awaitable[InventoryConsumer]]]:
+    started: list[InventoryConsumer] = []
+
+    async def start() -> InventoryConsumer:
+        consumer = InventoryConsumer(settings, db, producer, retry_initial=0.1, retry_max=0.5, **FAST_GROUP)
+        await consumer.start()
+        started.append(consumer)
+        return consumer
+
+    yield start
+    for consumer in started:
+        await consumer.stop()
+
+
+def inform(*codes: str, at: datetime, event_id: str | None = None, **params: str) -> InformReceived:
+    extra = {"event_id": event_id} if event_id else {}
+    return InformReceived(
+        device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g", time=at,
+        device=DeviceIdentity(manufacturer="Acme", oui="00259E", product_class="Box", serial_number="SN1"),
+        events=[InformEventCode(code=code) for code in codes],
+        parameters=[ParameterValue(name=name.replace("__", "."), value=value)
+                    for name, value in params.items()],
+        **extra)
+
+
+async def send(settings: Settings, producer: AIOKafkaProducer, *payloads: Any) -> None:
+    for payload in payloads:
+        raw = payload if isinstance(payload, bytes) else encode(payload)
+        await producer.send_and_wait(topic_name(settings, TOPIC_INBOUND), raw, key=DEVICE.encode())
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
+    async with asyncio.timeout(within):
+        while not (result := await check()):  # noqa: ASYNC110 - polls another task's effects
+            await asyncio.sleep(0.1)
+    return result
+
+
+async def device_events(settings: Settings, count: int, within: float = 20.0) -> list[DeviceEvent]:
+    reader = make_consumer(settings, TOPIC_DEVICE_EVENTS, group_id=None)
+    await reader.start()
+    received: list[DeviceEvent] = []
+    try:
+        async with asyncio.timeout(within):
+            while len(received) < count:
+                for records in (await reader.getmany(timeout_ms=300)).values():
+                    received += [DeviceEvent.model_validate_json(r.value) for r in records]
+        # Anything beyond the expected events (a replay re-published, say) shows up here.
+        for records in (await reader.getmany(timeout_ms=1000)).values():
+            received += [DeviceEvent.model_validate_json(r.value) for r in records]
+    finally:
+        await reader.stop()
+    return received
+
+
+async def test_inbound_messages_land_in_mongodb_and_publish_device_events(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]]) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    first = inform("0 BOOTSTRAP", "1 BOOT", at=t0, Device__DeviceInfo__SoftwareVersion="1.0")
+    gpv = RpcResponseReceived(device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g", rpc_id="1",
+                              method="GetParameterValuesResponse", time=t0 + timedelta(seconds=1),
+                              rpc={"method": "GetParameterValuesResponse", "parameter_list": [
+                                  {"name": "Device.WiFi.SSID.1.SSID", "value": {"value": "home",
+                                                                                "type": "xsd:string"}}]})
+    second = inform("2 PERIODIC", at=t0 + timedelta(minutes=5), Device__DeviceInfo__SoftwareVersion="1.1")
+    await send(settings, producer, first, b"not json at all", b'{"type": "inform", "device_id": 5}', gpv,
+               second, first)  # the last one is a redelivery of the first
+    consumer = await running()
+
+    device = await eventually(lambda: db["devices"].find_one(
+        {"_id": DEVICE, "software_version": "1.1", "params.Device:WiFi:SSID:1:SSID.v": "home"}))
+    assert device["last_bootstrap"] == t0 and device["last_inform"] == t0 + timedelta(minutes=5)
+    events = await device_events(settings, 6)
+    assert [e.kind for e in events] == ["registered", "bootstrapped", "booted", "informed", "value_changed",
+                                        "informed"]
+    assert {e.device_id for e in events} == {DEVICE}
+    assert [(c.name, c.old, c.new) for c in events[4].changes] == [
+        ("Device.DeviceInfo.SoftwareVersion", "1.0", "1.1")]
+    assert consumer.task is not None and not consumer.task.done()  # malformed messages did not stop it
+
+    async def committed() -> int:
+        assert consumer.consumer is not None
+        offsets = [await consumer.consumer.committed(tp) or 0 for tp in consumer.consumer.assignment()]
+        return sum(offsets) == 6
+    assert await eventually(committed)
+
+
+async def test_mongodb_outage_pauses_and_retries_without_losing_messages(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]], monkeypatch: pytest.MonkeyPatch) -> None:
+    real_apply = consumer_module.apply_observations
+    failures = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise AutoReconnect("connection refused")
+        return await real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(consumer_module, "apply_observations", flaky)
+    t0 = datetime.now(UTC)
+    await send(settings, producer, inform("1 BOOT", at=t0), inform("2 PERIODIC", at=t0 + timedelta(seconds=1),
+                                                                   Device__X="2"))
+    consumer = await running()
+    device = await eventually(lambda: db["devices"].find_one({"_id": DEVICE, "params.Device:X.v": "2"}))
+    assert failures == 3 and len(device["applied"]) == 2
+    assert consumer.consumer is not None and not consumer.consumer.paused()
+
+
+async def test_offsets_are_not_committed_while_writes_fail(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]], monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts = 0
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        raise AutoReconnect("mongod is down")
+
+    monkeypatch.setattr(consumer_module, "apply_observations", down)
+    await send(settings, producer, inform("1 BOOT", at=datetime.now(UTC)))
+    first = await running()
+    await eventually(lambda: asyncio.sleep(0, attempts >= 2))
+    await first.stop()
+    monkeypatch.undo()
+
+    # A new instance of the group (a restart) gets the message again: nothing was committed,
+    # though the group reads from the earliest offset only where it has no commit.
+    assert await db["devices"].find_one({"_id": DEVICE}) is None
+    second = await running()
+    assert await eventually(lambda: db["devices"].find_one({"_id": DEVICE}))
+    assert second.consumer is not None and group_id(settings) == f"{settings.kafka_topic_prefix}inventory"
+
+
+async def test_silent_devices_are_published_once_per_silence(settings: Settings, db: AsyncDatabase,
+                                                             producer: AIOKafkaProducer) -> None:
+    from services.inventory.changes import PlanConfig, observe
+
+    config = PlanConfig(silent_after_intervals=2, default_interval=60)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    observation = observe(inform("1 BOOT", at=long_ago,
+                                 Device__ManagementServer__PeriodicInformInterval="30"))
+    assert observation is not None
+    await store.apply_observations(db, [observation], config)
+    sweeper = SilenceSweeper(settings, db, producer)
+    assert await sweeper.sweep() == 1
+    assert await sweeper.sweep() == 0  # claimed: not published again
+
+    device = await db["devices"].find_one({"_id": DEVICE})
+    assert device is not None and "silent_deadline" not in device and device["silent_since"]
+    events = await device_events(settings, 1)
+    assert [e.kind for e in events] == ["went_silent"]
+    deadline = datetime.fromisoformat(events[0].details["silent_deadline"])
+    assert abs(deadline - (long_ago + timedelta(seconds=60))) < timedelta(milliseconds=1)  # BSON keeps ms
+
+    # The next Inform ends the silence and re-arms the deadline.
+    back = observe(inform("2 PERIODIC", at=datetime.now(UTC)))
+    assert back is not None
+    await store.apply_observations(db, [back], config)
+    device = await db["devices"].find_one({"_id": DEVICE})
+    assert device is not None and "silent_since" not in device and device["silent_deadline"]
+    assert await sweeper.sweep() == 0
