@@ -1,0 +1,170 @@
+"""The data the pure planner works on: the orchestrator's view of a device and of a session,
+its configuration, and the few impure things it needs (clock, ids, secrets) passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.common.settings import Settings
+from services.orchestrator.tasks import aware
+
+TR098_ROOT = "InternetGatewayDevice."
+TR181_ROOT = "Device."
+# A cap on the discovered-name cache per device: big data models should not bloat the document.
+MAX_KNOWN_NAMES = 5000
+
+
+class DeviceState(BaseModel):
+    """Collection ``orchestrator_devices``: what the orchestrator must remember between sessions.
+
+    Parameter values live in the inventory; we keep only what decisions need: the data model
+    root, where and how to wake the device, and the names discovered by our own walks (so that a
+    9005 can clear what went stale). The connection request password is needed in clear for
+    Digest, so it is stored, but it never appears in logs, task results or API answers.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    oui: str = ""
+    product_class: str = ""
+    serial_number: str = ""
+    manufacturer: str = ""
+    data_model: str | None = None
+    software_version: str | None = None
+    connection_request_url: str | None = None
+    udp_connection_request_address: str | None = None
+    cr_username: str | None = None
+    cr_password: str | None = None
+    # Minted at bootstrap, used once the CPE has accepted them (SetParameterValues succeeded).
+    pending_cr_username: str | None = None
+    pending_cr_password: str | None = None
+    first_seen: datetime | None = None
+    last_inform: datetime | None = None
+    bootstrapped_at: datetime | None = None
+    known_names: list[str] = Field(default_factory=list)
+    version: int = 0
+
+    @field_validator("first_seen", "last_inform", "bootstrapped_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return aware(value) if value is not None else None
+
+    def to_document(self) -> dict[str, Any]:
+        document = self.model_dump(exclude={"id"})
+        document["_id"] = self.id
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> DeviceState:
+        values = dict(document)
+        values["id"] = values.pop("_id")
+        return cls.model_validate(values)
+
+    def __repr__(self) -> str:  # never let the password reach a log through repr()
+        return f"DeviceState(id={self.id!r}, data_model={self.data_model!r})"
+
+    __str__ = __repr__
+
+
+class RpcRef(BaseModel):
+    """Which task (and which step of it) a planned RPC belongs to."""
+
+    task_id: str
+    key: str
+    method: str
+    attempt: int
+    answered: bool = False
+    # Names the RPC touched, kept so that a 9005 fault can be healed without the RPC itself.
+    names: list[str] = Field(default_factory=list)
+
+
+class SessionState(BaseModel):
+    """Collection ``orchestrator_sessions``: one live CWMP session, from Inform to SessionEnded."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    device_id: str
+    gateway_id: str
+    reply_to: str
+    task_ids: list[str] = Field(default_factory=list)
+    rpcs: dict[str, RpcRef] = Field(default_factory=dict)
+    batch: list[str] = Field(default_factory=list)
+    more: bool = False
+    plans: int = 0
+    # The last plan sent, so that a redelivered event is answered with the very same plan.
+    last_in_reply_to: str | None = None
+    last_plan: list[dict[str, Any]] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return aware(value)
+
+    def batch_answered(self) -> bool:
+        return all(self.rpcs[rpc_id].answered for rpc_id in self.batch if rpc_id in self.rpcs)
+
+    def to_document(self) -> dict[str, Any]:
+        document = self.model_dump()
+        document["_id"] = self.session_id
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> SessionState:
+        values = dict(document)
+        values.pop("_id", None)
+        return cls.model_validate(values)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanConfig:
+    """Knobs of the planner. Values not (yet) in Settings have their defaults here."""
+
+    gpv_batch_size: int = 32
+    periodic_inform_interval: int = 3600
+    download_timeout: float = 3600.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 60.0
+    retry_max_seconds: float = 3600.0
+    # Enough for a session's worth of queued work, small enough that one plan stays one message.
+    max_rpcs_per_plan: int = 64
+    walk_max_depth: int = 8
+    walk_max_rpcs: int = 300
+    # Max GetParameterNames per plan during a walk (the rest follow in the next plan).
+    walk_fanout: int = 16
+    discovery_subtrees: tuple[str, ...] = ("DeviceInfo.", "ManagementServer.")
+    bootstrap_provisioning: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlanConfig:
+        return cls(
+            gpv_batch_size=settings.gpv_batch_size,
+            periodic_inform_interval=settings.periodic_inform_interval,
+            download_timeout=settings.download_timeout,
+            max_attempts=int(getattr(settings, "task_max_attempts", cls.max_attempts)),
+            retry_base_seconds=float(getattr(settings, "task_retry_base_seconds", cls.retry_base_seconds)),
+            retry_max_seconds=float(getattr(settings, "task_retry_max_seconds", cls.retry_max_seconds)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """The impure inputs of a decision, injected so that tests pin them down."""
+
+    now: datetime
+    new_id: Callable[[], str]
+    # A random URL-safe token (connection request credentials).
+    new_secret: Callable[[], str]
+    # (file name, device id) -> (username, password) for one Download/Upload.
+    mint_credentials: Callable[[str, str], tuple[str, str]]
+    # File name -> the URL a CPE PUTs an upload to.
+    upload_url: Callable[[str], str]

@@ -1,0 +1,343 @@
+"""How each kind of task talks to a CPE: which RPCs it sends, and what it makes of the answers.
+
+A task runs in steps. ``start`` gives the first RPCs, ``absorb`` takes one answer, and when all
+answers of a step are in, ``proceed`` gives the next RPCs (or none: the task is done). RPCs of
+one step are independent of each other, so the planner can put them, and the steps of other
+tasks, in the same plan. ``Step.final`` tells the planner whether more RPCs may follow, which is
+what ``SessionPlan.more`` is made of. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from services.orchestrator import provisioning as prov
+from services.orchestrator import rpcs
+from services.orchestrator.state import MAX_KNOWN_NAMES, DeviceState, Env, PlanConfig
+from services.orchestrator.tasks import Task
+
+# Tasks after which the CPE goes away: planned last, when nothing else of the session is left.
+TERMINAL_KINDS = frozenset({"reboot", "factoryReset"})
+# Tasks whose RPC carries a CommandKey that the CPE echoes back later (M events, TransferComplete).
+COMMAND_KEY_KINDS = frozenset({"reboot", "scheduleInform", "download", "upload"})
+# Internal task names, created by the ACS itself and never accepted from the API.
+BOOTSTRAP_TASK = "bootstrap"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    key: str
+    rpc: dict[str, Any]
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    progress: dict[str, Any]
+    rpcs: list[Outgoing]
+    final: bool
+    result: dict[str, Any] | None = None
+    device_updates: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Absorbed:
+    progress: dict[str, Any]
+    result: dict[str, Any]
+    outcome: Literal["continue", "succeeded", "pending_completion"] = "continue"
+    device_updates: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    env: Env
+    cfg: PlanConfig
+    device: DeviceState
+
+
+def command_key(task: Task) -> str:
+    """Unique per attempt and at most 32 characters (TR-069 CommandKey is string(32))."""
+    return f"{task.id[:24]}.{task.attempts}"
+
+
+# --- single-RPC tasks -------------------------------------------------------------------------
+
+
+def _one(key: str, rpc: dict[str, Any], names: list[str] | None = None) -> Step:
+    return Step(progress={}, rpcs=[Outgoing(key, rpc, names or [])], final=True)
+
+
+def _single_rpc(task: Task, ctx: StepContext) -> Step:
+    a = task.args
+    match task.name:
+        case "setParameterValues":
+            values = [rpcs.Value(v["name"], v["value"], v["type"]) for v in a["parameter_values"]]
+            return _one("spv", rpcs.set_parameter_values(values, a.get("parameter_key", "")),
+                        [v.name for v in values])
+        case "deleteObject":
+            return _one("delete", rpcs.delete_object(a["object_name"], a.get("parameter_key", "")),
+                        [a["object_name"]])
+        case "getParameterAttributes":
+            return _one("gpa", rpcs.get_parameter_attributes(a["parameter_names"]), a["parameter_names"])
+        case "setParameterAttributes":
+            return _one("spa", rpcs.set_parameter_attributes(a["parameters"]),
+                        [p["name"] for p in a["parameters"]])
+        case "reboot":
+            return _one("reboot", rpcs.reboot(task.command_key or command_key(task)))
+        case "factoryReset":
+            return _one("reset", rpcs.factory_reset())
+        case "getRPCMethods":
+            return _one("methods", rpcs.get_rpc_methods())
+        case "scheduleInform":
+            return _one("schedule", rpcs.schedule_inform(a["delay_seconds"], task.command_key or ""))
+        case "download":
+            username, password = ctx.env.mint_credentials(a["file_name"], task.device_id)
+            rpc = rpcs.download(command_key=task.command_key or "", file_type=a["file_type"], url=a["url"],
+                                username=username, password=password, file_size=int(a.get("file_size") or 0),
+                                target_file_name=a.get("target_file_name", ""),
+                                delay_seconds=int(a.get("delay_seconds", 0)))
+            # Remembered for the firmware_upgraded event ("from" version) once the transfer completes.
+            progress = {"software_version_before": ctx.device.software_version}
+            return Step(progress=progress, rpcs=[Outgoing("download", rpc)], final=True)
+        case "upload":
+            name = f"{task.device_id}/{task.command_key}"
+            username, password = ctx.env.mint_credentials(name, task.device_id)
+            rpc = rpcs.upload(command_key=task.command_key or "", file_type=a["file_type"],
+                              url=ctx.env.upload_url(name), username=username, password=password,
+                              delay_seconds=int(a.get("delay_seconds", 0)))
+            return Step(progress={"upload_name": name}, rpcs=[Outgoing("upload", rpc)], final=True)
+    raise ValueError(f"unknown task name {task.name!r}")
+
+
+def _absorb_single(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    result = dict(task.result)
+    match key:
+        case "spv" | "delete":
+            result["status"] = rpcs.read_status(response)
+        case "gpa":
+            attributes = rpcs.read_attributes(response)
+            result["parameters"] = [{"name": n, **attrs} for n, attrs in attributes.items()]
+        case "methods":
+            result["methods"] = rpcs.read_method_list(response)
+        case "reboot" | "schedule":
+            result["command_key"] = task.command_key
+        case "download" | "upload":
+            status = rpcs.read_status(response)
+            result.update(status=status, command_key=task.command_key,
+                          start_time=response.get("start_time"), complete_time=response.get("complete_time"))
+            if key == "upload":
+                result["file_name"] = task.progress.get("upload_name")
+            # Status 1: accepted, the CPE reports the outcome later in a TransferComplete.
+            outcome: Literal["succeeded", "pending_completion"] = (
+                "pending_completion" if status == 1 else "succeeded")
+            return Absorbed(progress=task.progress, result=result, outcome=outcome)
+    return Absorbed(progress=task.progress, result=result)
+
+
+# --- getParameterValues: independent batches -------------------------------------------------
+
+
+def _gpv_start(task: Task, ctx: StepContext) -> Step:
+    names = task.args["parameter_names"]
+    size = ctx.cfg.gpv_batch_size
+    batches = [names[i:i + size] for i in range(0, len(names), size)]
+    return Step(progress={}, rpcs=[Outgoing(f"gpv:{i}", rpcs.get_parameter_values(b), b)
+                                   for i, b in enumerate(batches)], final=True)
+
+
+def _gpv_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    found = [{"name": n, **v} for n, v in rpcs.read_values(response).items()]
+    result = {"parameters": [*task.result.get("parameters", []), *found]}
+    return Absorbed(progress=task.progress, result=result)
+
+
+# --- addObject, optionally followed by values for the new instance ---------------------------
+
+
+def _add_start(task: Task, ctx: StepContext) -> Step:
+    a = task.args
+    rpc = rpcs.add_object(a["object_name"], a.get("parameter_key", ""))
+    then_set = bool(a.get("parameter_values"))
+    return Step(progress={}, rpcs=[Outgoing("add", rpc, [a["object_name"]])], final=not then_set)
+
+
+def _add_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    result = dict(task.result)
+    if key == "add":
+        number = rpcs.read_instance_number(response)
+        result.update(instance_number=number, status=rpcs.read_status(response),
+                      object=f"{task.args['object_name']}{number}." if number is not None else None)
+    else:
+        result["set_status"] = rpcs.read_status(response)
+    return Absorbed(progress=task.progress, result=result)
+
+
+def _add_proceed(task: Task, ctx: StepContext) -> Step:
+    instance = task.result.get("object")
+    if not instance or task.progress.get("values_sent"):
+        return Step(progress=task.progress, rpcs=[], final=True)
+    values = [rpcs.Value(instance + v["name"], v["value"], v["type"]) for v in task.args["parameter_values"]]
+    return Step(progress={**task.progress, "values_sent": True},
+                rpcs=[Outgoing("spv", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
+                               [v.name for v in values])], final=True)
+
+
+# --- getParameterNames: refresh a subtree with a walk -----------------------------------------
+
+
+def _walk_start(task: Task, ctx: StepContext) -> Step:
+    walk = prov.walk_begin([task.args.get("parameter_path", "")], ctx.cfg)
+    return _walk_step(task, {"walk": walk}, ctx)
+
+
+def _walk_step(task: Task, progress: dict[str, Any], ctx: StepContext) -> Step:
+    read_values = task.args.get("read_values", True)
+    walk, out, final = prov.walk_next(progress["walk"], ctx.cfg, read_values=read_values)
+    progress = {**progress, "walk": walk}
+    if out:
+        return Step(progress=progress, rpcs=[Outgoing(k, r, n) for k, r, n in out], final=final)
+    return Step(progress=progress, rpcs=[], final=True, result=prov.walk_result(walk),
+                device_updates=_remember_names(ctx.device, prov.walk_names(walk)))
+
+
+def _walk_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    walk = task.progress["walk"]
+    if key.startswith("gpn:"):
+        walk = prov.walk_absorb_names(walk, key[4:], rpcs.read_names(response))
+    else:
+        walk = prov.walk_absorb_values(walk, rpcs.read_values(response))
+    return Absorbed(progress={**task.progress, "walk": walk}, result=task.result)
+
+
+def _walk_proceed(task: Task, ctx: StepContext) -> Step:
+    return _walk_step(task, task.progress, ctx)
+
+
+def _below_requested_path(task: Task, key: str) -> bool:
+    path = task.args.get("parameter_path", "")
+    return (path == "" or path.endswith(".")) and key != f"gpn:{path}"
+
+
+def _remember_names(device: DeviceState, names: list[str]) -> dict[str, Any]:
+    merged = list(dict.fromkeys([*device.known_names, *names]))[:MAX_KNOWN_NAMES]
+    return {"known_names": merged}
+
+
+# --- bootstrap provisioning ------------------------------------------------------------------
+
+
+def _bootstrap_start(task: Task, ctx: StepContext) -> Step:
+    root = ctx.device.data_model
+    if root is None:
+        # Nothing in the Inform told us the data model: ask for the root object first.
+        return Step(progress={"phase": "root"},
+                    rpcs=[Outgoing("root", rpcs.get_parameter_names("", True), [""])], final=False)
+    return _bootstrap_main(task, root, ctx)
+
+
+def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
+    out: list[Outgoing] = []
+    username, password = ctx.device.pending_cr_username, ctx.device.pending_cr_password
+    if username and password:
+        values = prov.bootstrap_values(root, username, password, ctx.cfg)
+        out.append(Outgoing("spv", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
+                            [v.name for v in values]))
+    walk = prov.walk_begin([root + sub for sub in task.args.get("subtrees", [])], ctx.cfg)
+    walk, walk_rpcs, final = prov.walk_next(walk, ctx.cfg, read_values=True)
+    out += [Outgoing(k, r, n) for k, r, n in walk_rpcs]
+    return Step(progress={"phase": "main", "root": root, "walk": walk}, rpcs=out, final=final)
+
+
+def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    progress = dict(task.progress)
+    result = dict(task.result)
+    updates: dict[str, Any] = {}
+    if key == "root":
+        root = prov.root_from_names(rpcs.read_names(response))
+        progress["root"] = root
+        if root:
+            updates["data_model"] = root
+        result["data_model"] = root
+    elif key == "spv":
+        # The CPE accepted the new credentials: from now on connection requests use them.
+        device = ctx.device
+        updates = {"cr_username": device.pending_cr_username, "cr_password": device.pending_cr_password,
+                   "pending_cr_username": None, "pending_cr_password": None}
+        result["connection_request_credentials"] = "set"
+        result["periodic_inform_interval"] = ctx.cfg.periodic_inform_interval or None
+        result["set_status"] = rpcs.read_status(response)
+    else:
+        return _walk_absorb(task, key, response, ctx)
+    return Absorbed(progress=progress, result=result, device_updates=updates)
+
+
+def _bootstrap_proceed(task: Task, ctx: StepContext) -> Step:
+    if task.progress.get("phase") == "root":
+        root = task.progress.get("root")
+        if not root:
+            return Step(progress=task.progress, rpcs=[], final=True,
+                        result={**task.result, "error": "the CPE reported no root object"})
+        return _bootstrap_main(task, root, ctx)
+    walk, out, final = prov.walk_next(task.progress["walk"], ctx.cfg, read_values=True)
+    progress = {**task.progress, "walk": walk}
+    if out:
+        return Step(progress=progress, rpcs=[Outgoing(k, r, n) for k, r, n in out], final=final)
+    result = {**task.result, "data_model": task.progress.get("root"), **prov.walk_result(walk)}
+    return Step(progress=progress, rpcs=[], final=True, result=result,
+                device_updates=_remember_names(ctx.device, prov.walk_names(walk)))
+
+
+# --- dispatch ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    start: Callable[[Task, StepContext], Step]
+    absorb: Callable[[Task, str, dict[str, Any], StepContext], Absorbed]
+    proceed: Callable[[Task, StepContext], Step] | None = None
+    # Whether a fault on a step's RPC can be noted and passed over instead of failing the task.
+    tolerates: Callable[[Task, str], bool] = lambda task, key: False
+
+
+_SINGLE = Kind(_single_rpc, _absorb_single)
+KINDS: dict[str, Kind] = {
+    "getParameterValues": Kind(_gpv_start, _gpv_absorb),
+    "getParameterNames": Kind(_walk_start, _walk_absorb, _walk_proceed,
+                              # Below the requested path, a vanished object is no reason to fail.
+                              tolerates=lambda task, key: _below_requested_path(task, key)),
+    "addObject": Kind(_add_start, _add_absorb, _add_proceed),
+    BOOTSTRAP_TASK: Kind(_bootstrap_start, _bootstrap_absorb, _bootstrap_proceed,
+                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:"))),
+    **{name: _SINGLE for name in ("setParameterValues", "deleteObject", "getParameterAttributes",
+                                  "setParameterAttributes", "reboot", "factoryReset", "getRPCMethods",
+                                  "scheduleInform", "download", "upload")},
+}
+
+
+def start(task: Task, ctx: StepContext) -> Step:
+    return KINDS[task.name].start(task, ctx)
+
+
+def absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    return KINDS[task.name].absorb(task, key, response, ctx)
+
+
+def proceed(task: Task, ctx: StepContext) -> Step:
+    kind = KINDS[task.name]
+    if kind.proceed is None:
+        return Step(progress=task.progress, rpcs=[], final=True)
+    return kind.proceed(task, ctx)
+
+
+def tolerate(task: Task, key: str, code: int | None, string: str) -> dict[str, Any] | None:
+    """New progress when the task can carry on despite a fault on ``key``, else None."""
+    if not KINDS[task.name].tolerates(task, key) or "walk" not in task.progress:
+        return None
+    return {**task.progress, "walk": prov.walk_skip(task.progress["walk"], key, code, string)}
+
+
+def completion_deadline(ctx: StepContext) -> Any:
+    return ctx.env.now + timedelta(seconds=ctx.cfg.download_timeout)
