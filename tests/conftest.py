@@ -135,7 +135,7 @@ def settings(request: pytest.FixtureRequest, unique_name: str) -> Settings:
         "kafka_topic_prefix": f"{unique_name}.",
         "mongodb_database": unique_name,
         "s3_bucket": unique_name,
-        "secret_key": "test-secret-key",
+        "secret_key": "test-secret-key-0123456789",
         "admin_api_key": "test-admin-key",
         "session_plan_timeout": 5.0,
     }

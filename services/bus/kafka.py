@@ -76,19 +76,20 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
 
 
 async def topic_partitions(settings: Settings, topic: str) -> int:
-    """How many partitions a topic has (created if missing)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
+    """How many partitions a topic has (it must exist: see ``ensure_topics``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
     try:
+        name = topic_name(settings, topic)
         for _ in range(50):
-            found = consumer.partitions_for_topic(topic_name(settings, topic))
-            if found:
-                return len(found)
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise KafkaError(f"topic {topic} has no partitions")
+            described = await admin.describe_topics([name])
+            partitions = described[0].get("partitions") if described else None
+            if partitions:
+                return len(partitions)
+            await asyncio.sleep(0.1)  # a topic just created may not have its leaders yet
+        raise KafkaError(f"topic {name} has no partitions")
     finally:
-        await consumer.stop()
+        await admin.close()
 
 
 async def kafka_reachable(settings: Settings, probe_seconds: float = 2.0) -> bool:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(12, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_topic_prefix: str = ""
+    # How long a service waits for the broker to acknowledge a message before giving up on it.
+    kafka_publish_timeout: float = Field(5.0, gt=0)
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongodb_database: str = "acs"
     s3_endpoint: str = "127.0.0.1:9000"
@@ -49,7 +51,7 @@ class Settings(BaseSettings):
 
     # --- security -------------------------------------------------------------------------------
     # HMAC key shared by the instances of a deployment: Digest nonces, minted download credentials.
-    secret_key: str = "change-me-in-production"
+    secret_key: str = Field("change-me-in-production", min_length=16)
     # Bootstrap admin API key; more keys are created through the API and stored hashed.
     admin_api_key: str | None = None
     cpe_auth: Literal["digest", "basic", "none"] = "digest"

@@ -1,0 +1,202 @@
+"""The gateway process's ASGI application: CWMP on POST, health and metrics on GET.
+
+Start-up connects the Kafka producer, MongoDB (session locks, per-device credentials) and the
+reply channel; shutdown refuses new sessions, lets the ones in progress finish, and flushes the
+producer so that nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import zlib
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from pymongo import AsyncMongoClient
+
+from services.bus.events import encode
+from services.bus.kafka import kafka_reachable, make_producer, topic_name
+from services.common.settings import Settings
+from services.gateway import metrics
+from services.gateway.auth import CpeAuthenticator
+from services.gateway.core import Gateway, GatewayDeps
+from services.gateway.http import (
+    BodyTimeout,
+    BodyTooLarge,
+    ClientGone,
+    CwmpRequest,
+    HttpAnswer,
+    Receive,
+    Scope,
+    Send,
+    plain,
+    read_body,
+    request_headers,
+    send_answer,
+)
+from services.gateway.locks import SessionLocks
+from services.gateway.replies import ReplyChannel
+
+log = logging.getLogger(__name__)
+
+BODY_READ_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewayApp:
+    """ASGI entry point; everything stateful is created in the lifespan start-up."""
+
+    def __init__(self, settings: Settings, gateway_id: str | None = None) -> None:
+        self.settings = settings
+        self.gateway_id = gateway_id or default_gateway_id()
+        self.gateway: Gateway | None = None
+        self._mongo: AsyncMongoClient | None = None
+        self._producer: Any = None
+        self._replies: ReplyChannel | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    # --- lifespan --------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        settings = self.settings
+        self._mongo = AsyncMongoClient(settings.mongodb_url, serverSelectionTimeoutMS=5000)
+        db = self._mongo[settings.mongodb_database]
+        locks = SessionLocks(db["gateway_session_locks"])
+        await locks.ensure_indexes()
+        self._producer = make_producer(settings)
+        await self._producer.start()
+        ha1_source = None
+        if settings.cpe_credentials == "per-device":
+            from services.inventory.credentials import lookup_ha1
+
+            async def ha1_source(username: str, algorithm: str) -> str | None:
+                return await lookup_ha1(db, username, algorithm)
+
+        gateway = Gateway(GatewayDeps(
+            settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
+            authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to))
+        replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
+        await replies.start()
+        self._replies = replies
+        self.gateway = gateway
+        self._sweeper = asyncio.create_task(self._sweep(), name="idle-session-sweeper")
+        log.info("gateway ready", extra={"gateway_id": self.gateway_id, "reply_to": replies.reply_to})
+
+    async def shutdown(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.drain(SHUTDOWN_GRACE_SECONDS)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._replies is not None:
+            await self._replies.stop()
+        if self._producer is not None:
+            await self._producer.stop()  # flushes what is still buffered
+        if self._mongo is not None:
+            await self._mongo.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            if self.gateway is not None:
+                try:
+                    await self.gateway.expire_idle()
+                except Exception:
+                    log.exception("expiring idle sessions failed")
+
+    async def _publish(self, topic: str, key: str, event: BaseModel) -> None:
+        await self._producer.send_and_wait(topic_name(self.settings, topic), encode(event), key=key.encode())
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        path = scope["path"]
+        if method == "GET":
+            await self._get(path, send)
+            return
+        if method != "POST":
+            await send_answer(send, plain(405, "CWMP needs POST", headers=[("allow", "POST")]))
+            return
+        if self.gateway is None:
+            await send_answer(send, plain(503, "starting", headers=[("retry-after", "5")]))
+            return
+        headers = request_headers(scope)
+        try:
+            body = await read_body(receive, headers, self.settings.max_body_bytes, BODY_READ_SECONDS)
+        except BodyTooLarge:
+            metrics.REJECTED.labels("413", "body too large").inc()
+            await send_answer(send, plain(413, f"body larger than {self.settings.max_body_bytes} bytes",
+                                          close=True))
+            return
+        except BodyTimeout:
+            metrics.REJECTED.labels("408", "slow body").inc()
+            await send_answer(send, plain(408, "request body too slow", close=True))
+            return
+        except ClientGone:
+            return
+        except zlib.error:  # a corrupt compressed body
+            await send_answer(send, plain(400, "undecodable Content-Encoding", close=True))
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        raw_path = scope.get("raw_path") or path.encode()
+        target = raw_path.decode("latin-1") + (f"?{query}" if query else "")
+        client = scope.get("client") or ("", 0)
+        request = CwmpRequest(method, path, target, headers, body, (client[0], client[1]),
+                              scope.get("scheme") == "https")
+        try:
+            answer = await self.gateway.handle(request)
+        except Exception:
+            log.exception("unexpected error handling a CWMP request")
+            answer = plain(500, "internal error", close=True)
+        await send_answer(send, answer)
+
+    async def _get(self, path: str, send: Send) -> None:
+        if path == "/healthz":
+            await send_answer(send, plain(200, "ok"))
+        elif path == "/readyz":
+            ready = self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
+            await send_answer(send, plain(200 if ready else 503, "ready" if ready else "not ready"))
+        elif path == "/metrics":
+            metrics_answer = HttpAnswer(200, generate_latest(), [("content-type", CONTENT_TYPE_LATEST)])
+            await send_answer(send, metrics_answer)
+        else:
+            await send_answer(send, plain(405, "CWMP needs POST", headers=[("allow", "POST")]))
+
+    async def _dependencies_ok(self) -> bool:
+        assert self._mongo is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._mongo.admin.command("ping"), 2.0)
+            return await kafka_reachable(self.settings, 2.0)
+        return False

@@ -1,0 +1,388 @@
+"""The gateway's request handling: one CWMP HTTP request in, one HTTP answer out.
+
+Every message from a CPE is published to ``cwmp.inbound`` and acknowledged by the broker
+(acks=all) before the CPE gets the answer that lets it forget the message: an acknowledged
+Inform or TransferComplete is never lost. What to send next comes from the orchestrator's plan
+(``cwmp.replies``); when it does not come in time the session ends cleanly with 204 and the work
+waits for the next session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from cwmp.codec import MalformedEnvelope
+from cwmp.faults import AcsFault, CwmpFault
+from cwmp.httputil import (
+    format_set_cookie,
+    is_empty_body,
+    make_device_id,
+    parse_cookie_header,
+    username_matches_device,
+)
+from cwmp.models import InformResponse, rpc_from_dict, rpc_to_dict
+from cwmp.session import (
+    AcsSession,
+    CpeProtocolError,
+    EmptyPostReceived,
+    FaultReceived,
+    Outgoing,
+    RequestReceived,
+    ResponseReceived,
+    SessionError,
+    UnknownMethodReceived,
+    VersionIncompatible,
+    default_response,
+)
+from cwmp.session import InformReceived as InformArrived
+from services.bus.events import (
+    TOPIC_INBOUND,
+    CpeRequestReceived,
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    ParameterValue,
+    RpcFaultReceived,
+    RpcResponseReceived,
+    SessionEnded,
+    SessionPlan,
+    SetParameterValuesFaultEntry,
+)
+from services.common.settings import Settings
+from services.gateway import metrics
+from services.gateway.auth import CpeAuthenticator
+from services.gateway.http import CwmpRequest, HttpAnswer, plain
+from services.gateway.locks import SessionLocks
+from services.gateway.sessions import GatewaySession, new_session_id
+from services.gateway.throttle import AuthThrottle
+
+log = logging.getLogger(__name__)
+
+COOKIE_NAME = "acs_session"
+XML_CONTENT_TYPE = "text/xml; charset=utf-8"
+
+Publish = Callable[[str, str, BaseModel], Awaitable[None]]
+
+
+class PublishFailed(Exception):
+    """The broker did not acknowledge in time: the CPE must not be told its message was taken."""
+
+
+@dataclass
+class GatewayDeps:
+    settings: Settings
+    gateway_id: str
+    publish: Publish
+    locks: SessionLocks
+    authenticator: CpeAuthenticator
+    reply_to: Callable[[], str]
+
+
+class Gateway:
+    def __init__(self, deps: GatewayDeps) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.throttle = AuthThrottle(self.settings.auth_failures_before_throttle,
+                                     self.settings.auth_throttle_seconds)
+        self.sessions: dict[str, GatewaySession] = {}
+        self.by_connection: dict[str, str] = {}
+        self.draining = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    async def handle(self, request: CwmpRequest) -> HttpAnswer:
+        session = self._find_session(request)
+        if session is None:
+            return await self._start_session(request)
+        async with session.lock:
+            if session.session_id not in self.sessions:  # ended while we waited for the lock
+                return await self._start_session(request)
+            return await self._continue_session(session, request)
+
+    def deliver_plan(self, plan: SessionPlan) -> None:
+        session = self.sessions.get(plan.session_id)
+        if session is None:
+            log.debug("plan for a session that is gone", extra={"session_id": plan.session_id})
+            return
+        session.receive_plan(plan)
+
+    def _find_session(self, request: CwmpRequest) -> GatewaySession | None:
+        cookies = parse_cookie_header(request.headers.get("cookie"))
+        if session_id := cookies.get(COOKIE_NAME):
+            if session := self.sessions.get(session_id):
+                return session
+        # CPEs that ignore cookies (genieacs#82, cwmp-sim) stay on their TCP connection.
+        if session_id := self.by_connection.get(request.connection_key):
+            return self.sessions.get(session_id)
+        return None
+
+    # --- a new session: the Inform ---------------------------------------------------------------
+
+    async def _start_session(self, request: CwmpRequest) -> HttpAnswer:
+        address = request.client[0]
+        if self.draining:
+            return self._reject(503, "shutting down", retry_after=10)
+        if wait := self.throttle.retry_after(address):
+            return self._reject(503, "too many authentication failures", retry_after=wait)
+        if is_empty_body(request.body):
+            return self._reject(400, "no session: the first message must be an Inform", close=True)
+        auth = await self.deps.authenticator.authenticate("POST", request.target,
+                                                          request.headers.get("authorization"), request.tls)
+        if not auth.ok:
+            if auth.wrong_credentials:
+                self.throttle.failed(address)
+                metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
+                log.info("CPE authentication failed", extra={"remote": address, "reason": auth.reason})
+            metrics.REJECTED.labels("401", "auth").inc()
+            return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")])
+        now = time.monotonic()
+        machine = AcsSession(now=now, session_id=new_session_id(),
+                             default_timeout=self.settings.session_idle_timeout)
+        try:
+            event = machine.receive_body(request.body, request.headers.get("content-type"), now=now)
+        except MalformedEnvelope as exc:
+            return self._reject(400, f"malformed CWMP message: {exc}", close=True)
+        except CpeProtocolError as exc:
+            return self._reject(400, f"no session: {exc}", close=True)
+        if isinstance(event, VersionIncompatible):
+            # No CWMP version both sides speak: fault 8006, and no session.
+            out = machine.respond_fault(CwmpFault.from_code(AcsFault.VERSION_INCOMPATIBLE), now=now)
+            return self._send(out, close=True)
+        assert isinstance(event, InformArrived)
+        identity = event.inform.device_id
+        device_id = make_device_id(identity.oui, identity.product_class, identity.serial_number)
+        if (self.settings.cpe_credentials == "per-device" and auth.username is not None
+                and not username_matches_device(auth.username, identity.oui, identity.product_class,
+                                                identity.serial_number)):
+            self.throttle.failed(address)
+            metrics.AUTH_FAILURES.labels("device-mismatch").inc()
+            return self._reject(403, "the authenticated username does not belong to this device",
+                                close=True)
+        self.throttle.succeeded(address)
+        if len(self.sessions) >= self.settings.max_sessions:
+            return self._reject(503, "gateway saturated", retry_after=30)
+
+        session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
+                                 request.connection_key, address, machine, username=auth.username)
+        if not await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
+                                             self.settings.session_idle_timeout):
+            return self._reject(503, "this device already has a session in progress", retry_after=30)
+        self.sessions[session.session_id] = session
+        self.by_connection[request.connection_key] = session.session_id
+        inform = event.inform
+        published = InformReceived(
+            device_id=device_id, session_id=session.session_id, reply_to=self.deps.reply_to(),
+            gateway_id=self.deps.gateway_id,
+            device=DeviceIdentity(manufacturer=identity.manufacturer, oui=identity.oui,
+                                  product_class=identity.product_class,
+                                  serial_number=identity.serial_number),
+            events=[InformEventCode(code=e.event_code, command_key=e.command_key) for e in inform.event],
+            parameters=[ParameterValue(name=p.name, value=p.value.value, type=p.value.type)
+                        for p in inform.parameter_list],
+            retry_count=inform.retry_count, current_time=inform.current_time,
+            cwmp_namespace=session.cwmp_ns, cwmp_version=machine.use_cwmp_version,
+            remote_address=address)
+        try:
+            await self._publish(published)
+        except PublishFailed:
+            self._forget(session)
+            await self.deps.locks.release(device_id, session.session_id)
+            return self._reject(503, "message bus unavailable", retry_after=30)
+        metrics.SESSIONS_STARTED.inc()
+        metrics.SESSIONS_ACTIVE.set(len(self.sessions))
+        log.info("session started", extra={"device_id": device_id, "session_id": session.session_id,
+                                           "events": sorted(published.event_codes())})
+        cookie = format_set_cookie(COOKIE_NAME, session.session_id, path="/", http_only=True,
+                                   secure=request.tls)
+        return self._send(machine.respond(InformResponse(), now=time.monotonic()),
+                          headers=[("set-cookie", cookie)])
+
+    # --- the rest of a session -------------------------------------------------------------------
+
+    async def _continue_session(self, session: GatewaySession, request: CwmpRequest) -> HttpAnswer:
+        session.touch()
+        await self._refresh_lock(session)
+        if request.headers.get("authorization"):
+            # A CPE may re-authenticate on any request; wrong credentials end the session.
+            auth = await self.deps.authenticator.authenticate(
+                "POST", request.target, request.headers["authorization"], request.tls)
+            if not auth.ok and auth.wrong_credentials:
+                self.throttle.failed(request.client[0])
+                await self._end(session, "error", "wrong credentials inside a session")
+                return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)
+        machine: AcsSession = session.machine
+        now = time.monotonic()
+        try:
+            event = machine.receive_body(request.body, request.headers.get("content-type"), now=now)
+        except MalformedEnvelope as exc:
+            await self._end(session, "error", f"malformed message: {exc}")
+            return self._reject(400, f"malformed CWMP message: {exc}", close=True)
+        except SessionError as exc:
+            await self._end(session, "error", str(exc))
+            return self._reject(400, str(exc), close=True)
+        if isinstance(event, RequestReceived):
+            return await self._cpe_request(session, event)
+        if isinstance(event, UnknownMethodReceived):
+            # An unsupported CPE method: fault 8000 with the request's ID, and the session goes on.
+            metrics.CPE_REQUESTS.labels("unknown").inc()
+            return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.METHOD_NOT_SUPPORTED),
+                                                    now=now))
+        if isinstance(event, ResponseReceived | FaultReceived):
+            try:
+                await self._publish_answer(session, event)
+            except PublishFailed:
+                await self._end(session, "error", "message bus unavailable")
+                return self._reject(503, "message bus unavailable", retry_after=30, close=True)
+        elif isinstance(event, EmptyPostReceived) and event.abandoned:
+            log.info("CPE sent an empty POST with requests outstanding",
+                     extra={"session_id": session.session_id, "abandoned": len(event.abandoned)})
+        return await self._next_rpc_or_end(session)
+
+    async def _publish_answer(self, session: GatewaySession, event: ResponseReceived | FaultReceived) -> None:
+        rpc_id = event.request.cwmp_id
+        method = event.request.request.METHOD
+        common = {"device_id": session.device_id, "session_id": session.session_id,
+                  "reply_to": self.deps.reply_to(), "gateway_id": self.deps.gateway_id, "rpc_id": rpc_id}
+        if isinstance(event, FaultReceived):
+            metrics.RPCS.labels(method, "fault").inc()
+            fault = event.fault
+            await self._publish(RpcFaultReceived(
+                **common, method=method, fault_code=fault.code, fault_string=fault.string,
+                parameter_faults=[SetParameterValuesFaultEntry(
+                    parameter_name=f.parameter_name, fault_code=f.fault_code,
+                    fault_string=f.fault_string or "") for f in fault.set_parameter_values_faults]))
+        else:
+            metrics.RPCS.labels(method, "ok").inc()
+            await self._publish(RpcResponseReceived(**common, method=event.response.METHOD,
+                                                    rpc=rpc_to_dict(event.response)))
+
+    async def _cpe_request(self, session: GatewaySession, event: RequestReceived) -> HttpAnswer:
+        machine: AcsSession = session.machine
+        method = event.request.METHOD
+        metrics.CPE_REQUESTS.labels(method).inc()
+        if method != "GetRPCMethods":
+            try:
+                await self._publish(CpeRequestReceived(
+                    device_id=session.device_id, session_id=session.session_id, reply_to=self.deps.reply_to(),
+                    gateway_id=self.deps.gateway_id, method=method, rpc=rpc_to_dict(event.request)))
+            except PublishFailed:
+                # 8005: the CPE sends the same request again (TR-069 3.7.1.6); nothing is lost.
+                return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.RETRY_REQUEST),
+                                                        now=time.monotonic()))
+        return self._send(machine.respond(default_response(event.request), now=time.monotonic()))
+
+    async def _next_rpc_or_end(self, session: GatewaySession) -> HttpAnswer:
+        machine: AcsSession = session.machine
+        while True:
+            started = time.monotonic()
+            planned = await session.next_rpc(self.settings.session_plan_timeout)
+            metrics.PLAN_WAIT.observe(time.monotonic() - started)
+            if planned is None:
+                out = machine.end(now=time.monotonic())
+                outcome = "timeout" if session.plan_timed_out else "completed"
+                await self._end(session, outcome,
+                                "no plan from the orchestrator in time" if session.plan_timed_out else "")
+                return self._send(out)
+            try:
+                rpc = rpc_from_dict(planned.rpc)
+                return self._send(machine.send_request(rpc, now=time.monotonic(), cwmp_id=planned.rpc_id))
+            except (ValueError, SessionError) as exc:
+                # A bad plan entry must not kill the session: skip it, say so, send the next.
+                log.error("orchestrator planned an unsendable RPC",
+                          extra={"session_id": session.session_id, "rpc_id": planned.rpc_id, "error": str(exc)})
+                metrics.RPCS.labels(str(planned.rpc.get("method")), "invalid").inc()
+
+    # --- ending ----------------------------------------------------------------------------------
+
+    async def _end(self, session: GatewaySession, outcome: str, reason: str) -> None:
+        if not self._forget(session):
+            return
+        metrics.SESSIONS_ENDED.labels(outcome).inc()
+        metrics.SESSION_DURATION.observe(time.monotonic() - session.started)
+        metrics.SESSIONS_ACTIVE.set(len(self.sessions))
+        log.info("session ended", extra={"device_id": session.device_id, "session_id": session.session_id,
+                                         "outcome": outcome, "reason": reason})
+        ended = SessionEnded(device_id=session.device_id, session_id=session.session_id,
+                             reply_to=self.deps.reply_to(), gateway_id=self.deps.gateway_id,
+                             outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
+                             reason=reason)
+        # Off the response path: the CPE need not wait for bookkeeping.
+        task = asyncio.create_task(self._finish(session, ended))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finish(self, session: GatewaySession, ended: SessionEnded) -> None:
+        try:
+            await self._publish(ended)
+        except PublishFailed:
+            log.warning("could not publish the end of a session", extra={"session_id": session.session_id})
+        try:
+            await self.deps.locks.release(session.device_id, session.session_id)
+        except Exception:
+            # The lock expires on its own; the device waits at most the idle timeout.
+            log.warning("could not release a session lock", exc_info=True)
+
+    def _forget(self, session: GatewaySession) -> bool:
+        if self.sessions.pop(session.session_id, None) is None:
+            return False
+        if self.by_connection.get(session.connection_key) == session.session_id:
+            del self.by_connection[session.connection_key]
+        return True
+
+    async def expire_idle(self) -> None:
+        """End sessions whose CPE went quiet (called periodically)."""
+        now = time.monotonic()
+        for session in list(self.sessions.values()):
+            if now - session.last_activity > self.settings.session_idle_timeout and not session.lock.locked():
+                await self._end(session, "dropped", "CPE idle past ACS_SESSION_IDLE_TIMEOUT")
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new sessions, give the current ones ``grace`` seconds, then end them."""
+        self.draining = True
+        deadline = time.monotonic() + grace
+        # Polling is fine here: it runs once, at shutdown, for a few seconds at most.
+        while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        for session in list(self.sessions.values()):
+            await self._end(session, "dropped", "gateway shutting down")
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _refresh_lock(self, session: GatewaySession) -> None:
+        now = time.monotonic()
+        if now - session.last_lock_refresh > self.settings.session_idle_timeout / 3:
+            session.last_lock_refresh = now
+            await self.deps.locks.refresh(session.device_id, session.session_id,
+                                          self.settings.session_idle_timeout)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    async def _publish(self, event: InformReceived | CpeRequestReceived | RpcResponseReceived |
+                       RpcFaultReceived | SessionEnded) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(self.deps.publish(TOPIC_INBOUND, event.device_id, event),
+                                   self.settings.kafka_publish_timeout)
+        except Exception as exc:
+            log.warning("publishing to Kafka failed", extra={"device_id": event.device_id,
+                                                             "error": repr(exc)})
+            raise PublishFailed from exc
+        metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
+
+    def _send(self, out: Outgoing, *, headers: list[tuple[str, str]] | None = None,
+              close: bool = False) -> HttpAnswer:
+        content = [("content-type", XML_CONTENT_TYPE)] if out.body else []
+        return HttpAnswer(out.status, out.body, [*content, *(headers or [])], close)
+
+    def _reject(self, status: int, reason: str, *, retry_after: int | None = None,
+                close: bool = False) -> HttpAnswer:
+        metrics.REJECTED.labels(str(status), reason[:40]).inc()
+        headers = [("retry-after", str(retry_after))] if retry_after else []
+        return plain(status, reason, close=close, headers=headers)

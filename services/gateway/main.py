@@ -1,0 +1,19 @@
+"""`acs gateway`: the CWMP endpoint for CPEs on ACS_GATEWAY_PORT (7547)."""
+
+from __future__ import annotations
+
+from services.bus.kafka import ensure_topics
+from services.common.preflight import check_kafka, check_mongodb, check_port_free
+from services.common.service import serve
+from services.common.settings import Settings
+from services.gateway.app import GatewayApp
+
+STARTUP_WAIT_SECONDS = 30.0
+
+
+async def run(settings: Settings) -> None:
+    check_port_free(settings.bind_host, settings.gateway_port, "ACS_GATEWAY_PORT")
+    await check_mongodb(settings, STARTUP_WAIT_SECONDS)
+    await check_kafka(settings, STARTUP_WAIT_SECONDS)
+    await ensure_topics(settings)
+    await serve([(GatewayApp(settings), settings.gateway_port)], settings)
