@@ -53,7 +53,7 @@ class Decision:
     tasks: list[Task] = field(default_factory=list)
     new_tasks: list[Task] = field(default_factory=list)
     session: SessionState | None = None
-    end_session: str | None = None
+    ended_sessions: list[str] = field(default_factory=list)
     plan: SessionPlan | None = None
     events: list[DeviceEvent] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -160,7 +160,8 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
                            task_ids=[*leading, *(t.id for t in queued)], created_at=now, updated_at=now)
     planned, more = _build_batch(w, session)
     plan = _plan(session, inform.event_id, planned, more)
-    return w.decision(session=session if planned else None, plan=plan)
+    return w.decision(session=session if planned else None, plan=plan,
+                      ended_sessions=[s.session_id for s in stale_sessions])
 
 
 def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -> DeviceState:
@@ -442,7 +443,7 @@ def on_session_ended(event: SessionEnded, session: SessionState, device: DeviceS
                      session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
     w = _Work(env, cfg, device, device, session_tasks)
     _close(w, session, event.outcome, unsent=event.unsent_rpc_ids)
-    return w.decision(end_session=session.session_id)
+    return w.decision(ended_sessions=[session.session_id])
 
 
 def _close(w: _Work, session: SessionState, outcome: str, unsent: Iterable[str]) -> None:

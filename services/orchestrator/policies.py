@@ -4,8 +4,9 @@ A policy is evaluated by the planner at Inform time, against what the Inform its
 DeviceId, the event codes, the parameters in its ParameterList) and the device's tags. It never
 needs the inventory on the critical path: tags are fetched only when some policy uses them.
 
-The parameter query is a small MongoDB-style language, the one operators already use for device
-queries: ``{"DeviceInfo.SoftwareVersion": {"$lt": "2.0"}, "$or": [...]}``. A name that does not
+The parameter query is a small MongoDB-style language, the operators of the inventory's device
+queries: ``{"DeviceInfo.SoftwareVersion": {"$lt": "2.0"}, "$or": [...]}``, plus ``$nin`` and
+``$regex``. A name that does not
 start with a data model root is taken relative to the device's root, so one policy serves TR-098
 and TR-181 devices alike. Comparisons are numeric when both sides are numbers, otherwise
 "natural" (``1.9.2 < 1.10.0``), which is what software versions need.
@@ -41,7 +42,7 @@ EVENT_NAMES: dict[str, str] = {
     "12 AUTONOMOUS DU STATE CHANGE COMPLETE": "autonomous_du_state_change_complete",
     "13 WAKEUP": "wakeup", "14 HEARTBEAT": "heartbeat",
 }
-OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$regex", "$exists")
+OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$prefix", "$regex", "$exists")
 
 
 class QueryError(ValueError):
@@ -239,6 +240,8 @@ def _operator(op: str, actual: str, operand: Any) -> bool:
             return _compare(actual, operand) < 0
         case "$lte":
             return _compare(actual, operand) <= 0
+        case "$prefix":
+            return actual.startswith(_text(operand))
         case "$regex":
             return _regex(str(operand)).search(actual) is not None
     raise QueryError(f"unknown operator {op}")

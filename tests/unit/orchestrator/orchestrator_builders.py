@@ -115,8 +115,8 @@ def gpn_response(names: dict[str, bool]) -> dict[str, Any]:
 
 def make_task(name: str, args: dict[str, Any], *, task_id: str = "task1", created: datetime = T0,
               **fields: Any) -> Task:
-    return Task(id=task_id, device_id=DEVICE, name=name, args=args, created_at=created, updated_at=created,
-                **fields)
+    return Task(**{"id": task_id, "device_id": DEVICE, "name": name, "args": args, "created_at": created,
+                   "updated_at": created, **fields})
 
 
 class Harness:
@@ -144,8 +144,8 @@ class Harness:
             self.tasks[task.id] = task
         if decision.session is not None:
             self.sessions[decision.session.session_id] = decision.session
-        if decision.end_session:
-            self.sessions.pop(decision.end_session, None)
+        for ended_id in decision.ended_sessions:
+            self.sessions.pop(ended_id, None)
         self.events += decision.events
         self.notes += decision.notes
         return decision.plan
