@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 GROUP = "inventory"
+# Device groups of one batch applied concurrently (store.apply_observations).
+LANES = 4
 
 
 def group_id(settings: Settings) -> str:
@@ -167,7 +169,7 @@ class InventoryConsumer:
 
     async def _apply(self, observations: list[Observation]) -> BatchResult:
         try:
-            return await apply_observations(self.db, observations, self.config)
+            return await apply_observations(self.db, observations, self.config, LANES)
         except Exception as exc:
             if is_transient(exc):
                 raise

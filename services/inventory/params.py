@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 StoredValue = str | int | bool
@@ -37,6 +38,7 @@ CONNECTION_REQUEST_URL = "ManagementServer.ConnectionRequestURL"
 CONNECTION_REQUEST_USERNAME = "ManagementServer.ConnectionRequestUsername"
 
 
+@lru_cache(maxsize=65536)  # A fleet shares a few thousand names; encoding is on the hot path.
 def encode_name(name: str) -> str:
     """The field name under ``params`` for a parameter (or object, ending in ".") name."""
     return "".join(_ESCAPES.get(char, char) for char in name)

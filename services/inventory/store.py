@@ -8,6 +8,7 @@ whole document is ever read or rewritten for an Inform.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -67,8 +68,37 @@ class BatchResult:
 
 
 async def apply_observations(db: AsyncDatabase, observations: Sequence[Observation],
-                             config: PlanConfig) -> BatchResult:
-    """Apply a batch in order; idempotent, so the caller may retry the whole batch on failure."""
+                             config: PlanConfig, lanes: int = 1) -> BatchResult:
+    """Apply a batch, in order per device; idempotent, so the caller may retry the whole batch.
+
+    With ``lanes`` > 1 the batch is split by device into that many groups applied concurrently:
+    MongoDB works on one group while Python plans the next. A device stays in one lane, so its
+    messages keep their order.
+    """
+    if lanes <= 1 or len(observations) < 2 * lanes:
+        return await _apply_lane(db, observations, config)
+    groups: list[list[Observation]] = [[] for _ in range(lanes)]
+    lane_of: dict[str, int] = {}
+    for observation in observations:
+        lane = lane_of.setdefault(observation.device_id, len(lane_of) % lanes)
+        groups[lane].append(observation)
+    # Wait for every lane even when one fails, so that a retry never overlaps a lane still writing.
+    results = await asyncio.gather(*(_apply_lane(db, group, config) for group in groups if group),
+                                   return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    merged = BatchResult()
+    for part in results:
+        assert isinstance(part, BatchResult)
+        merged.facts += part.facts
+        merged.writes += part.writes
+        merged.skipped += part.skipped
+    return merged
+
+
+async def _apply_lane(db: AsyncDatabase, observations: Sequence[Observation], config: PlanConfig,
+                      ) -> BatchResult:
     result = BatchResult()
     if not observations:
         return result

@@ -208,3 +208,14 @@ def _stages(plan: dict[str, Any]) -> list[str]:
     for child in plan.get("inputStages", []):
         found += _stages(child)
     return found
+
+
+async def test_concurrent_lanes_keep_each_devices_messages_in_order(db: AsyncDatabase) -> None:
+    batch = observations(*(inform(f"L{device}", at=T0 + timedelta(minutes=step), Device__X__Step=str(step))
+                           for step in range(4) for device in range(10)))
+    result = await store.apply_observations(db, batch, CONFIG, lanes=4)
+    assert result.writes == 40
+    steps = [d["params"]["Device:X:Step"]["v"] async for d in db["devices"].find({}, {"params": 1})]
+    assert steps == [3] * 10
+    changes = [(f.device_id, f.changes[0].old, f.changes[0].new) for f in result.facts if f.kind == "value_changed"]
+    assert sorted(changes) == sorted((f"00259E-Box-L{d}", str(s), str(s + 1)) for d in range(10) for s in range(3))
