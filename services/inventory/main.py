@@ -11,7 +11,6 @@ from pymongo import AsyncMongoClient
 
 from services.bus.events import TOPIC_DEVICE_EVENTS, TOPIC_INBOUND
 from services.bus.kafka import ensure_topics, make_producer
-from services.common.logs import configure_logging
 from services.common.preflight import check_kafka, check_mongodb
 from services.common.service import serve
 from services.common.settings import Settings
@@ -25,7 +24,7 @@ STARTUP_TIMEOUT = 60.0
 
 
 async def run(settings: Settings) -> None:
-    configure_logging("inventory", settings.log_level)
+    """Serve until SIGTERM/SIGINT. Logging is configured by the caller (`acs inventory`)."""
     await check_mongodb(settings, STARTUP_TIMEOUT)
     await check_kafka(settings, STARTUP_TIMEOUT)
     client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
