@@ -48,6 +48,8 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 500,
+        # Sessions wait on this bus: a fetch must not sit 500 ms (the default) on an idle partition.
+        "fetch_max_wait_ms": 20,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*(topic_name(settings, t) for t in topics), **options)  # type: ignore[arg-type]

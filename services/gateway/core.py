@@ -313,21 +313,23 @@ class Gateway:
                              reply_to=self.deps.reply_to(), gateway_id=self.deps.gateway_id,
                              outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
                              reason=reason)
-        # Off the response path: the CPE need not wait for bookkeeping.
-        task = asyncio.create_task(self._finish(session, ended))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _finish(self, session: GatewaySession, ended: SessionEnded) -> None:
-        try:
-            await self._publish(ended)
-        except PublishFailed:
-            log.warning("could not publish the end of a session", extra={"session_id": session.session_id})
+        # Released before the CPE gets its 204: a CPE that starts its next session at once
+        # (a Reboot, a connection request) must find its device free.
         try:
             await self.deps.locks.release(session.device_id, session.session_id)
         except Exception:
             # The lock expires on its own; the device waits at most the idle timeout.
             log.warning("could not release a session lock", exc_info=True)
+        # Off the response path: the CPE need not wait for the bookkeeping event.
+        task = asyncio.create_task(self._publish_quietly(ended))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_quietly(self, ended: SessionEnded) -> None:
+        try:
+            await self._publish(ended)
+        except PublishFailed:
+            log.warning("could not publish the end of a session", extra={"session_id": ended.session_id})
 
     def _forget(self, session: GatewaySession) -> bool:
         if self.sessions.pop(session.session_id, None) is None:
