@@ -145,7 +145,8 @@ def gateway_breakdown(port: int) -> dict[str, float]:
         text = response.read().decode()
     sums: dict[str, float] = {}
     for line in text.splitlines():
-        for metric, label in (("acs_gateway_publish_seconds", "publish"), ("acs_gateway_plan_wait_seconds", "plan wait"),
+        for metric, label in (("acs_gateway_publish_seconds", "publish"),
+                              ("acs_gateway_plan_wait_seconds", "plan wait"),
                               ("acs_gateway_session_duration_seconds", "session")):
             if line.startswith(f"{metric}_sum "):
                 sums[f"{label}_sum"] = float(line.split()[1])
