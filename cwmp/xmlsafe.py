@@ -104,9 +104,7 @@ for _p in (b"soap-enc", b"SOAP-ENC", b"soapenc", b"soap_enc", b"SOAP_ENC", b"enc
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 # The encoding pseudo-attribute of an XML declaration at the very start of the document.
-_DECL_ENCODING = re.compile(
-    rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]*)["']"""
-)
+_DECL_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z][\w.:-]*)["']""")
 _CHARSET_PARAM = re.compile(r"""charset\s*=\s*["']?([^"';,\s]+)""", re.IGNORECASE)
 
 # XML 1.0 forbids C0 controls except TAB, LF, CR, also as character references.
@@ -161,9 +159,7 @@ def charset_from_content_type(content_type: str | None) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def parse_xml(
-    body: bytes, *, charset: str | None = None, limits: XmlLimits = DEFAULT_LIMITS
-) -> etree._Element:
+def parse_xml(body: bytes, *, charset: str | None = None, limits: XmlLimits = DEFAULT_LIMITS) -> etree._Element:
     """Parse an untrusted XML body and return its root element.
 
     ``charset`` is the HTTP charset, used only when the document has no XML declaration
@@ -271,6 +267,8 @@ def _parse_with_repairs(data: bytes, override: str | None, utf8: bool) -> etree.
                 data, override, utf8 = repaired
                 break
         else:
+            if "Excessive depth" in str(first_error):  # libxml2's own hard limit (256 without huge_tree)
+                raise XmlLimitExceeded("max_depth", str(first_error)) from first_error
             raise XmlSyntaxError(str(first_error)) from first_error
 
 
@@ -305,8 +303,7 @@ def _declare_missing_prefixes(data: bytes, utf8: bool) -> _Repair | None:
             return None
         break
     decls = b"".join(
-        b' xmlns:%s="%s"' % (p, _WELL_KNOWN_PREFIXES.get(p, b"urn:undeclared-prefix:" + p))
-        for p in sorted(missing)
+        b' xmlns:%s="%s"' % (p, _WELL_KNOWN_PREFIXES.get(p, b"urn:undeclared-prefix:" + p)) for p in sorted(missing)
     )
     return data[: root.end()] + decls + data[root.end() :], "utf-8" if utf8 else None, utf8
 
