@@ -360,3 +360,28 @@ async def test_kafka_down_new_sessions_get_503_and_nothing_is_acknowledged(
                 await cpe.aclose()
     finally:
         broker.stop()
+
+
+async def test_session_survives_a_dropped_connection_when_the_cpe_returns_with_its_cookie(
+        gateway_settings: Settings) -> None:
+    plan = [{"method": "GetRPCMethods"}]
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform(plan)) as orchestrator, \
+            running_gateway(gateway_settings) as url:
+        first = TestCpe(url, "testcpe", "testcpe-password")
+        assert (await first.post(seed_inform(serial="RESUME"))).status_code == 200
+        cookie = first.client.cookies.get("acs_session")
+        await first.aclose()  # the TCP connection drops mid-session
+        second = TestCpe(url)  # a new connection, no credentials: the cookie carries the session
+        try:
+            second.client.cookies.set("acs_session", cookie)
+            method, rpc_id, _ = rpc_of((await second.post(None)).content)
+            assert method == "GetRPCMethods"
+            done = await second.post(envelope(
+                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
+                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            assert done.status_code == 204
+        finally:
+            await second.aclose()
+        ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
+        assert ended.outcome == "completed"
+        assert len(orchestrator.of_type("rpc_response")) == 1

@@ -1,0 +1,129 @@
+"""Pure parts of the gateway: throttling, plan following, body reading limits."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import pytest
+
+from services.bus.events import PlannedRpc, SessionPlan
+from services.gateway.http import BodyTimeout, BodyTooLarge, ClientGone, read_body
+from services.gateway.sessions import GatewaySession
+from services.gateway.throttle import AuthThrottle
+
+
+def test_throttle_blocks_after_the_limit_until_the_window_ends() -> None:
+    throttle = AuthThrottle(max_failures=3, window_seconds=60)
+    for _ in range(2):
+        throttle.failed("10.0.0.1", now=100.0)
+    assert throttle.retry_after("10.0.0.1", now=101.0) == 0
+    throttle.failed("10.0.0.1", now=102.0)
+    assert throttle.retry_after("10.0.0.1", now=103.0) == 57
+    assert throttle.retry_after("10.0.0.2", now=103.0) == 0  # per address
+    assert throttle.retry_after("10.0.0.1", now=161.0) == 0  # window over
+
+
+def test_throttle_forgets_an_address_that_authenticated() -> None:
+    throttle = AuthThrottle(max_failures=1, window_seconds=60)
+    throttle.failed("a", now=0.0)
+    throttle.succeeded("a")
+    assert throttle.retry_after("a", now=1.0) == 0
+
+
+def test_throttle_memory_is_bounded() -> None:
+    throttle = AuthThrottle(max_failures=1, window_seconds=60, max_tracked=100)
+    for i in range(1000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}", now=float(i))
+    assert len(throttle._windows) <= 100
+
+
+def _session() -> GatewaySession:
+    return GatewaySession("s1", "dev", "urn:dslforum-org:cwmp-1-0", "127.0.0.1:1", "127.0.0.1", machine=None)
+
+
+def _plan(ids: list[str], more: bool = False) -> SessionPlan:
+    return SessionPlan(device_id="dev", session_id="s1", gateway_id="g", in_reply_to="e", more=more,
+                       rpcs=[PlannedRpc(rpc_id=i, rpc={"method": "GetRPCMethods"}) for i in ids])
+
+
+async def test_plan_that_arrived_early_is_used_without_waiting() -> None:
+    session = _session()
+    session.receive_plan(_plan(["a", "b"]))
+    assert (await session.next_rpc(0.01)).rpc_id == "a"
+    assert (await session.next_rpc(0.01)).rpc_id == "b"
+    assert await session.next_rpc(0.01) is None
+    assert not session.plan_timed_out
+
+
+async def test_plan_is_awaited_and_a_missing_one_times_out() -> None:
+    session = _session()
+    waiter = asyncio.create_task(session.next_rpc(2.0))
+    await asyncio.sleep(0.01)
+    session.receive_plan(_plan(["a"]))
+    assert (await waiter).rpc_id == "a"
+
+    late = _session()
+    assert await late.next_rpc(0.05) is None
+    assert late.plan_timed_out
+
+
+async def test_more_means_another_plan_is_owed_after_the_batch() -> None:
+    session = _session()
+    session.receive_plan(_plan(["gpn"], more=True))
+    assert (await session.next_rpc(0.01)).rpc_id == "gpn"
+    waiter = asyncio.create_task(session.next_rpc(2.0))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # waits for the dependent step
+    session.receive_plan(_plan(["gpv"]))
+    assert (await waiter).rpc_id == "gpv"
+    assert await session.next_rpc(0.01) is None
+
+
+async def test_an_empty_plan_with_more_owes_nothing() -> None:
+    session = _session()
+    session.receive_plan(_plan([], more=True))
+    assert await session.next_rpc(0.01) is None
+    assert not session.plan_timed_out
+
+
+def _receiver(chunks: list[bytes], delay: float = 0.0, disconnect: bool = False):  # type: ignore[no-untyped-def]
+    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    if disconnect:
+        messages = [*messages[:-1], {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(delay)
+        return messages.pop(0)
+
+    return receive
+
+
+async def test_read_body_refuses_a_declared_length_above_the_limit_without_reading() -> None:
+    async def never() -> dict[str, object]:
+        raise AssertionError("the body must not be read")
+
+    with pytest.raises(BodyTooLarge):
+        await read_body(never, {"content-length": "2000"}, max_bytes=1000, deadline=1)
+
+
+async def test_read_body_counts_chunked_bodies() -> None:
+    with pytest.raises(BodyTooLarge):
+        await read_body(_receiver([b"x" * 600, b"x" * 600]), {}, max_bytes=1000, deadline=1)
+    assert await read_body(_receiver([b"ab", b"cd"]), {}, max_bytes=1000, deadline=1) == b"abcd"
+
+
+async def test_read_body_has_a_deadline_and_notices_a_disconnect() -> None:
+    with pytest.raises(BodyTimeout):
+        await read_body(_receiver([b"a", b"b"], delay=0.2), {}, max_bytes=1000, deadline=0.1)
+    with pytest.raises(ClientGone):
+        await read_body(_receiver([b"a", b"b"], disconnect=True), {}, max_bytes=1000, deadline=1)
+
+
+async def test_read_body_inflates_gzip_but_not_past_the_limit() -> None:
+    body = b"<Envelope/>" * 10
+    assert await read_body(_receiver([gzip.compress(body)]), {"content-encoding": "gzip"},
+                           max_bytes=1000, deadline=1) == body
+    bomb = gzip.compress(b"\0" * 1_000_000)
+    with pytest.raises(BodyTooLarge):
+        await read_body(_receiver([bomb]), {"content-encoding": "gzip"}, max_bytes=10_000, deadline=1)
