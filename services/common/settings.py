@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
 
+    # How long a service waits at start for Kafka, MongoDB and S3 before giving up with one line.
+    startup_wait: float = Field(30.0, ge=0)
+
     log_level: str = "INFO"
 
 

@@ -8,12 +8,10 @@ from services.common.service import serve
 from services.common.settings import Settings
 from services.gateway.app import GatewayApp
 
-STARTUP_WAIT_SECONDS = 30.0
-
 
 async def run(settings: Settings) -> None:
     check_port_free(settings.bind_host, settings.gateway_port, "ACS_GATEWAY_PORT")
-    await check_mongodb(settings, STARTUP_WAIT_SECONDS)
-    await check_kafka(settings, STARTUP_WAIT_SECONDS)
+    await check_mongodb(settings, settings.startup_wait)
+    await check_kafka(settings, settings.startup_wait)
     await ensure_topics(settings)
     await serve([(GatewayApp(settings), settings.gateway_port)], settings)
