@@ -101,7 +101,7 @@ class GatewayApp:
             from services.inventory.credentials import lookup_ha1
 
             async def ha1_source(username: str, algorithm: str) -> str | None:
-                return await lookup_ha1(db, username, algorithm)
+                return await lookup_ha1(db, username, algorithm, settings.cpe_realm)
 
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,

@@ -385,3 +385,32 @@ async def test_session_survives_a_dropped_connection_when_the_cpe_returns_with_i
         ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
         assert ended.outcome == "completed"
         assert len(orchestrator.of_type("rpc_response")) == 1
+
+
+async def test_per_device_credentials_must_name_the_informing_device(gateway_settings: Settings) -> None:
+    """Per-device mode: HA1s imported through inventory; a CPE may only speak for itself."""
+    from pymongo import AsyncMongoClient
+
+    from services.inventory.credentials import Row, import_rows
+
+    settings = gateway_settings.model_copy(update={"cpe_credentials": "per-device"})
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+    try:
+        await import_rows(client[settings.mongodb_database], [
+            Row("09D021-IGD%20Simulator-OWN1", "own-password", None),
+            Row("09D021-OTHER2", "other-password", None)], settings.cpe_realm)
+    finally:
+        await client.close()
+    async with ScriptedOrchestrator(settings, plan_on_inform([])), running_gateway(settings) as url:
+        own = TestCpe(url, "09D021-IGD%20Simulator-OWN1", "own-password")
+        impostor = TestCpe(url, "09D021-OTHER2", "other-password")
+        wrong = TestCpe(url, "09D021-IGD%20Simulator-OWN1", "guess")
+        try:
+            assert (await own.post(seed_inform(serial="OWN1"))).status_code == 200
+            assert (await own.post(None)).status_code == 204
+            refused = await impostor.post(seed_inform(serial="OWN1"))
+            assert refused.status_code == 403 and "does not belong" in refused.text
+            assert (await wrong.post(seed_inform(serial="OWN1"))).status_code == 401
+        finally:
+            for cpe in (own, impostor, wrong):
+                await cpe.aclose()
