@@ -1,0 +1,105 @@
+"""The orchestrator's calls to its sibling services, one small function each.
+
+- fileserver: what a file is (size, type, version) before a Download is queued;
+- inventory: device ids matching a query (bulk jobs) and a device's tags (policies).
+
+Errors come back as :class:`UpstreamError` with a message an API caller can act on, and the HTTP
+status the orchestrator's own API should answer with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from services.common.settings import Settings
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    name: str
+    size: int
+    file_type: str
+    version: str | None
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+async def file_facts(client: httpx.AsyncClient, settings: Settings, name: str) -> FileFacts:
+    """``GET {fileserver}/api/v1/files/{name}`` with the admin key."""
+    url = f"{settings.fileserver_url.rstrip('/')}/api/v1/files/{quote(name, safe='')}"
+    try:
+        response = await client.get(url, headers=_headers(settings.admin_api_key), timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(503, f"the fileserver did not answer ({type(exc).__name__}); try again") from None
+    if response.status_code == 404:
+        raise UpstreamError(422, f"no file named {name!r} on the fileserver; upload it first")
+    if response.status_code in (401, 403):
+        raise UpstreamError(503, "the fileserver refused the orchestrator's key; set ACS_ADMIN_API_KEY "
+                                 "to the same value for both services")
+    if response.status_code != 200:
+        raise UpstreamError(503, f"the fileserver answered {response.status_code} for {name!r}")
+    body = response.json()
+    return FileFacts(name=name, size=int(body.get("size") or 0),
+                     file_type=str(body.get("file_type") or "1 Firmware Upgrade Image"),
+                     version=body.get("version"))
+
+
+async def device_tags(client: httpx.AsyncClient, settings: Settings, device_id: str,
+                      within: float = 0.5) -> frozenset[str]:
+    """The device's tags from the inventory; on the Inform path, so short and fail-soft."""
+    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices/{quote(device_id, safe='')}"
+    response = await client.get(url, params={"fields": "tags"}, headers=_headers(settings.admin_api_key),
+                                timeout=within)
+    if response.status_code == 404:
+        return frozenset()
+    response.raise_for_status()
+    return frozenset(response.json().get("tags") or [])
+
+
+async def device_pages(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
+                       api_key: str | None, page_size: int = 500) -> AsyncIterator[list[str]]:
+    """Device ids matching an inventory query, a page at a time (``GET /api/v1/devices?q=``)."""
+    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices"
+    q = query if isinstance(query, str) else json.dumps(query)
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"q": q, "fields": "id", "limit": page_size}
+        if cursor:
+            params["cursor"] = cursor
+        try:
+            response = await client.get(url, params=params, headers=_headers(api_key), timeout=30.0)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+        if response.status_code == 400:
+            raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
+        if response.status_code in (401, 403):
+            raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
+        if response.status_code != 200:
+            raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
+        body = response.json()
+        yield [str(d["id"]) for d in body.get("devices", []) if "id" in d]
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]

@@ -1,0 +1,183 @@
+"""Connection requests: asking a CPE to open a session now (TR-069 3.2.2, Annex G; checklist A5, A6).
+
+HTTP: a GET to the ConnectionRequestURL the device last reported, Digest-authenticated with the
+credentials set at bootstrap. The CPE answers 200/204 (it will Inform with "6 CONNECTION
+REQUEST"), 401 with a challenge (we answer it once, never falling back to Basic), or 503 when it
+is busy or rate-limiting (not an authentication failure: back off). A 401 without ``qop`` (RFC
+2069) is answered too.
+
+UDP (Annex G): for a CPE behind NAT that reports UDPConnectionRequestAddress, one signed
+datagram, sent three times since UDP may drop it; there is no reply.
+
+Both are rate-limited per device and globally with token buckets, because CPEs rate-limit
+themselves and an ACS that hammers a fleet after an outage only makes it worse (checklist S4).
+Credentials never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import httpx
+from prometheus_client import Counter
+
+from cwmp.digest import DigestClient, DigestError
+from cwmp.udp import UdpRequestError, build_udp_connection_request, parse_udp_address
+from services.orchestrator.state import DeviceState
+
+log = logging.getLogger(__name__)
+
+CONNECTION_REQUESTS = Counter("acs_orchestrator_connection_requests_total",
+                              "Connection requests by transport and outcome", ["transport", "outcome"])
+
+Outcome = Literal["ok", "sent", "auth_failed", "busy", "timeout", "unreachable", "error", "rate_limited",
+                  "no_address"]
+UDP_COPIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRequestResult:
+    outcome: Outcome
+    transport: Literal["http", "udp", "none"]
+    detail: str = ""
+    http_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("ok", "sent")
+
+
+class TokenBucket:
+    """``rate`` tokens per second up to ``capacity``; pure apart from the clock passed in."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate, self.capacity = rate, capacity
+        self.tokens, self.updated = capacity, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RateLimiter:
+    """A global bucket plus one per device (the per-device ones kept in a bounded LRU)."""
+
+    def __init__(self, *, global_rate: float = 50.0, global_burst: float = 100.0,
+                 device_rate: float = 1 / 30, device_burst: float = 2.0, max_devices: int = 100_000) -> None:
+        self._global = TokenBucket(global_rate, global_burst, time.monotonic())
+        self._device_rate, self._device_burst = device_rate, device_burst
+        self._devices: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._max_devices = max_devices
+
+    def allow(self, device_id: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        bucket = self._devices.pop(device_id, None) or TokenBucket(self._device_rate, self._device_burst, now)
+        self._devices[device_id] = bucket
+        while len(self._devices) > self._max_devices:
+            self._devices.popitem(last=False)
+        # The device's own budget first: a device over its limit must not drain the global one.
+        return bucket.take(now) and self._global.take(now)
+
+
+def _target(url: str) -> str:
+    """The request target for the Digest ``uri``: path and query, "/" when empty."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+async def http_connection_request(client: httpx.AsyncClient, url: str, username: str | None,
+                                  password: str | None, within: float = 5.0) -> ConnectionRequestResult:
+    def result(outcome: Outcome, detail: str = "", status: int | None = None) -> ConnectionRequestResult:
+        return ConnectionRequestResult(outcome, "http", detail, status)
+
+    try:
+        response = await client.get(url, timeout=within)
+        if response.status_code == 401:
+            if not username or password is None:
+                return result("auth_failed", "the CPE wants credentials and none were provisioned yet", 401)
+            challenge = response.headers.get_list("www-authenticate")
+            try:
+                authorization = DigestClient(username, password).authorization("GET", _target(url), challenge)
+            except DigestError as exc:
+                return result("auth_failed", f"cannot answer the CPE's challenge: {exc}", 401)
+            # At most one authenticated retry (A5): a second 401 means wrong credentials.
+            response = await client.get(url, headers={"Authorization": authorization}, timeout=within)
+    except httpx.TimeoutException:
+        return result("timeout", f"no answer within {within:g} s")
+    except httpx.HTTPError as exc:
+        return result("unreachable", type(exc).__name__)
+    status = response.status_code
+    if status in (200, 204):
+        return result("ok", "", status)
+    if status == 401:
+        return result("auth_failed", "the CPE rejected the connection request credentials", status)
+    if status == 503:
+        # The CPE is busy or limiting us (A5): not an authentication failure; just wait.
+        return result("busy", response.headers.get("retry-after", ""), status)
+    return result("error", f"unexpected HTTP {status}", status)
+
+
+async def udp_connection_request(address: str, username: str, password: str,
+                                 copies: int = UDP_COPIES) -> ConnectionRequestResult:
+    try:
+        host, port = parse_udp_address(address)
+    except UdpRequestError as exc:
+        return ConnectionRequestResult("error", "udp", str(exc))
+    datagram = build_udp_connection_request(host, port, username, password)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=(host, port))
+    except OSError as exc:
+        return ConnectionRequestResult("unreachable", "udp", type(exc).__name__)
+    try:
+        for _ in range(copies):  # same id in every copy: the CPE ignores the duplicates
+            transport.sendto(datagram)
+            await asyncio.sleep(0.01)
+    finally:
+        transport.close()
+    return ConnectionRequestResult("sent", "udp")
+
+
+class ConnectionRequester:
+    """Wakes devices: HTTP first; UDP when HTTP cannot reach the CPE and it reported a UDP address."""
+
+    def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter | None = None,
+                 answer_within: float = 5.0) -> None:
+        self.client = client
+        self.limiter = limiter or RateLimiter()
+        self.answer_within = answer_within
+
+    async def wake(self, device: DeviceState | None) -> ConnectionRequestResult:
+        outcome = await self._wake(device)
+        CONNECTION_REQUESTS.labels(outcome.transport, outcome.outcome).inc()
+        log.info("connection request", extra={"device_id": device.id if device else None,
+                                               "transport": outcome.transport, "outcome": outcome.outcome,
+                                               "detail": outcome.detail})
+        return outcome
+
+    async def _wake(self, device: DeviceState | None) -> ConnectionRequestResult:
+        if device is None or not (device.connection_request_url or device.udp_connection_request_address):
+            return ConnectionRequestResult("no_address", "none", "the device never reported a ConnectionRequestURL")
+        if not self.limiter.allow(device.id):
+            return ConnectionRequestResult("rate_limited", "none", "too many connection requests; try later")
+        username, password = device.cr_username, device.cr_password
+        result: ConnectionRequestResult | None = None
+        if device.connection_request_url:
+            result = await http_connection_request(self.client, device.connection_request_url, username, password,
+                                                   self.answer_within)
+            if result.outcome not in ("timeout", "unreachable"):
+                return result
+        if device.udp_connection_request_address and username and password:
+            return await udp_connection_request(device.udp_connection_request_address, username, password)
+        assert result is not None
+        return result

@@ -1,0 +1,268 @@
+"""The thin shell around the planner: load what a decision needs, decide, write, then publish.
+
+Order matters. Task writes are conditional on the version loaded; a task another writer changed
+meanwhile (an operator's cancel, the sweep) is a lost race: the decision is made again from fresh
+state when the pre-check catches it, and in the rare case it slips past the pre-check, that
+task's RPCs are taken out of the plan so we never send work we no longer own. Only after the
+writes is the plan published, so a plan never refers to state that is not in MongoDB. A crash in
+between means Kafka delivers the event again, and a redelivered event gets the same plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Protocol
+from urllib.parse import quote
+
+import httpx
+from prometheus_client import Counter, Histogram
+
+from services.bus.events import (
+    CpeRequestReceived,
+    DeviceEvent,
+    InboundEvent,
+    InformReceived,
+    RpcFaultReceived,
+    RpcResponseReceived,
+    SessionEnded,
+    SessionPlan,
+    new_id,
+    utcnow,
+)
+from services.common.settings import Settings
+from services.fileserver.credentials import mint_download_credentials
+from services.orchestrator import clients, planner, rpcs
+from services.orchestrator import tasks as T
+from services.orchestrator.planner import Decision
+from services.orchestrator.policies import Policy, uses_tags
+from services.orchestrator.state import DeviceState, Env, PlanConfig
+from services.orchestrator.store import Store
+
+log = logging.getLogger(__name__)
+
+PLANS = Counter("acs_orchestrator_plans_total", "Session plans published", ["trigger", "more"])
+PLANNED_RPCS = Counter("acs_orchestrator_planned_rpcs_total", "RPCs planned", ["method"])
+TASK_OUTCOMES = Counter("acs_orchestrator_task_outcomes_total", "Tasks that ended", ["name", "outcome"])
+DECISION_SECONDS = Histogram("acs_orchestrator_decision_seconds", "Event in to plan out (load, decide, write)",
+                             ["trigger"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+RACES = Counter("acs_orchestrator_task_races_total", "Decisions redone or trimmed after a concurrent task write")
+
+DECISION_ATTEMPTS = 3
+# How long a task may stay in_progress with no event before the sweep frees it.
+STALE_IN_PROGRESS_SECONDS = 600.0
+POLICY_CACHE_SECONDS = 5.0
+
+
+class Publisher(Protocol):
+    async def plan(self, reply_to: str, plan: SessionPlan) -> None: ...
+
+    async def device_events(self, events: list[DeviceEvent]) -> None: ...
+
+
+def upload_url(settings: Settings, name: str) -> str:
+    """Where a CPE PUTs an Upload (the fileserver's CPE-facing listener)."""
+    return f"{settings.files_public_url.rstrip('/')}/upload/{quote(name, safe='')}"
+
+
+class PolicyCache:
+    """Enabled policies, re-read every few seconds: the Inform path must not query them each time."""
+
+    def __init__(self, store: Store, ttl: float = POLICY_CACHE_SECONDS) -> None:
+        self.store, self.ttl = store, ttl
+        self._policies: list[Policy] = []
+        self._loaded = -float("inf")
+
+    def invalidate(self) -> None:
+        self._loaded = -float("inf")
+
+    async def current(self) -> list[Policy]:
+        if time.monotonic() - self._loaded > self.ttl:
+            self._policies = [p for p in await self.store.list_policies() if p.enabled]
+            self._loaded = time.monotonic()
+        return self._policies
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: Store, publisher: Publisher, http: httpx.AsyncClient,
+                 *, config: PlanConfig | None = None, policies: PolicyCache | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.publisher = publisher
+        self.http = http
+        self.config = config or PlanConfig.from_settings(settings)
+        self.policies = policies or PolicyCache(store)
+
+    def env(self) -> Env:
+        settings = self.settings
+        return Env(now=utcnow(), new_id=new_id, new_secret=lambda: secrets.token_urlsafe(18),
+                   mint_credentials=lambda name, device: mint_download_credentials(settings, name, device),
+                   upload_url=lambda name: upload_url(settings, name))
+
+    async def handle(self, event: InboundEvent) -> None:
+        started = time.perf_counter()
+        match event:
+            case InformReceived():
+                await self.on_inform(event)
+            case RpcResponseReceived() | RpcFaultReceived():
+                await self.on_answer(event)
+            case SessionEnded():
+                await self.on_session_ended(event)
+            case CpeRequestReceived():
+                await self.on_cpe_request(event)
+        DECISION_SECONDS.labels(event.type).observe(time.perf_counter() - started)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def on_inform(self, event: InformReceived) -> None:
+        current = await self.store.get_session(event.session_id)
+        if current is not None and current.last_in_reply_to == event.event_id:
+            await self._publish_plan(current.reply_to, planner.replay(current), "inform")
+            return
+        policies = await self.policies.current()
+        tags = await self._tags(event.device_id, policies)
+
+        async def decide(attempt: int) -> Decision:
+            device = await self.store.get_device(event.device_id)
+            # Tasks already in_progress for this very session come from an earlier delivery of
+            # this Inform that died before its plan went out: plan them again, attempt given back.
+            open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
+                          if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
+                          for t in await self.store.open_tasks(event.device_id)]
+            stale = [s for s in await self.store.sessions_of(event.device_id) if s.session_id != event.session_id]
+            return planner.on_inform(event, device, open_tasks, policies, tags, stale, self.env(), self.config)
+
+        decision = await self._decide(decide)
+        if decision.plan is None:  # cannot happen: on_inform always plans; keep the gateway unblocked
+            decision.plan = SessionPlan(device_id=event.device_id, session_id=event.session_id,
+                                        gateway_id=event.gateway_id, in_reply_to=event.event_id)
+        await self._commit(decision, event.reply_to, "inform")
+
+    async def on_answer(self, event: RpcResponseReceived | RpcFaultReceived) -> None:
+        session = await self.store.get_session(event.session_id)
+        if session is None:
+            log.warning("answer for an unknown session", extra={"device_id": event.device_id,
+                                                                 "session_id": event.session_id})
+            return
+        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
+
+        async def decide(attempt: int) -> Decision:
+            state = await self.store.get_session(event.session_id) if attempt else session
+            assert state is not None
+            tasks = await self.store.tasks_by_ids(state.task_ids)
+            if isinstance(event, RpcResponseReceived):
+                return planner.on_response(event, state, device, tasks, self.env(), self.config)
+            return planner.on_fault(event, state, device, tasks, self.env(), self.config)
+
+        await self._commit(await self._decide(decide), session.reply_to, event.type)
+
+    async def on_session_ended(self, event: SessionEnded) -> None:
+        session = await self.store.get_session(event.session_id)
+        if session is None:
+            return  # an empty plan needs no bookkeeping
+        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
+
+        async def decide(attempt: int) -> Decision:
+            tasks = await self.store.tasks_by_ids(session.task_ids)
+            return planner.on_session_ended(event, session, device, tasks, self.env(), self.config)
+
+        await self._commit(await self._decide(decide), session.reply_to, event.type)
+
+    async def on_cpe_request(self, event: CpeRequestReceived) -> None:
+        # The gateway acknowledged the request to the CPE already; here we act on it.
+        if event.method != "TransferComplete":
+            log.info("CPE request noted", extra={"device_id": event.device_id, "method": event.method})
+            return
+        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
+        key = rpcs.read_transfer_complete(event.rpc).command_key
+
+        async def decide(attempt: int) -> Decision:
+            task = await self.store.task_by_command_key(event.device_id, key) if key else None
+            return planner.on_transfer_complete(event, device, task, self.env(), self.config)
+
+        await self._commit(await self._decide(decide), event.reply_to, event.type)
+
+    async def sweep_once(self) -> int:
+        env = self.env()
+        stale_before = env.now - timedelta(seconds=STALE_IN_PROGRESS_SECONDS)
+        candidates = await self.store.sweep_candidates(env.now, stale_before)
+        changed, events = planner.sweep(candidates, env, STALE_IN_PROGRESS_SECONDS)
+        lost = set(await self.store.save_tasks(changed))
+        await self.publisher.device_events([e for e in events if e.details.get("task_id") not in lost])
+        for task in changed:
+            if task.id not in lost and task.status in T.TERMINAL:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+        return len(changed) - len(lost)
+
+    # --- machinery -------------------------------------------------------------------------
+
+    async def _tags(self, device_id: str, policies: list[Policy]) -> frozenset[str]:
+        if not uses_tags(policies):
+            return frozenset()
+        try:
+            return await clients.device_tags(self.http, self.settings, device_id)
+        except (httpx.HTTPError, ValueError) as exc:
+            # Tag policies then do not match this time; the device's next Inform tries again.
+            log.warning("could not read tags from the inventory", extra={"device_id": device_id,
+                                                                          "error": type(exc).__name__})
+            return frozenset()
+
+    async def _decide(self, decide: Callable[[int], Awaitable[Decision]]) -> Decision:
+        for attempt in range(DECISION_ATTEMPTS):
+            decision = await decide(attempt)
+            if not await self.store.stale_versions(decision.tasks):
+                return decision
+            RACES.inc()
+        return decision
+
+    async def _commit(self, decision: Decision, reply_to: str, trigger: str) -> None:
+        lost = set(await self.store.save_tasks(decision.tasks))
+        if lost:
+            RACES.inc()
+            _trim(decision, lost)
+        await self.store.insert_tasks(decision.new_tasks)
+        if decision.device is not None:
+            await self.store.save_device(decision.device)
+        if decision.session is not None and decision.session.session_id not in decision.ended_sessions:
+            await self.store.save_session(decision.session)
+        await self.store.delete_sessions(decision.ended_sessions)
+        for note in decision.notes:
+            log.info(note, extra={"device_id": decision.plan.device_id if decision.plan else None})
+        if decision.plan is not None:
+            await self._publish_plan(reply_to, decision.plan, trigger)
+        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        for task in [*decision.tasks, *decision.new_tasks]:
+            if task.id not in lost and task.status in T.TERMINAL:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+
+    async def _publish_plan(self, reply_to: str, plan: SessionPlan, trigger: str) -> None:
+        await self.publisher.plan(reply_to, plan)
+        PLANS.labels(trigger, str(plan.more).lower()).inc()
+        for planned in plan.rpcs:
+            PLANNED_RPCS.labels(str(planned.rpc.get("method"))).inc()
+        log.debug("plan published", extra={"device_id": plan.device_id, "session_id": plan.session_id,
+                                           "rpcs": [rpcs.redacted(p.rpc)["method"] for p in plan.rpcs],
+                                           "more": plan.more})
+
+
+def _trim(decision: Decision, lost: set[str]) -> None:
+    """Take the RPCs of tasks we lost a race on out of the plan and the session."""
+    session, plan = decision.session, decision.plan
+    if session is None or plan is None:
+        return
+    dropped = {rpc_id for rpc_id, ref in session.rpcs.items() if ref.task_id in lost and rpc_id in session.batch}
+    if not dropped:
+        return
+    for rpc_id in dropped:
+        del session.rpcs[rpc_id]
+    session.batch = [i for i in session.batch if i not in dropped]
+    session.last_plan = [p for p in session.last_plan if p["rpc_id"] not in dropped]
+    kept = [p for p in plan.rpcs if p.rpc_id not in dropped]
+    # With nothing left to answer, no answer would ever trigger the promised next plan.
+    session.more = session.more and bool(kept)
+    decision.plan = plan.model_copy(update={"rpcs": kept, "more": session.more})
+    log.warning("tasks changed during planning; their RPCs were left out", extra={
+        "device_id": session.device_id, "session_id": session.session_id, "tasks": sorted(lost)})

@@ -1,0 +1,89 @@
+"""Everything the orchestrator process holds, built in one place and closed in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from services.bus.events import DeviceEvent, SessionPlan
+from services.bus.kafka import make_producer
+from services.common.apikeys import ApiKeyAuth
+from services.common.settings import Settings
+from services.orchestrator.connreq import ConnectionRequester
+from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, sweep_forever
+from services.orchestrator.engine import Engine, PolicyCache
+from services.orchestrator.store import Store
+
+
+class NullPublisher:
+    """For an API-only runtime (tests, tools): plans and events go nowhere."""
+
+    async def plan(self, reply_to: str, plan: SessionPlan) -> None:
+        return None
+
+    async def device_events(self, events: list[DeviceEvent]) -> None:
+        return None
+
+
+class OrchestratorRuntime:
+    def __init__(self, settings: Settings, *, with_kafka: bool = True, http: httpx.AsyncClient | None = None,
+                 consumer_options: dict[str, Any] | None = None, sweep_interval: float | None = None) -> None:
+        self.settings = settings
+        self.with_kafka = with_kafka
+        self.mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+        self.db = self.mongo[settings.mongodb_database]
+        self.store = Store(self.db)
+        self.auth = ApiKeyAuth(self.db, settings.admin_api_key)
+        self.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
+        self.requester = ConnectionRequester(self.http)
+        self.policies = PolicyCache(self.store)
+        self.producer = make_producer(settings) if with_kafka else None
+        publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
+        self.engine = Engine(settings, self.store, publisher, self.http, policies=self.policies)
+        self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
+        self.sweep_interval = sweep_interval
+        # Background work started by API calls (paging a bulk job through the inventory).
+        self.background: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.ensure_indexes()
+        if self.producer is not None:
+            await self.producer.start()
+        if self.consumer is not None:
+            await self.consumer.start()
+        if self.sweep_interval is not None:
+            self._sweeper = asyncio.create_task(sweep_forever(self.engine, self.sweep_interval))
+
+    def spawn(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in [self._sweeper, *self.background]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.http.aclose()
+        await self.mongo.close()
+
+    async def kafka_ready(self) -> bool:
+        return self.consumer is None or self.consumer.running()
+
+    async def __aenter__(self) -> OrchestratorRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,234 @@
+"""The orchestrator's MongoDB collections, and the only code that queries them.
+
+- ``tasks``: one document per task; ``version`` makes every update conditional, so an operator's
+  cancel and a session's progress cannot silently overwrite each other.
+- ``orchestrator_devices``: per-device state the planner needs (data model root, connection
+  request address and credentials).
+- ``orchestrator_sessions``: live sessions (what each planned RPC was for); a TTL index drops
+  those whose end was never reported.
+- ``policies`` and ``jobs``.
+
+Policy queries contain ``$`` operators and dotted parameter names, which MongoDB does not take
+well as keys; they are stored as JSON text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.orchestrator.policies import Policy
+from services.orchestrator.state import DeviceState, SessionState
+from services.orchestrator.tasks import OPEN, Task, TaskStatus, aware
+
+TASKS = "tasks"
+DEVICES = "orchestrator_devices"
+SESSIONS = "orchestrator_sessions"
+POLICIES = "policies"
+JOBS = "jobs"
+# A session whose SessionEnded never came is forgotten after this long (the device's next Inform
+# closes it anyway; this only keeps the collection small).
+SESSION_TTL_SECONDS = 24 * 3600
+# Bound on the open tasks loaded per Inform: a device with more has a runaway producer upstream.
+MAX_OPEN_TASKS = 500
+
+
+class CursorError(ValueError):
+    """A paging cursor that this API did not produce."""
+
+
+class Store:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.tasks = db[TASKS]
+        self.devices = db[DEVICES]
+        self.sessions = db[SESSIONS]
+        self.policies = db[POLICIES]
+        self.jobs = db[JOBS]
+
+    async def ensure_indexes(self) -> None:
+        await self.tasks.create_index([("device_id", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)])
+        await self.tasks.create_index([("device_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        await self.tasks.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        await self.tasks.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+        await self.tasks.create_index([("job_id", ASCENDING), ("status", ASCENDING)], sparse=True)
+        await self.tasks.create_index([("device_id", ASCENDING), ("command_key", ASCENDING)], sparse=True)
+        # The sweep's three questions, each answered from an index.
+        await self.tasks.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
+        await self.tasks.create_index([("status", ASCENDING), ("completion_deadline", ASCENDING)])
+        await self.tasks.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+        await self.sessions.create_index([("device_id", ASCENDING)])
+        await self.sessions.create_index([("updated_at", ASCENDING)], expireAfterSeconds=SESSION_TTL_SECONDS)
+        await self.policies.create_index([("name", ASCENDING)], unique=True)
+        await self.jobs.create_index([("created_at", DESCENDING)])
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def insert_tasks(self, tasks: Sequence[Task]) -> None:
+        if tasks:
+            await self.tasks.insert_many([t.to_document() for t in tasks], ordered=False)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        document = await self.tasks.find_one({"_id": task_id})
+        return Task.from_document(document) if document else None
+
+    async def tasks_by_ids(self, ids: Iterable[str]) -> list[Task]:
+        ids = list(ids)
+        found = {d["_id"]: Task.from_document(d) async for d in self.tasks.find({"_id": {"$in": ids}})}
+        return [found[i] for i in ids if i in found]
+
+    async def open_tasks(self, device_id: str) -> list[Task]:
+        cursor = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]}}) \
+            .sort("created_at", ASCENDING).limit(MAX_OPEN_TASKS)
+        return [Task.from_document(d) async for d in cursor]
+
+    async def task_by_command_key(self, device_id: str, command_key: str) -> Task | None:
+        # Matched per device: a CPE must not be able to settle another device's task.
+        document = await self.tasks.find_one({"device_id": device_id, "command_key": command_key})
+        return Task.from_document(document) if document else None
+
+    async def list_tasks(self, *, device_id: str | None = None, status: str | None = None,
+                         name: str | None = None, job_id: str | None = None, limit: int = 50,
+                         cursor: str | None = None) -> tuple[list[Task], str | None]:
+        """Newest first, keyset-paged: ``cursor`` is the previous page's ``next_cursor``."""
+        query: dict[str, Any] = {}
+        for field, value in (("device_id", device_id), ("status", status), ("name", name), ("job_id", job_id)):
+            if value is not None:
+                query[field] = value
+        if cursor:
+            created, last_id = _decode_cursor(cursor)
+            query["$or"] = [{"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": last_id}}]
+        found = self.tasks.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+        tasks = [Task.from_document(d) async for d in found]
+        more = len(tasks) > limit
+        tasks = tasks[:limit]
+        return tasks, (_encode_cursor(tasks[-1]) if more else None)
+
+    async def stale_versions(self, tasks: Sequence[Task]) -> list[str]:
+        """Ids of ``tasks`` changed in MongoDB since they were loaded (cheap pre-check)."""
+        if not tasks:
+            return []
+        wanted = {t.id: t.version for t in tasks}
+        current = {d["_id"]: d.get("version", 0)
+                   async for d in self.tasks.find({"_id": {"$in": list(wanted)}}, {"version": 1})}
+        return [i for i, v in wanted.items() if current.get(i) != v]
+
+    async def save_task(self, task: Task) -> Task | None:
+        """Write ``task`` if nobody changed it since it was loaded; the saved task, or None."""
+        saved = task.model_copy(update={"version": task.version + 1})
+        result = await self.tasks.replace_one({"_id": task.id, "version": task.version}, saved.to_document())
+        return saved if result.matched_count else None
+
+    async def save_tasks(self, tasks: Sequence[Task]) -> list[str]:
+        """Write each task conditionally; return the ids that lost a race (left as they were)."""
+        conflicts = []
+        for task in tasks:
+            if await self.save_task(task) is None:
+                conflicts.append(task.id)
+        return conflicts
+
+    async def sweep_candidates(self, now: datetime, stale_before: datetime, limit: int = 500) -> list[Task]:
+        query = {"$or": [
+            {"status": TaskStatus.PENDING.value, "expires_at": {"$lte": now}},
+            {"status": TaskStatus.PENDING_COMPLETION.value, "completion_deadline": {"$lte": now}},
+            {"status": TaskStatus.IN_PROGRESS.value, "updated_at": {"$lte": stale_before}},
+        ]}
+        return [Task.from_document(d) async for d in self.tasks.find(query).limit(limit)]
+
+    async def job_counts(self, job_id: str) -> dict[str, int]:
+        pipeline = [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        counts = {status.value: 0 for status in TaskStatus}
+        async for row in await self.tasks.aggregate(pipeline):
+            counts[row["_id"]] = row["n"]
+        return counts
+
+    # --- devices ---------------------------------------------------------------------------
+
+    async def get_device(self, device_id: str) -> DeviceState | None:
+        document = await self.devices.find_one({"_id": device_id})
+        return DeviceState.from_document(document) if document else None
+
+    async def save_device(self, device: DeviceState) -> None:
+        # Only the consumer writes this collection, one event of a device at a time: no race.
+        await self.devices.replace_one({"_id": device.id}, device.to_document(), upsert=True)
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def get_session(self, session_id: str) -> SessionState | None:
+        document = await self.sessions.find_one({"_id": session_id})
+        return SessionState.from_document(document) if document else None
+
+    async def sessions_of(self, device_id: str) -> list[SessionState]:
+        return [SessionState.from_document(d) async for d in self.sessions.find({"device_id": device_id})]
+
+    async def save_session(self, session: SessionState) -> None:
+        await self.sessions.replace_one({"_id": session.session_id}, session.to_document(), upsert=True)
+
+    async def delete_sessions(self, session_ids: Sequence[str]) -> None:
+        if session_ids:
+            await self.sessions.delete_many({"_id": {"$in": list(session_ids)}})
+
+    # --- policies --------------------------------------------------------------------------
+
+    async def insert_policy(self, policy: Policy) -> None:
+        await self.policies.insert_one(_policy_document(policy))
+
+    async def list_policies(self) -> list[Policy]:
+        return [_policy_from(d) async for d in self.policies.find({}).sort([("priority", ASCENDING),
+                                                                            ("name", ASCENDING)])]
+
+    async def get_policy(self, policy_id: str) -> Policy | None:
+        document = await self.policies.find_one({"_id": policy_id})
+        return _policy_from(document) if document else None
+
+    async def delete_policy(self, policy_id: str) -> bool:
+        return (await self.policies.delete_one({"_id": policy_id})).deleted_count > 0
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def insert_job(self, job: dict[str, Any]) -> None:
+        await self.jobs.insert_one(job)
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return await self.jobs.find_one({"_id": job_id})
+
+    async def update_job(self, job_id: str, changes: dict[str, Any], add_devices: int = 0) -> None:
+        update: dict[str, Any] = {"$set": changes}
+        if add_devices:
+            update["$inc"] = {"device_count": add_devices}
+        await self.jobs.update_one({"_id": job_id}, update)
+
+
+def _policy_document(policy: Policy) -> dict[str, Any]:
+    document = policy.to_document()
+    document["match"]["query"] = json.dumps(document["match"]["query"])
+    return document
+
+
+def _policy_from(document: dict[str, Any]) -> Policy:
+    values = dict(document)
+    match = dict(values.get("match") or {})
+    if isinstance(match.get("query"), str):
+        match["query"] = json.loads(match["query"])
+    values["match"] = match
+    return Policy.from_document(values)
+
+
+def _encode_cursor(task: Task) -> str:
+    raw = json.dumps([task.created_at.isoformat(), task.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, task_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return aware(datetime.fromisoformat(created)), str(task_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise CursorError("invalid cursor; pass the next_cursor of the previous page") from None

@@ -1,0 +1,218 @@
+"""The orchestrator's northbound API on a real MongoDB: tasks, bad input, roles, jobs, policies, keys.
+
+The fileserver and inventory are stood in for by an httpx MockTransport that answers like them
+(same paths, same bodies), so these tests need only MongoDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from services.common.settings import Settings
+from services.orchestrator.app import create_app
+from services.orchestrator.runtime import OrchestratorRuntime
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer test-admin-key"}
+DEVICE = "09D021-IGD%20Simulator-000000000012"
+# A device id is percent-encoded already; in a URL path it is encoded once more.
+DEVICE_PATH = quote(DEVICE, safe="")
+FLEET = [f"000000-Box-{i:03d}" for i in range(7)]
+
+
+def _siblings(request: httpx.Request) -> httpx.Response:
+    """The fileserver and inventory, as far as the orchestrator asks them anything."""
+    path = request.url.path
+    if path == "/api/v1/files/fw-2.0.bin":
+        assert request.headers["authorization"] == "Bearer test-admin-key"
+        return httpx.Response(200, json={"name": "fw-2.0.bin", "size": 83687, "file_type": "1 Firmware Upgrade Image",
+                                         "version": "2.0", "sha256": "0" * 64})
+    if path.startswith("/api/v1/files/"):
+        return httpx.Response(404, json={"detail": "no such file"})
+    if path == "/api/v1/devices":
+        query = json.loads(request.url.params["q"])
+        if "bogus" in query:
+            return httpx.Response(400, json={"detail": "unknown field 'bogus'"})
+        # Pages of 3, with the inventory's cursor protocol.
+        start = int(request.url.params.get("cursor") or 0)
+        page = FLEET[start:start + 3]
+        more = start + 3 < len(FLEET)
+        return httpx.Response(200, json={"devices": [{"id": d} for d in page],
+                                         "next_cursor": str(start + 3) if more else None})
+    return httpx.Response(404, json={"detail": "not found"})
+
+
+@pytest.fixture
+async def api(settings: Settings, mongodb_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, OrchestratorRuntime]]:
+    runtime = OrchestratorRuntime(settings, with_kafka=False, http=httpx.AsyncClient(
+        transport=httpx.MockTransport(_siblings)))
+    await runtime.start()
+    app = create_app(runtime, manage_runtime=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orchestrator") as client:
+        yield client, runtime
+    await runtime.mongo.drop_database(settings.mongodb_database)
+    await runtime.close()
+
+
+async def _key(client: httpx.AsyncClient, role: str) -> dict[str, str]:
+    response = await client.post("/api/v1/apikeys", json={"name": f"{role}-key", "role": role}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return {"X-API-Key": response.json()["key"]}
+
+
+async def test_a_task_is_queued_listed_cancelled_and_retried(api: Any) -> None:
+    client, _ = api
+    operator = await _key(client, "operator")
+    reader = await _key(client, "read-only")
+    created = await client.post(f"/api/v1/devices/{DEVICE_PATH}/tasks", headers=operator, json={
+        "name": "getParameterValues", "parameterNames": ["InternetGatewayDevice.DeviceInfo."], "expires_in": 3600})
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert (task["status"], task["device_id"], task["created_by"], task["attempts"]) == (
+        "pending", DEVICE, "operator-key", 0)
+    assert task["args"] == {"parameter_names": ["InternetGatewayDevice.DeviceInfo."]}
+    assert task["expires_at"] is not None
+    assert "progress" not in task and task["connection_request"] is None
+
+    assert (await client.get(f"/api/v1/tasks/{task['id']}", headers=reader)).json()["id"] == task["id"]
+    history = (await client.get(f"/api/v1/devices/{DEVICE_PATH}/tasks", headers=reader)).json()
+    assert [t["id"] for t in history["tasks"]] == [task["id"]]
+    found = (await client.get("/api/v1/tasks", params={"status": "pending", "name": "getParameterValues",
+                                                       "device_id": DEVICE}, headers=reader)).json()
+    assert [t["id"] for t in found["tasks"]] == [task["id"]]
+    assert (await client.get("/api/v1/tasks", params={"status": "failed"}, headers=reader)).json()["tasks"] == []
+
+    cancelled = await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=operator)
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], cancelled.json()["reason"]) == ("cancelled", "cancelled by operator-key")
+    again = await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=operator)
+    assert again.status_code == 409 and "a cancelled task cannot become cancelled" in again.json()["detail"]
+    retried = await client.post(f"/api/v1/tasks/{task['id']}/retry", headers=operator)
+    assert retried.status_code == 200 and retried.json()["status"] == "pending"
+
+
+async def test_bad_input_gets_precise_errors(api: Any) -> None:
+    client, _ = api
+    reader = await _key(client, "read-only")
+    url = f"/api/v1/devices/{DEVICE_PATH}/tasks"
+
+    unknown = await client.post(url, json={"name": "formatDisk"}, headers=ADMIN)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["msg"].startswith("unknown task name 'formatDisk'; expected one of: "
+                                                         "getParameterValues, setParameterValues")
+    nameless = await client.post(url, json={"parameter_names": ["X."]}, headers=ADMIN)
+    assert nameless.status_code == 422 and "a task needs a 'name'" in nameless.json()["detail"][0]["msg"]
+    bad_args = await client.post(url, json={"name": "addObject", "object_name": "Device.IP.Interface"},
+                                 headers=ADMIN)
+    assert bad_args.status_code == 422 and "ending with '.'" in bad_args.text
+
+    assert (await client.get("/api/v1/tasks/nope", headers=reader)).status_code == 404
+    assert (await client.post("/api/v1/tasks/nope/cancel", headers=ADMIN)).status_code == 404
+    missing = await client.post(url, json={"name": "reboot"})
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert (await client.post(url, json={"name": "reboot"},
+                              headers={"X-API-Key": "acs_not-a-key"})).status_code == 401
+    forbidden = await client.post(url, json={"name": "reboot"}, headers=reader)
+    assert forbidden.status_code == 403 and forbidden.json()["detail"] == "this needs the operator role"
+    assert (await client.post("/api/v1/policies", json={}, headers=await _key(client, "operator"))).status_code \
+        == 403
+    assert (await client.get("/api/v1/tasks", params={"cursor": "garbage"}, headers=reader)).status_code == 400
+
+
+async def test_a_download_task_is_resolved_against_the_fileserver(api: Any, settings: Settings) -> None:
+    client, _ = api
+    created = await client.post(f"/api/v1/devices/{DEVICE_PATH}/tasks", headers=ADMIN,
+                                json={"name": "download", "file_name": "fw-2.0.bin"})
+    assert created.status_code == 201, created.text
+    assert created.json()["args"] == {
+        "file_name": "fw-2.0.bin", "file_type": "1 Firmware Upgrade Image", "file_size": 83687,
+        "url": f"{settings.files_public_url}/download/fw-2.0.bin", "target_file_name": "", "delay_seconds": 0,
+        "version": "2.0"}
+    missing = await client.post(f"/api/v1/devices/{DEVICE_PATH}/tasks", headers=ADMIN,
+                                json={"name": "download", "file_name": "nope.bin"})
+    assert missing.status_code == 422 and "no file named 'nope.bin'" in missing.json()["detail"]
+
+
+async def test_connection_request_for_a_device_never_seen_says_why_it_was_not_sent(api: Any) -> None:
+    client, _ = api
+    created = await client.post(f"/api/v1/devices/{DEVICE_PATH}/tasks", params={"connection_request": "true"},
+                                headers=ADMIN, json={"name": "reboot"})
+    assert created.status_code == 201
+    assert created.json()["connection_request"] == {
+        "outcome": "no_address", "transport": "none", "http_status": None,
+        "detail": "the device never reported a ConnectionRequestURL"}
+
+
+async def test_a_job_queues_the_task_for_every_matching_device_and_counts_progress(api: Any) -> None:
+    client, runtime = api
+    operator = await _key(client, "operator")
+    created = await client.post("/api/v1/jobs", headers=operator, json={
+        "query": {"tags": "lab"}, "task": {"name": "getRPCMethods"}})
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["task"] == {"name": "getRPCMethods", "args": {}}
+    await asyncio.gather(*list(runtime.background))  # let the paging through the inventory finish
+    job = (await client.get(f"/api/v1/jobs/{job['id']}", headers=operator)).json()
+    assert (job["status"], job["device_count"], job["counts"]["pending"]) == ("running", 7, 7)
+    tasks = (await client.get("/api/v1/tasks", params={"job_id": job["id"], "limit": 100},
+                              headers=operator)).json()["tasks"]
+    assert sorted(t["device_id"] for t in tasks) == FLEET
+    assert {t["origin"] for t in tasks} == {f"job:{job['id']}"}
+
+    for task in tasks:
+        assert (await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=operator)).status_code == 200
+    finished = (await client.get(f"/api/v1/jobs/{job['id']}", headers=operator)).json()
+    assert (finished["status"], finished["counts"]["cancelled"]) == ("finished", 7)
+
+    bad = await client.post("/api/v1/jobs", headers=operator, json={"query": {"bogus": 1},
+                                                                      "task": {"name": "reboot"}})
+    assert bad.status_code == 422 and "unknown field 'bogus'" in bad.json()["detail"]
+
+
+async def test_policies_are_created_listed_and_deleted_by_admins(api: Any) -> None:
+    client, runtime = api
+    body = {"name": "ntp", "events": ["bootstrap", "boot"], "match": {"oui": "09D021",
+            "query": {"DeviceInfo.SoftwareVersion": {"$lt": "2.0"}}},
+            "tasks": [{"name": "setParameterValues", "parameter_values": [["Device.Time.NTPServer1", "pool.ntp.org"]]},
+                      {"name": "download", "file_name": "fw-2.0.bin"}]}
+    created = await client.post("/api/v1/policies", json=body, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    policy = created.json()
+    assert policy["tasks"][0]["args"]["parameter_values"] == [
+        {"name": "Device.Time.NTPServer1", "value": "pool.ntp.org", "type": "xsd:string"}]
+    assert policy["tasks"][1]["args"]["file_size"] == 83687  # resolved once, when saved
+    assert (await client.post("/api/v1/policies", json=body, headers=ADMIN)).status_code == 409
+    bad_query = await client.post("/api/v1/policies", headers=ADMIN, json={
+        **body, "name": "other", "match": {"query": {"x": {"$near": 1}}}})
+    assert bad_query.status_code == 422 and "unknown operator $near" in bad_query.text
+
+    listed = (await client.get("/api/v1/policies", headers=ADMIN)).json()["policies"]
+    assert [p["name"] for p in listed] == ["ntp"]
+    assert (await runtime.policies.current())[0].match.query == {"DeviceInfo.SoftwareVersion": {"$lt": "2.0"}}
+    assert (await client.delete(f"/api/v1/policies/{policy['id']}", headers=ADMIN)).status_code == 204
+    assert (await client.get(f"/api/v1/policies/{policy['id']}", headers=ADMIN)).status_code == 404
+
+
+async def test_api_keys_are_created_by_admins_and_revoked(api: Any) -> None:
+    client, _ = api
+    operator = await _key(client, "operator")
+    assert (await client.post("/api/v1/apikeys", json={"name": "x", "role": "admin"},
+                              headers=operator)).status_code == 403
+    assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 204
+    assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 404
+
+
+async def test_the_api_is_documented(api: Any) -> None:
+    client, _ = api
+    spec = (await client.get("/openapi.json")).json()
+    assert {"/api/v1/devices/{device_id}/tasks", "/api/v1/tasks/{task_id}/cancel", "/api/v1/jobs",
+            "/api/v1/policies", "/api/v1/apikeys"} <= set(spec["paths"])
+    assert "bearer" in spec["components"]["securitySchemes"]
