@@ -83,11 +83,14 @@ class ObjectStreamResponse(Response):
                 error = pump.exception()
                 if error is None:
                     outcome, reason = "completed", ""
-                else:
+                elif isinstance(error, StorageUnavailable):
                     # Status and length are sent already: returning without finishing the body
                     # makes the server close the connection, which the CPE sees as a short read.
                     reason = f"storage failed mid-stream: {error}"
                     log.warning("S3 failed while streaming: %s", error)
+                else:
+                    reason = f"stream failed: {type(error).__name__}"
+                    log.error("download stream failed", exc_info=error)
             else:
                 reason = "client disconnected"
         finally:

@@ -99,6 +99,12 @@ async def test_fileserver_upload_list_describe_delete(fileserver: RunningFileSer
         gone = await client.get(described["download_url"], auth=DigestAuth(
             *mint_download_credentials(fileserver.settings, "box-2.0.bin", "00D09E-Box-1")))
         assert gone.status_code == 404
+        # That attempt is on the file's download list, for operators following a rollout.
+        await fileserver.runtime.recorder.drain()
+        history = (await client.get(f"{url}/box-2.0.bin/downloads", headers=ADMIN)).json()["downloads"]
+        assert [(d["device_id"], d["outcome"], d["reason"], d["status"]) for d in history] == [
+            ("00D09E-Box-1", "failed", "no such file", 404)]
+        assert history[0]["event_id"] and history[0]["finished_at"]
 
     # The bytes stay for downloads in flight, then the maintenance round deletes them.
     assert await fileserver.runtime.store.exists(key)

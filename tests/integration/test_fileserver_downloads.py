@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 
 from cwmp.digest import basic_authorization
 from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent
-from services.bus.kafka import make_consumer
+from services.bus.kafka import make_consumer, make_producer
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
 from services.fileserver.downloads import ACTIVE
@@ -246,3 +247,31 @@ async def test_fileserver_unknown_file_with_valid_credentials_is_404_and_recorde
     assert response.status_code == 404
     [record] = await download_records(fileserver, "gone.bin", 1)
     assert (record["outcome"], record["reason"]) == ("failed", "no such file")
+
+
+async def test_fileserver_events_kafka_missed_are_republished(
+        settings: Settings, mongodb_url: str, s3_server: object, kafka_bootstrap: str) -> None:
+    """The outbox: a download recorded while Kafka was unusable is published by maintenance later."""
+    async with run_fileserver(settings, with_kafka=False) as server, httpx.AsyncClient(timeout=30) as client:
+        await upload(client, server, "late.bin", b"bytes")
+        got = await client.get(download_url(server.settings, "late.bin"),
+                               auth=DigestAuth(*credentials(server, "late.bin")))
+        assert got.status_code == 200
+        [record] = await download_records(server, "late.bin", 1)
+        assert record["published"] is False
+
+        collection = server.runtime.mongo[server.settings.mongodb_database][DOWNLOADS]
+        # Old enough that the outbox knows nobody is publishing it right now.
+        backdated = datetime.now(UTC) - timedelta(minutes=1)
+        await collection.update_one({"_id": record["_id"]}, {"$set": {"finished_at": backdated}})
+        producer = make_producer(server.settings)
+        await producer.start()
+        try:
+            server.runtime.recorder.producer = producer
+            await server.runtime.run_maintenance()
+        finally:
+            server.runtime.recorder.producer = None
+            await producer.stop()
+        [event] = await file_events(server.settings, 1)
+        assert (event.event_id, event.outcome, event.bytes_sent) == (record["_id"], "completed", 5)
+        assert (await collection.find_one({"_id": record["_id"]}))["published"] is True
