@@ -169,7 +169,8 @@ async def cpe_download(client: httpx.AsyncClient, settings: Settings, url: str, 
     return received, hasher.hexdigest() if hasher else None
 
 
-async def measure_upload(api: str, sampler: Sampler, name: str, size: int, seed: int) -> tuple[float, str, int]:
+async def measure_upload(api: str, sampler: Sampler, name: str, size: int,
+                         seed: int) -> tuple[float, str, int]:
     async with httpx.AsyncClient(timeout=600) as client:
         sampler.start()
         seconds, sha = await upload(client, api, name, size, seed)
@@ -258,9 +259,9 @@ def bench_size(env: dict[str, str], settings: Settings, log_path: Path, size_mib
         results, elapsed, idle, peak, cpu = asyncio.run(download_phase(process))
     ok = [r for r in results if isinstance(r, tuple)]
     return Result(size=size, cpes=cpes, upload_seconds=upload_seconds, upload_rss_peak=upload_peak,
-                  download_seconds=elapsed, bytes_total=sum(r[0] for r in ok), failures=len(results) - len(ok),
-                  rss_idle=idle, rss_peak=peak, server_cpu_seconds=cpu, verified=any(r[1] == sha for r in ok),
-                  stop_seconds=server.stop_seconds)
+                  download_seconds=elapsed, bytes_total=sum(r[0] for r in ok),
+                  failures=len(results) - len(ok), rss_idle=idle, rss_peak=peak, server_cpu_seconds=cpu,
+                  verified=any(r[1] == sha for r in ok), stop_seconds=server.stop_seconds)
 
 
 def report(results: list[Result], cpes: int, errors: list[str]) -> None:
@@ -269,7 +270,8 @@ def report(results: list[Result], cpes: int, errors: list[str]) -> None:
           f"{'RSS idle':>8} {'RSS peak':>8} {'CPU s/GiB':>9} {'failed':>6} {'sha256':>6} | {'SIGTERM':>7}")
     for r in results:
         print(f"{r.size // MIB:>5} MiB | {r.size / MIB / r.upload_seconds:>5.0f} MiB/s "
-              f"{r.upload_rss_peak / MIB:>5.0f} MiB | {r.bytes_total / MIB:>6.0f} MiB {r.download_seconds:>5.1f}s "
+              f"{r.upload_rss_peak / MIB:>5.0f} MiB | "
+              f"{r.bytes_total / MIB:>6.0f} MiB {r.download_seconds:>5.1f}s "
               f"{r.bytes_total / MIB / r.download_seconds:>5.0f} MiB/s {r.rss_idle / MIB:>4.0f} MiB "
               f"{r.rss_peak / MIB:>4.0f} MiB {r.server_cpu_seconds / (r.bytes_total / 1024**3 or 1):>9.2f} "
               f"{r.failures:>6} {'ok' if r.verified else 'BAD':>6} | {r.stop_seconds:>6.1f}s")
