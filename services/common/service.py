@@ -64,7 +64,8 @@ def mongo_check(client: AsyncMongoClient) -> ReadinessCheck:
     return check
 
 
-async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings) -> None:
+async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings, *,
+                http_protocol: type | str = "auto") -> None:
     """Run one uvicorn server per (app, port) until SIGTERM/SIGINT, then shut down gracefully.
 
     uvicorn stops accepting, lets in-flight requests finish (up to the graceful timeout), then
@@ -73,7 +74,7 @@ async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings) -> None:
     instances = [
         uvicorn.Server(uvicorn.Config(app, host=settings.bind_host, port=port, log_config=None,
                                       access_log=False, timeout_graceful_shutdown=20,
-                                      timeout_keep_alive=65, lifespan="on"))
+                                      timeout_keep_alive=65, lifespan="on", http=http_protocol))
         for app, port in servers
     ]
     for instance in instances:

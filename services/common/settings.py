@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # --- gateway --------------------------------------------------------------------------------
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     session_plan_timeout: float = Field(5.0, gt=0)
+    # Slow clients: a request's headers must arrive within this of its first byte, its body
+    # within the next.
+    request_header_timeout: float = Field(10.0, gt=0)
+    request_body_timeout: float = Field(30.0, gt=0)
     session_idle_timeout: float = Field(30.0, gt=0)
     session_lock_ttl: float = Field(120.0, gt=0)
     max_sessions: int = Field(2000, ge=1)

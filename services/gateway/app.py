@@ -44,7 +44,6 @@ from services.gateway.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
 
-BODY_READ_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 15.0
 
 
@@ -154,7 +153,8 @@ class GatewayApp:
             return
         headers = request_headers(scope)
         try:
-            body = await read_body(receive, headers, self.settings.max_body_bytes, BODY_READ_SECONDS)
+            body = await read_body(receive, headers, self.settings.max_body_bytes,
+                                   self.settings.request_body_timeout)
         except BodyTooLarge:
             metrics.REJECTED.labels("413", "body too large").inc()
             await send_answer(send, plain(413, f"body larger than {self.settings.max_body_bytes} bytes",

@@ -7,6 +7,7 @@ from services.common.preflight import check_kafka, check_mongodb, check_port_fre
 from services.common.service import serve
 from services.common.settings import Settings
 from services.gateway.app import GatewayApp
+from services.gateway.protocol import with_header_timeout
 
 
 async def run(settings: Settings) -> None:
@@ -14,4 +15,5 @@ async def run(settings: Settings) -> None:
     await check_mongodb(settings, settings.startup_wait)
     await check_kafka(settings, settings.startup_wait)
     await ensure_topics(settings)
-    await serve([(GatewayApp(settings), settings.gateway_port)], settings)
+    await serve([(GatewayApp(settings), settings.gateway_port)], settings,
+                http_protocol=with_header_timeout(settings.request_header_timeout))

@@ -33,6 +33,7 @@ from services.bus.events import (
 from services.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
 from services.common.settings import Settings
 from services.gateway.app import GatewayApp
+from services.gateway.protocol import with_header_timeout
 
 Planner = Callable[[InboundEvent], SessionPlan | None]
 
@@ -48,8 +49,9 @@ async def running_gateway(settings: Settings, gateway_id: str = "gw-test") -> As
     await ensure_topics(settings)
     port = free_port()
     app = GatewayApp(settings, gateway_id=gateway_id)
+    protocol = with_header_timeout(settings.request_header_timeout)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", timeout_keep_alive=30))
+                                           lifespan="on", timeout_keep_alive=30, http=protocol))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):

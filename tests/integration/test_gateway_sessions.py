@@ -414,3 +414,24 @@ async def test_per_device_credentials_must_name_the_informing_device(gateway_set
         finally:
             for cpe in (own, impostor, wrong):
                 await cpe.aclose()
+
+
+async def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(gateway_settings: Settings) -> None:
+    settings = gateway_settings.model_copy(update={"request_header_timeout": 0.5, "request_body_timeout": 0.5})
+    async with running_gateway(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\n")  # and never the rest of the headers
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b""  # closed by the gateway
+        finally:
+            writer.close()
+        # Headers complete, but a body that never comes: 408 after the body deadline.
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n<soap")
+            await writer.drain()
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 408")
+        finally:
+            writer.close()
