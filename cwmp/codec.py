@@ -194,9 +194,7 @@ class UnknownMethod(MalformedEnvelope):
 class MissingField(MalformedEnvelope):
     """A required element is absent (e.g. Inform without DeviceId)."""
 
-    def __init__(
-        self, method: str, path: str, *, cwmp_id: str | None = None, cwmp_ns: str | None = None
-    ) -> None:
+    def __init__(self, method: str, path: str, *, cwmp_id: str | None = None, cwmp_ns: str | None = None) -> None:
         super().__init__(f"{method}: missing required element {path}", cwmp_id=cwmp_id, cwmp_ns=cwmp_ns)
         self.method = method
         self.path = path
@@ -208,9 +206,7 @@ class InvalidField(MalformedEnvelope):
     def __init__(
         self, method: str, path: str, value: str, *, cwmp_id: str | None = None, cwmp_ns: str | None = None
     ) -> None:
-        super().__init__(
-            f"{method}: invalid value {value[:64]!r} for {path}", cwmp_id=cwmp_id, cwmp_ns=cwmp_ns
-        )
+        super().__init__(f"{method}: invalid value {value[:64]!r} for {path}", cwmp_id=cwmp_id, cwmp_ns=cwmp_ns)
         self.method = method
         self.path = path
         self.value = value
@@ -236,9 +232,7 @@ def _split(tag: str) -> tuple[str, str]:
     return "", tag
 
 
-def parse_envelope(
-    body: bytes, content_type: str | None = None, limits: XmlLimits = DEFAULT_LIMITS
-) -> Envelope:
+def parse_envelope(body: bytes, content_type: str | None = None, limits: XmlLimits = DEFAULT_LIMITS) -> Envelope:
     """Parse one SOAP envelope. ``content_type`` is the HTTP header (only its charset is used)."""
     if is_empty_body(body):
         raise NotXml("empty body: an empty POST carries no envelope")
@@ -384,33 +378,43 @@ def _to_int(raw: str | None, path: str) -> int:
 @dataclass(slots=True)
 class _DecodePlan:
     specs: tuple[FieldSpec, ...]
-    index: dict[str, tuple[int, FieldSpec]]  # local element name -> (position, spec)
+    # local element name -> (position, how to decode, spec). The small int avoids hashing
+    # Enum members in the hot loop (Enum.__hash__ is Python code).
+    index: dict[str, tuple[int, int, FieldSpec]]
     defaults: tuple[tuple[bool, Any], ...]  # (is_factory, default value or factory)
 
 
 _DECODE_PLANS: dict[type, _DecodePlan] = {}
 _MISSING: Any = object()
-_TEXT_KINDS = frozenset({FieldKind.STR, FieldKind.DATETIME})
+_AS_TEXT, _AS_REPEATED, _AS_OTHER = 0, 1, 2
 
 
 def _decode_plan(cls: type) -> _DecodePlan:
     specs = struct_fields(cls)
     dc_fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
     defaults = []
-    for spec in specs:
+    index = {}
+    for i, spec in enumerate(specs):
         f = dc_fields[spec.attr]
         if f.default_factory is not dataclasses.MISSING:
             defaults.append((True, f.default_factory))
         else:
             defaults.append((False, f.default))
-    plan = _DecodePlan(specs, {s.xml: (i, s) for i, s in enumerate(specs)}, tuple(defaults))
+        if spec.kind in (FieldKind.STR, FieldKind.DATETIME):
+            how = _AS_TEXT
+        elif spec.kind is FieldKind.REPEATED:
+            how = _AS_REPEATED
+        else:
+            how = _AS_OTHER
+        index[spec.xml] = (i, how, spec)
+    plan = _DecodePlan(specs, index, tuple(defaults))
     _DECODE_PLANS[cls] = plan
     return plan
 
 
 # The decoders below are written for speed: an Inform with ten parameters holds some sixty
-# elements, and this walk dominates the cost of a parse. Text fields, the commonest, are
-# handled inline; the rest go through _decode_field.
+# elements, and creating a Python proxy for each lxml node dominates the cost of a parse.
+# Text fields, the commonest, are handled inline; the rest go through _decode_field.
 
 
 def _decode(cls: type, element: etree._Element, path: str) -> Any:
@@ -422,16 +426,19 @@ def _decode(cls: type, element: etree._Element, path: str) -> Any:
         entry = index.get(tag[tag.find("}") + 1 :])  # local name; find() is -1 when unqualified
         if entry is None:
             continue  # unknown element: tolerated (DeviceId extras, vendor additions)
-        i, spec = entry
-        if values[i] is _MISSING:
-            if spec.kind in _TEXT_KINDS:
-                values[i] = child.text or ""
-            elif spec.kind is FieldKind.REPEATED:
-                values[i] = [_decode_repeated_item(spec, child, f"{path}{spec.xml}/")]
+        i, how, spec = entry
+        if how == _AS_REPEATED:
+            item = _decode_repeated_item(spec, child, f"{path}{spec.xml}/")
+            if values[i] is _MISSING:
+                values[i] = [item]
             else:
-                values[i] = _decode_field(spec, child, path)
-        elif spec.kind is FieldKind.REPEATED:
-            values[i].append(_decode_repeated_item(spec, child, f"{path}{spec.xml}/"))
+                values[i].append(item)
+        elif values[i] is not _MISSING:
+            continue  # a repeated singleton: the first one wins
+        elif how == _AS_TEXT:
+            values[i] = child.text or ""
+        else:
+            values[i] = _decode_field(spec, child, path)
     for i, value in enumerate(values):
         if value is _MISSING:
             spec = plan.specs[i]
@@ -455,7 +462,15 @@ def _decode_value(element: etree._Element) -> ParameterValue:
 def _decode_value_structs(array_el: etree._Element, path: str) -> tuple[ParameterValueStruct, ...]:
     """Fast path for ParameterValueStruct arrays (Inform, GPV response, SPV)."""
     result = []
+    append = result.append
     for item in array_el:
+        # The usual shape, unqualified <Name> then <Value>: index instead of iterating.
+        if len(item) == 2:
+            first = item[0]
+            second = item[1]
+            if first.tag == "Name" and second.tag == "Value":
+                append(ParameterValueStruct(first.text or "", _decode_value(second)))
+                continue
         name = value = None
         for child in item:
             tag = child.tag
@@ -468,7 +483,7 @@ def _decode_value_structs(array_el: etree._Element, path: str) -> tuple[Paramete
                     value = _decode_value(child)
         if name is None:
             raise _FieldError(path + "Name", None)
-        result.append(ParameterValueStruct(name, value if value is not None else ParameterValue()))
+        append(ParameterValueStruct(name, value if value is not None else ParameterValue()))
     return tuple(result)
 
 
@@ -579,9 +594,7 @@ def build_envelope(
         value = _bool_text(hold_requests, boolean_literal)
         headers.append(f'<cwmp:HoldRequests soap-env:mustUnderstand="1">{value}</cwmp:HoldRequests>')
     if session_timeout is not None:
-        headers.append(
-            f'<cwmp:SessionTimeout soap-env:mustUnderstand="0">{int(session_timeout)}</cwmp:SessionTimeout>'
-        )
+        headers.append(f'<cwmp:SessionTimeout soap-env:mustUnderstand="0">{int(session_timeout)}</cwmp:SessionTimeout>')
     if supported_cwmp_versions is not None:
         headers.append(
             '<cwmp:SupportedCWMPVersions soap-env:mustUnderstand="0">'

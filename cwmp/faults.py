@@ -212,8 +212,6 @@ class CwmpFault(Exception):
         if self.string:
             text += f": {self.string}"
         if self.set_parameter_values_faults:
-            details = ", ".join(
-                f"{f.parameter_name}={f.fault_code}" for f in self.set_parameter_values_faults
-            )
+            details = ", ".join(f"{f.parameter_name}={f.fault_code}" for f in self.set_parameter_values_faults)
             text += f" ({details})"
         return text

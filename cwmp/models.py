@@ -183,9 +183,7 @@ def struct(xml: str, cls: type, *, required: bool = False) -> Any:
     return _field(FieldSpec(xml, FieldKind.STRUCT, item=cls, required=required), factory=cls)
 
 
-def array(
-    xml: str, item: type | FieldKind, *, item_xml: str | None = None, array_type: str | None = None
-) -> Any:
+def array(xml: str, item: type | FieldKind, *, item_xml: str | None = None, array_type: str | None = None) -> Any:
     if item is FieldKind.STR:
         item_xml = item_xml or "string"
         array_type = array_type or "xsd:string"
@@ -212,15 +210,17 @@ def _register_specs(cls: _T) -> _T:
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with a cwmp field helper")
         specs.append(dataclasses.replace(spec, attr=f.name))
     _SPECS[cls] = tuple(specs)
-    cls._TUPLE_FIELDS = tuple(  # type: ignore[attr-defined]
-        s.attr for s in specs if s.kind in (FieldKind.ARRAY, FieldKind.REPEATED)
-    )
+    sequences = tuple(s.attr for s in specs if s.kind in (FieldKind.ARRAY, FieldKind.REPEATED))
+    if sequences and not issubclass(cls, _Sequences):
+        raise TypeError(f"{cls.__name__} has sequence fields: add the _Sequences mixin")
+    cls._TUPLE_FIELDS = sequences  # type: ignore[attr-defined]
     return cls
 
 
 class _Sequences:
-    """Shared __post_init__: sequence arguments become tuples, so that a message built from
-    lists compares equal to the same message parsed from XML, and cannot be mutated."""
+    """Mixin for classes with sequence fields: list arguments become tuples, so that a message
+    built from lists compares equal to the same message parsed from XML, and cannot be mutated.
+    (Only those classes get a __post_init__: it would slow down building every other one.)"""
 
     __slots__ = ()
     _TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -242,7 +242,7 @@ def struct_fields(cls: type) -> tuple[FieldSpec, ...]:
 # ---------------------------------------------------------------------------------------
 
 
-class CwmpStruct(_Sequences):
+class CwmpStruct:
     """Base of the struct classes."""
 
     __slots__ = ()
@@ -284,7 +284,7 @@ class ParameterInfoStruct(CwmpStruct):
 
 @_register_specs
 @dataclass(slots=True)
-class SetParameterAttributesStruct(CwmpStruct):
+class SetParameterAttributesStruct(CwmpStruct, _Sequences):
     name: str = text("Name", required=True)
     notification_change: bool = boolean("NotificationChange")
     notification: int = integer("Notification")
@@ -294,7 +294,7 @@ class SetParameterAttributesStruct(CwmpStruct):
 
 @_register_specs
 @dataclass(slots=True)
-class ParameterAttributeStruct(CwmpStruct):
+class ParameterAttributeStruct(CwmpStruct, _Sequences):
     name: str = text("Name", required=True)
     notification: int = integer("Notification")
     access_list: tuple[str, ...] = array("AccessList", FieldKind.STR)
@@ -438,7 +438,7 @@ METHODS: dict[str, type[CwmpMessage]] = {}
 """Every known method element name -> its class (requests and responses)."""
 
 
-class CwmpMessage(_Sequences):
+class CwmpMessage:
     """Base of every RPC request and response class."""
 
     __slots__ = ()
@@ -473,7 +473,7 @@ _REQ, _RSP = MessageKind.REQUEST, MessageKind.RESPONSE
 
 @_rpc(_REQ, CPE)
 @dataclass(slots=True)
-class Inform(CwmpMessage):
+class Inform(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "Inform"
 
     device_id: DeviceId = struct("DeviceId", DeviceId, required=True)  # noqa: RUF009
@@ -502,7 +502,7 @@ class GetRPCMethods(CwmpMessage):
 
 @_rpc(_RSP, "cpe|acs")
 @dataclass(slots=True)
-class GetRPCMethodsResponse(CwmpMessage):
+class GetRPCMethodsResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetRPCMethodsResponse"
 
     method_list: tuple[str, ...] = array("MethodList", FieldKind.STR)
@@ -570,7 +570,7 @@ class KickedResponse(CwmpMessage):
 
 @_rpc(_REQ, CPE)
 @dataclass(slots=True)
-class RequestDownload(CwmpMessage):
+class RequestDownload(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "RequestDownload"
 
     file_type: str = text("FileType")
@@ -585,7 +585,7 @@ class RequestDownloadResponse(CwmpMessage):
 
 @_rpc(_REQ, CPE, "1-2")
 @dataclass(slots=True)
-class DUStateChangeComplete(CwmpMessage):
+class DUStateChangeComplete(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "DUStateChangeComplete"
 
     results: tuple[OpResultStruct, ...] = repeated("Results", OpResultStruct)
@@ -600,7 +600,7 @@ class DUStateChangeCompleteResponse(CwmpMessage):
 
 @_rpc(_REQ, CPE, "1-2")
 @dataclass(slots=True)
-class AutonomousDUStateChangeComplete(CwmpMessage):
+class AutonomousDUStateChangeComplete(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "AutonomousDUStateChangeComplete"
 
     results: tuple[AutonOpResultStruct, ...] = repeated("Results", AutonOpResultStruct)
@@ -617,7 +617,7 @@ class AutonomousDUStateChangeCompleteResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS)
 @dataclass(slots=True)
-class SetParameterValues(CwmpMessage):
+class SetParameterValues(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "SetParameterValues"
 
     parameter_list: tuple[ParameterValueStruct, ...] = array("ParameterList", ParameterValueStruct)
@@ -634,7 +634,7 @@ class SetParameterValuesResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS)
 @dataclass(slots=True)
-class GetParameterValues(CwmpMessage):
+class GetParameterValues(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetParameterValues"
 
     parameter_names: tuple[str, ...] = array("ParameterNames", FieldKind.STR)
@@ -642,7 +642,7 @@ class GetParameterValues(CwmpMessage):
 
 @_rpc(_RSP, CPE)
 @dataclass(slots=True)
-class GetParameterValuesResponse(CwmpMessage):
+class GetParameterValuesResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetParameterValuesResponse"
 
     parameter_list: tuple[ParameterValueStruct, ...] = array("ParameterList", ParameterValueStruct)
@@ -659,7 +659,7 @@ class GetParameterNames(CwmpMessage):
 
 @_rpc(_RSP, CPE)
 @dataclass(slots=True)
-class GetParameterNamesResponse(CwmpMessage):
+class GetParameterNamesResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetParameterNamesResponse"
 
     parameter_list: tuple[ParameterInfoStruct, ...] = array("ParameterList", ParameterInfoStruct)
@@ -667,12 +667,10 @@ class GetParameterNamesResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS)
 @dataclass(slots=True)
-class SetParameterAttributes(CwmpMessage):
+class SetParameterAttributes(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "SetParameterAttributes"
 
-    parameter_list: tuple[SetParameterAttributesStruct, ...] = array(
-        "ParameterList", SetParameterAttributesStruct
-    )
+    parameter_list: tuple[SetParameterAttributesStruct, ...] = array("ParameterList", SetParameterAttributesStruct)
 
 
 @_rpc(_RSP, CPE)
@@ -683,7 +681,7 @@ class SetParameterAttributesResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS)
 @dataclass(slots=True)
-class GetParameterAttributes(CwmpMessage):
+class GetParameterAttributes(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetParameterAttributes"
 
     parameter_names: tuple[str, ...] = array("ParameterNames", FieldKind.STR)
@@ -691,7 +689,7 @@ class GetParameterAttributes(CwmpMessage):
 
 @_rpc(_RSP, CPE)
 @dataclass(slots=True)
-class GetParameterAttributesResponse(CwmpMessage):
+class GetParameterAttributesResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetParameterAttributesResponse"
 
     parameter_list: tuple[ParameterAttributeStruct, ...] = array("ParameterList", ParameterAttributeStruct)
@@ -783,7 +781,7 @@ class GetQueuedTransfers(CwmpMessage):
 
 @_rpc(_RSP, CPE)
 @dataclass(slots=True)
-class GetQueuedTransfersResponse(CwmpMessage):
+class GetQueuedTransfersResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetQueuedTransfersResponse"
 
     transfer_list: tuple[QueuedTransferStruct, ...] = array("TransferList", QueuedTransferStruct)
@@ -806,14 +804,12 @@ class ScheduleInformResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS)
 @dataclass(slots=True)
-class SetVouchers(CwmpMessage):
+class SetVouchers(CwmpMessage, _Sequences):
     """Deprecated (Annex C vouchers)."""
 
     METHOD: ClassVar[str] = "SetVouchers"
 
-    voucher_list: tuple[str, ...] = array(
-        "VoucherList", FieldKind.STR, item_xml="base64", array_type="soap-enc:base64"
-    )
+    voucher_list: tuple[str, ...] = array("VoucherList", FieldKind.STR, item_xml="base64", array_type="soap-enc:base64")
 
 
 @_rpc(_RSP, CPE)
@@ -834,7 +830,7 @@ class GetOptions(CwmpMessage):
 
 @_rpc(_RSP, CPE)
 @dataclass(slots=True)
-class GetOptionsResponse(CwmpMessage):
+class GetOptionsResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetOptionsResponse"
 
     option_list: tuple[OptionStruct, ...] = array("OptionList", OptionStruct)
@@ -883,7 +879,7 @@ class GetAllQueuedTransfers(CwmpMessage):
 
 @_rpc(_RSP, CPE, "1-1")
 @dataclass(slots=True)
-class GetAllQueuedTransfersResponse(CwmpMessage):
+class GetAllQueuedTransfersResponse(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "GetAllQueuedTransfersResponse"
 
     transfer_list: tuple[AllQueuedTransferStruct, ...] = array("TransferList", AllQueuedTransferStruct)
@@ -891,7 +887,7 @@ class GetAllQueuedTransfersResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS, "1-2")
 @dataclass(slots=True)
-class ScheduleDownload(CwmpMessage):
+class ScheduleDownload(CwmpMessage, _Sequences):
     METHOD: ClassVar[str] = "ScheduleDownload"
 
     command_key: str = text("CommandKey")
@@ -926,7 +922,7 @@ class CancelTransferResponse(CwmpMessage):
 
 @_rpc(_REQ, ACS, "1-2")
 @dataclass(slots=True)
-class ChangeDUState(CwmpMessage):
+class ChangeDUState(CwmpMessage, _Sequences):
     """Operations are InstallOpStruct / UpdateOpStruct / UninstallOpStruct, told apart by xsi:type."""
 
     METHOD: ClassVar[str] = "ChangeDUState"

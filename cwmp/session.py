@@ -331,9 +331,7 @@ _DEFAULT_RESPONSES: dict[str, type[CwmpMessage]] = {
 }
 
 
-def default_response(
-    request: CwmpMessage, *, acs_methods: Iterable[str] = ACS_SUPPORTED_METHODS
-) -> CwmpMessage:
+def default_response(request: CwmpMessage, *, acs_methods: Iterable[str] = ACS_SUPPORTED_METHODS) -> CwmpMessage:
     """The standard ACS answer to a CPE request (GetRPCMethods lists ``acs_methods``)."""
     if request.METHOD == "GetRPCMethods":
         return GetRPCMethodsResponse(method_list=tuple(acs_methods))

@@ -13,7 +13,7 @@ from lxml import etree
 
 from cwmp import models
 from cwmp.faults import CwmpFault, SetParameterValuesFault
-from cwmp.models import METHODS, OPERATION_TYPES, CwmpMessage, FieldKind, FieldSpec, struct_fields
+from cwmp.models import METHODS, CwmpMessage, FieldKind, FieldSpec, struct_fields
 from cwmp.values import UNKNOWN_TIME, ParameterValue, XsdType
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -111,7 +111,8 @@ UUID = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
 TIME = "2026-11-23T18:34:16+00:00"
 
 
-def _values(version: str) -> tuple[ParameterValue, ...]:
+def _values() -> tuple[ParameterValue, ...]:
+    """One value of each type CWMP uses (base64: see test_base64_values_use_the_cwmp_type_name)."""
     values = [
         ParameterValue("hello & <world>", XsdType.STRING),
         ParameterValue("-42", XsdType.INT),
@@ -126,8 +127,8 @@ def _values(version: str) -> tuple[ParameterValue, ...]:
     return tuple(values)
 
 
-def _pvs(version: str) -> tuple[models.ParameterValueStruct, ...]:
-    return tuple(models.ParameterValueStruct(f"Device.X.{i}", v) for i, v in enumerate(_values(version)))
+def _pvs() -> tuple[models.ParameterValueStruct, ...]:
+    return tuple(models.ParameterValueStruct(f"Device.X.{i}", v) for i, v in enumerate(_values()))
 
 
 def _fault_struct() -> models.FaultStruct:
@@ -163,7 +164,7 @@ def sample_messages(version: str) -> list[CwmpMessage]:
             max_envelopes=1,
             current_time=TIME,
             retry_count=2,
-            parameter_list=_pvs(version),
+            parameter_list=_pvs(),
         ),
         m.Inform(device_id=m.DeviceId("", "FFFFFF", "", "x")),
         m.InformResponse(1),
@@ -176,10 +177,10 @@ def sample_messages(version: str) -> list[CwmpMessage]:
         m.KickedResponse("http://next/"),
         m.RequestDownload("3 Vendor Configuration File", (m.ArgStruct("Version", "v2"), m.ArgStruct("a", "b"))),
         m.RequestDownloadResponse(),
-        m.SetParameterValues(_pvs(version), "pk-1"),
+        m.SetParameterValues(_pvs(), "pk-1"),
         m.SetParameterValuesResponse(1),
         m.GetParameterValues(("Device.DeviceInfo.", "Device.ManagementServer.URL")),
-        m.GetParameterValuesResponse(_pvs(version)),
+        m.GetParameterValuesResponse(_pvs()),
         m.GetParameterValuesResponse(()),
         m.GetParameterNames("Device.", True),
         m.GetParameterNames("", False),
@@ -358,4 +359,3 @@ faults = st.builds(
 )
 
 ALL_METHODS = sorted(METHODS)
-OPERATIONS = OPERATION_TYPES

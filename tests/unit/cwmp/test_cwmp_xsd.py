@@ -14,6 +14,8 @@ from cwmp import (
     METHODS,
     BooleanLiteral,
     CwmpFault,
+    DeviceId,
+    Inform,
     ParameterValue,
     ParameterValueStruct,
     SetParameterValues,
@@ -102,7 +104,7 @@ def test_schema_check_is_not_vacuous() -> None:
     bad_value = SetParameterValues((ParameterValueStruct("Device.A", ParameterValue("x", "xsd:int")),), "")
     with pytest.raises(AssertionError, match="xs:int"):
         _assert_valid("1-2", _rpc_element(build_envelope(bad_value, cwmp_ns=CWMP_NS_1_2, cwmp_id="1")))
-    bad_oui = METHODS["Inform"](device_id=METHODS["Inform"]().device_id.__class__("", "zz", "", "x"))
+    bad_oui = Inform(device_id=DeviceId("", "zz", "", "x"))
     with pytest.raises(AssertionError, match="OUI"):
         _assert_valid("1-2", _rpc_element(build_envelope(bad_oui, cwmp_ns=CWMP_NS_1_2, cwmp_id="1")))
 
