@@ -556,8 +556,11 @@ class AcsSession:
         if message.METHOD != expected:
             raise AcsProtocolError(f"{method} must be answered with {expected}, not {message.METHOD}")
         kind = _Out.INFORM_RESPONSE if method == "Inform" else _Out.RESPONSE
-        if kind is _Out.INFORM_RESPONSE and self._version_incompatible:
-            raise AcsProtocolError("no common CWMP version: fault the Inform with 8006")
+        if kind is _Out.INFORM_RESPONSE:
+            if self._version_incompatible:
+                raise AcsProtocolError("no common CWMP version: fault the Inform with 8006")
+            if getattr(message, "max_envelopes", 1) != 1:
+                raise AcsProtocolError("InformResponse MaxEnvelopes MUST be 1 (A.3.3.1)")
         use_version = self.use_cwmp_version if kind is _Out.INFORM_RESPONSE else None
         self._outbound(kind)
         body = self._build(message, cwmp_id, hold_requests=hold_requests, use_cwmp_version=use_version)

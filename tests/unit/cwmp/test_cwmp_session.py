@@ -103,6 +103,8 @@ def test_inform_event_and_response() -> None:
     assert session.device_id == INFORM.device_id and session.cwmp_ns == CWMP_NS_1_2
     with pytest.raises(AcsProtocolError, match="InformResponse"):
         session.respond(m.TransferCompleteResponse(), now=0.0)
+    with pytest.raises(AcsProtocolError, match="MaxEnvelopes MUST be 1"):
+        session.respond(m.InformResponse(max_envelopes=2), now=0.0)
     out = session.respond(m.InformResponse(), now=0.0)
     assert out.status == 200 and out.cwmp_id == "inform-1"
     assert parse_envelope(out.body) == parse_envelope(cpe(m.InformResponse(1), "inform-1"))
