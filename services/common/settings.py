@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     request_header_timeout: float = Field(10.0, gt=0)
     request_body_timeout: float = Field(30.0, gt=0)
     session_idle_timeout: float = Field(30.0, gt=0)
-    session_lock_ttl: float = Field(120.0, gt=0)
+    # On SIGTERM: how long sessions in progress may finish before they are ended.
+    shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
     auth_failures_before_throttle: int = 5
     auth_throttle_seconds: float = 60.0

@@ -44,7 +44,6 @@ from services.gateway.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 15.0
 
 
 def default_gateway_id() -> str:
@@ -114,7 +113,7 @@ class GatewayApp:
 
     async def shutdown(self) -> None:
         if self.gateway is not None:
-            await self.gateway.drain(SHUTDOWN_GRACE_SECONDS)
+            await self.gateway.drain(self.settings.shutdown_grace)
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)

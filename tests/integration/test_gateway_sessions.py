@@ -83,7 +83,8 @@ def rpc_of(response_body: bytes) -> tuple[str, str | None, etree._Element]:
 @pytest.fixture
 def gateway_settings(settings: Settings, kafka_bootstrap: str, mongodb_url: str) -> Settings:
     return settings.model_copy(update={"cpe_auth": "digest", "cpe_username": "testcpe",
-                                       "cpe_password": "testcpe-password", "session_plan_timeout": 3.0})
+                                       "cpe_password": "testcpe-password", "session_plan_timeout": 3.0,
+                                       "shutdown_grace": 1.0})
 
 
 async def test_seed_bootstrap_session_with_digest(gateway_settings: Settings) -> None:
@@ -435,3 +436,23 @@ async def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(gateway_set
             assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 408")
         finally:
             writer.close()
+
+
+async def test_saturated_gateway_refuses_new_sessions_and_finishes_current_ones(gateway_settings: Settings) -> None:
+    settings = gateway_settings.model_copy(update={"max_sessions": 1})
+    async with ScriptedOrchestrator(settings, plan_on_inform([{"method": "GetRPCMethods"}])), \
+            running_gateway(settings) as url:
+        busy, late = TestCpe(url, "testcpe", "testcpe-password"), TestCpe(url, "testcpe", "testcpe-password")
+        try:
+            assert (await busy.post(seed_inform(serial="FIRST"))).status_code == 200
+            refused = await late.post(seed_inform(serial="SECOND"))
+            assert refused.status_code == 503 and "saturated" in refused.text
+            assert int(refused.headers["retry-after"]) > 0
+            _, rpc_id, _ = rpc_of((await busy.post(None)).content)  # the session in progress goes on
+            done = await busy.post(envelope("<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType="
+                                            "'xsd:string[0]'/></cwmp:GetRPCMethodsResponse>", rpc_id))
+            assert done.status_code == 204
+            assert (await late.post(seed_inform(serial="SECOND"))).status_code == 200  # room again
+        finally:
+            await busy.aclose()
+            await late.aclose()
