@@ -50,11 +50,23 @@ DEFAULT_WORKERS = 64
 # A client that stops sending its upload for this long is gone; release the thread it holds.
 UPLOAD_IDLE_TIMEOUT = 60.0
 
-_CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+# S3 answers these when our key is wrong: a configuration error, not an outage.
+CREDENTIAL_ERRORS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
 
 
 class StorageUnavailable(Exception):
-    """S3 cannot serve the request now (down, slow, refusing our credentials)."""
+    """S3 cannot serve the request now (down, slow, refusing our credentials).
+
+    ``code`` is the S3 error code when S3 answered (e.g. ``SignatureDoesNotMatch``), else None.
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def credentials_refused(self) -> bool:
+        return self.code in CREDENTIAL_ERRORS
 
 
 class ObjectMissing(Exception):
@@ -112,7 +124,7 @@ class ObjectStore:
         except S3Error as exc:
             if exc.code in {"NoSuchKey", "NoSuchObject"}:
                 raise ObjectMissing(exc.code) from exc
-            raise StorageUnavailable(_describe(exc)) from exc
+            raise StorageUnavailable(_describe(exc), exc.code) from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             # ValueError: minio raises it for some malformed server answers.
             raise StorageUnavailable(_describe(exc)) from exc
@@ -127,7 +139,7 @@ class ObjectStore:
             await self._run(self.client.make_bucket, self.bucket)
         except StorageUnavailable as exc:
             # Another instance may have created it between our two calls.
-            if "BucketAlreadyOwnedByYou" in str(exc) or "BucketAlreadyExists" in str(exc):
+            if exc.code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                 return False
             raise
         return True
