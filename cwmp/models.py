@@ -155,8 +155,8 @@ def text(xml: str, *, required: bool = False, default: str = "") -> Any:
     return _field(FieldSpec(xml, FieldKind.STR, required=required), default)
 
 
-def optional_text(xml: str, *, required: bool = False) -> Any:
-    return _field(FieldSpec(xml, FieldKind.STR, required=required, optional=True), None)
+def optional_text(xml: str) -> Any:
+    return _field(FieldSpec(xml, FieldKind.STR, optional=True), None)
 
 
 def integer(xml: str, *, required: bool = False, default: int = 0) -> Any:
