@@ -10,6 +10,7 @@ between means Kafka delivers the event again, and a redelivered event gets the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -39,7 +40,7 @@ from services.orchestrator import clients, planner, rpcs
 from services.orchestrator import tasks as T
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
-from services.orchestrator.state import DeviceState, Env, PlanConfig
+from services.orchestrator.state import DeviceState, Env, PlanConfig, SessionState
 from services.orchestrator.store import Store
 
 log = logging.getLogger(__name__)
@@ -118,21 +119,29 @@ class Engine:
     # --- events ----------------------------------------------------------------------------
 
     async def on_inform(self, event: InformReceived) -> None:
-        current = await self.store.get_session(event.session_id)
+        async def load() -> tuple[DeviceState | None, list[T.Task], list[SessionState]]:
+            # One round trip's worth of latency: the three reads run together.
+            return await asyncio.gather(self.store.get_device(event.device_id),
+                                        self.store.open_tasks(event.device_id),
+                                        self.store.sessions_of(event.device_id))
+
+        loaded = await load()
+        current = next((s for s in loaded[2] if s.session_id == event.session_id), None)
         if current is not None and current.last_in_reply_to == event.event_id:
+            # Redelivered: the plan went out (or may have); send the very same one again.
             await self._publish_plan(current.reply_to, planner.replay(current), "inform")
             return
         policies = await self.policies.current()
         tags = await self._tags(event.device_id, policies)
 
         async def decide(attempt: int) -> Decision:
-            device = await self.store.get_device(event.device_id)
+            device, stored_tasks, sessions = loaded if attempt == 0 else await load()
             # Tasks already in_progress for this very session come from an earlier delivery of
             # this Inform that died before its plan went out: plan them again, attempt given back.
             open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
                           if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
-                          for t in await self.store.open_tasks(event.device_id)]
-            stale = [s for s in await self.store.sessions_of(event.device_id) if s.session_id != event.session_id]
+                          for t in stored_tasks]
+            stale = [s for s in sessions if s.session_id != event.session_id]
             return planner.on_inform(event, device, open_tasks, policies, tags, stale, self.env(), self.config)
 
         decision = await self._decide(decide)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReplaceOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.orchestrator.policies import Policy
@@ -127,12 +128,20 @@ class Store:
         return saved if result.matched_count else None
 
     async def save_tasks(self, tasks: Sequence[Task]) -> list[str]:
-        """Write each task conditionally; return the ids that lost a race (left as they were)."""
-        conflicts = []
-        for task in tasks:
-            if await self.save_task(task) is None:
-                conflicts.append(task.id)
-        return conflicts
+        """Write each task conditionally, in one round trip; return the ids that lost a race."""
+        if not tasks:
+            return []
+        # The token tells our writes from another writer's that reached the same version number.
+        token = uuid.uuid4().hex
+        writes = [ReplaceOne({"_id": t.id, "version": t.version},
+                             {**t.model_copy(update={"version": t.version + 1}).to_document(), "write_id": token})
+                  for t in tasks]
+        result = await self.tasks.bulk_write(writes, ordered=False)
+        if result.matched_count == len(tasks):
+            return []
+        ids = [t.id for t in tasks]
+        ours = {d["_id"] async for d in self.tasks.find({"_id": {"$in": ids}, "write_id": token}, {"_id": 1})}
+        return [i for i in ids if i not in ours]
 
     async def sweep_candidates(self, now: datetime, stale_before: datetime, limit: int = 500) -> list[Task]:
         query = {"$or": [

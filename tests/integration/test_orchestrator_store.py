@@ -1,0 +1,144 @@
+"""The store and the engine's write path on a real MongoDB: conditional writes, races, paging, sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.bus.events import DeviceEvent, DeviceIdentity, InformEventCode, InformReceived, SessionPlan
+from services.common.settings import Settings
+from services.orchestrator import planner
+from services.orchestrator import tasks as T
+from services.orchestrator.engine import Engine
+from services.orchestrator.runtime import OrchestratorRuntime
+from services.orchestrator.state import DeviceState
+from services.orchestrator.store import CursorError, Store
+from services.orchestrator.tasks import Task, TaskStatus
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "000000-Box-1"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.plans: list[SessionPlan] = []
+        self.events: list[DeviceEvent] = []
+
+    async def plan(self, reply_to: str, plan: SessionPlan) -> None:
+        self.plans.append(plan)
+
+    async def device_events(self, events: list[DeviceEvent]) -> None:
+        self.events += events
+
+
+@pytest.fixture
+async def parts(settings: Settings, mongodb_url: str) -> AsyncIterator[tuple[Store, Engine, Recorder]]:
+    runtime = OrchestratorRuntime(settings, with_kafka=False)
+    await runtime.start()
+    recorder = Recorder()
+    engine = Engine(settings, runtime.store, recorder, runtime.http)
+    await runtime.store.save_device(DeviceState(id=DEVICE, data_model="Device."))
+    try:
+        yield runtime.store, engine, recorder
+    finally:
+        await runtime.mongo.drop_database(settings.mongodb_database)
+        await runtime.close()
+
+
+def _task(task_id: str, created: datetime = NOW, **fields: object) -> Task:
+    return Task(**{"id": task_id, "device_id": DEVICE, "name": "getRPCMethods", "created_at": created,
+                   "updated_at": created, **fields})
+
+
+def _inform() -> InformReceived:
+    return InformReceived(device_id=DEVICE, session_id="s1", reply_to="cwmp.replies:0", gateway_id="gw",
+                          device=DeviceIdentity(oui="000000", product_class="Box", serial_number="1"),
+                          events=[InformEventCode(code="2 PERIODIC")], parameters=[])
+
+
+async def test_conditional_writes_report_exactly_the_tasks_that_lost_a_race(
+        parts: tuple[Store, Engine, Recorder]) -> None:
+    store, _, _ = parts
+    await store.insert_tasks([_task("a"), _task("b")])
+    a, b = await store.tasks_by_ids(["a", "b"])
+    assert await store.save_task(T.cancel(b, NOW, "elsewhere")) is not None  # someone else moved b
+    lost = await store.save_tasks([T.start(a, "s", NOW), T.start(b, "s", NOW)])
+    assert lost == ["b"]
+    assert [t.status for t in await store.tasks_by_ids(["a", "b"])] == [TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED]
+
+
+async def test_a_decision_is_made_again_when_a_task_changed_while_it_was_made(
+        parts: tuple[Store, Engine, Recorder]) -> None:
+    store, engine, _ = parts
+    await store.insert_tasks([_task("a")])
+    calls = 0
+
+    async def decide(attempt: int) -> planner.Decision:
+        nonlocal calls
+        calls += 1
+        decision = planner.on_inform(_inform(), await store.get_device(DEVICE), await store.open_tasks(DEVICE),
+                                     [], frozenset(), [], engine.env(), engine.config)
+        if attempt == 0:  # an operator cancels the task while this decision is being made
+            stored = await store.get_task("a")
+            assert stored is not None
+            await store.save_task(T.cancel(stored, NOW, "operator"))
+        return decision
+
+    decision = await engine._decide(decide)
+    assert calls == 2
+    assert decision.plan is not None and decision.plan.rpcs == []
+
+
+async def test_rpcs_of_a_task_lost_after_the_pre_check_are_taken_out_of_the_plan(
+        parts: tuple[Store, Engine, Recorder]) -> None:
+    store, engine, recorder = parts
+    await store.insert_tasks([_task("a", NOW - timedelta(seconds=2)), _task("b", NOW - timedelta(seconds=1))])
+    decision = planner.on_inform(_inform(), await store.get_device(DEVICE), await store.open_tasks(DEVICE), [],
+                                 frozenset(), [], engine.env(), engine.config)
+    assert decision.plan is not None and len(decision.plan.rpcs) == 2
+    stored = await store.get_task("b")
+    assert stored is not None
+    await store.save_task(T.cancel(stored, NOW, "operator"))  # lands between the pre-check and the write
+
+    await engine._commit(decision, "cwmp.replies:0", "inform")
+    plan = recorder.plans[-1]
+    assert [p.rpc["method"] for p in plan.rpcs] == ["GetRPCMethods"]
+    session = await store.get_session("s1")
+    assert session is not None and session.batch == [plan.rpcs[0].rpc_id]
+    assert [t.status for t in await store.tasks_by_ids(["a", "b"])] == [TaskStatus.IN_PROGRESS,
+                                                                        TaskStatus.CANCELLED]
+
+
+async def test_task_listing_pages_newest_first(parts: tuple[Store, Engine, Recorder]) -> None:
+    store, _, _ = parts
+    await store.insert_tasks([_task(f"t{i}", NOW + timedelta(seconds=i)) for i in range(5)])
+    seen, cursor = [], None
+    while True:
+        page, cursor = await store.list_tasks(device_id=DEVICE, limit=2, cursor=cursor)
+        seen += [t.id for t in page]
+        if cursor is None:
+            break
+    assert seen == ["t4", "t3", "t2", "t1", "t0"]
+    with pytest.raises(CursorError):
+        await store.list_tasks(cursor="not-a-cursor")
+
+
+async def test_the_sweep_finds_and_settles_what_is_due(parts: tuple[Store, Engine, Recorder]) -> None:
+    store, engine, recorder = parts
+    past = datetime.now(UTC) - timedelta(hours=2)
+    await store.insert_tasks([
+        _task("expired", expires_at=past),
+        _task("silent", name="download", status=TaskStatus.PENDING_COMPLETION, completion_deadline=past),
+        _task("orphan", status=TaskStatus.IN_PROGRESS, attempts=1, session_id="gone", updated_at=past),
+        _task("fine"),
+    ])
+    assert await engine.sweep_once() == 3
+    by_id = {t.id: t for t in await store.tasks_by_ids(["expired", "silent", "orphan", "fine"])}
+    assert [by_id[i].status for i in ("expired", "silent", "orphan", "fine")] == [
+        TaskStatus.EXPIRED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
+    assert [(e.kind, e.details["task_id"]) for e in recorder.events] == [("task_failed", "silent")]
+    assert await engine.sweep_once() == 0
