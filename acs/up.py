@@ -68,6 +68,7 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
         check_port_free(settings.bind_host, port, setting)
     check_port_free(settings.bind_host, settings.downloads_port, "ACS_DOWNLOADS_PORT")
 
+    began = time.monotonic()
     stack: LocalStack | None = None
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -111,7 +112,7 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
                                   f"see {root / 'logs'}")
             time.sleep(0.2)
         if not stopping:
-            _print_summary(service_settings, stack, root)
+            _print_summary(service_settings, stack, root, time.monotonic() - began)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -151,10 +152,10 @@ def _last_line(path: Path) -> str:
     return lines[-1][:400] if lines else "(no output)"
 
 
-def _print_summary(settings: Settings, stack: LocalStack | None, root: Path) -> None:
+def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, took: float) -> None:
     host = settings.bind_host
     lines = [
-        "ACS is up:",
+        f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
         f"  CPE file downloads            {settings.files_public_url}/download/",
