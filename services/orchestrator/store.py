@@ -209,10 +209,13 @@ class Store:
         return await self.jobs.find_one({"_id": job_id})
 
     async def update_job(self, job_id: str, changes: dict[str, Any], add_devices: int = 0) -> None:
-        update: dict[str, Any] = {"$set": changes}
+        update: dict[str, Any] = {}
+        if changes:  # MongoDB refuses an empty $set
+            update["$set"] = changes
         if add_devices:
             update["$inc"] = {"device_count": add_devices}
-        await self.jobs.update_one({"_id": job_id}, update)
+        if update:
+            await self.jobs.update_one({"_id": job_id}, update)
 
 
 def _policy_document(policy: Policy) -> dict[str, Any]:

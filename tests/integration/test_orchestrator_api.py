@@ -41,6 +41,8 @@ def _siblings(request: httpx.Request) -> httpx.Response:
         query = json.loads(request.url.params["q"])
         if "bogus" in query:
             return httpx.Response(400, json={"detail": "unknown field 'bogus'"})
+        if query != {"tags": "lab"}:
+            return httpx.Response(200, json={"devices": [], "next_cursor": None})
         # Pages of 3, with the inventory's cursor protocol.
         start = int(request.url.params.get("cursor") or 0)
         page = FLEET[start:start + 3]
@@ -171,6 +173,12 @@ async def test_a_job_queues_the_task_for_every_matching_device_and_counts_progre
         assert (await client.post(f"/api/v1/tasks/{task['id']}/cancel", headers=operator)).status_code == 200
     finished = (await client.get(f"/api/v1/jobs/{job['id']}", headers=operator)).json()
     assert (finished["status"], finished["counts"]["cancelled"]) == ("finished", 7)
+
+    empty = await client.post("/api/v1/jobs", headers=operator, json={"query": {"tags": "nobody"},
+                                                                        "task": {"name": "reboot"}})
+    await asyncio.gather(*list(runtime.background))
+    empty_job = (await client.get(f"/api/v1/jobs/{empty.json()['id']}", headers=operator)).json()
+    assert (empty_job["status"], empty_job["device_count"]) == ("finished", 0)
 
     bad = await client.post("/api/v1/jobs", headers=operator, json={"query": {"bogus": 1},
                                                                       "task": {"name": "reboot"}})
