@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -64,6 +64,19 @@ def mongo_check(client: AsyncMongoClient) -> ReadinessCheck:
     return check
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to ``serve``.
+
+    uvicorn installs its own SIGTERM/SIGINT handlers per server; with two servers in one process
+    (the fileserver) only the last would hear the signal. ``serve`` installs one handler that
+    stops them all.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings, *,
                 http_protocol: type | str = "auto") -> None:
     """Run one uvicorn server per (app, port) until SIGTERM/SIGINT, then shut down gracefully.
@@ -72,14 +85,11 @@ async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings, *,
     runs the apps' lifespan shutdown, where services commit offsets and flush producers.
     """
     instances = [
-        uvicorn.Server(uvicorn.Config(app, host=settings.bind_host, port=port, log_config=None,
+        _Server(uvicorn.Config(app, host=settings.bind_host, port=port, log_config=None,
                                       access_log=False, timeout_graceful_shutdown=20,
                                       timeout_keep_alive=65, lifespan="on", http=http_protocol))
         for app, port in servers
     ]
-    for instance in instances:
-        # We install the handlers once for all servers below.
-        instance.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     loop = asyncio.get_running_loop()
 
     def request_exit() -> None:

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     download_timeout: float = 3600.0
     gpv_batch_size: int = Field(32, ge=1)
 
+    # --- fileserver -----------------------------------------------------------------------------
+    # Lifetime of the credentials minted for one Download (the CPE may start it late).
+    download_credentials_ttl: float = Field(21600.0, gt=0)
+    # Basic sends the password in clear: off unless downloads are served over TLS.
+    downloads_allow_basic: bool = False
+    max_file_bytes: int = Field(4 * 1024**3, ge=1)
+
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
 

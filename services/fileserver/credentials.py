@@ -36,7 +36,6 @@ FILE_TAG_LENGTH = 16
 # Used while ACS_DOWNLOAD_CREDENTIALS_TTL is not a setting yet. Long enough for a CPE that
 # waits DelaySeconds, retries once and resumes with Range; the orchestrator mints afresh for
 # every Download it sends, so a longer life buys nothing.
-DEFAULT_TTL_SECONDS = 6 * 3600
 # Domain separation: ACS_SECRET_KEY also keys Digest nonces, and a value MACed for one purpose
 # must never be accepted for the other.
 _PURPOSE = b"acs-download-credentials\x00"
@@ -57,7 +56,7 @@ class DownloadGrant:
 
 
 def default_ttl(settings: Settings) -> float:
-    return float(getattr(settings, "download_credentials_ttl", DEFAULT_TTL_SECONDS))
+    return settings.download_credentials_ttl
 
 
 def file_tag(file_name: str) -> str:

@@ -122,7 +122,7 @@ class DownloadHandler:
     def __init__(self, runtime: FileServerRuntime, *, allow_basic: bool | None = None) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.allow_basic = (bool(getattr(self.settings, "downloads_allow_basic", False))
+        self.allow_basic = (self.settings.downloads_allow_basic
                             if allow_basic is None else allow_basic)
         self.digest = DigestServer(REALM, _digest_secret(self.settings.secret_key))
 

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL = 15.0
 BUCKET_RETRY_INTERVAL = 5.0
 # Used while ACS_MAX_FILE_BYTES is not a setting yet: above any firmware image we know of.
-DEFAULT_MAX_FILE_BYTES = 4 * 1024**3
 
 
 class FileServerRuntime:
@@ -47,7 +46,7 @@ class FileServerRuntime:
         self.producer: AIOKafkaProducer | None = make_producer(settings) if with_kafka else None
         self.recorder = DownloadRecorder(settings, db, None)
         self.bucket_ready = asyncio.Event()
-        self.max_file_bytes = int(getattr(settings, "max_file_bytes", DEFAULT_MAX_FILE_BYTES))
+        self.max_file_bytes = settings.max_file_bytes
         # A replaced or deleted file's bytes stay this long for downloads already streaming them;
         # the orchestrator gives up on a download after download_timeout anyway.
         self.trash_delay = timedelta(seconds=settings.download_timeout)
