@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from services.bus.events import DeviceEvent, DeviceIdentity, InformEventCode, InformReceived, SessionPlan
@@ -12,6 +13,7 @@ from services.common.settings import Settings
 from services.orchestrator import planner
 from services.orchestrator import tasks as T
 from services.orchestrator.engine import Engine
+from services.orchestrator.policies import Policy, PolicyMatch, PolicyTask
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError, Store
@@ -142,3 +144,29 @@ async def test_the_sweep_finds_and_settles_what_is_due(parts: tuple[Store, Engin
         TaskStatus.EXPIRED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
     assert [(e.kind, e.details["task_id"]) for e in recorder.events] == [("task_failed", "silent")]
     assert await engine.sweep_once() == 0
+
+
+@pytest.mark.parametrize(("inventory_up", "expected"), [(True, ["GetRPCMethods"]), (False, [])])
+async def test_tag_policies_ask_the_inventory_and_do_without_it_when_it_is_down(
+        settings: Settings, mongodb_url: str, inventory_up: bool, expected: list[str]) -> None:
+    def inventory(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == f"/api/v1/devices/{DEVICE}" and request.url.params["fields"] == "tags"
+        if not inventory_up:
+            raise httpx.ConnectError("inventory down")
+        return httpx.Response(200, json={"id": DEVICE, "tags": ["lab", "eu"]})
+
+    runtime = OrchestratorRuntime(settings, with_kafka=False,
+                                  http=httpx.AsyncClient(transport=httpx.MockTransport(inventory)))
+    await runtime.start()
+    recorder = Recorder()
+    engine = Engine(settings, runtime.store, recorder, runtime.http)
+    try:
+        await runtime.store.save_device(DeviceState(id=DEVICE, data_model="Device."))
+        await runtime.store.insert_policy(Policy(
+            id="p1", name="lab", events=["periodic"], match=PolicyMatch(tags=["lab"]), created_at=NOW,
+            tasks=[PolicyTask(name="getRPCMethods")]))
+        await engine.handle(_inform())
+        assert [p.rpc["method"] for p in recorder.plans[-1].rpcs] == expected
+    finally:
+        await runtime.mongo.drop_database(settings.mongodb_database)
+        await runtime.close()
