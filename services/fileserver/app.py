@@ -53,8 +53,8 @@ class FileInfo(FileMetadata):
 
 class FileList(BaseModel):
     files: list[FileInfo]
-    # Pass as ``after`` to get the next page; None on the last page.
-    next_after: str | None
+    # Pass as ``?cursor=`` to get the next page; None on the last page (as every list of the API).
+    next_cursor: str | None
 
 
 def _info(runtime: FileServerRuntime, record: FileRecord) -> FileInfo:
@@ -182,14 +182,14 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
         principal: Principal = reader,
         file_type: str | None = None, oui: str | None = None, product_class: str | None = None,
         version: str | None = None,
-        after: Annotated[str | None, Query(description="last name of the previous page")] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> FileList:
         """Files in name order, optionally filtered on metadata."""
         records = await runtime.catalog.list(file_type=file_type, oui=oui, product_class=product_class,
-                                             version=version, after=after, limit=limit)
-        next_after = records[-1].name if len(records) == limit else None
-        return FileList(files=[_info(runtime, record) for record in records], next_after=next_after)
+                                             version=version, after=cursor, limit=limit)
+        next_cursor = records[-1].name if len(records) == limit else None
+        return FileList(files=[_info(runtime, record) for record in records], next_cursor=next_cursor)
 
     @app.get(API + "/{name}", response_model=FileInfo)
     async def describe(name: str, principal: Principal = reader) -> FileInfo:

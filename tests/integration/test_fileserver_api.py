@@ -76,7 +76,7 @@ async def test_fileserver_upload_list_describe_delete(fileserver: RunningFileSer
 
         everything = (await client.get(url, headers=ADMIN)).json()
         assert [f["name"] for f in everything["files"]] == ["box-2.0.bin", "box-2.1.bin", "other.cfg"]
-        assert everything["next_after"] is None
+        assert everything["next_cursor"] is None
         boxes = (await client.get(url, headers=ADMIN,
                                   params={"oui": "00d09e", "product_class": "Box"})).json()
         assert [f["name"] for f in boxes["files"]] == ["box-2.0.bin", "box-2.1.bin"]
@@ -84,7 +84,7 @@ async def test_fileserver_upload_list_describe_delete(fileserver: RunningFileSer
         assert [f["name"] for f in vendor["files"]] == ["other.cfg"]
         page = (await client.get(url, headers=ADMIN, params={"limit": 2})).json()
         assert [f["name"] for f in page["files"]] == ["box-2.0.bin", "box-2.1.bin"]
-        rest = (await client.get(url, headers=ADMIN, params={"limit": 2, "after": page["next_after"]})).json()
+        rest = (await client.get(url, headers=ADMIN, params={"limit": 2, "cursor": page["next_cursor"]})).json()
         assert [f["name"] for f in rest["files"]] == ["other.cfg"]
 
         described = (await client.get(f"{url}/box-2.0.bin", headers=ADMIN)).json()
