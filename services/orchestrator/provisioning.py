@@ -18,8 +18,6 @@ from typing import Any
 from services.orchestrator import rpcs
 from services.orchestrator.state import TR098_ROOT, TR181_ROOT, PlanConfig
 
-BOOTSTRAP = "0 BOOTSTRAP"
-
 
 def detect_data_model(names: Iterable[str]) -> str | None:
     """The data model root from the Inform's parameter names: TR-098 or TR-181 (None if unknown)."""

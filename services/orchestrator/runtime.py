@@ -34,7 +34,10 @@ class OrchestratorRuntime:
                  consumer_options: dict[str, Any] | None = None, sweep_interval: float | None = None) -> None:
         self.settings = settings
         self.with_kafka = with_kafka
-        self.mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True)
+        # A short server selection timeout: during an outage the consumer's retry loop, not a
+        # 30 s driver wait per call, decides how long an event may take.
+        self.mongo: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url, tz_aware=True,
+                                                        serverSelectionTimeoutMS=5000)
         self.db = self.mongo[settings.mongodb_database]
         self.store = Store(self.db)
         self.auth = ApiKeyAuth(self.db, settings.admin_api_key)

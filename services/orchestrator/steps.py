@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Literal
 
 from services.orchestrator import provisioning as prov
@@ -337,7 +336,3 @@ def tolerate(task: Task, key: str, code: int | None, string: str) -> dict[str, A
     if not KINDS[task.name].tolerates(task, key) or "walk" not in task.progress:
         return None
     return {**task.progress, "walk": prov.walk_skip(task.progress["walk"], key, code, string)}
-
-
-def completion_deadline(ctx: StepContext) -> Any:
-    return ctx.env.now + timedelta(seconds=ctx.cfg.download_timeout)
