@@ -117,6 +117,8 @@ class RpcResponseReceived(SessionRef):
     rpc_id: str
     method: str
     rpc: dict[str, Any]
+    # The request this answers, as sent (e.g. which object a DeleteObject removed).
+    request: dict[str, Any] | None = None
 
 
 class SetParameterValuesFaultEntry(BaseModel):
@@ -134,6 +136,7 @@ class RpcFaultReceived(SessionRef):
     fault_code: int
     fault_string: str = ""
     parameter_faults: list[SetParameterValuesFaultEntry] = Field(default_factory=list)
+    request: dict[str, Any] | None = None
 
 
 class SessionEnded(SessionRef):

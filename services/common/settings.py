@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     periodic_inform_interval: int = Field(3600, ge=0)
     download_timeout: float = 3600.0
     gpv_batch_size: int = Field(32, ge=1)
+    # A task that keeps failing is retried with exponential backoff, then given up with a reason.
+    task_max_attempts: int = Field(5, ge=1)
+    task_retry_base_seconds: float = Field(60.0, gt=0)
+    task_retry_max_seconds: float = Field(3600.0, gt=0)
 
     # --- fileserver -----------------------------------------------------------------------------
     # Lifetime of the credentials minted for one Download (the CPE may start it late).

@@ -249,7 +249,8 @@ class Gateway:
         rpc_id = event.request.cwmp_id
         method = event.request.request.METHOD
         common = {"device_id": session.device_id, "session_id": session.session_id,
-                  "reply_to": self.deps.reply_to(), "gateway_id": self.deps.gateway_id, "rpc_id": rpc_id}
+                  "reply_to": self.deps.reply_to(), "gateway_id": self.deps.gateway_id, "rpc_id": rpc_id,
+                  "request": rpc_to_dict(event.request.request)}
         if isinstance(event, FaultReceived):
             metrics.RPCS.labels(method, "fault").inc()
             fault = event.fault

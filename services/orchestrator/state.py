@@ -151,9 +151,9 @@ class PlanConfig:
             periodic_inform_interval=settings.periodic_inform_interval,
             download_timeout=settings.download_timeout,
             # Not in Settings yet: read them if a later version adds them, else the defaults here.
-            max_attempts=int(getattr(settings, "task_max_attempts", 5)),
-            retry_base_seconds=float(getattr(settings, "task_retry_base_seconds", 60.0)),
-            retry_max_seconds=float(getattr(settings, "task_retry_max_seconds", 3600.0)),
+            max_attempts=settings.task_max_attempts,
+            retry_base_seconds=settings.task_retry_base_seconds,
+            retry_max_seconds=settings.task_retry_max_seconds,
         )
 
 

@@ -151,6 +151,7 @@ async def test_seed_bootstrap_session_with_digest(gateway_settings: Settings) ->
         assert [r.method for r in responses] == ["SetParameterValuesResponse", "GetParameterValuesResponse"]
         assert [r.rpc_id for r in responses] == [spv_id, gpv_id]
         assert responses[0].rpc["status"] == 1
+        assert responses[0].request == plan[0]  # the answer carries the request it answers
         assert responses[1].rpc["parameter_list"][0]["value"]["value"] == "123"
 
 
