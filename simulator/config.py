@@ -1,0 +1,100 @@
+"""Fleet configuration: one object shared by every device of a run (never copied per device)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["AuthMode", "FleetSettings", "HttpMode"]
+
+
+class AuthMode(StrEnum):
+    """How devices authenticate towards the ACS.
+
+    ``digest``: wait for the 401 challenge and answer it; Digest or Basic, whichever the ACS
+    offers (a CPE must support both and the ACS chooses, checklist A1). ``basic``: send Basic
+    credentials on every request without waiting for a challenge (cwmp-sim, CPEs over TLS).
+    ``none``: never send credentials; a 401 fails the session.
+    """
+
+    DIGEST = "digest"
+    BASIC = "basic"
+    NONE = "none"
+
+
+class HttpMode(StrEnum):
+    """How devices share HTTP connections (see docs/simulator.md for measurements).
+
+    ``session``: a new client and TCP connection per session, closed at its end, as real CPEs
+    do; the only mode that keeps a whole session on one connection even when the ACS keys
+    sessions by connection (``ignore_cookies``). ``shared``: one pooled client for the fleet:
+    cheapest, but requests of one session may travel on different connections. ``device``: one
+    client per device kept open between sessions (keep-alive): one idle socket per device.
+    """
+
+    SESSION = "session"
+    SHARED = "shared"
+    DEVICE = "device"
+
+
+@dataclass
+class FleetSettings:
+    acs_url: str = "http://127.0.0.1:7547/"
+    devices: int = 1
+    model: str = "tr098"  # tr098 | tr181 | mixed (even indexes TR-098, odd TR-181)
+    first_index: int = 0
+    serial_prefix: str = "SIM"
+    serial_width: int = 6
+    sw_version: str = "1.0.0"
+    # Data-model defaults (the ACS may change them per device with SetParameterValues).
+    periodic_interval: int = 300
+    periodic_enable: bool = True
+    jitter: float = 0.05  # extra random delay of periodic Informs, as a fraction of the interval
+    retry_min_wait: int = 5  # CWMPRetryMinimumWaitInterval
+    retry_multiplier: int = 2000  # CWMPRetryIntervalMultiplier
+    # Patterns with {serial}, {oui}, {product_class}, {index}, {device_id}.
+    acs_username: str = "{device_id}"
+    acs_password: str = ""
+    cr_username: str = "{serial}"
+    cr_password: str = "cr-{serial}"
+    auth: AuthMode = AuthMode.DIGEST
+    ignore_cookies: bool = False  # behave like cwmp-sim: never send cookies back
+    cwmp_version: str = "1.2"  # 1.0 / 1.1 / 1.2 namespace, or 1.4 (cwmp-1-2 + SupportedCWMPVersions)
+    strict_types: bool = True  # SetParameterValues with the wrong xsi:type gets 9006
+    # Connection requests.
+    cr_host: str = "127.0.0.1"
+    cr_port: int = 0  # 0: any free port
+    cr_base_url: str = ""  # filled in once the listener is bound
+    # Runtime behaviour.
+    http_mode: HttpMode = HttpMode.SESSION
+    max_sessions: int = 1000  # concurrent sessions (file descriptors and ACS load)
+    http_timeout: float = 30.0  # T6: a CPE waits at least 30 s for an HTTP response
+    transfer_timeout: float = 300.0
+    ramp: float = 0.0  # seconds over which the first boots are spread
+    reboot_delay: float = 2.0  # seconds a reboot keeps the device offline
+    max_messages: int = 2000  # per session, so that a looping ACS cannot hold a device forever
+    user_agent: str = "acs-simulator/0.1"
+    seed: int | None = None
+    keep_records: int = 10_000
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def __post_init__(self) -> None:
+        self.auth = AuthMode(self.auth)
+        self.http_mode = HttpMode(self.http_mode)
+        if self.seed is not None:
+            self.rng.seed(self.seed)
+        if self.model not in ("tr098", "tr181", "mixed"):
+            raise ValueError(f"model must be tr098, tr181 or mixed, not {self.model!r}")
+        if self.cwmp_version not in ("1.0", "1.1", "1.2", "1.4"):
+            raise ValueError(f"cwmp_version must be 1.0, 1.1, 1.2 or 1.4, not {self.cwmp_version!r}")
+        if self.devices < 1 or self.max_sessions < 1:
+            raise ValueError("devices and max_sessions must be at least 1")
+
+    def template_for(self, index: int) -> str:
+        if self.model == "mixed":
+            return "tr098" if index % 2 == 0 else "tr181"
+        return self.model
