@@ -34,7 +34,12 @@ def run_service(name: str) -> None:
     settings = _settings()
     configure_logging(name, settings.log_level)
     module = importlib.import_module(f"services.{name}.main")
-    asyncio.run(module.run(settings))
+    try:
+        import uvloop  # the faster event loop, part of uvicorn[standard]
+    except ImportError:  # pragma: no cover - optional at run time
+        asyncio.run(module.run(settings))
+    else:
+        uvloop.run(module.run(settings))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

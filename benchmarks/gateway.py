@@ -137,6 +137,16 @@ def wait_http(port: int, path: str = "/healthz", within: float = 30) -> None:
     raise RuntimeError(f"nothing answered on port {port}")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def gateway_breakdown(port: int) -> dict[str, float]:
     """Mean Kafka acknowledgement and plan wait, from the gateway's own histograms."""
     import urllib.request
@@ -190,8 +200,13 @@ def main() -> None:
         wait_http(gateway_port, "/readyz", 60)
         wait_http(trivial_port)
         time.sleep(3)  # the planner's consumer group join
+        trivial_cpu = cpu_seconds([children[2].pid])
         reference = asyncio.run(drive(trivial_port, args.concurrency, args.duration))
+        trivial_cpu = cpu_seconds([children[2].pid]) - trivial_cpu
+        stack_pids = [children[0].pid, children[1].pid] + [s.process.pid for s in servers if s.process]
+        before = {pid: cpu_seconds([pid]) for pid in stack_pids}
         gateway = asyncio.run(drive(gateway_port, args.concurrency, args.duration))
+        used = {pid: cpu_seconds([pid]) - before[pid] for pid in stack_pids}
         breakdown = gateway_breakdown(gateway_port)
     finally:
         for child in children:
@@ -207,6 +222,10 @@ def main() -> None:
     for name, figures in (("trivial responder", reference), ("gateway (Kafka acks=all, locks)", gateway)):
         print(f"{name:34s} {figures['sessions_per_second']:8.1f} sessions/s  p50 {figures['p50_ms']:6.1f} ms  "
               f"p99 {figures['p99_ms']:6.1f} ms  failed {figures['failed']:.0f}")
+    sessions = gateway["completed"] + 1 + int(args.concurrency)  # + warm-up, roughly
+    names = ["gateway", "planner stand-in"] + [s.name for s in servers]
+    print("CPU per session: trivial responder {:.2f} ms; ".format(1000 * trivial_cpu / max(reference["completed"], 1))
+          + ", ".join(f"{name} {1000 * used[pid] / sessions:.2f} ms" for name, pid in zip(names, stack_pids, strict=True)))
     print("gateway time per session, mean: " + ", ".join(f"{k} {v:.1f} ms" for k, v in breakdown.items()))
     ratio = gateway["sessions_per_second"] / max(reference["sessions_per_second"], 1e-9)
     print(f"gateway / trivial responder: {ratio:.2f}")

@@ -58,6 +58,7 @@ class GatewayApp:
         self.gateway_id = gateway_id or default_gateway_id()
         self.gateway: Gateway | None = None
         self._mongo: AsyncMongoClient | None = None
+        self._locks: SessionLocks | None = None
         self._producer: Any = None
         self._replies: ReplyChannel | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -92,6 +93,7 @@ class GatewayApp:
         db = self._mongo[settings.mongodb_database]
         locks = SessionLocks(db["gateway_session_locks"])
         await locks.ensure_indexes()
+        self._locks = locks
         self._producer = make_producer(settings)
         await self._producer.start()
         ha1_source = None
@@ -121,6 +123,8 @@ class GatewayApp:
             await self._replies.stop()
         if self._producer is not None:
             await self._producer.stop()  # flushes what is still buffered
+        if self._locks is not None:
+            await self._locks.close()
         if self._mongo is not None:
             await self._mongo.close()
 

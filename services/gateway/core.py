@@ -10,12 +10,14 @@ waits for the next session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
+from pymongo.errors import PyMongoError
 
 from cwmp.codec import MalformedEnvelope
 from cwmp.faults import AcsFault, CwmpFault
@@ -171,8 +173,13 @@ class Gateway:
 
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
                                  request.connection_key, address, machine, username=auth.username)
-        if not await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
-                                             self.settings.session_idle_timeout):
+        try:
+            locked = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
+                                                   self.settings.session_idle_timeout)
+        except PyMongoError as exc:
+            log.warning("session lock store unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return self._reject(503, "session store unavailable", retry_after=30)
+        if not locked:
             return self._reject(503, "this device already has a session in progress", retry_after=30)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
@@ -193,7 +200,8 @@ class Gateway:
             await self._publish(published)
         except PublishFailed:
             self._forget(session)
-            await self.deps.locks.release(device_id, session.session_id)
+            with contextlib.suppress(Exception):  # it expires on its own otherwise
+                await self.deps.locks.release(device_id, session.session_id)
             return self._reject(503, "message bus unavailable", retry_after=30)
         metrics.SESSIONS_STARTED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
