@@ -30,6 +30,8 @@ lint: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/codec.py
+	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/fileserver.py
 
 clean:
 	rm -rf $(VENV) .acs .pytest_cache .ruff_cache .hypothesis
