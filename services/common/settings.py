@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     cpe_realm: str = "acs"
 
     # --- gateway --------------------------------------------------------------------------------
+    # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
+    # Defaults to this host's address and ACS_GATEWAY_PORT.
+    gateway_advertise_url: str | None = None
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     session_plan_timeout: float = Field(5.0, gt=0)
     # Slow clients: a request's headers must arrive within this of its first byte, its body

@@ -15,6 +15,7 @@ import socket
 import zlib
 from typing import Any
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
@@ -40,10 +41,25 @@ from services.gateway.http import (
     send_answer,
 )
 from services.gateway.locks import SessionLocks
+from services.gateway.ownership import FORWARDED_HEADER
 from services.gateway.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
 
+HOP_BY_HOP = {"host", "connection", "keep-alive", "content-length", "transfer-encoding", "te", "upgrade",
+              "content-encoding"}  # the body was inflated already
+FORWARDED_RESPONSE_HEADERS = {"content-type", "set-cookie", "www-authenticate", "retry-after"}
+
+
+
+def advertise_url(settings: Settings) -> str:
+    """How other gateway instances reach this one: the setting, else this host's address."""
+    if settings.gateway_advertise_url:
+        return settings.gateway_advertise_url.rstrip("/")
+    host = settings.bind_host
+    if host in {"0.0.0.0", "::", ""}:
+        host = socket.gethostbyname(socket.gethostname())
+    return f"http://{host}:{settings.gateway_port}"
 
 
 def default_gateway_id() -> str:
@@ -59,6 +75,7 @@ class GatewayApp:
         self.gateway: Gateway | None = None
         self._mongo: AsyncMongoClient | None = None
         self._locks: SessionLocks | None = None
+        self._http_client: httpx.AsyncClient | None = None
         self._producer: Any = None
         self._replies: ReplyChannel | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -105,7 +122,9 @@ class GatewayApp:
 
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
-            authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to))
+            authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to,
+            advertise_url=advertise_url(settings)))
+        self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
         await replies.start()
         self._replies = replies
@@ -125,6 +144,8 @@ class GatewayApp:
             await self._producer.stop()  # flushes what is still buffered
         if self._locks is not None:
             await self._locks.close()
+        if self._http_client is not None:
+            await self._http_client.aclose()
         if self._mongo is not None:
             await self._mongo.close()
 
@@ -179,11 +200,30 @@ class GatewayApp:
         request = CwmpRequest(method, path, target, headers, body, (client[0], client[1]),
                               scope.get("scheme") == "https")
         try:
-            answer = await self.gateway.handle(request)
+            owner = self.gateway.owner_elsewhere(request)
+            answer = await self._forward(request, *owner) if owner else None
+            if answer is None:
+                answer = await self.gateway.handle(request)
         except Exception:
             log.exception("unexpected error handling a CWMP request")
             answer = plain(500, "internal error", close=True)
         await send_answer(send, answer)
+
+    async def _forward(self, request: CwmpRequest, owner_url: str, mark: str) -> HttpAnswer | None:
+        """Hand a request to the instance holding its session; None when that instance is gone."""
+        assert self._http_client is not None
+        headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP}
+        headers[FORWARDED_HEADER] = mark
+        try:
+            response = await self._http_client.post(owner_url.rstrip("/") + request.target,
+                                                     content=request.body, headers=headers)
+        except httpx.HTTPError as exc:
+            # Its session died with it; answered here, the CPE learns it must start over.
+            log.warning("session owner unreachable", extra={"owner": owner_url, "error": repr(exc)})
+            return None
+        kept = [(k, v) for k, v in response.headers.items() if k in FORWARDED_RESPONSE_HEADERS]
+        return HttpAnswer(response.status_code, response.content, kept,
+                          close=response.headers.get("connection", "").lower() == "close")
 
     async def _get(self, path: str, send: Send) -> None:
         if path == "/healthz":

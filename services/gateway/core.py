@@ -61,6 +61,14 @@ from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.http import CwmpRequest, HttpAnswer, plain
 from services.gateway.locks import SessionLocks
+from services.gateway.ownership import (
+    FORWARDED_HEADER,
+    SessionCookie,
+    forward_mark,
+    is_forwarded,
+    make_cookie_value,
+    parse_cookie_value,
+)
 from services.gateway.sessions import GatewaySession, new_session_id
 from services.gateway.throttle import AuthThrottle
 
@@ -84,6 +92,8 @@ class GatewayDeps:
     locks: SessionLocks
     authenticator: CpeAuthenticator
     reply_to: Callable[[], str]
+    # Where other gateway instances reach this one (carried, signed, in the session cookie).
+    advertise_url: str
 
 
 class Gateway:
@@ -116,14 +126,28 @@ class Gateway:
         session.receive_plan(plan)
 
     def _find_session(self, request: CwmpRequest) -> GatewaySession | None:
-        cookies = parse_cookie_header(request.headers.get("cookie"))
-        if session_id := cookies.get(COOKIE_NAME):
-            if session := self.sessions.get(session_id):
+        if cookie := self._cookie(request):
+            if session := self.sessions.get(cookie.session_id):
                 return session
         # CPEs that ignore cookies (genieacs#82, cwmp-sim) stay on their TCP connection.
         if session_id := self.by_connection.get(request.connection_key):
             return self.sessions.get(session_id)
         return None
+
+    def owner_elsewhere(self, request: CwmpRequest) -> tuple[str, str] | None:
+        """(owner URL, forward mark) when the request belongs to a session another instance holds."""
+        cookie = self._cookie(request)
+        if (cookie is None or cookie.owner_url is None or cookie.owner_url == self.deps.advertise_url
+                or cookie.session_id in self.sessions):
+            return None
+        secret = self.settings.secret_key
+        if is_forwarded(request.headers.get(FORWARDED_HEADER), cookie.session_id, secret):
+            return None  # forwarded to us already: answer here, never bounce it on
+        return cookie.owner_url, forward_mark(cookie.session_id, secret)
+
+    def _cookie(self, request: CwmpRequest) -> SessionCookie | None:
+        value = parse_cookie_header(request.headers.get("cookie")).get(COOKIE_NAME)
+        return parse_cookie_value(value, self.settings.secret_key) if value else None
 
     # --- a new session: the Inform ---------------------------------------------------------------
 
@@ -207,8 +231,8 @@ class Gateway:
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
         log.info("session started", extra={"device_id": device_id, "session_id": session.session_id,
                                            "events": sorted(published.event_codes())})
-        cookie = format_set_cookie(COOKIE_NAME, session.session_id, path="/", http_only=True,
-                                   secure=request.tls)
+        value = make_cookie_value(session.session_id, self.deps.advertise_url, self.settings.secret_key)
+        cookie = format_set_cookie(COOKIE_NAME, value, path="/", http_only=True, secure=request.tls)
         return self._send(machine.respond(InformResponse(), now=time.monotonic()),
                           headers=[("set-cookie", cookie)])
 

@@ -48,6 +48,8 @@ def free_port() -> int:
 async def running_gateway(settings: Settings, gateway_id: str = "gw-test") -> AsyncIterator[str]:
     await ensure_topics(settings)
     port = free_port()
+    # The instance advertises its own address to the others (session forwarding).
+    settings = settings.model_copy(update={"gateway_port": port})
     app = GatewayApp(settings, gateway_id=gateway_id)
     protocol = with_header_timeout(settings.request_header_timeout)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,

@@ -457,3 +457,32 @@ async def test_saturated_gateway_refuses_new_sessions_and_finishes_current_ones(
         finally:
             await busy.aclose()
             await late.aclose()
+
+
+async def test_any_instance_serves_a_session_the_cookie_names_its_owner(gateway_settings: Settings) -> None:
+    """Two gateway instances behind no affinity: the CPE's later requests land on the other one."""
+    plan = [{"method": "GetRPCMethods"}]
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform(plan)) as orchestrator, \
+            running_gateway(gateway_settings, gateway_id="gw-a") as url_a, \
+            running_gateway(gateway_settings, gateway_id="gw-b") as url_b:
+        on_a = TestCpe(url_a, "testcpe", "testcpe-password")
+        on_b = TestCpe(url_b)
+        try:
+            assert (await on_a.post(seed_inform(serial="MOVES"))).status_code == 200
+            cookie = on_a.client.cookies.get("acs_session")
+            on_b.client.cookies.set("acs_session", cookie)
+            method, rpc_id, _ = rpc_of((await on_b.post(None)).content)  # forwarded to gw-a
+            assert method == "GetRPCMethods"
+            done = await on_b.post(envelope(
+                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
+                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            assert done.status_code == 204
+            # A forged owner in the cookie is ignored: gw-b does not forward it anywhere.
+            session_id = cookie.split(".", 1)[0]
+            on_b.client.cookies.set("acs_session", f"{session_id}.aHR0cDovLzEyNy4wLjAuMTox.forged")
+            assert (await on_b.post(None)).status_code == 400
+        finally:
+            await on_a.aclose()
+            await on_b.aclose()
+        ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
+        assert (ended.outcome, ended.gateway_id) == ("completed", "gw-a")
