@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from services.bus.events import ALL_TOPICS
+from services.bus.events import ALL_TOPICS, TOPIC_RETENTION_MS
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
         missing = [name for name in wanted if name not in existing]
         if not missing:
             return []
-        new_topics = [NewTopic(name, partitions or settings.kafka_partitions, settings.kafka_replication)
+        retention = {topic_name(settings, t): ms for t, ms in TOPIC_RETENTION_MS.items()}
+        new_topics = [NewTopic(name, partitions or settings.kafka_partitions, settings.kafka_replication,
+                               topic_configs={"retention.ms": str(retention[name])} if name in retention else {})
                       for name in missing]
         try:
             await admin.create_topics(new_topics)
