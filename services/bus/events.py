@@ -157,6 +157,9 @@ class SessionEnded(SessionRef):
     type: Literal["session_ended"] = "session_ended"
     outcome: Literal["completed", "timeout", "error", "dropped"]
     unsent_rpc_ids: list[str] = Field(default_factory=list)
+    # The RPCs the CPE was sent and never answered. When given, every other planned RPC without
+    # an answer was never sent, including those of a plan that arrived after the session ended.
+    unanswered_rpc_ids: list[str] | None = None
     reason: str = ""
 
 

@@ -267,6 +267,7 @@ class Gateway:
             return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.METHOD_NOT_SUPPORTED),
                                                     now=now))
         if isinstance(event, ResponseReceived | FaultReceived):
+            session.outstanding = None
             try:
                 await self._publish_answer(session, event)
             except PublishFailed:
@@ -345,6 +346,7 @@ class Gateway:
         ended = SessionEnded(device_id=session.device_id, session_id=session.session_id,
                              reply_to=self.deps.reply_to(), gateway_id=self.deps.gateway_id,
                              outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
+                             unanswered_rpc_ids=[session.outstanding.rpc_id] if session.outstanding else [],
                              reason=reason)
         # Released before the CPE gets its 204: a CPE that starts its next session at once
         # (a Reboot, a connection request) must find its device free.

@@ -442,7 +442,13 @@ def _duplicate(w: _Work, session: SessionState, event_id: str) -> Decision:
 def on_session_ended(event: SessionEnded, session: SessionState, device: DeviceState,
                      session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
     w = _Work(env, cfg, device, device, session_tasks)
-    _close(w, session, event.outcome, unsent=event.unsent_rpc_ids)
+    unsent: Iterable[str] = event.unsent_rpc_ids
+    if event.unanswered_rpc_ids is not None:
+        # The gateway says exactly what the CPE was sent: anything else unanswered never left,
+        # such as a plan that reached the gateway after it had given up waiting.
+        sent = set(event.unanswered_rpc_ids)
+        unsent = [i for i, r in session.rpcs.items() if not r.answered and i not in sent]
+    _close(w, session, event.outcome, unsent=unsent)
     return w.decision(ended_sessions=[session.session_id])
 
 

@@ -249,6 +249,7 @@ async def test_plan_that_never_comes_ends_the_session_with_204(gateway_settings:
             await cpe.aclose()
         ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
         assert ended.outcome == "timeout"
+        assert ended.unanswered_rpc_ids == []  # nothing was sent, whatever the orchestrator planned
 
 
 async def test_unknown_cpe_method_gets_8000_and_the_session_goes_on(gateway_settings: Settings) -> None:

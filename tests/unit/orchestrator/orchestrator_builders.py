@@ -91,8 +91,10 @@ def fault(rpc_id: str, code: int, string: str = "", method: str = "GetParameterV
                             fault_string=string, parameter_faults=entries)
 
 
-def ended(outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1") -> SessionEnded:
-    return SessionEnded(**REF, session_id=session, outcome=outcome, unsent_rpc_ids=list(unsent))  # type: ignore[arg-type]
+def ended(outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1",
+          unanswered: Iterable[str] | None = None) -> SessionEnded:
+    return SessionEnded(**REF, session_id=session, outcome=outcome, unsent_rpc_ids=list(unsent),  # type: ignore[arg-type]
+                        unanswered_rpc_ids=None if unanswered is None else list(unanswered))
 
 
 def transfer_complete(command_key: str, code: int = 0, string: str = "") -> CpeRequestReceived:
@@ -173,10 +175,11 @@ class Harness:
         return self.apply(planner.on_fault(fault(rpc_id, code, session=session, **kwargs), state, self.device,
                                            self._session_tasks(state), self.clock.env(), self.cfg))
 
-    def end(self, outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1") -> None:
+    def end(self, outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1",
+            unanswered: Iterable[str] | None = None) -> None:
         state = self.sessions[session]
         assert self.device is not None
-        self.apply(planner.on_session_ended(ended(outcome, unsent, session), state, self.device,
+        self.apply(planner.on_session_ended(ended(outcome, unsent, session, unanswered), state, self.device,
                                             self._session_tasks(state), self.clock.env(), self.cfg))
 
     def transfer_complete(self, command_key: str, code: int = 0, string: str = "") -> None:

@@ -146,6 +146,25 @@ def test_an_rpc_sent_but_never_answered_counts_as_a_failed_attempt(clock: Clock,
     assert back.next_attempt_at is not None
 
 
+def test_a_plan_the_gateway_never_sent_costs_no_attempt(clock: Clock, cfg: PlanConfig) -> None:
+    """The gateway lists what it sent and got no answer for; a late plan's RPCs are not in it."""
+    h = _provisioned(clock, cfg)
+    task = h.add(make_task("getRPCMethods", {}))
+    h.inform(inform("2 PERIODIC"))
+    h.end("timeout", unanswered=[])
+    back = h.tasks[task.id]
+    assert (back.status, back.attempts, back.faults) == (TaskStatus.PENDING, 0, [])
+
+
+def test_the_rpc_the_gateway_sent_without_answer_is_charged(clock: Clock, cfg: PlanConfig) -> None:
+    h = _provisioned(clock, cfg)
+    task = h.add(make_task("getRPCMethods", {}))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.end("dropped", unanswered=[plan.rpcs[0].rpc_id])
+    back = h.tasks[task.id]
+    assert back.status is TaskStatus.PENDING and back.attempts == 1
+
+
 def test_a_walk_cut_short_by_a_late_plan_is_retried_from_scratch(clock: Clock, cfg: PlanConfig) -> None:
     h = _provisioned(clock, cfg)
     path = f"{IGD}LANDevice."
