@@ -54,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="use the servers in ACS_KAFKA_BOOTSTRAP/ACS_MONGODB_URL/ACS_S3_ENDPOINT")
     for name in SERVICES:
         commands.add_parser(name, help=f"run the {name} service")
+    commands.add_parser("asyncapi", help="print the AsyncAPI document of the event topics")
     topics = commands.add_parser("topics", help="create the Kafka topics with the configured partitions")
     topics.add_argument("--ensure", action="store_true", help="create missing topics (the default)")
     args = parser.parse_args(argv)
@@ -62,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from acs.up import run_up
 
             return run_up(data_dir=args.data_dir, external=args.external)
+        if args.command == "asyncapi":
+            from services.bus.asyncapi import render
+
+            print(render(), end="")
+            return 0
         if args.command == "topics":
             from services.bus.kafka import ensure_topics
 

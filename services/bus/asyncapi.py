@@ -1,0 +1,76 @@
+"""The AsyncAPI document of the ACS's topics, generated from the event contracts.
+
+docs/asyncapi.yaml is this function's output (`acs asyncapi > docs/asyncapi.yaml`); a test keeps
+the two equal, so subscribers read exactly what the services send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from services.bus.events import (
+    INBOUND_ADAPTER,
+    SCHEMA_VERSION,
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_FILE_EVENTS,
+    TOPIC_INBOUND,
+    TOPIC_REPLIES,
+    TOPIC_RETENTION_MS,
+    DeviceEvent,
+    FileDownloadEvent,
+    SessionPlan,
+)
+
+CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
+    (TOPIC_DEVICE_EVENTS, "DeviceEvent", "Public. Facts about devices for other systems: registration, boots, "
+     "informs, value changes with old and new values, silence, task outcomes, firmware upgrades. Key: device id.",
+     TypeAdapter(DeviceEvent), "inventory, orchestrator"),
+    (TOPIC_FILE_EVENTS, "FileDownloadEvent", "CPE file downloads completed or failed. Key: file name.",
+     TypeAdapter(FileDownloadEvent), "fileserver"),
+    (TOPIC_INBOUND, "InboundEvent", "Internal. What CPEs sent, acknowledged by the broker before the CPE's "
+     "answer. Key: device id.", INBOUND_ADAPTER, "gateway"),
+    (TOPIC_REPLIES, "SessionPlan", "Internal. The orchestrator's next RPCs for a session, on the partition "
+     "named in the event's reply_to.", TypeAdapter(SessionPlan), "orchestrator"),
+]
+
+
+def build_asyncapi() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for topic, message, description, adapter, publishers in CHANNELS:
+        schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[message] = schema
+        channel_id = topic.replace(".", "_")
+        channels[channel_id] = {
+            "address": topic,
+            "description": f"{description} Retention: {TOPIC_RETENTION_MS[topic] // 3_600_000} h.",
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        }
+        operations[f"publish_{channel_id}"] = {
+            "action": "send", "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"Published by {publishers}.",
+        }
+    messages = {message: {"name": message, "contentType": "application/json",
+                          "payload": {"$ref": f"#/components/schemas/{message}"}}
+                for _, message, _, _, _ in CHANNELS}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "TR-069 ACS events", "version": str(SCHEMA_VERSION),
+                 "description": "Kafka topics of the ACS. JSON values; every message carries schema_version, "
+                                "event_id (deduplicate on it: delivery is at least once) and time. Topic names "
+                                "may carry the deployment's ACS_KAFKA_TOPIC_PREFIX."},
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": dict(sorted(schemas.items()))},
+    }
+
+
+def render() -> str:
+    import yaml
+
+    return yaml.safe_dump(build_asyncapi(), sort_keys=False, width=110)
