@@ -657,7 +657,7 @@ class Device:
         return ("\n".join(lines) + "\n").encode("utf-8")
 
     def transfer_result(self, transfer: Transfer, start: str, code: int, message: str) -> TransferComplete:
-        return TransferComplete(transfer.command_key, FaultStruct(code, message if code else ""),
+        return TransferComplete(transfer.command_key, FaultStruct(int(code), message if code else ""),
                                 start, now_iso())
 
     def describe(self) -> dict[str, object]:

@@ -1,0 +1,296 @@
+"""The fleet: thousands of simulated CPEs in one asyncio event loop.
+
+Idle devices cost no task and no socket: one scheduler task keeps a heap of (time, device)
+wake-ups (periodic Informs, retries, scheduled Informs, boots, connection requests) and starts
+a session task only when a device has something to say. Concurrent sessions are bounded by
+``max_sessions`` (a semaphore), so a fleet that boots at once queues instead of exhausting file
+descriptors; the wait shows up as "start lag" in the metrics, which is how a benchmark tells
+a slow ACS from a saturated simulator.
+
+Per device, the fleet runs: boot -> sessions -> (after a session) reboot / factory reset /
+file transfers, exactly as :class:`simulator.device.Device` asks for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .config import FleetSettings, HttpMode
+from .connreq import ConnectionRequestApp, bind_socket, make_server
+from .device import PROFILES, Device, DeviceState, Transfer, now_iso
+from .metrics import Metrics, SessionRecord
+from .session import CpeSession, SessionFailed
+from .template import load_template
+from .transport import AcsChannel, download, make_client, upload
+
+__all__ = ["Fleet"]
+
+log = logging.getLogger("simulator")
+
+
+class Fleet:
+    """Build with settings, ``await start()``, let it run, ``await stop()``."""
+
+    def __init__(self, settings: FleetSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.keep_records)
+        self.devices: list[Device] = []
+        self.in_flight = 0
+        self._heap: list[tuple[float, int, int]] = []
+        self._seq = itertools.count()
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._cr_server: Any = None
+        self._cr_task: asyncio.Task[None] | None = None
+        self._shared_client: httpx.AsyncClient | None = None
+        self._stopping = False
+        self.session_listeners: list[Callable[[Device, SessionRecord, CpeSession], None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        s.clock = loop.time  # one clock for timers, records and the devices
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(s.max_sessions)
+        sock = bind_socket(s.cr_host, s.cr_port)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        s.cr_base_url = f"http://{shown}:{port}"
+        app = ConnectionRequestApp(self.device_by_index, self._accept_connection_request,
+                                   self._count_cr)
+        self._cr_server = make_server(app)
+        self._cr_task = asyncio.create_task(self._cr_server.serve(sockets=[sock]))
+        if s.http_mode is HttpMode.SHARED:
+            self._shared_client = make_client(s.http_timeout, max_connections=s.max_sessions,
+                                              user_agent=s.user_agent)
+        now = s.clock()
+        for pos in range(s.devices):
+            index = s.first_index + pos
+            name = s.template_for(index)
+            device = Device(index, PROFILES[name], load_template(name), s, self._wake)
+            self.devices.append(device)
+            # Spread the first boots over `ramp` seconds, in index order.
+            self._wake(device, now + (s.ramp * pos / s.devices if s.devices > 1 else 0.0))
+        self._scheduler = asyncio.create_task(self._schedule())
+        while not self._cr_server.started:
+            if self._cr_task.done():
+                self._cr_task.result()
+                raise RuntimeError("connection-request listener did not start")
+            await asyncio.sleep(0.005)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop scheduling, let running sessions finish for ``grace`` seconds, then cancel."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._cr_server is not None:
+            self._cr_server.should_exit = True
+            if self._cr_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(self._cr_task, 10)
+        clients = [d.http_client for d in self.devices if d.http_client is not None]
+        if self._shared_client is not None:
+            clients.append(self._shared_client)
+        for client in clients:
+            assert isinstance(client, httpx.AsyncClient)
+            await client.aclose()
+
+    async def run(self, duration: float | None, *, report_every: float = 5.0,
+                  report: Callable[[dict[str, Any]], None] | None = None,
+                  stop: asyncio.Event | None = None,
+                  on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run for ``duration`` seconds (None: until ``stop`` is set); return the summary."""
+        await self.start()
+        if on_start is not None:
+            on_start()
+        clock = self.settings.clock
+        deadline = None if duration is None else clock() + duration
+        stop = stop or asyncio.Event()
+        try:
+            while not stop.is_set() and (deadline is None or clock() < deadline):
+                wait = report_every if deadline is None else min(report_every, deadline - clock())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+                if report is not None and not stop.is_set():
+                    report(self.metrics.interval(self.in_flight))
+        finally:
+            await self.stop()
+        return self.metrics.summary()
+
+    # -- lookups used by tests and the CR listener ------------------------------------------
+
+    def device_by_index(self, index: int) -> Device | None:
+        pos = index - self.settings.first_index
+        return self.devices[pos] if 0 <= pos < len(self.devices) else None
+
+    def _count_cr(self, outcome: str) -> None:
+        self.metrics.connection_requests[outcome] += 1
+
+    def _accept_connection_request(self, device: Device) -> str:
+        if device.state != DeviceState.IDLE:
+            return "busy"
+        if not device.cr_pending:
+            device.cr_pending = True
+            device.add_event("6 CONNECTION REQUEST")
+            self._wake(device, self.settings.clock())
+        return "accepted"
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _wake(self, device: Device, when: float) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), device.index - self.settings.first_index))
+        if self._wakeup is not None and self._heap[0][0] == when:
+            self._wakeup.set()
+
+    async def _schedule(self) -> None:
+        assert self._wakeup is not None
+        clock = self.settings.clock
+        while True:
+            now = clock()
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                due, _seq, pos = heapq.heappop(heap)
+                try:
+                    self._process(self.devices[pos], now, due)
+                except Exception:
+                    log.exception("device %s: scheduling failed", self.devices[pos].index)
+            self._wakeup.clear()
+            timeout = heap[0][0] - clock() if heap else None
+            if timeout is not None and timeout <= 0:
+                await asyncio.sleep(0)  # let sessions run between bursts of wake-ups
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _process(self, device: Device, now: float, due: float) -> None:
+        if self._stopping:
+            return
+        if device.state == DeviceState.OFF:
+            device.boot(now)
+            return
+        if device.state != DeviceState.IDLE:
+            return  # checked again when the session or reboot ends
+        if device.factory_reset_pending or device.reboot_key is not None or device.firmware_pending:
+            device.state = DeviceState.REBOOTING
+            self._spawn(self._reboot(device))
+            return
+        for transfer in device.transfers_to_start():
+            self._spawn(self._transfer(device, transfer))
+        device.tick(now)
+        if device.wants_session(now):
+            device.state = DeviceState.SESSION
+            device.cr_pending = False  # this session is the answer to it
+            self._spawn(self._session(device, due))
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _client_for(self, device: Device) -> tuple[httpx.AsyncClient, bool]:
+        s = self.settings
+        if s.http_mode is HttpMode.SHARED:
+            assert self._shared_client is not None
+            return self._shared_client, False
+        if s.http_mode is HttpMode.DEVICE:
+            if device.http_client is None:
+                device.http_client = make_client(s.http_timeout, user_agent=s.user_agent)
+            assert isinstance(device.http_client, httpx.AsyncClient)
+            return device.http_client, False
+        return make_client(s.http_timeout, user_agent=s.user_agent), True
+
+    async def _session(self, device: Device, due: float) -> None:
+        assert self._slots is not None
+        s = self.settings
+        async with self._slots:
+            started = s.clock()
+            start_wall = time.time()
+            t0 = time.perf_counter()  # uvloop's clock ticks in milliseconds: too coarse here
+            self.in_flight += 1
+            self.metrics.max_in_flight = max(self.metrics.max_in_flight, self.in_flight)
+            url = device.acs_url
+            session = CpeSession(device, url=url, cwmp_version=s.cwmp_version, max_messages=s.max_messages)
+            client, owned = self._client_for(device)
+            username, password = device.acs_credentials
+            channel = AcsChannel(client, url, auth=s.auth, username=username, password=password,
+                                 ignore_cookies=s.ignore_cookies)
+            ok, reason, retry_after = True, "", None
+            try:
+                out = session.start()
+                while out is not None:
+                    reply = await channel.exchange(out)
+                    out = session.receive(reply.status, reply.body, reply.content_type)
+            except SessionFailed as exc:
+                ok, reason, retry_after = False, exc.reason, exc.retry_after
+            except Exception as exc:
+                log.exception("device %s: session crashed", device.index)
+                ok, reason = False, f"internal: {type(exc).__name__}: {exc}"
+            finally:
+                self.in_flight -= 1
+                if owned:
+                    await client.aclose()
+        record = SessionRecord(
+            device=device.index, start=start_wall, end=start_wall + (time.perf_counter() - t0), ok=ok,
+            reason=reason, events=session.event_codes, rpcs=len(session.rpcs),
+            http_requests=channel.requests, retry_count=session.inform.retry_count if session.inform else 0,
+            lag=max(0.0, started - due),
+        )
+        self.metrics.record(record)
+        self.metrics.rpcs.update(session.rpcs)
+        self.metrics.faults_sent.update(session.faults_sent)
+        device.state = DeviceState.IDLE
+        device.session_ended(ok, s.clock(), retry_after)
+        for listener in self.session_listeners:
+            listener(device, record, session)
+        self._wake(device, s.clock())
+
+    async def _reboot(self, device: Device) -> None:
+        factory = device.factory_reset_pending
+        await asyncio.sleep(self.settings.reboot_delay)
+        device.boot(self.settings.clock(), factory_reset=factory)
+
+    async def _transfer(self, device: Device, transfer: Transfer) -> None:
+        s = self.settings
+        if transfer.delay > 0:
+            await asyncio.sleep(transfer.delay)
+        transfer.state = 2
+        start = now_iso()
+        if transfer.is_download:
+            outcome = await download(transfer.url, transfer.username, transfer.password,
+                                     transfer.file_size, transfer.target_file_name,
+                                     io_timeout=s.transfer_timeout, user_agent=s.user_agent)
+        else:
+            outcome = await upload(transfer.url, transfer.username, transfer.password,
+                                   device.config_dump(), io_timeout=s.transfer_timeout, user_agent=s.user_agent)
+        transfer.state = 3
+        kind = "download" if transfer.is_download else "upload"
+        self.metrics.transfers[f"{kind} {'ok' if outcome.code == 0 else outcome.code}"] += 1
+        new_version = None
+        if transfer.is_download and outcome.code == 0 and transfer.file_type.startswith("1 "):
+            # A firmware image: the device runs it after a reboot. Without a version in the
+            # name or metadata, the version is derived from the content.
+            new_version = outcome.version or f"sha256-{outcome.sha256[:12]}"
+        result = device.transfer_result(transfer, start, outcome.code, outcome.message)
+        device.transfer_finished(transfer, result, new_version)
