@@ -57,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("asyncapi", help="print the AsyncAPI document of the event topics")
     topics = commands.add_parser("topics", help="create the Kafka topics with the configured partitions")
     topics.add_argument("--ensure", action="store_true", help="create missing topics (the default)")
+    commands.add_parser("sim", help="run a simulated CPE fleet against an ACS (see acs sim --help)",
+                        add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sim"]:
+        # The simulator owns its options; it also runs on its own, against any ACS.
+        from simulator.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "up":

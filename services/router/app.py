@@ -66,9 +66,12 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": f"no service serves {request.url.path}"}, status_code=404)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("x-forwarded-for", request.client.host if request.client else ""))
-        upstream_request = client.build_request(
-            request.method, base + request.url.path, params=request.url.query, headers=headers,
-            content=request.stream())
+        # The path exactly as received: device ids are percent-encoded, and decoding them here
+        # would make the service decode them twice.
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        target = base + raw_path.decode("latin-1") + (f"?{request.url.query}" if request.url.query else "")
+        upstream_request = client.build_request(request.method, httpx.URL(target), headers=headers,
+                                                content=request.stream())
         try:
             upstream = await client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
