@@ -3,8 +3,16 @@
 Upload is ``PUT /api/v1/files/{name}`` with the raw file as the request body, so that nothing
 has to buffer a multipart form: the body streams into an S3 multipart upload while its SHA-256
 and size are computed. Metadata travels in query parameters or ``X-File-*`` headers (query wins
-when both are given). Keys with the read-only role list and describe; operator keys upload and
-delete (services.common.apikeys).
+when both are given). Keys with the read-only role list, describe and fetch; operator keys upload
+and delete (services.common.apikeys).
+
+The same catalog holds what CPEs uploaded for Upload RPCs (uploads.py), kind ``upload``, named
+``<device id>/<command key>``. Their names contain ``/`` (URL-encoded as ``%2F`` in the path,
+which reaches us decoded), hence a name parameter that matches ``/`` (routing.py) in every
+route: the routes with a suffix (``/content``, ``/downloads``, ``/uploads``) come first so that
+they win. An upload whose command
+key were ``content`` would be ambiguous; the orchestrator's keys (``<task id>.<attempt>``) never
+are.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -23,10 +31,19 @@ from starlette.requests import ClientDisconnect
 
 from services.common.apikeys import Principal
 from services.common.service import add_health_routes, mongo_check
-from services.fileserver.catalog import FileMetadata, FileRecord, new_object_key, validate_file_name
+from services.fileserver.catalog import (
+    FileMetadata,
+    FileRecord,
+    StoredFile,
+    content_type_of,
+    new_object_key,
+    validate_file_name,
+)
 from services.fileserver.credentials import download_url
+from services.fileserver.downloads import ObjectStreamResponse, plan_for
+from services.fileserver.routing import NAME
 from services.fileserver.runtime import FileServerRuntime
-from services.fileserver.storage import StorageUnavailable, UploadStalled, UploadTooLarge
+from services.fileserver.storage import ObjectMissing, StorageUnavailable, UploadStalled, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +58,7 @@ METADATA_SOURCES = {
 }
 
 
-class FileInfo(FileMetadata):
-    name: str
-    size: int
-    sha256: str
-    content_type: str
-    uploaded_at: datetime
-    uploaded_by: str
+class FileInfo(StoredFile):
     download_url: str
 
 
@@ -85,12 +96,11 @@ def _metadata(request: Request) -> FileMetadata:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from None
 
 
-def _content_type(request: Request) -> str:
-    value = request.headers.get("content-type", "").strip()
-    # curl --data-binary labels everything as a form; that is never what a firmware image is.
-    if not value or value.startswith("application/x-www-form-urlencoded"):
-        return "application/octet-stream"
-    return value
+def content_disposition(name: str) -> str:
+    """``attachment`` with the file name, ``/`` of upload names made ``_`` (no client keeps it)."""
+    flat = name.replace("/", "_")
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in flat)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(flat, safe='')}"
 
 
 def create_app(runtime: FileServerRuntime) -> FastAPI:
@@ -111,7 +121,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
                             headers={"Retry-After": "10"})
 
     @app.put(
-        API + "/{name}", status_code=201, response_model=FileInfo,
+        API + "/" + NAME, status_code=201, response_model=FileInfo,
         responses={200: {"model": FileInfo, "description": "An existing file was replaced"},
                    413: {"description": "Larger than the size limit"},
                    422: {"description": "Bad name or metadata, or the sha256 does not match"}},
@@ -141,7 +151,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
             raise StorageUnavailable("bucket not created yet")
 
         key = new_object_key()
-        content_type = _content_type(request)
+        content_type = content_type_of(request.headers.get("content-type"))
         chunks: AsyncIterator[bytes] = request.stream()
         try:
             stored = await runtime.store.put_stream(
@@ -157,7 +167,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
             return Response(status_code=400)  # nobody is listening; keeps the log quiet
 
         if expected and expected != stored.sha256:
-            await _discard_now(runtime, key)
+            await runtime.discard_now(key)
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 f"sha256 mismatch: the body hashes to {stored.sha256}")
         record = FileRecord(**metadata.model_dump(), name=name, size=stored.size, sha256=stored.sha256,
@@ -166,7 +176,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
         try:
             previous = await runtime.catalog.put(record)
         except PyMongoError:
-            await _discard_now(runtime, key)
+            await runtime.discard_now(key)
             raise
         if previous is not None:
             await runtime.catalog.discard_object(previous.object_key, runtime.trash_delay)
@@ -182,23 +192,53 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
         principal: Principal = reader,
         file_type: str | None = None, oui: str | None = None, product_class: str | None = None,
         version: str | None = None,
+        kind: Annotated[Literal["file", "upload"] | None,
+                        Query(description="'file' (operator files) or 'upload' (CPE uploads); both if absent")] = None,
+        device_id: Annotated[str | None, Query(description="CPE uploads of this device")] = None,
+        command_key: Annotated[str | None, Query(description="the CPE upload of this Upload CommandKey")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> FileList:
         """Files in name order, optionally filtered on metadata."""
         records = await runtime.catalog.list(file_type=file_type, oui=oui, product_class=product_class,
-                                             version=version, after=cursor, limit=limit)
+                                             version=version, kind=kind, device_id=device_id,
+                                             command_key=command_key, after=cursor, limit=limit)
         next_cursor = records[-1].name if len(records) == limit else None
         return FileList(files=[_info(runtime, record) for record in records], next_cursor=next_cursor)
 
-    @app.get(API + "/{name}", response_model=FileInfo)
-    async def describe(name: str, principal: Principal = reader) -> FileInfo:
+    # HEAD separately and out of the schema: one route for both methods would give the OpenAPI
+    # document two operations with the same id.
+    @app.head(API + "/" + NAME + "/content", include_in_schema=False)
+    @app.get(
+        API + "/" + NAME + "/content", response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"},
+                   206: {"description": "The requested byte range"}, 404: {"description": "No such file"}})
+    async def content(name: str, request: Request, principal: Principal = reader) -> Response:
+        """The bytes of a file, e.g. a configuration a CPE uploaded. Range and ETag as for CPEs."""
         record = await runtime.catalog.get(name)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
-        return _info(runtime, record)
+        plan = plan_for(request, record)
+        plan.headers["content-disposition"] = content_disposition(record.name)
+        if request.method == "HEAD" or plan.byte_range is None:
+            # HEAD, 304, 416, or an empty file: headers are the whole answer.
+            response = Response(status_code=plan.status)
+            response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers.items()]
+            return response
+        try:
+            stream = await runtime.store.open(record.object_key, plan.byte_range.start, plan.byte_range.length)
+        except ObjectMissing:
+            log.error("object %s of file %s is missing from the bucket", record.object_key, name)
+            raise StorageUnavailable("object missing") from None
 
-    @app.get(API + "/{name}/downloads")
+        def finished(outcome: str, sent: int, reason: str) -> None:
+            if outcome != "completed":
+                log.info("file content for %s not fully sent: %s", principal.name, reason,
+                         extra={"file_name": name, "bytes_sent": sent})
+
+        return ObjectStreamResponse(plan, stream, finished)
+
+    @app.get(API + "/" + NAME + "/downloads")
     async def downloads(name: str, principal: Principal = reader,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """The latest download attempts of a file by CPEs, newest first."""
@@ -207,7 +247,23 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
             record["event_id"] = record.pop("_id")
         return {"downloads": records}
 
-    @app.delete(API + "/{name}", status_code=204)
+    @app.get(API + "/" + NAME + "/uploads")
+    async def uploads(name: str, principal: Principal = reader,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """The latest upload attempts by CPEs to this name, newest first, failed ones included."""
+        records = await runtime.upload_recorder.recent(name, limit)
+        for record in records:
+            record["event_id"] = record.pop("_id")
+        return {"uploads": records}
+
+    @app.get(API + "/" + NAME, response_model=FileInfo)
+    async def describe(name: str, principal: Principal = reader) -> FileInfo:
+        record = await runtime.catalog.get(name)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
+        return _info(runtime, record)
+
+    @app.delete(API + "/" + NAME, status_code=204)
     async def delete(name: str, principal: Principal = operator) -> Response:
         """Delete a file. Downloads already streaming it finish; new ones get 404."""
         record = await runtime.catalog.delete(name)
@@ -219,14 +275,3 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
 
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
     return app
-
-
-async def _discard_now(runtime: FileServerRuntime, key: str) -> None:
-    """Delete an object nobody references yet; if S3 refuses, leave it to the trash sweep."""
-    try:
-        await runtime.store.delete(key)
-    except StorageUnavailable:
-        try:
-            await runtime.catalog.discard_object(key, runtime.trash_delay)
-        except PyMongoError:
-            log.warning("orphan object %s left in the bucket", key)

@@ -1,4 +1,4 @@
-"""CPE downloads: ``GET|HEAD /download/{name}`` on ACS_DOWNLOADS_PORT.
+"""CPE downloads: ``GET|HEAD /download/{name}`` on ACS_DOWNLOADS_PORT (uploads: uploads.py).
 
 The URL and the credentials come from a Download RPC (credentials.py mints them). A request
 without valid credentials for this very file gets 401 with a Digest challenge (and a Basic one
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -31,23 +29,17 @@ from prometheus_client import Gauge
 from pymongo.errors import PyMongoError
 from starlette.types import Receive, Scope, Send
 
-from cwmp.digest import DigestServer, basic_challenge, parse_basic
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.catalog import FileRecord
-from services.fileserver.credentials import (
-    DownloadGrant,
-    InvalidDownloadCredentials,
-    check_download_password,
-    check_download_username,
-    download_password,
-)
+from services.fileserver.cpe import CpeAuthenticator, unavailable
 from services.fileserver.ranges import ResponsePlan, make_etag, plan_response
+from services.fileserver.routing import NAME
 from services.fileserver.runtime import FileServerRuntime
 from services.fileserver.storage import ObjectMissing, ObjectReader, StorageUnavailable
+from services.fileserver.uploads import UploadHandler
 
 log = logging.getLogger(__name__)
 
-REALM = "ACS file server"
 ACTIVE = Gauge("acs_file_downloads_active", "Downloads streaming now")
 
 # (outcome, bytes sent, reason) -> None
@@ -119,67 +111,15 @@ class ObjectStreamResponse(Response):
 
 
 class DownloadHandler:
-    def __init__(self, runtime: FileServerRuntime, *, allow_basic: bool | None = None) -> None:
+    def __init__(self, runtime: FileServerRuntime, auth: CpeAuthenticator) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.allow_basic = (self.settings.downloads_allow_basic
-                            if allow_basic is None else allow_basic)
-        self.digest = DigestServer(REALM, _digest_secret(self.settings.secret_key))
-
-    def _challenge(self, stale: bool = False) -> Response:
-        headers = [("www-authenticate", self.digest.challenge(stale=stale))]
-        if self.allow_basic:
-            headers.append(("www-authenticate", basic_challenge(REALM)))
-        response = PlainTextResponse("authentication required\n", status_code=401)
-        response.raw_headers += [(k.encode(), v.encode()) for k, v in headers]
-        return response
-
-    def authenticate(self, request: Request, name: str) -> DownloadGrant | Response:
-        header = request.headers.get("authorization")
-        refusal = ""
-
-        if header and header.lstrip()[:6].lower() == "basic ":
-            if not self.allow_basic:
-                refusal = "Basic authentication is not allowed"
-            elif (pair := parse_basic(header)) is None:
-                refusal = "malformed Basic credentials"
-            else:
-                username, password = pair
-                try:
-                    grant = check_download_username(username, name)
-                except InvalidDownloadCredentials as exc:
-                    refusal = str(exc)
-                else:
-                    if check_download_password(self.settings, username, password):
-                        return grant
-                    refusal = "wrong password"
-            log.info("download refused: %s", refusal, extra={"file_name": name})
-            return self._challenge()
-
-        grants: dict[str, DownloadGrant] = {}
-        claim_errors: list[str] = []
-
-        def lookup(username: str) -> str | None:
-            try:
-                grants[username] = check_download_username(username, name)
-            except InvalidDownloadCredentials as exc:
-                claim_errors.append(str(exc))
-                return None
-            return download_password(self.settings, username)
-
-        result = self.digest.verify(request.method, _request_target(request), header, lookup)
-        if result.ok and result.username in grants:
-            return grants[result.username]
-        if header:
-            # A missing header is the normal first leg of Digest; anything else is worth a line.
-            refusal = claim_errors[0] if claim_errors else result.reason
-            log.info("download refused: %s", refusal, extra={"file_name": name})
-        return self._challenge(stale=result.stale)
+        self.auth = auth
 
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
         name = request.path_params["name"]
-        grant = self.authenticate(request, name)
+        grant = self.auth.authenticate(request, name)
         if isinstance(grant, Response):
             return grant
         head = request.method == "HEAD"
@@ -197,13 +137,13 @@ class DownloadHandler:
             log.warning("MongoDB unavailable: %s", type(exc).__name__)
             if not head:
                 finish("failed", 0, "database unavailable", status=503)
-            return _unavailable()
+            return unavailable()
         if record is None:
             if not head:
                 finish("failed", 0, "no such file", status=404)
             return PlainTextResponse("no such file\n", status_code=404)
 
-        plan = _plan(request, record)
+        plan = plan_for(request, record)
         if head or plan.byte_range is None:
             # HEAD, 304, 416, or an empty file: headers are the whole answer.
             if plan.status in (200, 206) and not head:
@@ -223,7 +163,7 @@ class DownloadHandler:
                 log.warning("S3 unavailable: %s", exc)
             finish("failed", 0, "storage unavailable", status=503, expected=byte_range.length,
                    range_request=plan.status == 206)
-            return _unavailable()
+            return unavailable()
 
         def on_finish(outcome: str, sent: int, reason: str) -> None:
             finish(outcome, sent, reason, status=plan.status, expected=byte_range.length,
@@ -232,7 +172,8 @@ class DownloadHandler:
         return ObjectStreamResponse(plan, reader, on_finish)
 
 
-def _plan(request: Request, record: FileRecord) -> ResponsePlan:
+def plan_for(request: Request, record: FileRecord) -> ResponsePlan:
+    """What to answer a GET or HEAD of ``record`` (conditional and range headers applied)."""
     headers = {name: request.headers[name] for name in ("range", "if-range", "if-none-match",
                                                           "if-modified-since") if name in request.headers}
     return plan_response(headers, size=record.size, etag=make_etag(record.sha256),
@@ -243,35 +184,22 @@ def _raw_headers(plan: ResponsePlan) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in plan.headers.items()]
 
 
-def _request_target(request: Request) -> str:
-    """The request target as the CPE sent it, which is what its Digest ``uri`` must name."""
-    path = request.scope.get("raw_path") or request.scope["path"].encode()
-    query = request.scope.get("query_string", b"")
-    target = path + (b"?" + query if query else b"")
-    return target.decode("latin-1")
-
-
-def _unavailable() -> Response:
-    return PlainTextResponse("file storage unavailable, retry later\n", status_code=503,
-                             headers={"Retry-After": "30"})
-
-
-def _digest_secret(secret_key: str) -> str:
-    """The key for our Digest nonces, derived from ACS_SECRET_KEY.
-
-    Derived rather than used as is: the gateway keys its own nonces with ACS_SECRET_KEY, and a
-    separate key keeps the two uses apart; it also always has the length DigestServer requires.
-    """
-    return hmac.new(secret_key.encode(), b"acs-download-digest-nonces", hashlib.sha256).hexdigest()
-
-
 def create_download_app(runtime: FileServerRuntime, *, allow_basic: bool | None = None) -> FastAPI:
-    app = FastAPI(title="ACS file downloads", docs_url=None, redoc_url=None, openapi_url=None)
-    handler = DownloadHandler(runtime, allow_basic=allow_basic)
+    """The CPE-facing app: downloads, and the uploads CPEs make for Upload RPCs (uploads.py)."""
+    app = FastAPI(title="ACS file transfers", docs_url=None, redoc_url=None, openapi_url=None)
+    auth = CpeAuthenticator(runtime.settings, allow_basic=allow_basic)
+    handler = DownloadHandler(runtime, auth)
+    uploads = UploadHandler(runtime, auth)
 
-    @app.api_route("/download/{name}", methods=["GET", "HEAD"])
+    # NAME matches "/" too (routing.py): uploads are named <device id>/<command key>. They can be
+    # downloaded like any file, with credentials minted for their name (e.g. to restore a config).
+    @app.api_route(f"/download/{NAME}", methods=["GET", "HEAD"])
     async def download(request: Request) -> Response:
         return await handler.handle(request)
+
+    @app.put(f"/upload/{NAME}")
+    async def upload(request: Request) -> Response:
+        return await uploads.handle(request)
 
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
     return app

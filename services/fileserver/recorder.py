@@ -1,13 +1,20 @@
-"""Every finished download, completed or failed, recorded in MongoDB and published on Kafka.
+"""Every finished download or CPE upload, completed or failed, recorded in MongoDB and published on Kafka.
 
-Campaigns follow progress from ``file.events``; operators look at ``file_downloads``. The record
+Campaigns follow progress from ``file.events``; operators look at ``file_downloads`` and
+``file_uploads``. The record
 is written first (``published: false``) and marked once Kafka acknowledged the event, so a Kafka
 outage loses nothing: the maintenance loop republishes what is still unmarked (an outbox). An
 event can therefore arrive twice; ``event_id`` (also the record's ``_id``) lets consumers drop
 the duplicate.
 
-Recording never delays or breaks a download: :meth:`DownloadRecorder.record` only schedules the
-work, and failures there are logged, not raised.
+Recording never delays or breaks a transfer: ``record`` only schedules the work, and failures
+there are logged, not raised.
+
+Uploads are published as :class:`FileDownloadEvent` too, because ``file.events`` has no upload
+event yet (services/bus/events.py is not the fileserver's to change): ``bytes_sent`` then counts
+the bytes the CPE sent us, and the file name tells the two apart, since upload names always
+contain ``/`` and download names never do. :func:`upload_event` is the one place to change when
+an upload event type exists.
 """
 
 from __future__ import annotations
@@ -24,24 +31,30 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent, encode
+from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent, encode, new_id
 from services.bus.kafka import topic_name
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DOWNLOADS = "file_downloads"
+UPLOADS = "file_uploads"
 # Unpublished records younger than this are probably being published right now.
 OUTBOX_GRACE = timedelta(seconds=10)
 
 DOWNLOADS_TOTAL = Counter("acs_file_downloads_total", "Downloads finished, by outcome", ["outcome"])
 DOWNLOAD_BYTES = Counter("acs_file_download_bytes_total", "Bytes sent to CPEs")
+UPLOADS_TOTAL = Counter("acs_file_uploads_total", "CPE uploads finished, by outcome", ["outcome"])
+UPLOAD_BYTES = Counter("acs_file_upload_bytes_total", "Bytes received from CPE uploads")
 
 
-class DownloadRecorder:
-    def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer | None) -> None:
+class _Outbox:
+    """One collection of transfer records, each published once Kafka acknowledges it."""
+
+    def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer | None,
+                 collection: str) -> None:
         self.settings = settings
-        self.collection = db[DOWNLOADS]
+        self.collection = db[collection]
         self.producer = producer
         self.topic = topic_name(settings, TOPIC_FILE_EVENTS)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -51,6 +64,65 @@ class DownloadRecorder:
         await self.collection.create_index([("device_id", ASCENDING), ("finished_at", DESCENDING)])
         await self.collection.create_index([("finished_at", ASCENDING)],
                                            partialFilterExpression={"published": False})
+
+    def _event_from(self, document: dict[str, Any]) -> FileDownloadEvent:
+        raise NotImplementedError
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        # Keep a reference: the event loop holds tasks weakly, and close() waits for them.
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _store_and_publish(self, document: dict[str, Any], event: FileDownloadEvent) -> None:
+        try:
+            await self.collection.insert_one(document)
+        except PyMongoError:
+            log.exception("could not record a file transfer", extra={"file_name": event.file_name})
+        await self._publish(event)
+
+    async def _publish(self, event: FileDownloadEvent) -> bool:
+        if self.producer is None:
+            return False
+        try:
+            await self.producer.send_and_wait(self.topic, encode(event), key=event.file_name.encode())
+        except Exception:  # any Kafka failure: the outbox retries later
+            log.warning("could not publish a file event; will retry", exc_info=True,
+                        extra={"file_name": event.file_name})
+            return False
+        try:
+            await self.collection.update_one({"_id": event.event_id}, {"$set": {"published": True}})
+        except PyMongoError:
+            log.warning("could not mark a file event published", exc_info=True)
+        return True
+
+    async def republish(self, limit: int = 500) -> int:
+        """Publish records that were stored but never acknowledged by Kafka; returns how many."""
+        if self.producer is None:
+            return 0
+        cutoff = datetime.now(UTC) - OUTBOX_GRACE
+        cursor = self.collection.find({"published": False, "finished_at": {"$lt": cutoff}}).limit(limit)
+        sent = 0
+        async for document in cursor:
+            if not await self._publish(self._event_from(document)):
+                break
+            sent += 1
+        return sent
+
+    async def recent(self, file_name: str, limit: int = 100) -> list[dict[str, Any]]:
+        cursor = self.collection.find({"file_name": file_name}, {"published": 0}) \
+            .sort("finished_at", DESCENDING).limit(limit)
+        return [document async for document in cursor]
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait for records still being written (shutdown, tests)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
+
+class DownloadRecorder(_Outbox):
+    def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer | None) -> None:
+        super().__init__(settings, db, producer, DOWNLOADS)
 
     def record(self, *, outcome: str, file_name: str, device_id: str | None, bytes_sent: int,
                expected_bytes: int, duration: float, range_request: bool, reason: str = "",
@@ -75,58 +147,48 @@ class DownloadRecorder:
         self._spawn(self._store_and_publish(document, event))
         return event
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        # Keep a reference: the event loop holds tasks weakly, and close() waits for them.
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _event_from(self, document: dict[str, Any]) -> FileDownloadEvent:
+        return FileDownloadEvent(
+            event_id=document["_id"], time=document["finished_at"], outcome=document["outcome"],
+            file_name=document["file_name"], device_id=document.get("device_id"),
+            bytes_sent=document["bytes_sent"], duration_seconds=document["duration_seconds"],
+            range_request=document.get("range_request", False), reason=document.get("reason", ""))
 
-    async def _store_and_publish(self, document: dict[str, Any], event: FileDownloadEvent) -> None:
-        try:
-            await self.collection.insert_one(document)
-        except PyMongoError:
-            log.exception("could not record a download", extra={"file_name": event.file_name})
-        await self._publish(event)
 
-    async def _publish(self, event: FileDownloadEvent) -> bool:
-        if self.producer is None:
-            return False
-        try:
-            await self.producer.send_and_wait(self.topic, encode(event), key=event.file_name.encode())
-        except Exception:  # any Kafka failure: the outbox retries later
-            log.warning("could not publish a download event; will retry", exc_info=True,
-                        extra={"file_name": event.file_name})
-            return False
-        try:
-            await self.collection.update_one({"_id": event.event_id}, {"$set": {"published": True}})
-        except PyMongoError:
-            log.warning("could not mark a download event published", exc_info=True)
-        return True
+def upload_event(document: dict[str, Any]) -> FileDownloadEvent:
+    """The ``file.events`` message for an upload record (see the module docstring)."""
+    return FileDownloadEvent(
+        event_id=document["_id"], time=document["finished_at"], outcome=document["outcome"],
+        file_name=document["file_name"], device_id=document.get("device_id"),
+        bytes_sent=document["bytes_received"], duration_seconds=document["duration_seconds"],
+        range_request=False, reason=document.get("reason", ""))
 
-    async def republish(self, limit: int = 500) -> int:
-        """Publish records that were stored but never acknowledged by Kafka; returns how many."""
-        if self.producer is None:
-            return 0
-        cutoff = datetime.now(UTC) - OUTBOX_GRACE
-        cursor = self.collection.find({"published": False, "finished_at": {"$lt": cutoff}}).limit(limit)
-        sent = 0
-        async for document in cursor:
-            event = FileDownloadEvent(
-                event_id=document["_id"], time=document["finished_at"], outcome=document["outcome"],
-                file_name=document["file_name"], device_id=document.get("device_id"),
-                bytes_sent=document["bytes_sent"], duration_seconds=document["duration_seconds"],
-                range_request=document.get("range_request", False), reason=document.get("reason", ""))
-            if not await self._publish(event):
-                break
-            sent += 1
-        return sent
 
-    async def recent(self, file_name: str, limit: int = 100) -> list[dict[str, Any]]:
-        cursor = self.collection.find({"file_name": file_name}, {"published": 0}) \
-            .sort("finished_at", DESCENDING).limit(limit)
-        return [document async for document in cursor]
+class UploadRecorder(_Outbox):
+    """Records each CPE upload that got past authentication, in ``file_uploads``."""
 
-    async def drain(self, within: float = 10.0) -> None:
-        """Wait for records still being written (shutdown, tests)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=within)
+    def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer | None) -> None:
+        super().__init__(settings, db, producer, UPLOADS)
+
+    def record(self, *, outcome: str, file_name: str, device_id: str | None, command_key: str | None,
+               bytes_received: int, expected_bytes: int | None, duration: float, sha256: str | None = None,
+               reason: str = "", remote_address: str = "", status: int = 201) -> FileDownloadEvent:
+        """Schedule the record and the event; returns the event (tests and logs use it)."""
+        document: dict[str, Any] = {
+            "_id": new_id(), "file_name": file_name, "device_id": device_id, "command_key": command_key,
+            "outcome": outcome, "bytes_received": bytes_received, "expected_bytes": expected_bytes,
+            "sha256": sha256, "status": status, "duration_seconds": round(duration, 3), "reason": reason,
+            "remote_address": remote_address, "finished_at": datetime.now(UTC), "published": False,
+        }
+        event = upload_event(document)
+        UPLOADS_TOTAL.labels(outcome).inc()
+        UPLOAD_BYTES.inc(bytes_received)
+        log.info("upload %s", outcome, extra={
+            "device_id": device_id, "file_name": file_name, "bytes_received": bytes_received,
+            "expected_bytes": expected_bytes, "duration_seconds": event.duration_seconds,
+            "reason": reason})
+        self._spawn(self._store_and_publish(document, event))
+        return event
+
+    def _event_from(self, document: dict[str, Any]) -> FileDownloadEvent:
+        return upload_event(document)

@@ -24,7 +24,7 @@ from services.bus.kafka import make_producer
 from services.common.apikeys import ApiKeyAuth
 from services.common.settings import Settings
 from services.fileserver.catalog import Catalog
-from services.fileserver.recorder import DownloadRecorder
+from services.fileserver.recorder import DownloadRecorder, UploadRecorder
 from services.fileserver.storage import ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class FileServerRuntime:
         self.store = ObjectStore(settings)
         self.producer: AIOKafkaProducer | None = make_producer(settings) if with_kafka else None
         self.recorder = DownloadRecorder(settings, db, None)
+        self.upload_recorder = UploadRecorder(settings, db, None)
         self.bucket_ready = asyncio.Event()
         self.max_file_bytes = settings.max_file_bytes
         # A replaced or deleted file's bytes stay this long for downloads already streaming them;
@@ -56,12 +57,14 @@ class FileServerRuntime:
         try:
             await self.catalog.ensure_indexes()
             await self.recorder.ensure_indexes()
+            await self.upload_recorder.ensure_indexes()
         except PyMongoError:
             # Indexes speed things up; their absence breaks nothing. Retried at next start.
             log.warning("could not create MongoDB indexes", exc_info=True)
         if self.producer is not None:
             await self.producer.start()
             self.recorder.producer = self.producer
+            self.upload_recorder.producer = self.producer
         self._background = [asyncio.create_task(self._ensure_bucket(), name="fileserver-bucket"),
                             asyncio.create_task(self._maintenance(), name="fileserver-maintenance")]
 
@@ -72,6 +75,7 @@ class FileServerRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.recorder.drain()
+        await self.upload_recorder.drain()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -103,7 +107,7 @@ class FileServerRuntime:
                 log.warning("fileserver maintenance round failed", exc_info=True)
 
     async def run_maintenance(self) -> None:
-        """One round: delete objects whose grace period ended, republish unsent download events."""
+        """One round: delete objects whose grace period ended, republish unsent file events."""
         for key in await self.catalog.due_objects():
             try:
                 await self.store.delete(key)
@@ -111,6 +115,17 @@ class FileServerRuntime:
                 return  # S3 is away: try again next round
             await self.catalog.forget_object(key)
         await self.recorder.republish()
+        await self.upload_recorder.republish()
 
     async def s3_ready(self) -> bool:
         return await self.store.ready()
+
+    async def discard_now(self, key: str) -> None:
+        """Delete an object nobody references yet; if S3 refuses, leave it to the trash sweep."""
+        try:
+            await self.store.delete(key)
+        except StorageUnavailable:
+            try:
+                await self.catalog.discard_object(key, self.trash_delay)
+            except PyMongoError:
+                log.warning("orphan object %s left in the bucket", key)
