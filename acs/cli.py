@@ -59,7 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     topics.add_argument("--ensure", action="store_true", help="create missing topics (the default)")
     commands.add_parser("sim", help="run a simulated CPE fleet against an ACS (see acs sim --help)",
                         add_help=False)
+    commands.add_parser("bench", help="load benchmark: the ACS under a simulated fleet vs a trivial responder",
+                        add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from acs.bench import main as bench_main
+
+        return bench_main(argv[1:])
     if argv[:1] == ["sim"]:
         # The simulator owns its options; it also runs on its own, against any ACS.
         from simulator.cli import main as sim_main

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from acs.infra import LocalStack
@@ -58,19 +59,78 @@ def _ready(port: int, host: str) -> bool:
         return False
 
 
-def run_up(data_dir: str = ".acs", external: bool = False) -> int:
-    root = Path(data_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "logs").mkdir(exist_ok=True)
-    settings = Settings()
-    ports = _service_ports(settings)
-    for port, setting in ports.values():
-        check_port_free(settings.bind_host, port, setting)
-    check_port_free(settings.bind_host, settings.downloads_port, "ACS_DOWNLOADS_PORT")
+class LocalAcs:
+    """The ACS on this machine: the three servers (unless external), the topics, the services."""
 
+    def __init__(self, root: Path, external: bool = False) -> None:
+        self.root = root
+        self.external = external
+        self.stack: LocalStack | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings = Settings()
+
+    def start(self, should_stop: Callable[[], bool] = lambda: False) -> Settings:
+        """Start everything and wait until every /readyz answers 200; the services' settings."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        ports = _service_ports(self.settings)
+        for port, setting in ports.values():
+            check_port_free(self.settings.bind_host, port, setting)
+        check_port_free(self.settings.bind_host, self.settings.downloads_port, "ACS_DOWNLOADS_PORT")
+        if not self.external:
+            self.stack = LocalStack(self.root / "servers")
+            print("starting Kafka (Tansu), MongoDB and S3 (SeaweedFS) on 127.0.0.1 ...", flush=True)
+            self.stack.start()
+            os.environ.update(self.stack.environment())
+        # The children inherit this environment, so every process reads the same settings.
+        os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
+        os.environ.setdefault("ACS_SECRET_KEY", secrets.token_urlsafe(32))
+        self.settings = Settings()
+        from services.bus.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(self.settings))
+        for name in ports:
+            log = (self.root / "logs" / f"{name}.log").open("ab")
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "acs.cli", name], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+            log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = dict(ports)
+        while pending and not should_stop():
+            for name in list(pending):
+                if self.children[name].poll() is not None:
+                    raise ConfigError(f"{name} exited with code {self.children[name].returncode}: "
+                                      f"{_last_line(self.root / 'logs' / f'{name}.log')}")
+                if _ready(pending[name][0], self.settings.bind_host):
+                    del pending[name]
+            if time.monotonic() > deadline:
+                raise ConfigError(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(pending)}; "
+                                  f"see {self.root / 'logs'}")
+            time.sleep(0.2)
+        return self.settings
+
+    def dead_child(self) -> str | None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                return f"{name} exited with code {child.returncode}"
+        return None
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the ACS, servers included, by name."""
+        found = {name: child.pid for name, child in self.children.items()}
+        if self.stack is not None:
+            found.update({server.name: server.process.pid for server in self.stack.servers if server.process})
+        return found
+
+    def stop(self) -> None:
+        _stop_children(self.children)
+        if self.stack is not None:
+            self.stack.stop()
+
+
+def run_up(data_dir: str = ".acs", external: bool = False) -> int:
     began = time.monotonic()
-    stack: LocalStack | None = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -79,52 +139,20 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    acs = LocalAcs(Path(data_dir).resolve(), external)
     try:
-        if not external:
-            stack = LocalStack(root / "servers")
-            print("starting Kafka (Tansu), MongoDB and S3 (SeaweedFS) on 127.0.0.1 ...", flush=True)
-            stack.start()
-            os.environ.update(stack.environment())
-        # The children inherit this environment, so every process reads the same settings.
-        os.environ["ACS_ADMIN_API_KEY"] = _admin_key(root)
-        os.environ.setdefault("ACS_SECRET_KEY", secrets.token_urlsafe(32))
-        service_settings = Settings()
-        from services.bus.kafka import ensure_topics
-
-        asyncio.run(ensure_topics(service_settings))
-        for name in ports:
-            log = (root / "logs" / f"{name}.log").open("ab")
-            children[name] = subprocess.Popen(
-                [sys.executable, "-m", "acs.cli", name], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
-            log.close()
-        deadline = time.monotonic() + READY_TIMEOUT
-        pending = dict(ports)
-        while pending and not stopping:
-            for name in list(pending):
-                if children[name].poll() is not None:
-                    raise ConfigError(f"{name} exited with code {children[name].returncode}: "
-                                      f"{_last_line(root / 'logs' / f'{name}.log')}")
-                if _ready(pending[name][0], settings.bind_host):
-                    del pending[name]
-            if time.monotonic() > deadline:
-                raise ConfigError(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(pending)}; "
-                                  f"see {root / 'logs'}")
-            time.sleep(0.2)
+        settings = acs.start(should_stop=lambda: stopping)
         if not stopping:
-            _print_summary(service_settings, stack, root, time.monotonic() - began)
+            _print_summary(settings, acs.stack, acs.root, time.monotonic() - began)
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with code {child.returncode}; stopping everything", flush=True)
-                    stopping = True
+            if problem := acs.dead_child():
+                print(f"{problem}; stopping everything", flush=True)
+                stopping = True
             time.sleep(0.5)
         print("stopping ...", flush=True)
         return 0
     finally:
-        _stop_children(children)
-        if stack is not None:
-            stack.stop()
+        acs.stop()
         if stopping:
             print("stopped", flush=True)
 

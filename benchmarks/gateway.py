@@ -193,7 +193,7 @@ def main() -> None:
     children = [
         subprocess.Popen([sys.executable, "-m", "acs.cli", "gateway"], env=env, cwd=REPO),
         subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "empty_planner.py")], env=env, cwd=REPO),
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.trivial_responder:app", "--port",
+        subprocess.Popen([sys.executable, "-m", "uvicorn", "acs.trivial:app", "--port",
                           str(trivial_port), "--log-level", "warning", "--no-access-log"], env=env, cwd=REPO),
     ]
     try:
