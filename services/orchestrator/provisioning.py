@@ -2,8 +2,9 @@
 
 On ``0 BOOTSTRAP`` (or the first contact of a device we do not know) the ACS gives the CPE
 unique connection request credentials and the periodic inform settings, then learns the parts of
-its data model operators care about: a GetParameterNames walk with NextLevel=true, one level per
-plan (every object of a level is asked in the same plan), then GetParameterValues in batches.
+its data model operators care about: GetParameterNames of each configured subtree (NextLevel=false,
+one round trip), then GetParameterValues in batches. Refreshing an arbitrary subtree on request
+walks it with NextLevel=true, one level per plan (every object of a level in the same plan).
 
 The walk state is a plain JSON-able dict kept in ``task.progress`` so that it survives between
 the Kafka round trips of one session. Names are stored in lists, not as document keys, because
@@ -77,7 +78,15 @@ def forget_under(known: list[str], path: str) -> list[str]:
 # --- the GetParameterNames walk -------------------------------------------------------------
 
 
-def walk_begin(paths: Iterable[str], cfg: PlanConfig) -> dict[str, Any]:
+def walk_begin(paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = False) -> dict[str, Any]:
+    """Start a walk of ``paths``.
+
+    ``whole_subtrees`` asks each path with NextLevel=false: one round trip returns the subtree.
+    Right for small subtrees known in advance (bootstrap's DeviceInfo., ManagementServer.): a
+    level-by-level walk of the same subtrees costs about ten Kafka round trips per device, which
+    a fleet booting at once turns into a queue. Unknown or large subtrees are walked level by
+    level, so that no single answer gets too big for the CPE (checklist Q10).
+    """
     paths = list(dict.fromkeys(paths))
     frontier = [p for p in paths if p == "" or p.endswith(".")]
     # A full parameter name has nothing to walk: read it directly.
@@ -85,7 +94,7 @@ def walk_begin(paths: Iterable[str], cfg: PlanConfig) -> dict[str, Any]:
     shallowest = min((p.count(".") for p in frontier), default=0)
     return {"frontier": frontier, "seen": list(frontier), "leaves": leaves, "objects": [],
             "values": [], "gpns": 0, "values_requested": False, "truncated": False, "errors": [],
-            "max_dots": shallowest + cfg.walk_max_depth}
+            "max_dots": shallowest + cfg.walk_max_depth, "next_level": not whole_subtrees}
 
 
 def walk_next(state: dict[str, Any], cfg: PlanConfig, *, read_values: bool,
@@ -100,7 +109,8 @@ def walk_next(state: dict[str, Any], cfg: PlanConfig, *, read_values: bool,
         take = frontier[: cfg.walk_fanout]
         state["frontier"] = frontier[cfg.walk_fanout:]
         state["gpns"] += len(take)
-        return state, [(f"gpn:{path}", rpcs.get_parameter_names(path, True), [path]) for path in take], False
+        next_level = state.get("next_level", True)
+        return state, [(f"gpn:{path}", rpcs.get_parameter_names(path, next_level), [path]) for path in take], False
     state["frontier"] = []
     if read_values and not state["values_requested"] and state["leaves"]:
         state["values_requested"] = True

@@ -244,7 +244,7 @@ def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
         values = prov.bootstrap_values(root, username, password, ctx.cfg)
         out.append(Outgoing("spv", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
                             [v.name for v in values]))
-    walk = prov.walk_begin([root + sub for sub in task.args.get("subtrees", [])], ctx.cfg)
+    walk = prov.walk_begin([root + sub for sub in task.args.get("subtrees", [])], ctx.cfg, whole_subtrees=True)
     walk, walk_rpcs, final = prov.walk_next(walk, ctx.cfg, read_values=True)
     out += [Outgoing(k, r, n) for k, r, n in walk_rpcs]
     return Step(progress={"phase": "main", "root": root, "walk": walk}, rpcs=out, final=final)

@@ -40,7 +40,7 @@ def test_first_plan_sets_unique_credentials_and_periodic_inform_and_starts_the_w
     plan = h.inform(inform("0 BOOTSTRAP", "1 BOOT"))
 
     assert [p.rpc["method"] for p in plan.rpcs] == ["SetParameterValues", "GetParameterNames", "GetParameterNames"]
-    assert plan.more is True  # the walk's next level depends on these answers
+    assert plan.more is True  # the values to read depend on these answers
     assert plan.in_reply_to and plan.session_id == "s1" and plan.gateway_id == "gw-1"
     spv = plan.rpcs[0].rpc
     values = {v["name"]: (v["value"]["value"], v["value"]["type"]) for v in spv["parameter_list"]}
@@ -49,7 +49,8 @@ def test_first_plan_sets_unique_credentials_and_periodic_inform_and_starts_the_w
     assert values[f"{MS}ConnectionRequestPassword"] == (h.device.pending_cr_password, "xsd:string")
     assert values[f"{MS}PeriodicInformEnable"] == ("true", "xsd:boolean")
     assert values[f"{MS}PeriodicInformInterval"] == ("300", "xsd:unsignedInt")
-    assert [(p.rpc["parameter_path"], p.rpc["next_level"]) for p in plan.rpcs[1:]] == [(DI, True), (MS, True)]
+    # Each known subtree in one round trip (NextLevel=false), not a level-by-level walk.
+    assert [(p.rpc["parameter_path"], p.rpc["next_level"]) for p in plan.rpcs[1:]] == [(DI, False), (MS, False)]
     # Not usable for connection requests until the CPE accepted them.
     assert h.device.cr_username is None
     assert h.device.connection_request_url == "http://A:10016/"
