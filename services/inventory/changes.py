@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from services.bus.events import InboundEvent, InformReceived, RpcResponseReceived, ValueChange
@@ -222,7 +223,8 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
         # only what this Inform carries. Denormalised fields are rebuilt from it alone.
         tree = {encode_name(v.name): {"v": v.value, "t": v.type, "ts": when} for v in observation.values}
         changes = _changes(old_params, observation.values)
-        state.params = dict(tree)
+        # Copies: the state is updated in place by later messages, the write must not change.
+        state.params = {key: {"v": entry["v"], "t": entry["t"]} for key, entry in tree.items()}
         sets["params"] = tree
         denormalised = _denormalised(observation.values)
         sets["software_version"] = denormalised.pop("software_version", "")
@@ -318,21 +320,37 @@ def _apply_values(state: DeviceState, values: Iterable[ReadValue], when: datetim
     written: list[ReadValue] = []
     for value in values:
         key = encode_name(value.name)
-        old = state.params.get(key) or {}
-        path = f"params.{key}"
-        sets[f"{path}.ts"] = when
-        if "v" in old and _same(old["v"], value.value):
+        old = state.params.get(key)
+        paths = _paths(key)
+        sets[paths[2]] = when
+        if old is not None and "v" in old and _same(old["v"], value.value):
             if old.get("t") != value.type:
-                sets[f"{path}.t"] = value.type
+                sets[paths[1]] = value.type
         else:
-            sets[f"{path}.v"] = value.value
-            sets[f"{path}.t"] = value.type
+            sets[paths[0]] = value.value
+            sets[paths[1]] = value.type
             written.append(value)
-            if "v" in old:
-                changes.append(ValueChange(name=value.name, old=text_value(old["v"]),
-                                           new=text_value(value.value), type=value.type))
-        state.params[key] = {**old, "v": value.value, "t": value.type, "ts": when}
+            if old is not None and "v" in old:
+                changes.append(_change(value, old["v"]))
+        # The state's entries are ours (read for this batch), so they are updated in place.
+        if old is None:
+            state.params[key] = {"v": value.value, "t": value.type}
+        else:
+            old["v"] = value.value
+            old["t"] = value.type
     return changes, written
+
+
+@lru_cache(maxsize=65536)
+def _paths(key: str) -> tuple[str, str, str]:
+    """The update paths of a parameter's value, type and read time (built once per name)."""
+    return f"params.{key}.v", f"params.{key}.t", f"params.{key}.ts"
+
+
+def _change(value: ReadValue, old: Any) -> ValueChange:
+    # Built from values we typed ourselves: pydantic's validation would only cost time here.
+    return ValueChange.model_construct(name=value.name, old=text_value(old), new=text_value(value.value),
+                                       type=value.type)
 
 
 def _changes(old_params: dict[str, dict[str, Any]], values: Iterable[ReadValue]) -> list[ValueChange]:
@@ -340,8 +358,7 @@ def _changes(old_params: dict[str, dict[str, Any]], values: Iterable[ReadValue])
     for value in values:
         old = old_params.get(encode_name(value.name)) or {}
         if "v" in old and not _same(old["v"], value.value):
-            changes.append(ValueChange(name=value.name, old=text_value(old["v"]),
-                                       new=text_value(value.value), type=value.type))
+            changes.append(_change(value, old["v"]))
     return changes
 
 
@@ -357,15 +374,20 @@ def _denormalised(values: Iterable[ReadValue]) -> dict[str, Any]:
         suffix = suffix_of(value.name)
         if suffix == SOFTWARE_VERSION:
             fields["software_version"] = text_value(value.value) or ""
-        elif suffix == PERIODIC_INTERVAL and _is_int(value.value):
-            fields["inform_interval"] = value.value
+        elif suffix == PERIODIC_INTERVAL and (interval := _as_int(value.value)) is not None:
+            fields["inform_interval"] = interval
         elif suffix == CONNECTION_REQUEST_URL:
             fields["connection_request_url"] = text_value(value.value) or ""
     return fields
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _as_int(value: Any) -> int | None:
+    """An integer, also from digits sent as text by a CPE that left out xsi:type."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _silent_deadline(state: DeviceState, when: datetime, config: PlanConfig) -> datetime | None:
@@ -379,8 +401,9 @@ def _silent_deadline(state: DeviceState, when: datetime, config: PlanConfig) -> 
             return None
     for name in well_known(PERIODIC_INTERVAL):
         value = (state.params.get(encode_name(name)) or {}).get("v")
-        if _is_int(value) and value > 0:
-            interval = value
+        number = _as_int(value)
+        if number is not None and number > 0:
+            interval = number
     interval = interval or config.default_interval
     if interval <= 0 or config.silent_after_intervals <= 0:
         return None

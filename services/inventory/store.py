@@ -44,7 +44,7 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     ("software_version", [("software_version", ASCENDING), ("_id", ASCENDING)], {}),
     ("last_inform", [("last_inform", ASCENDING), ("_id", ASCENDING)], {}),
     ("first_seen", [("first_seen", ASCENDING), ("_id", ASCENDING)], {}),
-    ("tags", [("tags", ASCENDING)], {}),
+    ("tags_id", [("tags", ASCENDING), ("_id", ASCENDING)], {}),
     # Only devices awaiting a silence check carry the field, so the sweep reads a small index.
     ("silent_deadline", [("silent_deadline", ASCENDING)], {"sparse": True}),
 ]

@@ -62,5 +62,5 @@ async def test_run_serves_the_api_consumes_informs_and_stops_on_sigterm(
         indexes = await client[settings.mongodb_database]["devices"].index_information()
         await client.drop_database(settings.mongodb_database)
         await client.close()
-    assert {"serial_number", "oui_product_class", "software_version", "last_inform", "tags",
+    assert {"serial_number", "oui_product_class", "software_version", "last_inform", "tags_id",
             "silent_deadline"} <= set(indexes)

@@ -188,14 +188,25 @@ async def test_listed_filters_use_an_index(db: AsyncDatabase, query: dict[str, A
     assert "COLLSCAN" not in stages and "IXSCAN" in stages, stages
 
 
-async def test_sorted_cursor_pages_walk_an_index_without_an_in_memory_sort(db: AsyncDatabase) -> None:
+@pytest.mark.parametrize(("query", "sort"), [
+    ({}, "-last_inform"),
+    ({"tags": "lab"}, "id"),
+    ({"software_version": "1.0"}, "id"),
+    ({"oui": "00259E", "product_class": "Box"}, "id"),
+])
+async def test_sorted_cursor_pages_walk_an_index_without_an_in_memory_sort(
+        db: AsyncDatabase, query: dict[str, Any], sort: str) -> None:
+    import json
+
     from services.inventory.query import cursor_filter, encode_cursor, parse_sort
 
-    await db["devices"].insert_many([{"_id": f"d{i:03d}", "last_inform": T0 - timedelta(minutes=i % 10)}
-                                     for i in range(100)])
-    sort = parse_sort("-last_inform")
-    page_filter = cursor_filter(sort, encode_cursor(sort, {"_id": "d050", "last_inform": T0}))
-    plan = await db["devices"].find(page_filter).sort(sort.mongo()).limit(10).explain()
+    await db["devices"].insert_many([{"_id": f"d{i:03d}", "last_inform": T0 - timedelta(minutes=i % 10),
+                                      "tags": ["lab"] if i % 2 else ["lab", "x"], "software_version": "1.0",
+                                      "oui": "00259E", "product_class": "Box"} for i in range(100)])
+    order = parse_sort(sort)
+    after = cursor_filter(order, encode_cursor(order, {"_id": "d050", "last_inform": T0}))
+    page_filter = {"$and": [parse_query(json.dumps(query)), after]} if query else after
+    plan = await db["devices"].find(page_filter).sort(order.mongo()).limit(10).explain()
     stages = _stages(plan["queryPlanner"]["winningPlan"])
     assert "COLLSCAN" not in stages and "SORT" not in stages, stages
 

@@ -222,3 +222,12 @@ def test_projection_reads_only_mentioned_and_always_needed_parameters() -> None:
     assert projection["params.Device:X:A"] == 1 and projection["applied"] == 1
     assert "params.InternetGatewayDevice:ManagementServer:PeriodicInformInterval" in projection
     assert "params" not in projection
+
+
+def test_planning_later_messages_does_not_alter_earlier_writes() -> None:
+    state = DeviceState(DEVICE)
+    bootstrap, _ = run(state, inform("0 BOOTSTRAP", params={"Device.X.A": ("1", "xsd:string")}))
+    periodic, facts = run(state, inform("2 PERIODIC", params={"Device.X.A": ("2", "xsd:string")}, event_id="p"))
+    assert bootstrap.update["$set"]["params"]["Device:X:A"]["v"] == "1"
+    assert periodic.update["$set"]["params.Device:X:A.v"] == "2"
+    assert facts[0].changes[0].old == "1"
