@@ -82,7 +82,7 @@ class Device(BaseModel):
     connection_request_url: str | None = None
     remote_address: str | None = None
     cpe_credentials: bool | None = Field(None, description="Per-device CPE credentials are stored "
-                                         "(single-device reads only)")
+                                         "(single-device reads without ?fields only)")
     parameters: dict[str, Parameter] | None = None
 
 
@@ -197,7 +197,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         if document is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         device = render_device(document, projection)
-        device["cpe_credentials"] = await credentials.has_credentials(db, device_id)
+        if fields is None:
+            # One more query, so only for the whole device: callers asking for a few fields
+            # (the orchestrator reads tags on the Inform path) do not pay for it.
+            device["cpe_credentials"] = await credentials.has_credentials(db, device_id)
         return _json(device)
 
     @app.delete("/api/v1/devices/{device_id}", summary="Forget a device", dependencies=admin,

@@ -94,8 +94,8 @@ def _validate(items: Iterable[tuple[int, dict[str, Any] | None]]) -> tuple[list[
     rows: list[Row] = []
     errors: list[RowError] = []
     first_row: dict[str, int] = {}
-    for number, item in items:
-        if number > MAX_ROWS + 1:
+    for count, (number, item) in enumerate(items, start=1):
+        if count > MAX_ROWS:
             errors.append(RowError(number, f"more than {MAX_ROWS} rows; split the import"))
             break
         if item is None:

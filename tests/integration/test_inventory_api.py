@@ -110,7 +110,7 @@ async def test_projection_returns_only_the_chosen_parameters(api: httpx.AsyncCli
         "Device.DeviceInfo.UpTime": {"value": 100, "type": "xsd:unsignedInt",
                                      "timestamp": (T0 + timedelta(minutes=1)).isoformat()}}}]
     subtree = await api.get("/api/v1/devices/00259E-Box-SN00", params={"fields": "Device.WiFi.,tags"})
-    assert subtree.json() == {"id": "00259E-Box-SN00", "tags": [], "cpe_credentials": False, "parameters": {
+    assert subtree.json() == {"id": "00259E-Box-SN00", "tags": [], "parameters": {
         "Device.WiFi.SSID.1.SSID": {"value": "net-0", "type": "xsd:string", "timestamp": T0.isoformat()}}}
 
 

@@ -39,3 +39,13 @@ def test_csv_with_a_header_and_a_spreadsheet_row_number_in_errors() -> None:
     assert rows == [Row("00259E-Box-1", "secret", "00259E-Box-1")]
     assert [(e.row, e.error) for e in errors] == [(3, "password is required")]
     assert rows_from_csv("serial,pw\nA,B\n")[1][0].error.startswith("the header must name")
+
+
+def test_imports_are_bounded() -> None:
+    from services.inventory import credentials
+
+    rows, errors = credentials.rows_from_json(
+        [{"username": f"u{i}", "password": "p"} for i in range(credentials.MAX_ROWS + 1)])
+    assert len(rows) == credentials.MAX_ROWS
+    assert [(e.row, e.error) for e in errors] == [
+        (credentials.MAX_ROWS + 1, "more than 100000 rows; split the import")]
