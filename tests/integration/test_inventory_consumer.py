@@ -226,3 +226,35 @@ async def test_silent_devices_are_published_once_per_silence(settings: Settings,
     device = await db["devices"].find_one({"_id": DEVICE})
     assert device is not None and "silent_since" not in device and device["silent_deadline"]
     assert await sweeper.sweep() == 0
+
+
+async def test_a_real_mongod_restart_loses_nothing(settings: Settings, producer: AIOKafkaProducer,
+                                                   tmp_path: Any) -> None:
+    from acs.infra import LocalMongo
+
+    # A private mongod, so that stopping it does not disturb the other tests.
+    mongod = LocalMongo(tmp_path / "mongodb")
+    await asyncio.to_thread(mongod.start)
+    client: AsyncMongoClient = AsyncMongoClient(mongod.url, tz_aware=True, serverSelectionTimeoutMS=1000)
+    db = client["inventory"]
+    consumer = InventoryConsumer(settings, db, producer, retry_initial=0.1, retry_max=0.5, **FAST_GROUP)
+    try:
+        await store.ensure_indexes(db)
+        t0 = datetime.now(UTC).replace(microsecond=0)  # BSON dates keep milliseconds
+        await send(settings, producer, inform("1 BOOT", at=t0, Device__X="1"))
+        await consumer.start()
+        await eventually(lambda: db["devices"].find_one({"_id": DEVICE}))
+
+        await asyncio.to_thread(mongod.stop)
+        await send(settings, producer, *(inform("2 PERIODIC", at=t0 + timedelta(minutes=n), Device__X=str(n))
+                                          for n in range(2, 6)))
+        await asyncio.sleep(2)  # the consumer fails, pauses, retries
+        assert consumer.task is not None and not consumer.task.done()
+        await asyncio.to_thread(mongod.start)
+
+        device = await eventually(lambda: db["devices"].find_one({"_id": DEVICE, "params.Device:X.v": "5"}), 30)
+        assert len(device["applied"]) == 5 and device["last_inform"] == t0 + timedelta(minutes=5)
+    finally:
+        await consumer.stop()
+        await client.close()
+        await asyncio.to_thread(mongod.stop)
