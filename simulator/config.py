@@ -26,13 +26,14 @@ class AuthMode(StrEnum):
 
 
 class HttpMode(StrEnum):
-    """How devices share HTTP connections (see docs/simulator.md for measurements).
+    """How devices use TCP connections towards the ACS (measurements in docs/simulator.md).
 
-    ``session``: a new client and TCP connection per session, closed at its end, as real CPEs
-    do; the only mode that keeps a whole session on one connection even when the ACS keys
-    sessions by connection (``ignore_cookies``). ``shared``: one pooled client for the fleet:
-    cheapest, but requests of one session may travel on different connections. ``device``: one
-    client per device kept open between sessions (keep-alive): one idle socket per device.
+    ``session``: a new connection per session, closed at its end, as real CPEs do; a whole
+    session stays on one connection unless the ACS closes it, so an ACS that keys sessions by
+    connection (``ignore_cookies``) works. ``device``: one connection per device kept open
+    between sessions (keep-alive; costs one idle socket per device). ``shared``: idle
+    connections go back to a fleet-wide pool and the next session of any device reuses one, as
+    behind a keep-alive proxy (genieacs#281); cheapest on file descriptors.
     """
 
     SESSION = "session"

@@ -212,7 +212,7 @@ class Device:
         self.factory_reset_pending = False
         self.periodic_base = 0.0
         self.periodic_due: float | None = None
-        self.http_client: object | None = None  # the fleet's per-device client, in "device" mode
+        self.http_client: object | None = None  # the fleet's per-device connection ("device" mode)
         self._id_counter = 0
 
     # -- identity -------------------------------------------------------------------------

@@ -22,15 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from .config import FleetSettings, HttpMode
 from .connreq import ConnectionRequestApp, bind_socket, make_server
 from .device import PROFILES, Device, DeviceState, Transfer, now_iso
+from .http11 import Connection, HttpError, Origin, origin_of
 from .metrics import Metrics, SessionRecord
 from .session import CpeSession, SessionFailed
 from .template import load_template
-from .transport import AcsChannel, download, make_client, upload
+from .transport import AcsChannel, download, ssl_context, upload
 
 __all__ = ["Fleet"]
 
@@ -53,7 +52,7 @@ class Fleet:
         self._scheduler: asyncio.Task[None] | None = None
         self._cr_server: Any = None
         self._cr_task: asyncio.Task[None] | None = None
-        self._shared_client: httpx.AsyncClient | None = None
+        self._idle: dict[Origin, list[Connection]] = {}  # shared mode: keep-alive connections
         self._stopping = False
         self.session_listeners: list[Callable[[Device, SessionRecord, CpeSession], None]] = []
 
@@ -73,9 +72,6 @@ class Fleet:
                                    self._count_cr)
         self._cr_server = make_server(app)
         self._cr_task = asyncio.create_task(self._cr_server.serve(sockets=[sock]))
-        if s.http_mode is HttpMode.SHARED:
-            self._shared_client = make_client(s.http_timeout, max_connections=s.max_sessions,
-                                              user_agent=s.user_agent)
         now = s.clock()
         for pos in range(s.devices):
             index = s.first_index + pos
@@ -108,12 +104,11 @@ class Fleet:
             if self._cr_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(self._cr_task, 10)
-        clients = [d.http_client for d in self.devices if d.http_client is not None]
-        if self._shared_client is not None:
-            clients.append(self._shared_client)
-        for client in clients:
-            assert isinstance(client, httpx.AsyncClient)
-            await client.aclose()
+        connections = [d.http_client for d in self.devices if isinstance(d.http_client, Connection)]
+        connections += [c for idle in self._idle.values() for c in idle]
+        self._idle.clear()
+        for connection in connections:
+            await connection.close()
 
     async def run(self, duration: float | None, *, report_every: float = 5.0,
                   report: Callable[[dict[str, Any]], None] | None = None,
@@ -209,17 +204,32 @@ class Fleet:
 
     # -- sessions -------------------------------------------------------------------------
 
-    def _client_for(self, device: Device) -> tuple[httpx.AsyncClient, bool]:
+    def _connection_for(self, device: Device, url: str) -> Connection:
+        """The connection a session starts on, according to ``http_mode``."""
         s = self.settings
-        if s.http_mode is HttpMode.SHARED:
-            assert self._shared_client is not None
-            return self._shared_client, False
+        try:
+            origin, _target = origin_of(url)
+        except HttpError:
+            origin = Origin("http", "invalid", 0)  # the channel reports the bad URL
         if s.http_mode is HttpMode.DEVICE:
-            if device.http_client is None:
-                device.http_client = make_client(s.http_timeout, user_agent=s.user_agent)
-            assert isinstance(device.http_client, httpx.AsyncClient)
-            return device.http_client, False
-        return make_client(s.http_timeout, user_agent=s.user_agent), True
+            connection = device.http_client
+            if not isinstance(connection, Connection) or connection.origin != origin:
+                connection = device.http_client = Connection(origin, user_agent=s.user_agent,
+                                                             ssl_context=ssl_context())
+            return connection
+        if s.http_mode is HttpMode.SHARED:
+            idle = self._idle.get(origin)
+            if idle:
+                return idle.pop()
+        return Connection(origin, user_agent=s.user_agent, ssl_context=ssl_context())
+
+    async def _release(self, connection: Connection, ok: bool) -> None:
+        mode = self.settings.http_mode
+        if mode is HttpMode.SHARED and ok and connection.is_open:
+            # Reused by the next session of any device, as through a keep-alive proxy.
+            self._idle.setdefault(connection.origin, []).append(connection)
+        elif mode is not HttpMode.DEVICE or not ok:
+            await connection.close()  # a real CPE closes its connection when the session ends
 
     async def _session(self, device: Device, due: float) -> None:
         assert self._slots is not None
@@ -232,10 +242,11 @@ class Fleet:
             self.metrics.max_in_flight = max(self.metrics.max_in_flight, self.in_flight)
             url = device.acs_url
             session = CpeSession(device, url=url, cwmp_version=s.cwmp_version, max_messages=s.max_messages)
-            client, owned = self._client_for(device)
+            connection = self._connection_for(device, url)
             username, password = device.acs_credentials
-            channel = AcsChannel(client, url, auth=s.auth, username=username, password=password,
-                                 ignore_cookies=s.ignore_cookies)
+            channel = AcsChannel(connection, url, auth=s.auth, username=username, password=password,
+                                 ignore_cookies=s.ignore_cookies, timeout=s.http_timeout,
+                                 user_agent=s.user_agent)
             ok, reason, retry_after = True, "", None
             try:
                 out = session.start()
@@ -249,8 +260,8 @@ class Fleet:
                 ok, reason = False, f"internal: {type(exc).__name__}: {exc}"
             finally:
                 self.in_flight -= 1
-                if owned:
-                    await client.aclose()
+                await channel.aclose()
+                await self._release(connection, ok)
         record = SessionRecord(
             device=device.index, start=start_wall, end=start_wall + (time.perf_counter() - t0), ok=ok,
             reason=reason, events=session.event_codes, rpcs=len(session.rpcs),

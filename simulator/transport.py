@@ -1,15 +1,14 @@
-"""HTTP for the simulated CPEs: the CWMP session channel and the file transfers (httpx).
+"""HTTP for the simulated CPEs: the CWMP session channel and the file transfers.
 
-:class:`AcsChannel` carries one session: it sends each POST, answers 401 challenges (Digest or
-Basic, whichever the ACS offers; the answer goes out on the same connection unless the ACS
-closed it), keeps the session's cookies (RFC 6265 subset: name=value, Max-Age=0 deletes) unless
-told to ignore them like cwmp-sim, follows up to 5 redirects for the rest of the session (T8),
-and reports transport errors as :class:`~simulator.session.SessionFailed`.
+:class:`AcsChannel` carries one session over a :class:`simulator.http11.Connection`: it sends
+each POST, answers 401 challenges (Digest or Basic, whichever the ACS offers; the answer goes
+out on the same connection unless the ACS closed it), keeps the session's cookies (RFC 6265
+subset: name=value, Max-Age=0 deletes) unless told to ignore them like cwmp-sim, follows up to
+5 redirects for the rest of the session (T8), and reports transport errors as
+:class:`~simulator.session.SessionFailed`.
 
-httpx's own cookie jar is disabled (:class:`_NoCookies`): with a client shared by many devices
-it would mix their sessions, and ignoring cookies must be possible.
-
-File transfers (F1-F6) use their own short-lived client, as a CPE opens a new connection to the
+File transfers (F1-F6) use httpx (streaming, redirects; they are rare, so its cost does not
+matter) with a short-lived client each, as a CPE opens a new connection to the
 file server: :func:`download` streams the body (never held in memory), counts and hashes it,
 and maps failures to TransferComplete fault codes: 9010 transfer failure, 9012 file-server
 authentication failure, 9018 corrupted (size differs from FileSize). :func:`upload` PUTs.
@@ -20,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http.cookiejar import CookieJar, CookiePolicy
 from pathlib import PurePosixPath
+from typing import Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -32,47 +32,38 @@ from cwmp.digest import DigestClient, DigestError, basic_authorization
 from cwmp.faults import CpeFault
 
 from .config import AuthMode
+from .http11 import Connection, HttpError, Origin, Response, origin_of
 from .session import Outgoing, SessionFailed
 
 __all__ = [
     "AcsChannel",
     "Reply",
+    "Requester",
     "TransferOutcome",
     "download",
-    "make_client",
+    "ssl_context",
     "upload",
     "version_from_name",
 ]
+
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    # httpcore runs `import sniffio` on every request (3-4 times) and anyio 4 no longer
+    # installs it. A failed import is not cached, so each one searches sys.path again
+    # (~0.15 ms): a third of the simulator's CPU per session. A None entry makes the import
+    # fail at once; httpcore and anyio then assume asyncio, which is what runs here.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 _MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _VERSION_RE = re.compile(r"\d+(?:\.\d+)+[A-Za-z0-9.\-]*")
 
 
-class _NoCookies(CookiePolicy):
-    """Refuse every cookie: cookies are handled per session by :class:`AcsChannel`."""
-
-    netscape = True
-    rfc2965 = False
-    hide_cookie2 = True
-
-    def set_ok(self, cookie, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
-
-    def return_ok(self, cookie, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
-
-    def domain_return_ok(self, domain, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
-
-    def path_return_ok(self, path, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
-
-
 _SSL_CONTEXT: ssl.SSLContext | None = None
 
 
-def _ssl_context() -> ssl.SSLContext:
+def ssl_context() -> ssl.SSLContext:
     # Building a default SSL context loads the CA bundle (~20 ms, ~1 MB): do it once per process.
     global _SSL_CONTEXT
     if _SSL_CONTEXT is None:
@@ -80,16 +71,15 @@ def _ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
-def make_client(timeout: float, *, max_connections: int = 1, user_agent: str = "acs-simulator") -> httpx.AsyncClient:
-    """An httpx client with no cookie jar, no automatic redirects and a shared SSL context."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        cookies=CookieJar(policy=_NoCookies()),
-        follow_redirects=False,
-        verify=_ssl_context(),
-        headers={"User-Agent": user_agent},
-    )
+class Requester(Protocol):
+    """What the channel needs from a connection (:class:`simulator.http11.Connection`)."""
+
+    origin: Origin
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+                      answer_within: float) -> Response: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +89,8 @@ class Reply:
     body: bytes
 
 
-def _request_target(url: str) -> str:
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(response: Response) -> float | None:
+    value = response.header("retry-after")
     if value is None or not value.strip().isdigit():
         return None
     return min(float(value.strip()), 3600.0)
@@ -114,25 +99,33 @@ def _retry_after(response: httpx.Response) -> float | None:
 class AcsChannel:
     """The HTTP side of one CWMP session. See the module docstring."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, *, auth: AuthMode, username: str,
-                 password: str, ignore_cookies: bool = False) -> None:
-        self.client = client
+    def __init__(self, connection: Requester, url: str, *, auth: AuthMode, username: str, password: str,
+                 ignore_cookies: bool = False, timeout: float = 30.0, user_agent: str = "acs-simulator") -> None:
+        self.connection = connection
         self.url = url
         self.auth = auth
         self.username = username
         self.password = password
         self.ignore_cookies = ignore_cookies
+        self.timeout = timeout
+        self.user_agent = user_agent
         self.cookies: dict[str, str] = {}
         self.requests = 0
         self._digest: DigestClient | None = None  # set once the ACS has challenged
         self._redirects = 0
+        self._own: list[Requester] = []  # connections opened for redirects to other origins
 
-    def _authorization(self) -> str | None:
+    async def aclose(self) -> None:
+        for connection in self._own:
+            await connection.close()
+        self._own.clear()
+
+    def _authorization(self, target: str) -> str | None:
         if self.auth is AuthMode.BASIC:
             return basic_authorization(self.username, self.password)
         if self._digest is not None and self._digest.challenge is not None:
             # After a challenge, every request carries credentials (A1); nc increments.
-            return self._digest.authorization("POST", _request_target(self.url))
+            return self._digest.authorization("POST", target)
         return None
 
     def _store_cookies(self, values: Iterable[str]) -> None:
@@ -152,50 +145,65 @@ class AcsChannel:
         """POST ``out`` and return the ACS's final reply (after auth legs and redirects)."""
         answered: str | None = None  # the Authorization that answers a fresh challenge
         while True:
-            headers: dict[str, str] = {}
-            if out.body:
-                headers["Content-Type"] = 'text/xml; charset="utf-8"'
-                # T3: responses and faults carry an empty SOAPAction; requests may name nothing too.
-                headers["SOAPAction"] = ""
-            if self.cookies and not self.ignore_cookies:
-                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             try:
-                authorization = answered or self._authorization()
+                origin, target = origin_of(self.url)
+            except HttpError as exc:
+                raise SessionFailed(f"bad ACS URL: {exc}") from None
+            headers: list[tuple[str, str]] = []
+            if out.body:
+                headers.append(("Content-Type", 'text/xml; charset="utf-8"'))
+                # T3: responses and faults carry an empty SOAPAction; requests may name nothing too.
+                headers.append(("SOAPAction", ""))
+            if self.cookies and not self.ignore_cookies:
+                headers.append(("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items())))
+            try:
+                authorization = answered or self._authorization(target)
             except DigestError as exc:
                 raise SessionFailed(f"auth: {exc}") from None
             if authorization is not None:
-                headers["Authorization"] = authorization
+                headers.append(("Authorization", authorization))
+            connection = self._connection_for(origin)
             try:
-                response = await self.client.post(self.url, content=out.body, headers=headers)
-            except httpx.TimeoutException:
-                raise SessionFailed("timeout: no answer from the ACS") from None
-            except httpx.HTTPError as exc:
-                raise SessionFailed(f"connection error: {type(exc).__name__} {exc}".rstrip()) from None
+                response = await connection.request("POST", target, headers, out.body, self.timeout)
+            except HttpError as exc:
+                reason = str(exc)
+                raise SessionFailed(reason if reason.startswith("timeout") else f"connection error: {reason}") from None
             self.requests += 1
             if not self.ignore_cookies:
-                self._store_cookies(response.headers.get_list("set-cookie"))
-                self._store_cookies(response.headers.get_list("set-cookie2"))
-            status = response.status_code
+                self._store_cookies(response.header_list("set-cookie"))
+                self._store_cookies(response.header_list("set-cookie2"))
+            status = response.status
             if status == 401:
-                answered = self._answer_challenge(response, answered is not None)
+                answered = self._answer_challenge(response, answered is not None, target)
                 continue
             answered = None
-            if status in _REDIRECTS and "location" in response.headers:
+            location = response.header("location")
+            if status in _REDIRECTS and location:
                 self._redirects += 1
                 if self._redirects > _MAX_REDIRECTS:
                     raise SessionFailed(f"redirect: more than {_MAX_REDIRECTS} redirects")
                 # The new URL holds for the rest of this session only (T8).
-                self.url = urljoin(self.url, response.headers["location"])
+                self.url = urljoin(self.url, location)
                 continue
             if status >= 300 and status != 204:
                 raise SessionFailed(f"HTTP {status}", _retry_after(response))
-            return Reply(status, response.headers.get("content-type"), response.content)
+            return Reply(status, response.header("content-type"), response.body)
 
-    def _answer_challenge(self, response: httpx.Response, already_answered: bool) -> str:
+    def _connection_for(self, origin: Origin) -> Requester:
+        if origin == self.connection.origin:
+            return self.connection
+        for connection in self._own:
+            if connection.origin == origin:
+                return connection
+        connection = Connection(origin, user_agent=self.user_agent, ssl_context=ssl_context())
+        self._own.append(connection)
+        return connection
+
+    def _answer_challenge(self, response: Response, already_answered: bool, target: str) -> str:
         """The Authorization answering this 401, or SessionFailed when there is no point."""
         if self.auth is AuthMode.NONE:
             raise SessionFailed("auth: HTTP 401 and no credentials configured")
-        challenges = response.headers.get_list("www-authenticate")
+        challenges = response.header_list("www-authenticate")
         if not challenges:
             raise SessionFailed("auth: HTTP 401 without WWW-Authenticate")
         # stale=true: right credentials, expired nonce; answering again is expected.
@@ -207,7 +215,7 @@ class AcsChannel:
         if self._digest is None:
             self._digest = DigestClient(self.username, self.password, allow_basic=True)
         try:
-            value = self._digest.authorization("POST", _request_target(self.url), challenges)
+            value = self._digest.authorization("POST", target, challenges)
         except DigestError as exc:
             raise SessionFailed(f"auth: {exc}") from None
         # A Digest challenge to a pre-emptive Basic CPE: from now on answer it like Digest.
@@ -253,7 +261,7 @@ async def _authed(client: httpx.AsyncClient, method: str, url: str, username: st
         challenges = response.headers.get_list("www-authenticate")
         await response.aclose()
         try:
-            headers = {"Authorization": digest.authorization(method, _request_target(str(response.url)),
+            headers = {"Authorization": digest.authorization(method, origin_of(str(response.url))[1],
                                                              challenges)}
         except DigestError:
             return response
@@ -264,7 +272,7 @@ async def download(url: str, username: str, password: str, file_size: int, targe
                    *, io_timeout: float, user_agent: str) -> TransferOutcome:
     """Fetch ``url`` and check it; the body is streamed and only counted and hashed."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(io_timeout), follow_redirects=True,
-                                 verify=_ssl_context(), headers={"User-Agent": user_agent}) as client:
+                                 verify=ssl_context(), headers={"User-Agent": user_agent}) as client:
         try:
             response = await _authed(client, "GET", url, username, password, stream=True)
             try:
@@ -300,7 +308,7 @@ async def upload(url: str, username: str, password: str, body: bytes, *, io_time
                  user_agent: str) -> TransferOutcome:
     """PUT ``body`` to ``url`` (F3: uploads use HTTP PUT)."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(io_timeout), follow_redirects=False,
-                                 verify=_ssl_context(), headers={"User-Agent": user_agent}) as client:
+                                 verify=ssl_context(), headers={"User-Agent": user_agent}) as client:
         try:
             response = await _authed(client, "PUT", url, username, password, body)
         except httpx.TimeoutException:

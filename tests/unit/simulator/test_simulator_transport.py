@@ -1,155 +1,184 @@
-"""The session's HTTP channel (auth, cookies, redirects) against an in-memory httpx transport."""
+"""The session's HTTP channel (auth, cookies, redirects) against an in-memory connection."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from http.cookiejar import CookieJar
 
-import httpx
 import pytest
 
 from cwmp.digest import DigestServer, parse_authorization, parse_basic
 from simulator.config import AuthMode
+from simulator.http11 import HttpError, Origin, Response, origin_of
 from simulator.session import Outgoing, OutKind, SessionFailed
-from simulator.transport import AcsChannel, _NoCookies, version_from_name
+from simulator.transport import AcsChannel, version_from_name
 
 URL = "http://acs.test/cwmp"
 INFORM = Outgoing(OutKind.REQUEST, b"<soap/>", "Inform")
 EMPTY = Outgoing(OutKind.EMPTY, b"")
 
 
-def channel(handler: Callable[[httpx.Request], httpx.Response], auth: AuthMode = AuthMode.DIGEST,
-            password: str = "pw", ignore_cookies: bool = False) -> AcsChannel:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), cookies=CookieJar(policy=_NoCookies()))
-    return AcsChannel(client, URL, auth=auth, username="cpe-1", password=password,
-                      ignore_cookies=ignore_cookies)
+class Sent:
+    def __init__(self, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.target = target
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+
+
+Handler = Callable[[Sent], Response]
+
+
+class FakeConnection:
+    """Stands in for simulator.http11.Connection: hands each request to ``handler``."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.origin = origin_of(URL)[0]
+        self.handler = handler
+        self.sent: list[Sent] = []
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+                      answer_within: float) -> Response:
+        assert method == "POST"
+        sent = Sent(target, headers, body)
+        self.sent.append(sent)
+        return self.handler(sent)
+
+    async def close(self) -> None:
+        return None
+
+
+def respond(status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> Response:
+    return Response(status, headers or [], body)
+
+
+def channel(handler: Handler, auth: AuthMode = AuthMode.DIGEST, password: str = "pw",
+            ignore_cookies: bool = False) -> tuple[AcsChannel, FakeConnection]:
+    connection = FakeConnection(handler)
+    return AcsChannel(connection, URL, auth=auth, username="cpe-1", password=password,
+                      ignore_cookies=ignore_cookies), connection
 
 
 class DigestAcs:
-    """Challenges unauthenticated requests, verifies the others, records what came."""
+    """Challenges unauthenticated requests and verifies the others."""
 
     def __init__(self, password: str = "pw") -> None:
         self.server = DigestServer("acs", secrets.token_bytes(32))
         self.password = password
-        self.requests: list[httpx.Request] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        header = request.headers.get("authorization")
-        result = self.server.verify("POST", request.url.raw_path.decode(), header,
+    def __call__(self, sent: Sent) -> Response:
+        result = self.server.verify("POST", sent.target, sent.headers.get("authorization"),
                                     lambda user: self.password if user == "cpe-1" else None)
         if not result.ok:
-            return httpx.Response(401, headers={"www-authenticate": self.server.challenge()})
-        return httpx.Response(204)
+            return respond(401, [("www-authenticate", self.server.challenge())])
+        return respond(204)
 
 
 async def test_digest_challenge_answered_and_nonce_count_increments() -> None:
-    acs = DigestAcs()
-    ch = channel(acs)
+    ch, conn = channel(DigestAcs())
     for _ in range(3):
         reply = await ch.exchange(EMPTY)
         assert reply.status == 204
-    assert acs.requests[0].headers.get("authorization") is None  # waits for the challenge
-    creds = [parse_authorization(r.headers["authorization"]) for r in acs.requests[1:]]
+    assert "authorization" not in conn.sent[0].headers  # waits for the challenge
+    creds = [parse_authorization(s.headers["authorization"]) for s in conn.sent[1:]]
     assert [c.nc for c in creds] == ["00000001", "00000002", "00000003"]
     assert {c.uri for c in creds} == {"/cwmp"} and {c.username for c in creds} == {"cpe-1"}
     assert ch.requests == 4  # one 401 leg, then one request per message
 
 
 async def test_wrong_password_fails_after_one_answer() -> None:
-    acs = DigestAcs(password="other")
+    ch, conn = channel(DigestAcs(password="other"))
     with pytest.raises(SessionFailed, match="credentials refused"):
-        await channel(acs).exchange(INFORM)
-    assert len(acs.requests) == 2
+        await ch.exchange(INFORM)
+    assert len(conn.sent) == 2
 
 
 async def test_basic_is_sent_pre_emptively() -> None:
-    seen: list[str | None] = []
+    ch, conn = channel(lambda sent: respond(204), auth=AuthMode.BASIC)
+    await ch.exchange(INFORM)
+    assert parse_basic(conn.sent[0].headers["authorization"]) == ("cpe-1", "pw")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("authorization"))
-        return httpx.Response(204)
 
-    await channel(handler, auth=AuthMode.BASIC).exchange(INFORM)
-    assert parse_basic(seen[0]) == ("cpe-1", "pw")
+async def test_pre_emptive_basic_then_a_digest_challenge_switches_to_digest() -> None:
+    ch, conn = channel(DigestAcs(), auth=AuthMode.BASIC)
+    await ch.exchange(INFORM)
+    await ch.exchange(EMPTY)
+    schemes = [s.headers["authorization"].split()[0] for s in conn.sent]
+    assert schemes == ["Basic", "Digest", "Digest"]
 
 
 async def test_no_credentials_and_a_challenge_fails() -> None:
+    ch, _conn = channel(DigestAcs(), auth=AuthMode.NONE)
     with pytest.raises(SessionFailed, match="no credentials"):
-        await channel(DigestAcs(), auth=AuthMode.NONE).exchange(INFORM)
+        await ch.exchange(INFORM)
 
 
 async def test_headers_of_requests_and_of_the_empty_post() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=b"<x/>", headers={"content-type": "text/xml"})
-
-    ch = channel(handler, auth=AuthMode.NONE)
+    ch, conn = channel(lambda sent: respond(200, [("content-type", "text/xml")], b"<x/>"), auth=AuthMode.NONE)
     reply = await ch.exchange(INFORM)
     assert (reply.status, reply.body, reply.content_type) == (200, b"<x/>", "text/xml")
     await ch.exchange(EMPTY)
-    assert seen[0].headers["content-type"].startswith("text/xml")
-    assert seen[0].headers["soapaction"] == ""
+    assert conn.sent[0].headers["content-type"].startswith("text/xml")
+    assert conn.sent[0].headers["soapaction"] == ""
     # T3: the empty POST carries neither Content-Type nor SOAPAction.
-    assert "content-type" not in seen[1].headers and "soapaction" not in seen[1].headers
-    assert seen[1].content == b""
+    assert "content-type" not in conn.sent[1].headers and "soapaction" not in conn.sent[1].headers
+    assert conn.sent[1].body == b""
 
 
 @pytest.mark.parametrize("ignore", [False, True])
 async def test_cookies_are_kept_for_the_session_unless_ignored(ignore: bool) -> None:
-    seen: list[str | None] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("cookie"))
-        if len(seen) == 1:
-            return httpx.Response(200, headers=[("set-cookie", "sid=abc; Path=/; HttpOnly"),
-                                                ("set-cookie", "lb=7")])
-        if len(seen) == 2:
-            return httpx.Response(200, headers={"set-cookie": "lb=; Max-Age=0"})
-        return httpx.Response(204)
-
-    ch = channel(handler, auth=AuthMode.NONE, ignore_cookies=ignore)
+    replies = iter([
+        respond(200, [("set-cookie", "sid=abc; Path=/; HttpOnly"), ("set-cookie", "lb=7")]),
+        respond(200, [("set-cookie", "lb=; Max-Age=0")]),
+        respond(204),
+    ])
+    ch, conn = channel(lambda sent: next(replies), auth=AuthMode.NONE, ignore_cookies=ignore)
     for _ in range(3):
         await ch.exchange(EMPTY)
-    if ignore:
-        assert seen == [None, None, None]
-    else:
-        assert seen == [None, "sid=abc; lb=7", "sid=abc"]
+    seen = [s.headers.get("cookie") for s in conn.sent]
+    assert seen == ([None, None, None] if ignore else [None, "sid=abc; lb=7", "sid=abc"])
 
 
 async def test_redirect_is_followed_for_the_rest_of_the_session() -> None:
-    paths: list[str] = []
+    def handler(sent: Sent) -> Response:
+        if sent.target == "/cwmp":
+            return respond(307, [("location", "/moved")])
+        return respond(204)
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        if request.url.path == "/cwmp":
-            return httpx.Response(307, headers={"location": "/moved"})
-        return httpx.Response(204)
-
-    ch = channel(handler, auth=AuthMode.NONE)
+    ch, conn = channel(handler, auth=AuthMode.NONE)
     await ch.exchange(INFORM)
     await ch.exchange(EMPTY)
-    assert paths == ["/cwmp", "/moved", "/moved"]
+    assert [s.target for s in conn.sent] == ["/cwmp", "/moved", "/moved"]
+
+
+async def test_too_many_redirects_fail() -> None:
+    ch, _conn = channel(lambda sent: respond(302, [("location", "/again")]), auth=AuthMode.NONE)
+    with pytest.raises(SessionFailed, match="more than 5 redirects"):
+        await ch.exchange(INFORM)
 
 
 async def test_overloaded_acs_gives_a_failure_with_retry_after() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, headers={"retry-after": "42"})
-
+    ch, _conn = channel(lambda sent: respond(503, [("retry-after", "42")]), auth=AuthMode.NONE)
     with pytest.raises(SessionFailed) as excinfo:
-        await channel(handler, auth=AuthMode.NONE).exchange(INFORM)
+        await ch.exchange(INFORM)
     assert excinfo.value.reason == "HTTP 503" and excinfo.value.retry_after == 42.0
 
 
 async def test_transport_errors_become_session_failures() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    def handler(sent: Sent) -> Response:
+        raise HttpError("connect to acs.test:80 failed: refused")
 
-    with pytest.raises(SessionFailed, match="connection error"):
-        await channel(handler, auth=AuthMode.NONE).exchange(INFORM)
+    ch, _conn = channel(handler, auth=AuthMode.NONE)
+    with pytest.raises(SessionFailed, match="connection error: connect"):
+        await ch.exchange(INFORM)
+
+
+def test_origins_and_host_headers() -> None:
+    assert origin_of("http://acs:7547/cwmp?x=1") == (Origin("http", "acs", 7547), "/cwmp?x=1")
+    assert origin_of("https://acs.example") == (Origin("https", "acs.example", 443), "/")
+    assert Origin("http", "acs", 80).host_header == "acs"
+    assert Origin("http", "::1", 7547).host_header == "[::1]:7547"
+    with pytest.raises(HttpError):
+        origin_of("ftp://acs/")
 
 
 @pytest.mark.parametrize(("name", "version"), [
