@@ -1,9 +1,9 @@
 """Kafka in and out: the cwmp.inbound consumer, the plan and device-event publisher, the sweep loop.
 
-Events of one device are handled strictly in order (they share a partition, and within a fetched
-batch each device's events run one after the other); different devices run concurrently. Offsets
-are committed only after every event of the batch was handled, so a crash means redelivery, never
-loss; the engine answers a redelivered event with the same plan. An event that keeps failing (a
+Events of one device are handled strictly in order (they share a partition, and each device has
+one queue drained by one worker); different devices run concurrently. An offset is committed only
+once it and every offset before it in its partition were handled, so a crash means redelivery,
+never loss; the engine answers a redelivered event with the same plan. An event that keeps failing (a
 MongoDB outage, say) is retried with backoff before it is given up with an error log, so one bad
 event cannot stall a partition forever.
 """
@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -37,7 +39,11 @@ from services.orchestrator.engine import Engine
 log = logging.getLogger(__name__)
 
 HANDLE_ATTEMPTS = 5
-MAX_CONCURRENT_DEVICES = 64
+# Devices handled at once. Handling is mostly waiting on MongoDB and Kafka, so many can overlap.
+MAX_CONCURRENT_DEVICES = 256
+# Events fetched but not handled yet; fetching pauses above it (memory, and fairness on rebalance).
+MAX_IN_FLIGHT = 5000
+COMMIT_INTERVAL_SECONDS = 1.0
 SWEEP_INTERVAL_SECONDS = 30.0
 
 
@@ -60,12 +66,59 @@ class KafkaPublisher:
                                           key=plan.device_id.encode(), partition=partition)
 
     async def device_events(self, events: list[DeviceEvent]) -> None:
+        if not events:
+            return
         topic = topic_name(self.settings, TOPIC_DEVICE_EVENTS)
-        for event in events:
-            await self.producer.send_and_wait(topic, encode(event), key=event.device_id.encode())
+        # Sent together, acknowledged together: one broker round trip, not one per event.
+        sent = [await self.producer.send(topic, encode(event), key=event.device_id.encode()) for event in events]
+        await asyncio.gather(*sent)
+
+
+class OffsetTracker:
+    """Which offsets of a partition are done, so that a commit never skips unhandled work.
+
+    Events of different devices finish out of order; the committable offset of a partition is
+    the lowest one still being handled (or the next after the last seen, when none is).
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[TopicPartition, set[int]] = defaultdict(set)
+        self.next_offset: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
+
+    def started(self, tp: TopicPartition, offset: int) -> None:
+        self.pending[tp].add(offset)
+        self.next_offset[tp] = max(self.next_offset.get(tp, 0), offset + 1)
+
+    def finished(self, tp: TopicPartition, offset: int) -> None:
+        self.pending[tp].discard(offset)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        ready = {}
+        for tp, next_offset in self.next_offset.items():
+            offset = min(self.pending[tp]) if self.pending[tp] else next_offset
+            if offset > self.committed.get(tp, -1):
+                ready[tp] = offset
+        return ready
+
+    def in_flight(self) -> int:
+        return sum(len(offsets) for offsets in self.pending.values())
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.pending.pop(tp, None)
+            self.next_offset.pop(tp, None)
+            self.committed.pop(tp, None)
 
 
 class InboundConsumer:
+    """A pipeline: fetching never waits for handling, except when too much is in flight.
+
+    Each device has its own queue, drained by one worker at a time (strict per-device order);
+    many devices are handled concurrently. A slow device therefore delays only itself, not the
+    plans of every other session, which a fetch-handle-commit loop over whole batches would.
+    """
+
     def __init__(self, settings: Settings, engine: Engine, **consumer_options: object) -> None:
         self.settings = settings
         self.engine = engine
@@ -73,6 +126,11 @@ class InboundConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(MAX_CONCURRENT_DEVICES)
+        self._queues: dict[str, deque[tuple[InboundEvent, TopicPartition, int]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._offsets = OffsetTracker()
+        self._room = asyncio.Event()
+        self._room.set()
 
     @property
     def group_id(self) -> str:
@@ -89,7 +147,14 @@ class InboundConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._workers:
+            # Let the events in hand finish (they are short), then commit what is done.
+            _, running = await asyncio.wait(self._workers, timeout=10)
+            for worker in running:
+                worker.cancel()
         if self.consumer is not None:
+            with contextlib.suppress(KafkaError):
+                await self._commit()
             await self.consumer.stop()
 
     def running(self) -> bool:
@@ -97,28 +162,60 @@ class InboundConsumer:
 
     async def _run(self) -> None:
         assert self.consumer is not None
+        last_commit = time.monotonic()
         while True:
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=500)
-            if not batch:
-                continue
-            per_device: dict[str, list[InboundEvent]] = defaultdict(list)
-            for records in batch.values():
+            await self._room.wait()
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
+            assigned = self.consumer.assignment()
+            self._offsets.forget([tp for tp in list(self._offsets.next_offset) if tp not in assigned])
+            for tp, records in batch.items():
                 for record in records:
                     event = _decode(record.value)
-                    if event is not None:
-                        per_device[event.device_id].append(event)
-            await asyncio.gather(*(self._device(events) for events in per_device.values()))
-            try:
-                await self.consumer.commit()
-            except KafkaError:
-                # A rebalance took the partitions away; the new owner re-handles from the last
-                # commit and gets the same answers.
-                log.warning("offset commit failed", exc_info=True)
+                    if event is None:
+                        continue
+                    self._offsets.started(tp, record.offset)
+                    self._enqueue(event, tp, record.offset)
+            if self._offsets.in_flight() >= MAX_IN_FLIGHT:
+                self._room.clear()  # the workers set it again as they catch up
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_SECONDS:
+                last_commit = time.monotonic()
+                try:
+                    await self._commit()
+                except KafkaError:
+                    # A rebalance took the partitions away; the new owner re-handles from the last
+                    # commit and gets the same answers.
+                    log.warning("offset commit failed", exc_info=True)
 
-    async def _device(self, events: list[InboundEvent]) -> None:
-        async with self._limit:
-            for event in events:
-                await self._handle(event)
+    def _enqueue(self, event: InboundEvent, tp: TopicPartition, offset: int) -> None:
+        queue = self._queues.get(event.device_id)
+        if queue is not None:
+            queue.append((event, tp, offset))  # its worker is running and will take it
+            return
+        self._queues[event.device_id] = deque([(event, tp, offset)])
+        worker = asyncio.create_task(self._device(event.device_id))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+
+    async def _device(self, device_id: str) -> None:
+        queue = self._queues[device_id]
+        try:
+            async with self._limit:
+                while queue:
+                    event, tp, offset = queue[0]
+                    await self._handle(event)
+                    queue.popleft()
+                    self._offsets.finished(tp, offset)
+                    if self._offsets.in_flight() < MAX_IN_FLIGHT // 2:
+                        self._room.set()
+        finally:
+            del self._queues[device_id]
+
+    async def _commit(self) -> None:
+        assert self.consumer is not None
+        ready = self._offsets.committable()
+        if ready:
+            await self.consumer.commit({tp: offset for tp, offset in ready.items()})
+            self._offsets.committed.update(ready)
 
     async def _handle(self, event: InboundEvent) -> None:
         for attempt in range(1, HANDLE_ATTEMPTS + 1):
