@@ -50,6 +50,7 @@ _INT_RANGES = {
     "xsd:unsignedLong": (0, 2**64 - 1),
 }
 _ALLOWED_ACCESS = frozenset({"Subscriber"})
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Context(Protocol):
@@ -135,7 +136,9 @@ class DataModel:
         self.notification: dict[str, int] = {}  # only values that differ from the default
         self.access_lists: dict[str, tuple[str, ...]] = {}
         self._added: dict[str, list[int]] = {}  # table path -> instance numbers added
-        self._deleted: set[str] = set()  # instance paths ("...Host.2.") removed from the template
+        # Instance paths ("...Host.2.") removed from the template. Immutable and shared while
+        # empty: an empty set costs 216 bytes, times every device of the fleet.
+        self._deleted: frozenset[str] = _NOTHING
         self._last_instance: dict[str, int] = {}  # table path -> highest number ever used
 
     # -- overlay lifecycle ----------------------------------------------------------------
@@ -146,7 +149,7 @@ class DataModel:
         self.notification.clear()
         self.access_lists.clear()
         self._added.clear()
-        self._deleted.clear()
+        self._deleted = _NOTHING
         self._last_instance.clear()
 
     def overlay_size(self) -> int:
@@ -492,7 +495,7 @@ class DataModel:
             if not added:
                 del self._added[table_path]
         else:
-            self._deleted.add(resolved.path)
+            self._deleted = self._deleted | {resolved.path}
         self._last_instance[table_path] = max(self._last_instance.get(table_path, 0), number)
         self._forget_under(resolved.path)
         self._set_parameter_key(parameter_key)
@@ -506,7 +509,7 @@ class DataModel:
             del self._added[key]
         for key in [k for k in self._last_instance if k.startswith(prefix)]:
             del self._last_instance[key]
-        self._deleted = {p for p in self._deleted if not p.startswith(prefix) or p == prefix}
+        self._deleted = frozenset(p for p in self._deleted if not p.startswith(prefix) or p == prefix)
 
     # -- Inform helpers -------------------------------------------------------------------
 

@@ -151,7 +151,8 @@ class _Runtime:
     events: list[tuple[str, str]] = field(default_factory=list)  # (code, command key), ordered
     # Events the ACS has seen but that stay until a TransferComplete is acknowledged (T26):
     # they go into every Inform, but do not by themselves justify a new session.
-    delivered: set[tuple[str, str]] = field(default_factory=set)
+    # A list, not a set: it holds 0-3 entries, and an empty set costs 216 bytes per device.
+    delivered: list[tuple[str, str]] = field(default_factory=list)
     value_changes: dict[str, None] = field(default_factory=dict)  # ordered set of names
     transfers: list[Transfer] = field(default_factory=list)
     pending_tcs: list[tuple[str, TransferComplete]] = field(default_factory=list)  # (event, message)
@@ -332,7 +333,7 @@ class Device:
         keep = {tc.command_key for _e, tc in rt.pending_tcs}
         rt.events = [(c, k) for c, k in rt.events
                      if (c == "7 TRANSFER COMPLETE" and rt.pending_tcs) or (c in _TRANSFER_EVENTS and k in keep)]
-        rt.delivered.intersection_update(rt.events)
+        rt.delivered = [e for e in rt.delivered if e in rt.events]
         rt.value_changes.clear()
         self.add_event("1 BOOT")
         if self.reboot_key is not None:
@@ -501,7 +502,7 @@ class Device:
             or (c == "7 TRANSFER COMPLETE" and self.rt.pending_tcs)
             or (c in _TRANSFER_EVENTS and k in tc_keys)
         ]
-        self.rt.delivered.update(e for e in self.rt.events if e in delivered)
+        self.rt.delivered = [e for e in self.rt.events if e in delivered or e in self.rt.delivered]
         for param in inform.parameter_list:
             self.rt.value_changes.pop(param.name, None)
 
@@ -514,7 +515,7 @@ class Device:
                 break
         if not rt.pending_tcs:
             rt.events = [(c, k) for c, k in rt.events if c != "7 TRANSFER COMPLETE"]
-        rt.delivered.intersection_update(rt.events)
+        rt.delivered = [e for e in rt.delivered if e in rt.events]
 
     def pending_requests(self) -> list[TransferComplete]:
         return [tc for _e, tc in self.rt.pending_tcs]
