@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from services.bus.events import (
+    FILE_EVENT_ADAPTER,
     INBOUND_ADAPTER,
     SCHEMA_VERSION,
     TOPIC_DEVICE_EVENTS,
@@ -19,7 +20,6 @@ from services.bus.events import (
     TOPIC_REPLIES,
     TOPIC_RETENTION_MS,
     DeviceEvent,
-    FileDownloadEvent,
     SessionPlan,
 )
 
@@ -27,8 +27,8 @@ CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
     (TOPIC_DEVICE_EVENTS, "DeviceEvent", "Public. Facts about devices for other systems: registration, boots, "
      "informs, value changes with old and new values, silence, task outcomes, firmware upgrades. Key: device id.",
      TypeAdapter(DeviceEvent), "inventory, orchestrator"),
-    (TOPIC_FILE_EVENTS, "FileDownloadEvent", "CPE file downloads completed or failed. Key: file name.",
-     TypeAdapter(FileDownloadEvent), "fileserver"),
+    (TOPIC_FILE_EVENTS, "FileEvent", "CPE file downloads and uploads, completed or failed. Key: file name.",
+     FILE_EVENT_ADAPTER, "fileserver"),
     (TOPIC_INBOUND, "InboundEvent", "Internal. What CPEs sent, acknowledged by the broker before the CPE's "
      "answer. Key: device id.", INBOUND_ADAPTER, "gateway"),
     (TOPIC_REPLIES, "SessionPlan", "Internal. The orchestrator's next RPCs for a session, on the partition "

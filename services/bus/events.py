@@ -10,7 +10,8 @@ Topics:
   orchestrator decided that a session should send next.
 - ``device.events`` (key: device id): the public stream for other systems, published by
   inventory (device facts) and orchestrator (task outcomes).
-- ``file.events`` (key: file name): downloads completed or failed, published by the fileserver.
+- ``file.events`` (key: file name): CPE downloads and uploads, completed or failed, published by
+  the fileserver.
 """
 
 from __future__ import annotations
@@ -240,6 +241,24 @@ class FileDownloadEvent(Contract):
     duration_seconds: float
     range_request: bool = False
     reason: str = ""
+
+
+class FileUploadEvent(Contract):
+    """A CPE upload (Upload RPC: configuration or log file) completed or failed."""
+
+    type: Literal["file_upload"] = "file_upload"
+    outcome: Literal["completed", "failed"]
+    file_name: str
+    device_id: str | None = None
+    command_key: str | None = None
+    bytes_received: int
+    sha256: str | None = None
+    duration_seconds: float
+    reason: str = ""
+
+
+FileEvent = Annotated[FileDownloadEvent | FileUploadEvent, Field(discriminator="type")]
+FILE_EVENT_ADAPTER: TypeAdapter[FileEvent] = TypeAdapter(FileEvent)
 
 
 def encode(event: BaseModel) -> bytes:

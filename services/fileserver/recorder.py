@@ -10,11 +10,7 @@ the duplicate.
 Recording never delays or breaks a transfer: ``record`` only schedules the work, and failures
 there are logged, not raised.
 
-Uploads are published as :class:`FileDownloadEvent` too, because ``file.events`` has no upload
-event yet (services/bus/events.py is not the fileserver's to change): ``bytes_sent`` then counts
-the bytes the CPE sent us, and the file name tells the two apart, since upload names always
-contain ``/`` and download names never do. :func:`upload_event` is the one place to change when
-an upload event type exists.
+Downloads are published as :class:`FileDownloadEvent`, uploads as :class:`FileUploadEvent`.
 """
 
 from __future__ import annotations
@@ -31,11 +27,13 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent, encode, new_id
+from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent, FileUploadEvent, encode, new_id
 from services.bus.kafka import topic_name
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+FileEvent = FileDownloadEvent | FileUploadEvent
 
 DOWNLOADS = "file_downloads"
 UPLOADS = "file_uploads"
@@ -65,7 +63,7 @@ class _Outbox:
         await self.collection.create_index([("finished_at", ASCENDING)],
                                            partialFilterExpression={"published": False})
 
-    def _event_from(self, document: dict[str, Any]) -> FileDownloadEvent:
+    def _event_from(self, document: dict[str, Any]) -> FileEvent:
         raise NotImplementedError
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -74,14 +72,14 @@ class _Outbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _store_and_publish(self, document: dict[str, Any], event: FileDownloadEvent) -> None:
+    async def _store_and_publish(self, document: dict[str, Any], event: FileEvent) -> None:
         try:
             await self.collection.insert_one(document)
         except PyMongoError:
             log.exception("could not record a file transfer", extra={"file_name": event.file_name})
         await self._publish(event)
 
-    async def _publish(self, event: FileDownloadEvent) -> bool:
+    async def _publish(self, event: FileEvent) -> bool:
         if self.producer is None:
             return False
         try:
@@ -155,13 +153,14 @@ class DownloadRecorder(_Outbox):
             range_request=document.get("range_request", False), reason=document.get("reason", ""))
 
 
-def upload_event(document: dict[str, Any]) -> FileDownloadEvent:
-    """The ``file.events`` message for an upload record (see the module docstring)."""
-    return FileDownloadEvent(
+def upload_event(document: dict[str, Any]) -> FileUploadEvent:
+    """The ``file.events`` message for an upload record."""
+    return FileUploadEvent(
         event_id=document["_id"], time=document["finished_at"], outcome=document["outcome"],
         file_name=document["file_name"], device_id=document.get("device_id"),
-        bytes_sent=document["bytes_received"], duration_seconds=document["duration_seconds"],
-        range_request=False, reason=document.get("reason", ""))
+        command_key=document.get("command_key"), bytes_received=document["bytes_received"],
+        sha256=document.get("sha256"), duration_seconds=document["duration_seconds"],
+        reason=document.get("reason", ""))
 
 
 class UploadRecorder(_Outbox):
@@ -172,7 +171,7 @@ class UploadRecorder(_Outbox):
 
     def record(self, *, outcome: str, file_name: str, device_id: str | None, command_key: str | None,
                bytes_received: int, expected_bytes: int | None, duration: float, sha256: str | None = None,
-               reason: str = "", remote_address: str = "", status: int = 201) -> FileDownloadEvent:
+               reason: str = "", remote_address: str = "", status: int = 201) -> FileUploadEvent:
         """Schedule the record and the event; returns the event (tests and logs use it)."""
         document: dict[str, Any] = {
             "_id": new_id(), "file_name": file_name, "device_id": device_id, "command_key": command_key,
@@ -190,5 +189,5 @@ class UploadRecorder(_Outbox):
         self._spawn(self._store_and_publish(document, event))
         return event
 
-    def _event_from(self, document: dict[str, Any]) -> FileDownloadEvent:
+    def _event_from(self, document: dict[str, Any]) -> FileUploadEvent:
         return upload_event(document)

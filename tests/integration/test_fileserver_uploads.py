@@ -20,7 +20,7 @@ import pytest
 
 from cwmp.digest import DigestClient, basic_authorization
 from cwmp.httputil import make_device_id
-from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent
+from services.bus.events import TOPIC_FILE_EVENTS, FileUploadEvent
 from services.bus.kafka import make_consumer
 from services.common.settings import Settings
 from services.fileserver import storage
@@ -202,9 +202,10 @@ async def test_fileserver_cpe_upload_digest_round_trip_is_byte_identical(fileser
                 pass
     finally:
         await consumer.stop()
-    [event] = [FileDownloadEvent.model_validate_json(r.value) for rs in batches.values() for r in rs]
-    assert (event.event_id, event.outcome, event.file_name, event.device_id, event.bytes_sent) == (
+    [event] = [FileUploadEvent.model_validate_json(r.value) for rs in batches.values() for r in rs]
+    assert (event.event_id, event.outcome, event.file_name, event.device_id, event.bytes_received) == (
         record["_id"], "completed", name, DEVICE, size)
+    assert (event.command_key, event.sha256) == (COMMAND_KEY, expected_sha)
 
 
 async def test_fileserver_cpe_upload_again_replaces_and_can_be_downloaded_back(

@@ -61,13 +61,14 @@ def test_fileserver_upload_record_has_no_file_type_but_operator_types_are_still_
     assert FileRecord.from_document(old).kind == "file"
 
 
-def test_fileserver_upload_event_reuses_the_download_contract() -> None:
+def test_fileserver_upload_event_has_its_own_contract() -> None:
     document = {"_id": "e1", "finished_at": datetime(2024, 5, 1, tzinfo=UTC), "outcome": "failed",
-                "file_name": f"{DEVICE}/ck.1", "device_id": DEVICE, "bytes_received": 10,
-                "duration_seconds": 0.5, "reason": "client disconnected"}
+                "file_name": f"{DEVICE}/ck.1", "device_id": DEVICE, "command_key": "ck.1", "bytes_received": 10,
+                "sha256": None, "duration_seconds": 0.5, "reason": "client disconnected"}
     event = upload_event(document)
-    assert (event.event_id, event.file_name, event.bytes_sent, event.range_request, event.reason) == (
-        "e1", f"{DEVICE}/ck.1", 10, False, "client disconnected")
+    assert event.type == "file_upload"
+    assert (event.event_id, event.file_name, event.command_key, event.bytes_received, event.reason) == (
+        "e1", f"{DEVICE}/ck.1", "ck.1", 10, "client disconnected")
 
 
 def test_fileserver_content_disposition_is_safe_for_any_name() -> None:
