@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 from pymongo.errors import PyMongoError
 
-from cwmp.codec import MalformedEnvelope
+from cwmp.codec import MalformedEnvelope, UnknownMethod, parse_envelope
 from cwmp.faults import AcsFault, CwmpFault
 from cwmp.httputil import (
     format_set_cookie,
@@ -28,7 +28,7 @@ from cwmp.httputil import (
     parse_cookie_header,
     username_matches_device,
 )
-from cwmp.models import InformResponse, rpc_from_dict, rpc_to_dict
+from cwmp.models import Inform, InformResponse, rpc_from_dict, rpc_to_dict
 from cwmp.session import (
     AcsSession,
     CpeProtocolError,
@@ -252,10 +252,26 @@ class Gateway:
         machine: AcsSession = session.machine
         now = time.monotonic()
         try:
-            event = machine.receive_body(request.body, request.headers.get("content-type"), now=now)
+            envelope = None if is_empty_body(request.body) else parse_envelope(
+                request.body, request.headers.get("content-type"))
+        except UnknownMethod as exc:
+            envelope = exc
         except MalformedEnvelope as exc:
             await self._end(session, "error", f"malformed message: {exc}")
             return self._reject(400, f"malformed CWMP message: {exc}", close=True)
+        if envelope is not None and not isinstance(envelope, UnknownMethod) \
+                and isinstance(envelope.message, Inform):
+            # A new session where an old one was: the CPE gave up on its session (same device),
+            # or a proxy reuses one connection for several CPEs (genieacs#281).
+            identity = envelope.message.device_id
+            if make_device_id(identity.oui, identity.product_class, identity.serial_number) == session.device_id:
+                await self._end(session, "dropped", "the CPE started a new session")
+            return await self._start_session(request)
+        try:
+            if isinstance(envelope, UnknownMethod):
+                event = machine.receive_unknown_method(envelope.method, envelope.cwmp_id, envelope.cwmp_ns, now=now)
+            else:
+                event = machine.receive(envelope, now=now)
         except SessionError as exc:
             await self._end(session, "error", str(exc))
             return self._reject(400, str(exc), close=True)

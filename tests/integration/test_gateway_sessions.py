@@ -487,3 +487,37 @@ async def test_any_instance_serves_a_session_the_cookie_names_its_owner(gateway_
             await on_b.aclose()
         ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
         assert (ended.outcome, ended.gateway_id) == ("completed", "gw-a")
+
+
+async def test_an_inform_on_a_connection_another_device_used_starts_its_own_session(
+        gateway_settings: Settings) -> None:
+    """A reverse proxy reuses one keep-alive connection for several CPEs (genieacs#281)."""
+    settings = gateway_settings.model_copy(update={"cpe_auth": "none"})
+    async with ScriptedOrchestrator(settings, plan_on_inform([{"method": "GetRPCMethods"}])) as orchestrator, \
+            running_gateway(settings) as url:
+        proxy = TestCpe(url, keep_cookies=False)  # one connection, no cookies: as a proxy would
+        try:
+            assert rpc_of((await proxy.post(seed_inform(serial="PROXIED-A"))).content)[0] == "InformResponse"
+            second = await proxy.post(seed_inform(serial="PROXIED-B"))
+            assert rpc_of(second.content)[0] == "InformResponse"  # a session of its own, not a 400
+        finally:
+            await proxy.aclose()
+        informs = await orchestrator.wait_for(lambda e: len(orchestrator.of_type("inform")) == 2)
+        assert informs is not None
+        assert {e.device.serial_number for e in orchestrator.of_type("inform")} == {"PROXIED-A", "PROXIED-B"}
+        assert not [e for e in orchestrator.of_type("session_ended") if e.outcome == "error"]
+
+
+async def test_a_cpe_that_informs_again_mid_session_gets_a_new_session(gateway_settings: Settings) -> None:
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform([])) as orchestrator, \
+            running_gateway(gateway_settings) as url:
+        cpe = TestCpe(url, "testcpe", "testcpe-password")
+        try:
+            assert (await cpe.post(seed_inform(serial="AGAIN"))).status_code == 200
+            again = await cpe.post(seed_inform(serial="AGAIN", cwmp_id="2"))
+            assert rpc_of(again.content)[:2] == ("InformResponse", "2")
+            assert (await cpe.post(None)).status_code == 204
+        finally:
+            await cpe.aclose()
+        dropped = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded) and e.outcome == "dropped")
+        assert dropped.reason == "the CPE started a new session"
