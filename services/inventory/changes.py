@@ -143,11 +143,11 @@ def observe(message: InboundEvent) -> Observation | None:
 
 def _object_observation(message: RpcResponseReceived, method: str, base: dict[str, Any],
                         ) -> Observation | None:
-    # A DeleteObject/AddObject response does not name the object: the request does. We take it
-    # from the response dict, or from the request the gateway may attach under "request".
+    # A DeleteObject/AddObject response does not name the object: the request it answers does,
+    # and the gateway sends that request along with every answer.
     rpc = message.rpc
-    request = rpc.get("request") if isinstance(rpc.get("request"), dict) else {}
-    object_name = rpc.get("object_name") or request.get("object_name")
+    request = message.request or {}
+    object_name = request.get("object_name")
     if not isinstance(object_name, str) or not object_name.endswith(".") or not valid_name(object_name):
         log.warning("%s response without a usable object name; inventory unchanged", method,
                     extra={"device_id": message.device_id})

@@ -137,14 +137,14 @@ async def test_delete_object_unsets_the_subtree_and_add_object_records_the_insta
                     "Device.NAT.PortMapping.1.InternalPort": ("80", "xsd:unsignedInt"),
                     "Device.NAT.PortMappingNumberOfEntries": ("2", "xsd:unsignedInt")})), CONFIG)
 
-    def response(method: str, rpc: dict[str, Any]) -> RpcResponseReceived:
+    def response(method: str, rpc: dict[str, Any], object_name: str) -> RpcResponseReceived:
         return RpcResponseReceived(device_id="00259E-Box-SN5", session_id="s", reply_to="r:0",
-                                   gateway_id="g", rpc_id="2", method=method, rpc={"method": method, **rpc})
+                                   gateway_id="g", rpc_id="2", method=method, rpc={"method": method, **rpc},
+                                   request={"method": method.removesuffix("Response"), "object_name": object_name})
 
     await store.apply_observations(db, observations(
-        response("DeleteObjectResponse", {"status": 0, "object_name": "Device.NAT.PortMapping.1."}),
-        response("AddObjectResponse", {"status": 0, "instance_number": 11,
-                                        "object_name": "Device.NAT.PortMapping."})), CONFIG)
+        response("DeleteObjectResponse", {"status": 0}, "Device.NAT.PortMapping.1."),
+        response("AddObjectResponse", {"status": 0, "instance_number": 11}, "Device.NAT.PortMapping.")), CONFIG)
     device = await db["devices"].find_one({"_id": "00259E-Box-SN5"})
     assert device is not None
     assert set(device["params"]) == {"Device:NAT:PortMapping:10:Enable",

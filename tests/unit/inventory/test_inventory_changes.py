@@ -41,9 +41,11 @@ def inform(*codes: str, params: dict[str, tuple[str, str]] | None = None, at: da
         remote_address="10.0.0.1", **extra)
 
 
-def response(method: str, rpc: dict[str, Any], at: datetime = T0) -> RpcResponseReceived:
+def response(method: str, rpc: dict[str, Any], at: datetime = T0,
+             request: dict[str, Any] | None = None) -> RpcResponseReceived:
     return RpcResponseReceived(device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g",
-                               time=at, rpc_id="1", method=method, rpc={"method": method, **rpc})
+                               time=at, rpc_id="1", method=method, rpc={"method": method, **rpc},
+                               request=request)
 
 
 def known(**params: Any) -> DeviceState:
@@ -177,24 +179,24 @@ def test_gpn_response_sets_writable_flags_that_changed() -> None:
 
 def test_delete_object_unsets_the_subtree_server_side() -> None:
     state = known(**{"Device:WiFi:SSID:2:SSID": {"v": "x"}, "Device:WiFi:SSID:1:SSID": {"v": "y"}})
-    write, facts = run(state, response("DeleteObjectResponse",
-                                       {"status": 0, "object_name": "Device.WiFi.SSID.2."}))
+    write, facts = run(state, response("DeleteObjectResponse", {"status": 0},
+                                       request={"method": "DeleteObject", "object_name": "Device.WiFi.SSID.2."}))
     assert isinstance(write.update, list)  # a pipeline: filters the keys inside MongoDB
     assert "$literal" in str(write.update) and "Device:WiFi:SSID:2:" in str(write.update)
     assert set(state.params) == {"Device:WiFi:SSID:1:SSID"}
     assert facts == []
 
 
-def test_delete_object_also_finds_the_name_in_an_attached_request() -> None:
-    observation = observe(response("DeleteObjectResponse",
-                                   {"status": 0, "request": {"object_name": "Device.NAT.PortMapping.3."}}))
+def test_delete_object_takes_the_name_from_the_request_it_answers() -> None:
+    observation = observe(response("DeleteObjectResponse", {"status": 0},
+                                   request={"method": "DeleteObject", "object_name": "Device.NAT.PortMapping.3."}))
     assert observation is not None and observation.deleted_object == "Device.NAT.PortMapping.3."
-    assert observe(response("DeleteObjectResponse", {"status": 0})) is None
+    assert observe(response("DeleteObjectResponse", {"status": 0})) is None  # no request: unchanged
 
 
 def test_add_object_records_the_new_instance() -> None:
-    write, _ = run(known(), response("AddObjectResponse", {"instance_number": 4, "status": 0,
-                                                           "object_name": "Device.NAT.PortMapping."}))
+    write, _ = run(known(), response("AddObjectResponse", {"instance_number": 4, "status": 0},
+                                     request={"method": "AddObject", "object_name": "Device.NAT.PortMapping."}))
     assert write.update["$set"] == {"params.Device:NAT:PortMapping:4:.ts": T0}
 
 
