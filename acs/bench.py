@@ -29,6 +29,8 @@ from typing import Any
 
 import psutil
 
+from acs.infra import free_port
+
 
 @dataclass
 class ProcessUsage:
@@ -47,11 +49,6 @@ class RunResult:
     warmup_seconds: float
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class UsageSampler:

@@ -17,13 +17,14 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from acs.infra import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,11 +44,6 @@ INFORM = (
 PARAM = ('<ParameterValueStruct><Name>InternetGatewayDevice.X.Param{i}</Name>'
          '<Value xsi:type="xsd:string">value-{i}</Value></ParameterValueStruct>')
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def inform_request(serial: str) -> bytes:
@@ -224,8 +220,10 @@ def main() -> None:
               f"p99 {figures['p99_ms']:6.1f} ms  failed {figures['failed']:.0f}")
     sessions = gateway["completed"] + 1 + int(args.concurrency)  # + warm-up, roughly
     names = ["gateway", "planner stand-in"] + [s.name for s in servers]
-    print("CPU per session: trivial responder {:.2f} ms; ".format(1000 * trivial_cpu / max(reference["completed"], 1))
-          + ", ".join(f"{name} {1000 * used[pid] / sessions:.2f} ms" for name, pid in zip(names, stack_pids, strict=True)))
+    per_process = ", ".join(f"{name} {1000 * used[pid] / sessions:.2f} ms"
+                            for name, pid in zip(names, stack_pids, strict=True))
+    trivial_ms = 1000 * trivial_cpu / max(reference["completed"], 1)
+    print(f"CPU per session: trivial responder {trivial_ms:.2f} ms; {per_process}")
     print("gateway time per session, mean: " + ", ".join(f"{k} {v:.1f} ms" for k, v in breakdown.items()))
     ratio = gateway["sessions_per_second"] / max(reference["sessions_per_second"], 1e-9)
     print(f"gateway / trivial responder: {ratio:.2f}")

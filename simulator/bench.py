@@ -24,16 +24,13 @@ from typing import Any
 
 import psutil
 
+from acs.infra import free_port
+
 from .config import AuthMode, FleetSettings, HttpMode
 from .fleet import Fleet
 
 __all__ = ["main", "run_bench"]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, seconds: float = 15.0) -> None:
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     child = None
     acs_url = args.acs_url
     if acs_url is None:
-        port = _free_port()
+        port = free_port()
         acs_auth = "none" if args.auth == "none" else args.auth
         child = subprocess.Popen([sys.executable, "-m", "simulator.miniacs", "--port", str(port),
                                   "--auth", acs_auth, "--password", "bench"])

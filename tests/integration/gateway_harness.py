@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from acs.infra import free_port
 from cwmp.digest import DigestClient
 from services.bus.events import (
     TOPIC_INBOUND,
@@ -37,11 +37,6 @@ from services.gateway.protocol import with_header_timeout
 
 Planner = Callable[[InboundEvent], SessionPlan | None]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
