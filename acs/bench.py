@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,11 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
     started = time.monotonic()
     await fleet.start()
     try:
-        # Warm-up: every device's first session (bootstrap: provisioning, discovery) is done.
+        # Warm-up: every device has finished a session, and for the last 10 s no session carried an
+        # RPC (the bootstraps' provisioning and discovery are over; what is left is steady state).
         deadline = started + args.warmup_limit
-        # Polling a counter of the fleet once a second is cheap and keeps the fleet free of bench hooks.
-        while fleet.metrics.summary()["sessions_ok"] < args.devices and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
+        while not settled(fleet.metrics.records, args.devices) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(2.0)
         warmup = time.monotonic() - started
         sampler = UsageSampler({**pids, "simulator (this process)": os.getpid()})
         fleet.metrics.interval()  # opens the measured window
@@ -114,6 +114,18 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
         await fleet.stop()
     return RunResult(label, window["ok_per_s"], int(window["failed"]), window.get("p50_ms"), window.get("p99_ms"),
                      warmup, usage)
+
+
+def settled(records: Iterable[Any], devices: int, quiet_seconds: float = 10.0) -> bool:
+    """Every device completed a session, and none of the last ``quiet_seconds`` had RPCs."""
+    now = time.time()
+    done: set[int] = set()
+    for record in records:
+        if record.ok:
+            done.add(record.device)
+        if record.end > now - quiet_seconds and record.rpcs:
+            return False
+    return len(done) >= devices
 
 
 def run_reference(args: argparse.Namespace) -> RunResult:

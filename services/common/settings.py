@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     # Defaults to this host's address and ACS_GATEWAY_PORT.
     gateway_advertise_url: str | None = None
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    session_plan_timeout: float = Field(5.0, gt=0)
+    # How long a session waits for the orchestrator's next plan before ending with 204. CPEs wait
+    # at least 30 s for an answer (TR-069 3.4.2); a short wait under a bootstrap flood turns slow
+    # plans into failed provisioning attempts, retried in later sessions, which adds to the flood.
+    session_plan_timeout: float = Field(15.0, gt=0)
     # Slow clients: a request's headers must arrive within this of its first byte, its body
     # within the next.
     request_header_timeout: float = Field(10.0, gt=0)

@@ -274,7 +274,7 @@ class Gateway:
                 event = machine.receive(envelope, now=now)
         except SessionError as exc:
             await self._end(session, "error", str(exc))
-            return self._reject(400, str(exc), close=True)
+            return self._reject(400, f"session rule broken: {exc}", close=True)
         if isinstance(event, RequestReceived):
             return await self._cpe_request(session, event)
         if isinstance(event, UnknownMethodReceived):
@@ -436,6 +436,8 @@ class Gateway:
 
     def _reject(self, status: int, reason: str, *, retry_after: int | None = None,
                 close: bool = False) -> HttpAnswer:
-        metrics.REJECTED.labels(str(status), reason[:40]).inc()
+        # The label is the reason's kind (before any ":"), so details from the CPE cannot grow
+        # the number of time series.
+        metrics.REJECTED.labels(str(status), reason.split(":", 1)[0][:40]).inc()
         headers = [("retry-after", str(retry_after))] if retry_after else []
         return plain(status, reason, close=close, headers=headers)
