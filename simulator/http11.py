@@ -194,6 +194,7 @@ class Connection:
         if writer is not None:
             writer.close()
             try:
-                await writer.wait_closed()
-            except (ConnectionError, ssl.SSLError):
+                # Bounded: a peer that vanished must not keep the fleet from stopping.
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (ConnectionError, ssl.SSLError, TimeoutError):
                 pass  # already gone: nothing to clean up
