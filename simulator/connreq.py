@@ -36,6 +36,17 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """Acknowledge uvicorn's lifespan start-up and shutdown (the simulator's apps need neither)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class ConnectionRequestApp:
     """ASGI app. ``lookup(index)`` gives the device; ``accept(device)`` triggers its session."""
 
@@ -50,13 +61,8 @@ class ConnectionRequestApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         status, headers = self._handle(scope)

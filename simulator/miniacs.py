@@ -23,7 +23,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,11 +47,10 @@ from cwmp.session import (
     default_response,
 )
 
+from .connreq import Receive, Scope, Send, answer_lifespan
+
 __all__ = ["MiniAcs", "SessionState", "eventually", "main", "serving"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 _COOKIE = "acs_session"
 _MAX_BODY = 8 * 1024 * 1024
 
@@ -115,13 +114,8 @@ class MiniAcs:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = await _read_body(receive)
