@@ -249,7 +249,7 @@ class Gateway:
                 self.throttle.failed(request.client[0])
                 await self._end(session, "error", "wrong credentials inside a session")
                 return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)
-        machine: AcsSession = session.machine
+        machine = session.machine
         now = time.monotonic()
         try:
             envelope = None if is_empty_body(request.body) else parse_envelope(
@@ -314,7 +314,7 @@ class Gateway:
                                                     rpc=rpc_to_dict(event.response)))
 
     async def _cpe_request(self, session: GatewaySession, event: RequestReceived) -> HttpAnswer:
-        machine: AcsSession = session.machine
+        machine = session.machine
         method = event.request.METHOD
         metrics.CPE_REQUESTS.labels(method).inc()
         if method != "GetRPCMethods":
@@ -329,7 +329,7 @@ class Gateway:
         return self._send(machine.respond(default_response(event.request), now=time.monotonic()))
 
     async def _next_rpc_or_end(self, session: GatewaySession) -> HttpAnswer:
-        machine: AcsSession = session.machine
+        machine = session.machine
         while True:
             started = time.monotonic()
             planned = await session.next_rpc(self.settings.session_plan_timeout)

@@ -12,8 +12,8 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
+from cwmp.session import AcsSession
 from services.bus.events import PlannedRpc, SessionPlan
 
 
@@ -29,7 +29,7 @@ class GatewaySession:
     cwmp_ns: str
     connection_key: str
     remote_address: str
-    machine: Any  # cwmp.session.AcsSession
+    machine: AcsSession
     username: str | None = None
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
