@@ -152,7 +152,9 @@ class RpcFaultReceived(SessionRef):
 class SessionEnded(SessionRef):
     """The session is over: ``completed`` (204 sent), ``timeout``, ``error`` or ``dropped``.
 
-    RPCs that were planned but never sent are listed so the orchestrator can requeue them.
+    RPCs that were planned but never sent are listed so the orchestrator can requeue them. A
+    session that completed after an empty plan (most periodic Informs) has nothing to settle and
+    ends without this event.
     """
 
     type: Literal["session_ended"] = "session_ended"

@@ -48,7 +48,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 500,
-        # Sessions wait on this bus: a fetch must not sit 500 ms (the default) on an idle partition.
+        # Sessions wait on this bus. Kafka answers a waiting fetch as soon as data arrives; Tansu
+        # (the local broker) holds it until the wait runs out, so the wait must be short: 20 ms
+        # rather than the default 500. Consumers off the session path ask for longer.
         "fetch_max_wait_ms": 20,
     }
     options.update(overrides)

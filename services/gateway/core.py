@@ -359,11 +359,6 @@ class Gateway:
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
         log.info("session ended", extra={"device_id": session.device_id, "session_id": session.session_id,
                                          "outcome": outcome, "reason": reason})
-        ended = SessionEnded(device_id=session.device_id, session_id=session.session_id,
-                             reply_to=self.deps.reply_to(), gateway_id=self.deps.gateway_id,
-                             outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
-                             unanswered_rpc_ids=[session.outstanding.rpc_id] if session.outstanding else [],
-                             reason=reason)
         # Released before the CPE gets its 204: a CPE that starts its next session at once
         # (a Reboot, a connection request) must find its device free.
         try:
@@ -371,6 +366,15 @@ class Gateway:
         except Exception:
             # The lock expires on its own; the device waits at most the idle timeout.
             log.warning("could not release a session lock", exc_info=True)
+        if outcome == "completed" and session.rpcs_planned == 0:
+            # The Inform's plan was empty: the orchestrator stored nothing to close and no other
+            # consumer acts on the end, so the bus is spared a third message per routine session.
+            return
+        ended = SessionEnded(device_id=session.device_id, session_id=session.session_id,
+                             reply_to=self.deps.reply_to(), gateway_id=self.deps.gateway_id,
+                             outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
+                             unanswered_rpc_ids=[session.outstanding.rpc_id] if session.outstanding else [],
+                             reason=reason)
         # Off the response path: the CPE need not wait for the bookkeeping event.
         task = asyncio.create_task(self._publish_quietly(ended))
         self._background.add(task)

@@ -39,6 +39,7 @@ class GatewaySession:
     plan_owed: bool = True  # The Inform's plan is owed as soon as the Inform is published.
     more_after_queue: bool = False
     plan_timed_out: bool = False
+    rpcs_planned: int = 0  # RPCs received in plans; with none, a completed session needs no end event
     outstanding: PlannedRpc | None = None
     _plan_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # Serialises requests of one session (a CPE must not pipeline; a confused one might).
@@ -49,6 +50,7 @@ class GatewaySession:
 
     def receive_plan(self, plan: SessionPlan) -> None:
         self.queue.extend(plan.rpcs)
+        self.rpcs_planned += len(plan.rpcs)
         # A plan without RPCs cannot be followed by responses, so nothing more can be owed.
         self.more_after_queue = plan.more and bool(plan.rpcs)
         self.plan_owed = False

@@ -90,8 +90,10 @@ class InventoryConsumer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings),
-                                      **self.consumer_options)
+        # No session waits on the inventory: an idle partition may hold a fetch for the broker's
+        # default 500 ms instead of the session path's 20 ms (fewer idle fetches on both sides).
+        options: dict[str, object] = {"fetch_max_wait_ms": 500, **self.consumer_options}
+        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings), **options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="inventory-consumer")
 

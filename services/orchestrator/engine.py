@@ -40,7 +40,7 @@ from services.orchestrator import clients, planner, rpcs
 from services.orchestrator import tasks as T
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
-from services.orchestrator.state import DeviceState, Env, PlanConfig, SessionState
+from services.orchestrator.state import DeviceState, Env, PlanConfig
 from services.orchestrator.store import Store
 
 log = logging.getLogger(__name__)
@@ -119,14 +119,8 @@ class Engine:
     # --- events ----------------------------------------------------------------------------
 
     async def on_inform(self, event: InformReceived) -> None:
-        async def load() -> tuple[DeviceState | None, list[T.Task], list[SessionState]]:
-            # One round trip's worth of latency: the three reads run together.
-            return await asyncio.gather(self.store.get_device(event.device_id),
-                                        self.store.open_tasks(event.device_id),
-                                        self.store.sessions_of(event.device_id))
-
-        loaded = await load()
-        current = next((s for s in loaded[2] if s.session_id == event.session_id), None)
+        view = await self.store.inform_view(event.device_id)
+        current = next((s for s in view.sessions if s.session_id == event.session_id), None)
         if current is not None and current.last_in_reply_to == event.event_id:
             # Redelivered: the plan went out (or may have); send the very same one again.
             await self._publish_plan(current.reply_to, planner.replay(current), "inform")
@@ -135,14 +129,15 @@ class Engine:
         tags = await self._tags(event.device_id, policies)
 
         async def decide(attempt: int) -> Decision:
-            device, stored_tasks, sessions = loaded if attempt == 0 else await load()
+            loaded = view if attempt == 0 else await self.store.inform_view(event.device_id)
             # Tasks already in_progress for this very session come from an earlier delivery of
             # this Inform that died before its plan went out: plan them again, attempt given back.
             open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
                           if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
-                          for t in stored_tasks]
-            stale = [s for s in sessions if s.session_id != event.session_id]
-            return planner.on_inform(event, device, open_tasks, policies, tags, stale, self.env(), self.config)
+                          for t in loaded.open_tasks]
+            stale = [s for s in loaded.sessions if s.session_id != event.session_id]
+            return planner.on_inform(event, loaded.device, open_tasks, policies, tags, stale, self.env(),
+                                     self.config)
 
         decision = await self._decide(decide)
         if decision.plan is None:  # cannot happen: on_inform always plans; keep the gateway unblocked

@@ -19,6 +19,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,13 @@ JOBS = "jobs"
 SESSION_TTL_SECONDS = 24 * 3600
 # Bound on the open tasks loaded per Inform: a device with more has a runaway producer upstream.
 MAX_OPEN_TASKS = 500
+
+
+@dataclass(frozen=True)
+class InformView:
+    device: DeviceState | None
+    open_tasks: list[Task]
+    sessions: list[SessionState]
 
 
 class CursorError(ValueError):
@@ -84,11 +92,6 @@ class Store:
         ids = list(ids)
         found = {d["_id"]: Task.from_document(d) async for d in self.tasks.find({"_id": {"$in": ids}})}
         return [found[i] for i in ids if i in found]
-
-    async def open_tasks(self, device_id: str) -> list[Task]:
-        cursor = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]}}) \
-            .sort("created_at", ASCENDING).limit(MAX_OPEN_TASKS)
-        return [Task.from_document(d) async for d in cursor]
 
     async def task_by_command_key(self, device_id: str, command_key: str) -> Task | None:
         # Matched per device: a CPE must not be able to settle another device's task.
@@ -158,6 +161,29 @@ class Store:
             counts[row["_id"]] = row["n"]
         return counts
 
+    # --- what an Inform needs --------------------------------------------------------------
+
+    async def inform_view(self, device_id: str) -> InformView:
+        """The device's state, its open tasks (oldest first) and its unended sessions.
+
+        One aggregation, not three queries: on the Inform path, each round trip costs more client
+        CPU than MongoDB spends answering it. The device need not exist yet (tasks may wait for a
+        device that has never informed), hence the pipeline starts from a literal document.
+        """
+        pipeline: list[dict[str, Any]] = [
+            {"$documents": [{"_id": device_id}]},
+            {"$lookup": {"from": DEVICES, "localField": "_id", "foreignField": "_id", "as": "device"}},
+            {"$lookup": {"from": TASKS, "localField": "_id", "foreignField": "device_id", "as": "tasks",
+                         "pipeline": [{"$match": {"status": {"$in": [s.value for s in OPEN]}}},
+                                      {"$sort": {"created_at": ASCENDING}}, {"$limit": MAX_OPEN_TASKS}]}},
+            {"$lookup": {"from": SESSIONS, "localField": "_id", "foreignField": "device_id", "as": "sessions"}},
+        ]
+        cursor = await self.db.aggregate(pipeline)
+        row = (await cursor.to_list(1))[0]
+        return InformView(device=DeviceState.from_document(row["device"][0]) if row["device"] else None,
+                          open_tasks=[Task.from_document(d) for d in row["tasks"]],
+                          sessions=[SessionState.from_document(d) for d in row["sessions"]])
+
     # --- devices ---------------------------------------------------------------------------
 
     async def get_device(self, device_id: str) -> DeviceState | None:
@@ -173,9 +199,6 @@ class Store:
     async def get_session(self, session_id: str) -> SessionState | None:
         document = await self.sessions.find_one({"_id": session_id})
         return SessionState.from_document(document) if document else None
-
-    async def sessions_of(self, device_id: str) -> list[SessionState]:
-        return [SessionState.from_document(d) async for d in self.sessions.find({"device_id": device_id})]
 
     async def save_session(self, session: SessionState) -> None:
         await self.sessions.replace_one({"_id": session.session_id}, session.to_document(), upsert=True)

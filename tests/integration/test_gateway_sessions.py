@@ -15,15 +15,18 @@ from lxml import etree
 
 from services.bus.events import (
     CpeRequestReceived,
+    InboundEvent,
     InformReceived,
     RpcFaultReceived,
     RpcResponseReceived,
     SessionEnded,
+    SessionPlan,
 )
 from services.common.settings import Settings
 from tests.integration.gateway_harness import (
     ScriptedOrchestrator,
     TestCpe,
+    plan_for,
     plan_on_inform,
     running_gateway,
 )
@@ -250,6 +253,37 @@ async def test_plan_that_never_comes_ends_the_session_with_204(gateway_settings:
         ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
         assert ended.outcome == "timeout"
         assert ended.unanswered_rpc_ids == []  # nothing was sent, whatever the orchestrator planned
+
+
+async def test_a_routine_session_with_an_empty_plan_ends_without_an_end_event(gateway_settings: Settings) -> None:
+    """Only an end somebody must act on is published: planned RPCs, a timeout, an error."""
+    calls: list[InboundEvent] = []
+
+    def planner(event: InboundEvent) -> SessionPlan | None:
+        if not isinstance(event, InformReceived):
+            return None
+        calls.append(event)
+        return plan_for(event, [] if len(calls) == 1 else [{"method": "GetRPCMethods"}])
+
+    async with ScriptedOrchestrator(gateway_settings, planner) as orchestrator, \
+            running_gateway(gateway_settings) as url:
+        cpe = TestCpe(url, "testcpe", "testcpe-password")
+        try:
+            assert (await cpe.post(seed_inform())).status_code == 200
+            assert (await cpe.post(None)).status_code == 204  # the empty plan: done
+            assert (await cpe.post(seed_inform())).status_code == 200
+            method, rpc_id, _ = rpc_of((await cpe.post(None)).content)
+            assert method == "GetRPCMethods"
+            done = await cpe.post(envelope(
+                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
+                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            assert done.status_code == 204
+        finally:
+            await cpe.aclose()
+        ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
+        # One device, one partition, in order: the first session's end would have come first.
+        assert ended.session_id == calls[1].session_id
+        assert [e.session_id for e in orchestrator.of_type("session_ended")] == [calls[1].session_id]
 
 
 async def test_unknown_cpe_method_gets_8000_and_the_session_goes_on(gateway_settings: Settings) -> None:

@@ -8,14 +8,20 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.bus.events import DeviceEvent, DeviceIdentity, InformEventCode, InformReceived, SessionPlan
+from services.bus.events import (
+    DeviceEvent,
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    SessionPlan,
+)
 from services.common.settings import Settings
 from services.orchestrator import planner
 from services.orchestrator import tasks as T
 from services.orchestrator.engine import Engine
 from services.orchestrator.policies import Policy, PolicyMatch, PolicyTask
 from services.orchestrator.runtime import OrchestratorRuntime
-from services.orchestrator.state import DeviceState
+from services.orchestrator.state import DeviceState, SessionState
 from services.orchestrator.store import CursorError, Store
 from services.orchestrator.tasks import Task, TaskStatus
 
@@ -62,6 +68,35 @@ def _inform() -> InformReceived:
                           events=[InformEventCode(code="2 PERIODIC")], parameters=[])
 
 
+async def _device_and_tasks(store: Store) -> tuple[DeviceState | None, list[Task]]:
+    view = await store.inform_view(DEVICE)
+    return view.device, view.open_tasks
+
+
+async def test_the_inform_view_holds_the_device_its_open_tasks_oldest_first_and_its_sessions(
+        parts: tuple[Store, Engine, Recorder]) -> None:
+    store, _, _ = parts
+    await store.insert_tasks([_task("new", NOW), _task("old", NOW - timedelta(seconds=5)),
+                              _task("done", NOW - timedelta(seconds=9), status=TaskStatus.SUCCEEDED),
+                              _task("theirs", NOW - timedelta(seconds=7), device_id="000000-Box-2")])
+    await store.save_session(SessionState(session_id="s0", device_id=DEVICE, gateway_id="gw",
+                                          reply_to="cwmp.replies:0", created_at=NOW, updated_at=NOW))
+    await store.save_session(SessionState(session_id="x0", device_id="000000-Box-2", gateway_id="gw",
+                                          reply_to="cwmp.replies:0", created_at=NOW, updated_at=NOW))
+
+    view = await store.inform_view(DEVICE)
+    assert view.device is not None and view.device.data_model == "Device."
+    assert [t.id for t in view.open_tasks] == ["old", "new"]
+    assert [s.session_id for s in view.sessions] == ["s0"]
+
+    # A device that never informed may already have work queued.
+    unseen = await store.inform_view("000000-Box-2")
+    assert unseen.device is None
+    assert [t.id for t in unseen.open_tasks] == ["theirs"] and [s.session_id for s in unseen.sessions] == ["x0"]
+    nothing = await store.inform_view("000000-Box-3")
+    assert (nothing.device, nothing.open_tasks, nothing.sessions) == (None, [], [])
+
+
 async def test_conditional_writes_report_exactly_the_tasks_that_lost_a_race(
         parts: tuple[Store, Engine, Recorder]) -> None:
     store, _, _ = parts
@@ -82,7 +117,7 @@ async def test_a_decision_is_made_again_when_a_task_changed_while_it_was_made(
     async def decide(attempt: int) -> planner.Decision:
         nonlocal calls
         calls += 1
-        decision = planner.on_inform(_inform(), await store.get_device(DEVICE), await store.open_tasks(DEVICE),
+        decision = planner.on_inform(_inform(), *await _device_and_tasks(store),
                                      [], frozenset(), [], engine.env(), engine.config)
         if attempt == 0:  # an operator cancels the task while this decision is being made
             stored = await store.get_task("a")
@@ -99,7 +134,7 @@ async def test_rpcs_of_a_task_lost_after_the_pre_check_are_taken_out_of_the_plan
         parts: tuple[Store, Engine, Recorder]) -> None:
     store, engine, recorder = parts
     await store.insert_tasks([_task("a", NOW - timedelta(seconds=2)), _task("b", NOW - timedelta(seconds=1))])
-    decision = planner.on_inform(_inform(), await store.get_device(DEVICE), await store.open_tasks(DEVICE), [],
+    decision = planner.on_inform(_inform(), *await _device_and_tasks(store), [],
                                  frozenset(), [], engine.env(), engine.config)
     assert decision.plan is not None and len(decision.plan.rpcs) == 2
     stored = await store.get_task("b")
@@ -170,3 +205,4 @@ async def test_tag_policies_ask_the_inventory_and_do_without_it_when_it_is_down(
     finally:
         await runtime.mongo.drop_database(settings.mongodb_database)
         await runtime.close()
+
