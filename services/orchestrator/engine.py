@@ -1,11 +1,13 @@
 """The thin shell around the planner: load what a decision needs, decide, write, then publish.
 
-Order matters. Task writes are conditional on the version loaded; a task another writer changed
-meanwhile (an operator's cancel, the sweep) is a lost race: the decision is made again from fresh
-state when the pre-check catches it, and in the rare case it slips past the pre-check, that
-task's RPCs are taken out of the plan so we never send work we no longer own. Only after the
-writes is the plan published, so a plan never refers to state that is not in MongoDB. A crash in
-between means Kafka delivers the event again, and a redelivered event gets the same plan.
+Each event costs one read (one aggregation) before its decision. Order matters after it. Task
+writes are conditional on the version loaded; a task another writer changed meanwhile (an
+operator's cancel, the sweep) is a lost race, and its RPCs are taken out of the plan so that we
+never send work we no longer own; whatever the task became is settled in a later session. (A
+version pre-check before every write would redo the rare lost decision, at a round trip on every
+one.) Only after the writes is the plan published, so a plan never refers to state that is not in
+MongoDB. A crash in between means Kafka delivers the event again, and a redelivered event gets
+the same plan.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import quote
@@ -50,9 +51,8 @@ PLANNED_RPCS = Counter("acs_orchestrator_planned_rpcs_total", "RPCs planned", ["
 TASK_OUTCOMES = Counter("acs_orchestrator_task_outcomes_total", "Tasks that ended", ["name", "outcome"])
 DECISION_SECONDS = Histogram("acs_orchestrator_decision_seconds", "Event in to plan out (load, decide, write)",
                              ["trigger"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-RACES = Counter("acs_orchestrator_task_races_total", "Decisions redone or trimmed after a concurrent task write")
+RACES = Counter("acs_orchestrator_task_races_total", "Plans trimmed after a concurrent task write")
 
-DECISION_ATTEMPTS = 3
 # How long a task may stay in_progress with no event before the sweep frees it.
 STALE_IN_PROGRESS_SECONDS = 600.0
 POLICY_CACHE_SECONDS = 5.0
@@ -127,67 +127,51 @@ class Engine:
             return
         policies = await self.policies.current()
         tags = await self._tags(event.device_id, policies)
-
-        async def decide(attempt: int) -> Decision:
-            loaded = view if attempt == 0 else await self.store.inform_view(event.device_id)
-            # Tasks already in_progress for this very session come from an earlier delivery of
-            # this Inform that died before its plan went out: plan them again, attempt given back.
-            open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
-                          if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
-                          for t in loaded.open_tasks]
-            stale = [s for s in loaded.sessions if s.session_id != event.session_id]
-            return planner.on_inform(event, loaded.device, open_tasks, policies, tags, stale, self.env(),
-                                     self.config)
-
-        decision = await self._decide(decide)
+        # Tasks already in_progress for this very session come from an earlier delivery of this
+        # Inform that died before its plan went out: plan them again, attempt given back.
+        open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
+                      if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
+                      for t in view.open_tasks]
+        stale = [s for s in view.sessions if s.session_id != event.session_id]
+        decision = planner.on_inform(event, view.device, open_tasks, policies, tags, stale, self.env(), self.config)
         if decision.plan is None:  # cannot happen: on_inform always plans; keep the gateway unblocked
             decision.plan = SessionPlan(device_id=event.device_id, session_id=event.session_id,
                                         gateway_id=event.gateway_id, in_reply_to=event.event_id)
         await self._commit(decision, event.reply_to, "inform")
 
     async def on_answer(self, event: RpcResponseReceived | RpcFaultReceived) -> None:
-        session = await self.store.get_session(event.session_id)
-        if session is None:
+        view = await self.store.session_view(event.session_id)
+        if view is None:
             log.warning("answer for an unknown session", extra={"device_id": event.device_id,
                                                                  "session_id": event.session_id})
             return
-        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
-
-        async def decide(attempt: int) -> Decision:
-            state = await self.store.get_session(event.session_id) if attempt else session
-            assert state is not None
-            tasks = await self.store.tasks_by_ids(state.task_ids)
-            if isinstance(event, RpcResponseReceived):
-                return planner.on_response(event, state, device, tasks, self.env(), self.config)
-            return planner.on_fault(event, state, device, tasks, self.env(), self.config)
-
-        await self._commit(await self._decide(decide), session.reply_to, event.type)
+        device = view.device or DeviceState(id=event.device_id)
+        if isinstance(event, RpcResponseReceived):
+            decision = planner.on_response(event, view.session, device, view.tasks, self.env(), self.config)
+        else:
+            decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config)
+        await self._commit(decision, view.session.reply_to, event.type)
 
     async def on_session_ended(self, event: SessionEnded) -> None:
-        session = await self.store.get_session(event.session_id)
-        if session is None:
+        view = await self.store.session_view(event.session_id)
+        if view is None:
             return  # an empty plan needs no bookkeeping
-        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
-
-        async def decide(attempt: int) -> Decision:
-            tasks = await self.store.tasks_by_ids(session.task_ids)
-            return planner.on_session_ended(event, session, device, tasks, self.env(), self.config)
-
-        await self._commit(await self._decide(decide), session.reply_to, event.type)
+        device = view.device or DeviceState(id=event.device_id)
+        decision = planner.on_session_ended(event, view.session, device, view.tasks, self.env(), self.config)
+        await self._commit(decision, view.session.reply_to, event.type)
 
     async def on_cpe_request(self, event: CpeRequestReceived) -> None:
         # The gateway acknowledged the request to the CPE already; here we act on it.
         if event.method != "TransferComplete":
             log.info("CPE request noted", extra={"device_id": event.device_id, "method": event.method})
             return
-        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
         key = rpcs.read_transfer_complete(event.rpc).command_key
-
-        async def decide(attempt: int) -> Decision:
-            task = await self.store.task_by_command_key(event.device_id, key) if key else None
-            return planner.on_transfer_complete(event, device, task, self.env(), self.config)
-
-        await self._commit(await self._decide(decide), event.reply_to, event.type)
+        device, task = await asyncio.gather(
+            self.store.get_device(event.device_id),
+            self.store.task_by_command_key(event.device_id, key) if key else _nothing())
+        decision = planner.on_transfer_complete(event, device or DeviceState(id=event.device_id), task,
+                                                self.env(), self.config)
+        await self._commit(decision, event.reply_to, event.type)
 
     async def sweep_once(self) -> int:
         env = self.env()
@@ -213,14 +197,6 @@ class Engine:
             log.warning("could not read tags from the inventory", extra={"device_id": device_id,
                                                                           "error": type(exc).__name__})
             return frozenset()
-
-    async def _decide(self, decide: Callable[[int], Awaitable[Decision]]) -> Decision:
-        for attempt in range(DECISION_ATTEMPTS):
-            decision = await decide(attempt)
-            if not await self.store.stale_versions(decision.tasks):
-                return decision
-            RACES.inc()
-        return decision
 
     async def _commit(self, decision: Decision, reply_to: str, trigger: str) -> None:
         # The writes touch different documents: run them together, one round trip of latency.

@@ -49,6 +49,13 @@ class InformView:
     sessions: list[SessionState]
 
 
+@dataclass(frozen=True)
+class SessionView:
+    session: SessionState
+    device: DeviceState | None
+    tasks: list[Task]
+
+
 class CursorError(ValueError):
     """A paging cursor that this API did not produce."""
 
@@ -115,15 +122,6 @@ class Store:
         tasks = tasks[:limit]
         return tasks, (_encode_cursor(tasks[-1]) if more else None)
 
-    async def stale_versions(self, tasks: Sequence[Task]) -> list[str]:
-        """Ids of ``tasks`` changed in MongoDB since they were loaded (cheap pre-check)."""
-        if not tasks:
-            return []
-        wanted = {t.id: t.version for t in tasks}
-        current = {d["_id"]: d.get("version", 0)
-                   async for d in self.tasks.find({"_id": {"$in": list(wanted)}}, {"version": 1})}
-        return [i for i, v in wanted.items() if current.get(i) != v]
-
     async def save_task(self, task: Task) -> Task | None:
         """Write ``task`` if nobody changed it since it was loaded; the saved task, or None."""
         saved = task.model_copy(update={"version": task.version + 1})
@@ -183,6 +181,23 @@ class Store:
         return InformView(device=DeviceState.from_document(row["device"][0]) if row["device"] else None,
                           open_tasks=[Task.from_document(d) for d in row["tasks"]],
                           sessions=[SessionState.from_document(d) for d in row["sessions"]])
+
+    async def session_view(self, session_id: str) -> SessionView | None:
+        """A live session with its device's state and its tasks (in the session's order)."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"_id": session_id}},
+            {"$lookup": {"from": DEVICES, "localField": "device_id", "foreignField": "_id", "as": "_device"}},
+            {"$lookup": {"from": TASKS, "localField": "task_ids", "foreignField": "_id", "as": "_tasks"}},
+        ]
+        rows = await (await self.sessions.aggregate(pipeline)).to_list(1)
+        if not rows:
+            return None
+        row = rows[0]
+        session = SessionState.from_document(row)
+        found = {d["_id"]: Task.from_document(d) for d in row["_tasks"]}
+        return SessionView(session=session,
+                           device=DeviceState.from_document(row["_device"][0]) if row["_device"] else None,
+                           tasks=[found[i] for i in session.task_ids if i in found])
 
     # --- devices ---------------------------------------------------------------------------
 

@@ -97,6 +97,21 @@ async def test_the_inform_view_holds_the_device_its_open_tasks_oldest_first_and_
     assert (nothing.device, nothing.open_tasks, nothing.sessions) == (None, [], [])
 
 
+async def test_the_session_view_holds_the_session_its_device_and_its_tasks_in_order(
+        parts: tuple[Store, Engine, Recorder]) -> None:
+    store, _, _ = parts
+    await store.insert_tasks([_task("a"), _task("b"), _task("other", device_id="000000-Box-2")])
+    await store.save_session(SessionState(session_id="s1", device_id=DEVICE, gateway_id="gw",
+                                          task_ids=["b", "gone", "a"], reply_to="cwmp.replies:0",
+                                          created_at=NOW, updated_at=NOW))
+    view = await store.session_view("s1")
+    assert view is not None
+    assert view.session.task_ids == ["b", "gone", "a"] and view.session.reply_to == "cwmp.replies:0"
+    assert view.device is not None and view.device.id == DEVICE
+    assert [t.id for t in view.tasks] == ["b", "a"]  # a task deleted meanwhile is simply absent
+    assert await store.session_view("nope") is None
+
+
 async def test_conditional_writes_report_exactly_the_tasks_that_lost_a_race(
         parts: tuple[Store, Engine, Recorder]) -> None:
     store, _, _ = parts
@@ -108,29 +123,7 @@ async def test_conditional_writes_report_exactly_the_tasks_that_lost_a_race(
     assert [t.status for t in await store.tasks_by_ids(["a", "b"])] == [TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED]
 
 
-async def test_a_decision_is_made_again_when_a_task_changed_while_it_was_made(
-        parts: tuple[Store, Engine, Recorder]) -> None:
-    store, engine, _ = parts
-    await store.insert_tasks([_task("a")])
-    calls = 0
-
-    async def decide(attempt: int) -> planner.Decision:
-        nonlocal calls
-        calls += 1
-        decision = planner.on_inform(_inform(), *await _device_and_tasks(store),
-                                     [], frozenset(), [], engine.env(), engine.config)
-        if attempt == 0:  # an operator cancels the task while this decision is being made
-            stored = await store.get_task("a")
-            assert stored is not None
-            await store.save_task(T.cancel(stored, NOW, "operator"))
-        return decision
-
-    decision = await engine._decide(decide)
-    assert calls == 2
-    assert decision.plan is not None and decision.plan.rpcs == []
-
-
-async def test_rpcs_of_a_task_lost_after_the_pre_check_are_taken_out_of_the_plan(
+async def test_rpcs_of_a_task_another_writer_changed_are_taken_out_of_the_plan(
         parts: tuple[Store, Engine, Recorder]) -> None:
     store, engine, recorder = parts
     await store.insert_tasks([_task("a", NOW - timedelta(seconds=2)), _task("b", NOW - timedelta(seconds=1))])
@@ -139,7 +132,7 @@ async def test_rpcs_of_a_task_lost_after_the_pre_check_are_taken_out_of_the_plan
     assert decision.plan is not None and len(decision.plan.rpcs) == 2
     stored = await store.get_task("b")
     assert stored is not None
-    await store.save_task(T.cancel(stored, NOW, "operator"))  # lands between the pre-check and the write
+    await store.save_task(T.cancel(stored, NOW, "operator"))  # lands between the read and the write
 
     await engine._commit(decision, "cwmp.replies:0", "inform")
     plan = recorder.plans[-1]
