@@ -305,7 +305,7 @@ def _finish(w: _Work, task: Task, result: dict[str, Any] | None = None) -> None:
         to = w.device.software_version if "transfer" in done.result else done.args.get("version")
         w.events.append(DeviceEvent(kind="firmware_upgraded", device_id=done.device_id, details={
             "task_id": done.id, "file_name": done.args.get("file_name"),
-            "from": done.progress.get("software_version_before"), "to": to}))
+            "from": task.progress.get("software_version_before"), "to": to}))
 
 
 def _plan(session: SessionState, in_reply_to: str, planned: list[PlannedRpc], more: bool) -> SessionPlan:

@@ -158,8 +158,9 @@ def start(task: Task, session_id: str, now: datetime) -> Task:
 
 
 def succeed(task: Task, now: datetime, result: dict[str, Any] | None = None) -> Task:
+    # The working state goes: a bootstrap's walk state is as big as its result, kept forever.
     return _move(task, S.SUCCEEDED, now, result=result if result is not None else task.result,
-                 completion_deadline=None, reason="")
+                 completion_deadline=None, reason="", progress={})
 
 
 def await_completion(task: Task, now: datetime, deadline: datetime,

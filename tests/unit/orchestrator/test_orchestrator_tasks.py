@@ -43,6 +43,14 @@ def test_retry_starts_afresh_and_drops_a_passed_expiry() -> None:
     assert T.is_due(again, T0)
 
 
+def test_a_succeeded_task_keeps_its_result_and_drops_its_working_state() -> None:
+    running = make_task("getParameterValues", {"names": ["Device."]}, status=TaskStatus.IN_PROGRESS,
+                        progress={"walk": {"seen": ["Device.DeviceInfo."] * 100}})
+    done = T.succeed(running, T0, {"parameters": [{"name": "Device.DeviceInfo.Manufacturer", "value": "X"}]})
+    assert done.status is TaskStatus.SUCCEEDED and done.progress == {}
+    assert done.result == {"parameters": [{"name": "Device.DeviceInfo.Manufacturer", "value": "X"}]}
+
+
 def test_faults_kept_are_bounded() -> None:
     task = make_task("reboot", {}, max_attempts=100)
     for i in range(30):
