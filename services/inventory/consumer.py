@@ -1,7 +1,8 @@
 """The inventory's consumer of ``cwmp.inbound``: batches in, MongoDB writes, device events out.
 
 Per batch: decode (a malformed message is logged and skipped), apply to MongoDB (store), publish
-the resulting device events, and only then commit the batch's offsets. A crash anywhere before the
+the resulting device events, and only then mark the batch's offsets for the next commit (at most
+one a second). A crash anywhere before the
 commit replays the batch, which the idempotent writes absorb (at-least-once delivery, exactly-once
 effect on the device records). A dependency that is down (MongoDB, or Kafka for the events)
 pauses the partitions and retries the same batch with backoff, polling meanwhile so the group does
@@ -15,6 +16,7 @@ so the other direction (duplicates) can be filtered by subscribers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +49,7 @@ T = TypeVar("T")
 GROUP = "inventory"
 # Device groups of one batch applied concurrently (store.apply_observations).
 LANES = 4
+COMMIT_INTERVAL_SECONDS = 1.0
 
 
 def group_id(settings: Settings) -> str:
@@ -88,6 +91,8 @@ class InventoryConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._done: dict[TopicPartition, int] = {}  # applied, not committed yet
+        self._last_commit = time.monotonic()
 
     async def start(self) -> None:
         # No session waits on the inventory: an idle partition may hold a fetch for the broker's
@@ -116,13 +121,31 @@ class InventoryConsumer:
             except Exception:  # the loop's own failure was logged where it happened
                 log.debug("consumer loop ended with an error", exc_info=True)
         if self.consumer is not None:
+            with contextlib.suppress(KafkaError):
+                await self._commit()
             await self.consumer.stop()
+
+    async def _commit(self) -> None:
+        """Commit what is applied. At most once a second under load: a commit per batch cost the
+        broker a request per fetch, and a replay of a second's worth is absorbed by idempotence."""
+        assert self.consumer is not None
+        self._last_commit = time.monotonic()
+        offsets, self._done = self._done, {}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # Typically a rebalance: the partition's new owner replays from the last commit, and
+            # the writes are idempotent, so these batches cost a replay and nothing else.
+            log.warning("offset commit failed (%s); the batches will be replayed", type(exc).__name__)
 
     async def _run(self) -> None:
         assert self.consumer is not None
         while not self._stopping.is_set():
             batch = await self.consumer.getmany(timeout_ms=500)
             if not batch:
+                await self._commit()  # idle: nothing left uncommitted
                 continue
             try:
                 await self.handle(batch)
@@ -142,13 +165,9 @@ class InventoryConsumer:
         result = await self._until_done(lambda: self._apply(observations), "mongodb")
         events = [device_events.to_event(fact) for fact in result.facts]
         await self._until_done(lambda: device_events.publish(self.producer, self.settings, events), "kafka")
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as exc:
-            # Typically a rebalance: the partition's new owner replays from the last commit, and
-            # the writes are idempotent, so this batch costs a replay and nothing else.
-            log.warning("offset commit failed (%s); the batch will be replayed", type(exc).__name__)
+        self._done.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
+            await self._commit()
         MESSAGES.labels("applied").inc(result.writes)
         MESSAGES.labels("skipped").inc(result.skipped)
         BATCH_SECONDS.observe(time.perf_counter() - started)
