@@ -48,6 +48,7 @@ class RunResult:
     p99_ms: float | None
     warmup_seconds: float
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
+    settled: bool = True  # False: the warm-up limit ran out before provisioning was over
 
 
 
@@ -98,7 +99,7 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
         # Warm-up: every device has finished a session, and for the last 10 s no session carried an
         # RPC (the bootstraps' provisioning and discovery are over; what is left is steady state).
         deadline = started + args.warmup_limit
-        while not settled(fleet.metrics.records, args.devices) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while not (steady := settled(fleet.metrics.records, args.devices)) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(2.0)
         warmup = time.monotonic() - started
         sampler = UsageSampler({**pids, "simulator (this process)": os.getpid()})
@@ -113,7 +114,7 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
     finally:
         await fleet.stop()
     return RunResult(label, window["ok_per_s"], int(window["failed"]), window.get("p50_ms"), window.get("p99_ms"),
-                     warmup, usage)
+                     warmup, usage, steady)
 
 
 def settled(records: Iterable[Any], devices: int, quiet_seconds: float = 10.0) -> bool:
@@ -184,6 +185,9 @@ def report(args: argparse.Namespace, results: list[RunResult]) -> str:
         p99 = f"{result.p99_ms:.1f}" if result.p99_ms is not None else "-"
         lines.append(f"  {result.label:8s} {result.sessions_per_second:8.1f} sessions/s  p50 {p50} ms  "
                      f"p99 {p99} ms  failed {result.failed}  (warm-up {result.warmup_seconds:.0f} s)")
+        if not result.settled:
+            lines.append("      NOT STEADY: the warm-up limit ran out while devices were still being provisioned;"
+                         " raise --warmup-limit")
         for name, usage in sorted(result.usage.items()):
             lines.append(f"      {name:26s} CPU {100 * usage.cpu_seconds / args.window:6.1f} %   "
                          f"peak RSS {usage.peak_rss / 2**20:7.1f} MiB")
@@ -200,11 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0, help="measured seconds after the warm-up")
     parser.add_argument("--ramp", type=float, default=30.0, help="seconds over which the devices boot")
     parser.add_argument("--max-sessions", type=int, default=500, help="concurrent sessions of the simulator")
-    parser.add_argument("--warmup-limit", type=float, default=600.0, help="give up waiting for bootstraps")
+    parser.add_argument("--warmup-limit", type=float, default=1200.0, help="give up waiting for bootstraps")
     parser.add_argument("--data-dir", default=None, help="where the local servers keep data (temporary)")
     parser.add_argument("--skip-reference", action="store_true", help="measure the ACS only")
     args = parser.parse_args(argv)
     results = [] if args.skip_reference else [run_reference(args)]
     results.append(run_acs(args))
     print(report(args, results), flush=True)
-    return 0 if all(r.failed == 0 for r in results) else 1
+    return 0 if all(r.failed == 0 and r.settled for r in results) else 1

@@ -1,0 +1,37 @@
+"""`acs bench`'s pure parts: when a fleet counts as warmed up, and what the report says."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+from acs.bench import ProcessUsage, RunResult, report, settled
+
+
+@dataclass
+class Record:
+    device: int
+    ok: bool
+    end: float
+    rpcs: int
+
+
+def test_a_fleet_is_settled_once_every_device_finished_a_session_and_rpcs_stopped() -> None:
+    now = time.time()
+    quiet = [Record(0, True, now - 60, 3), Record(1, True, now - 1, 0)]
+    assert settled(quiet, devices=2)
+    assert not settled(quiet, devices=3)  # device 2 never finished a session
+    assert not settled([*quiet, Record(1, True, now - 2, 4)], devices=2)  # provisioning still going on
+    assert not settled([Record(0, True, now - 60, 0), Record(1, False, now - 50, 0)], devices=2)
+
+
+def test_the_report_gives_the_ratio_and_flags_a_window_that_was_not_steady() -> None:
+    args = argparse.Namespace(devices=100, interval=10, window=60.0)
+    trivial = RunResult("trivial", 10.0, 0, 1.0, 2.0, 5.0, {"trivial responder": ProcessUsage(cpu_seconds=6.0)})
+    acs = RunResult("acs", 6.0, 0, 100.0, 300.0, 900.0, {}, settled=False)
+    text = report(args, [trivial, acs])
+    assert "offered 10 sessions/s" in text
+    assert "trivial responder          CPU   10.0 %" in text
+    assert "NOT STEADY" in text and text.count("NOT STEADY") == 1
+    assert text.endswith("ACS / trivial responder: 0.60")
