@@ -1,4 +1,4 @@
-"""Pure parts of the gateway: throttling, plan following, body reading limits, write coalescing."""
+"""Pure parts of the gateway: throttling, plan following, body reading limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from services.bus.events import PlannedRpc, SessionPlan
 from services.gateway.http import BodyTimeout, BodyTooLarge, ClientGone, read_body
-from services.gateway.protocol import CoalescingTransport
 from services.gateway.sessions import GatewaySession
 from services.gateway.throttle import AuthThrottle
 
@@ -128,50 +127,3 @@ async def test_read_body_inflates_gzip_but_not_past_the_limit() -> None:
     bomb = gzip.compress(b"\0" * 1_000_000)
     with pytest.raises(BodyTooLarge):
         await read_body(_receiver([bomb]), {"content-encoding": "gzip"}, max_bytes=10_000, deadline=1)
-
-
-class _RecordingTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def get_extra_info(self, name: str) -> str:
-        return f"info:{name}"
-
-
-async def test_a_response_written_in_pieces_within_one_loop_turn_leaves_in_one_write() -> None:
-    real = _RecordingTransport()
-    transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-    transport.write(b"ok")
-    assert real.writes == []
-    await asyncio.sleep(0)
-    assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
-
-    transport.write(b"bye")
-    transport.close()  # a close right after a write still sends it, first
-    assert (real.writes[-1], real.closed) == (b"bye", True)
-    await asyncio.sleep(0)
-    assert len(real.writes) == 2
-    assert transport.get_extra_info("peername") == "info:peername"
-
-
-async def test_an_aborted_connection_sends_nothing_more() -> None:
-    real = _RecordingTransport()
-    transport = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"partial")
-    transport.abort()
-    await asyncio.sleep(0)
-    assert real.writes == [] and real.aborted
