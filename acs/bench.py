@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -157,6 +158,8 @@ def run_acs(args: argparse.Namespace) -> RunResult:
                                   "digest", settings.cpe_username, settings.cpe_password))
     finally:
         acs.stop()
+        if not args.data_dir:  # ours: up to a GiB of MongoDB and S3 data per run
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _run_async(coroutine: Any) -> Any:
