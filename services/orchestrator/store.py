@@ -18,7 +18,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,11 +94,6 @@ class Store:
     async def get_task(self, task_id: str) -> Task | None:
         document = await self.tasks.find_one({"_id": task_id})
         return Task.from_document(document) if document else None
-
-    async def tasks_by_ids(self, ids: Iterable[str]) -> list[Task]:
-        ids = list(ids)
-        found = {d["_id"]: Task.from_document(d) async for d in self.tasks.find({"_id": {"$in": ids}})}
-        return [found[i] for i in ids if i in found]
 
     async def task_by_command_key(self, device_id: str, command_key: str) -> Task | None:
         # Matched per device: a CPE must not be able to settle another device's task.
@@ -210,10 +205,6 @@ class Store:
         await self.devices.replace_one({"_id": device.id}, device.to_document(), upsert=True)
 
     # --- sessions --------------------------------------------------------------------------
-
-    async def get_session(self, session_id: str) -> SessionState | None:
-        document = await self.sessions.find_one({"_id": session_id})
-        return SessionState.from_document(document) if document else None
 
     async def save_session(self, session: SessionState) -> None:
         await self.sessions.replace_one({"_id": session.session_id}, session.to_document(), upsert=True)

@@ -68,6 +68,11 @@ def _inform() -> InformReceived:
                           events=[InformEventCode(code="2 PERIODIC")], parameters=[])
 
 
+async def _tasks(store: Store, ids: list[str]) -> list[Task]:
+    found = [await store.get_task(task_id) for task_id in ids]
+    return [t for t in found if t is not None]
+
+
 async def _device_and_tasks(store: Store) -> tuple[DeviceState | None, list[Task]]:
     view = await store.inform_view(DEVICE)
     return view.device, view.open_tasks
@@ -116,11 +121,11 @@ async def test_conditional_writes_report_exactly_the_tasks_that_lost_a_race(
         parts: tuple[Store, Engine, Recorder]) -> None:
     store, _, _ = parts
     await store.insert_tasks([_task("a"), _task("b")])
-    a, b = await store.tasks_by_ids(["a", "b"])
+    a, b = await _tasks(store, ["a", "b"])
     assert await store.save_task(T.cancel(b, NOW, "elsewhere")) is not None  # someone else moved b
     lost = await store.save_tasks([T.start(a, "s", NOW), T.start(b, "s", NOW)])
     assert lost == ["b"]
-    assert [t.status for t in await store.tasks_by_ids(["a", "b"])] == [TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED]
+    assert [t.status for t in await _tasks(store, ["a", "b"])] == [TaskStatus.IN_PROGRESS, TaskStatus.CANCELLED]
 
 
 async def test_rpcs_of_a_task_another_writer_changed_are_taken_out_of_the_plan(
@@ -137,9 +142,9 @@ async def test_rpcs_of_a_task_another_writer_changed_are_taken_out_of_the_plan(
     await engine._commit(decision, "cwmp.replies:0", "inform")
     plan = recorder.plans[-1]
     assert [p.rpc["method"] for p in plan.rpcs] == ["GetRPCMethods"]
-    session = await store.get_session("s1")
-    assert session is not None and session.batch == [plan.rpcs[0].rpc_id]
-    assert [t.status for t in await store.tasks_by_ids(["a", "b"])] == [TaskStatus.IN_PROGRESS,
+    view = await store.session_view("s1")
+    assert view is not None and view.session.batch == [plan.rpcs[0].rpc_id]
+    assert [t.status for t in await _tasks(store, ["a", "b"])] == [TaskStatus.IN_PROGRESS,
                                                                         TaskStatus.CANCELLED]
 
 
@@ -167,7 +172,7 @@ async def test_the_sweep_finds_and_settles_what_is_due(parts: tuple[Store, Engin
         _task("fine"),
     ])
     assert await engine.sweep_once() == 3
-    by_id = {t.id: t for t in await store.tasks_by_ids(["expired", "silent", "orphan", "fine"])}
+    by_id = {t.id: t for t in await _tasks(store, ["expired", "silent", "orphan", "fine"])}
     assert [by_id[i].status for i in ("expired", "silent", "orphan", "fine")] == [
         TaskStatus.EXPIRED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
     assert [(e.kind, e.details["task_id"]) for e in recorder.events] == [("task_failed", "silent")]
