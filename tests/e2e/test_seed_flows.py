@@ -83,14 +83,18 @@ async def test_bootstrap_sets_connection_request_credentials_and_discovers_the_m
         assert username and password and password != f"cr-{cpe.serial}"
         interval = cpe.values([f"{root}ManagementServer.PeriodicInformInterval"])[0].value.value
         assert interval == stack.env["ACS_PERIODIC_INFORM_INTERVAL"]
-        # Discovery landed in inventory: the device with parameters read by GetParameterValues.
+        # Discovery lands in inventory, which consumes the same answers on its own (so a moment
+        # after the orchestrator's task): the device, with parameters read by GetParameterValues.
         record = (await api.get(f"/devices/{path_id(cpe)}")).json()
         assert record["oui"] == "00D09E" and record["serial_number"] == cpe.serial
         assert record["connection_request_url"] == cpe.cr_url
         query = {"q": f'{{"{root}DeviceInfo.SerialNumber": "{cpe.serial}"}}',
                  "fields": f"{root}DeviceInfo.HardwareVersion"}
-        found = (await api.get("/devices", params=query)).json()["devices"]
-        assert [d["id"] for d in found] == [cpe.id_string]
+
+        async def found(query: dict[str, str] = query) -> list[dict[str, Any]]:
+            return list((await api.get("/devices", params=query)).json()["devices"])
+
+        assert [d["id"] for d in await eventually(found)] == [cpe.id_string]
 
 
 async def test_rest_task_runs_after_a_connection_request(api: httpx.AsyncClient, fleet: Fleet) -> None:
