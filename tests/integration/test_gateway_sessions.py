@@ -83,6 +83,12 @@ def rpc_of(response_body: bytes) -> tuple[str, str | None, etree._Element]:
     return etree.QName(method).localname, (ids[0].text if ids else None), method
 
 
+def get_rpc_methods_response(rpc_id: str | None) -> str:
+    """The CPE's answer to a GetRPCMethods: it supports Inform."""
+    return envelope("<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
+                    "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id)
+
+
 @pytest.fixture
 def gateway_settings(settings: Settings, kafka_bootstrap: str, mongodb_url: str) -> Settings:
     return settings.model_copy(update={"cpe_auth": "digest", "cpe_username": "testcpe",
@@ -274,9 +280,7 @@ async def test_a_routine_session_with_an_empty_plan_ends_without_an_end_event(ga
             assert (await cpe.post(seed_inform())).status_code == 200
             method, rpc_id, _ = rpc_of((await cpe.post(None)).content)
             assert method == "GetRPCMethods"
-            done = await cpe.post(envelope(
-                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
-                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            done = await cpe.post(get_rpc_methods_response(rpc_id))
             assert done.status_code == 204
         finally:
             await cpe.aclose()
@@ -413,9 +417,7 @@ async def test_session_survives_a_dropped_connection_when_the_cpe_returns_with_i
             second.client.cookies.set("acs_session", cookie)
             method, rpc_id, _ = rpc_of((await second.post(None)).content)
             assert method == "GetRPCMethods"
-            done = await second.post(envelope(
-                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
-                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            done = await second.post(get_rpc_methods_response(rpc_id))
             assert done.status_code == 204
         finally:
             await second.aclose()
@@ -508,9 +510,7 @@ async def test_any_instance_serves_a_session_the_cookie_names_its_owner(gateway_
             on_b.client.cookies.set("acs_session", cookie)
             method, rpc_id, _ = rpc_of((await on_b.post(None)).content)  # forwarded to gw-a
             assert method == "GetRPCMethods"
-            done = await on_b.post(envelope(
-                "<cwmp:GetRPCMethodsResponse><MethodList soap-enc:arrayType='xsd:string[1]'>"
-                "<string>Inform</string></MethodList></cwmp:GetRPCMethodsResponse>", rpc_id))
+            done = await on_b.post(get_rpc_methods_response(rpc_id))
             assert done.status_code == 204
             # A forged owner in the cookie is ignored: gw-b does not forward it anywhere.
             session_id = cookie.split(".", 1)[0]
