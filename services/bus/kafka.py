@@ -49,8 +49,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 500,
         # Sessions wait on this bus. Kafka answers a waiting fetch as soon as data arrives; Tansu
-        # (the local broker) holds it until the wait runs out, so the wait must be short: 20 ms
-        # rather than the default 500. Consumers off the session path ask for longer.
+        # (the local broker) notices data only when it next looks (about 200 ms after a message
+        # with the default 500 ms wait, 5 ms with 20), so the wait must be short. Consumers off
+        # the session path ask for longer.
         "fetch_max_wait_ms": 20,
     }
     options.update(overrides)

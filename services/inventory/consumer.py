@@ -2,11 +2,11 @@
 
 Per batch: decode (a malformed message is logged and skipped), apply to MongoDB (store), publish
 the resulting device events, and only then mark the batch's offsets for the next commit (at most
-one a second). A crash anywhere before the
-commit replays the batch, which the idempotent writes absorb (at-least-once delivery, exactly-once
-effect on the device records). A dependency that is down (MongoDB, or Kafka for the events)
-pauses the partitions and retries the same batch with backoff, polling meanwhile so the group does
-not evict us; nothing is skipped and nothing is committed until it succeeds.
+one a second). A crash anywhere before a commit replays what it would have covered, which the
+idempotent writes absorb (at-least-once delivery, exactly-once effect on the device records). A
+dependency that is down (MongoDB, or Kafka for the events) pauses the partitions and retries the
+same batch with backoff, polling meanwhile so the group does not evict us; nothing is skipped and
+nothing is committed until it succeeds.
 
 Limit: a crash between the MongoDB write and the publish of its events loses those events (the
 replayed message is recognised as applied). Events carry ids derived from the inbound message,
@@ -16,7 +16,6 @@ so the other direction (duplicates) can be filtered by subscribers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -121,8 +120,7 @@ class InventoryConsumer:
             except Exception:  # the loop's own failure was logged where it happened
                 log.debug("consumer loop ended with an error", exc_info=True)
         if self.consumer is not None:
-            with contextlib.suppress(KafkaError):
-                await self._commit()
+            await self._commit()
             await self.consumer.stop()
 
     async def _commit(self) -> None:
