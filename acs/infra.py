@@ -215,6 +215,13 @@ class LocalMongo(LocalServer):
             except OperationFailure as exc:
                 if exc.code != 23:  # AlreadyInitialized: a data folder reused by `acs up`.
                     raise
+                # Reused on another port, the one member no longer finds itself in the config
+                # and no primary is ever elected: point the member at this address.
+                config = client.admin.command("replSetGetConfig")["config"]
+                if config["members"][0]["host"] != self.address:
+                    config["members"][0]["host"] = self.address
+                    config["version"] += 1
+                    client.admin.command("replSetReconfig", config, force=True)
             deadline = time.monotonic() + self.startup_timeout
             while time.monotonic() < deadline:
                 if client.admin.command("hello").get("isWritablePrimary"):
