@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
 from minio import Minio
@@ -89,3 +90,24 @@ def test_s3_rejects_a_wrong_secret(settings: Settings, s3_server: object) -> Non
                    secure=False)
     with pytest.raises(S3Error):
         client.list_buckets()
+
+
+def test_a_mongodb_data_folder_reused_on_another_port_elects_a_primary(tmp_path: Path) -> None:
+    """A second `acs up` in the same checkout gets new ports; the replica set must follow."""
+    from pymongo import MongoClient
+
+    from acs.infra import LocalMongo
+
+    first = LocalMongo(tmp_path)
+    first.start()
+    old_port = first.port
+    first.stop()
+    again = LocalMongo(tmp_path)
+    again.start()
+    try:
+        assert again.port != old_port
+        with MongoClient(again.url, serverSelectionTimeoutMS=10_000) as client:
+            client["reuse"]["t"].insert_one({"_id": 1})
+            assert client.admin.command("hello")["isWritablePrimary"]
+    finally:
+        again.stop()
