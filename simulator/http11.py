@@ -1,11 +1,12 @@
-"""A lean HTTP/1.1 client connection for CWMP sessions: h11 over asyncio streams.
+"""A lean HTTP/1.1 client connection for CWMP sessions: httptools over asyncio streams.
 
 Why not httpx here: measured on the benchmark host (docs/simulator.md), an httpx request costs
-0.8-1 ms of CPU (httpx -> httpcore -> anyio -> asyncio), against ~0.15 ms for h11 on a bare
-asyncio stream; with 3-4 requests per session the HTTP client was 90 % of the simulator's CPU.
-httpx's shared pool also degrades with hundreds of connections (it scans them per request).
-h11 does all the HTTP parsing and framing (chunked bodies, keep-alive, Connection: close), so
-nothing of HTTP is re-implemented here: this module only moves bytes and applies timeouts.
+0.8-1 ms of CPU (httpx -> httpcore -> anyio -> asyncio). h11 on a bare asyncio stream cost about
+0.15 ms, but that was still a third of the simulator's CPU in `acs bench`, where the simulator
+shares two cores with the ACS it measures. httptools (llhttp, in C; uvicorn's parser) parses the
+responses: framing, chunked bodies, keep-alive and Connection: close are its work, not ours.
+Requests are simple to write (our own method, target and headers), so they are formatted here,
+refusing any header that would break the framing.
 
 A :class:`Connection` serves one request at a time (a CPE never pipelines, T2). When the server
 closes it (Connection: close, idle keep-alive timeout), the next request opens a new TCP
@@ -19,11 +20,12 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
+import httptools
 
 __all__ = ["Connection", "ConnectionClosed", "HttpError", "Origin", "Response", "origin_of"]
 
 MAX_BODY = 16 * 1024 * 1024  # an ACS reply larger than this is not a CWMP message
+MAX_HEAD = 64 * 1024  # status line and headers together
 _READ_SIZE = 65536
 
 
@@ -75,10 +77,59 @@ class Response:
         return [value for key, value in self.headers if key == name]
 
 
+def format_request(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """The request's bytes; a CR or LF in any part is refused (it would forge framing)."""
+    lines = [f"{method} {target} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if any("\r" in line or "\n" in line for line in lines):
+        raise HttpError("a request line or header contains CR or LF")
+    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
+
+
+class _ResponseParts:
+    """Receives httptools' callbacks for one response (1xx interim responses are skipped)."""
+
+    __slots__ = ("body", "complete", "headers", "interim", "keep_alive", "parser", "size", "status", "too_large")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.complete = False
+        self.keep_alive = False
+        self.interim = False
+        self.too_large = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.interim = 100 <= self.status < 200
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_BODY:
+            self.too_large = True  # raised after feed_data: an exception here would be wrapped
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:  # 100 Continue and the like: the real response follows
+            self.headers.clear()
+            self.interim = False
+            return
+        self.complete = True
+        # Asked here: once the message is done, the parser has reset what it knew.
+        self.keep_alive = self.parser.should_keep_alive()
+
+
 class Connection:
     """One client connection to ``origin``; opened lazily, reopened after the server closes it."""
 
-    __slots__ = ("_conn", "_reader", "_writer", "connects", "origin", "ssl_context", "user_agent")
+    __slots__ = ("_reader", "_writer", "connects", "origin", "ssl_context", "user_agent")
 
     def __init__(self, origin: Origin, *, user_agent: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.origin = origin
@@ -86,7 +137,6 @@ class Connection:
         self.ssl_context = ssl_context
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._conn: h11.Connection | None = None
         self.connects = 0  # TCP connections opened so far (tests check session affinity)
 
     @property
@@ -104,24 +154,25 @@ class Connection:
                 limit=_READ_SIZE)
         except OSError as exc:
             raise HttpError(f"connect to {origin.host}:{origin.port} failed: {exc.strerror or exc}") from None
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.connects += 1
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
                       answer_within: float) -> Response:
         """One exchange. Retries once on a fresh connection if a reused one was found closed."""
+        data = format_request(method, target, [("Host", self.origin.host_header), ("User-Agent", self.user_agent),
+                                               ("Content-Length", str(len(body))), *headers], body)
         reused = self.is_open
         try:
             async with asyncio.timeout(answer_within):
                 try:
-                    return await self._exchange(method, target, headers, body)
+                    return await self._exchange(data)
                 except ConnectionClosed:
                     if not reused:
                         raise
                     # The server dropped an idle keep-alive connection: not a failure of this
                     # request, which never reached it. Try once more on a new connection.
                     await self.close()
-                    return await self._exchange(method, target, headers, body)
+                    return await self._exchange(data)
         except TimeoutError:
             await self.close()
             raise HttpError(f"timeout: no answer within {answer_within:g} s") from None
@@ -129,68 +180,48 @@ class Connection:
             await self.close()
             raise
 
-    async def _exchange(self, method: str, target: str, headers: list[tuple[str, str]],
-                        body: bytes) -> Response:
+    async def _exchange(self, data: bytes) -> Response:
         if not self.is_open:
             await self._connect()
-        conn, reader, writer = self._conn, self._reader, self._writer
-        assert conn is not None and reader is not None and writer is not None
-        all_headers = [("Host", self.origin.host_header), ("User-Agent", self.user_agent),
-                       ("Content-Length", str(len(body))), *headers]
+        reader, writer = self._reader, self._writer
+        assert reader is not None and writer is not None
         try:
-            data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
-            if body:
-                data += conn.send(h11.Data(data=body))  # type: ignore[operator]
-            data += conn.send(h11.EndOfMessage())  # type: ignore[operator]
-            writer.write(data)  # type: ignore[arg-type]
+            writer.write(data)
             await writer.drain()
-        except (ConnectionError, h11.LocalProtocolError) as exc:
+        except ConnectionError as exc:
             raise ConnectionClosed(f"send failed: {exc}") from None
 
-        status = 0
-        response_headers: list[tuple[str, str]] = []
-        chunks: list[bytes] = []
-        size = 0
-        received_any = False
-        while True:
+        parts = _ResponseParts()
+        received = 0
+        while not parts.complete:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise HttpError(f"malformed HTTP response: {exc}") from None
-            if event is h11.NEED_DATA:
-                try:
-                    chunk = await reader.read(_READ_SIZE)
-                except ConnectionError as exc:
-                    raise ConnectionClosed(f"connection reset: {exc}") from None
-                if not chunk and not received_any:
+                chunk = await reader.read(_READ_SIZE)
+            except ConnectionError as exc:
+                raise ConnectionClosed(f"connection reset: {exc}") from None
+            if not chunk:
+                if not received:
                     raise ConnectionClosed("server closed the connection")
-                received_any = True
-                conn.receive_data(chunk)
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue  # 100 Continue and the like
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                response_headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers]
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_BODY:
-                    raise HttpError(f"response body larger than {MAX_BODY} bytes")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
+                if parts.status and _ends_at_close(parts.headers):
+                    break  # no length and not chunked: the body runs to the end of the connection
                 raise ConnectionClosed("server closed the connection mid-response")
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-        else:
-            await self.close()  # Connection: close, or HTTP/1.0: the next request reconnects
-        return Response(status, response_headers, b"".join(chunks))
+            received += len(chunk)
+            try:
+                parts.parser.feed_data(chunk)
+            except httptools.HttpParserUpgrade:
+                raise HttpError("malformed HTTP response: unexpected protocol upgrade") from None
+            except httptools.HttpParserError as exc:
+                raise HttpError(f"malformed HTTP response: {exc}") from None
+            if parts.too_large:
+                raise HttpError(f"response body larger than {MAX_BODY} bytes")
+            if not parts.status and received > MAX_HEAD:
+                raise HttpError(f"response head larger than {MAX_HEAD} bytes")
+        if not parts.keep_alive:
+            await self.close()  # Connection: close, HTTP/1.0, or a body ended by the close
+        return Response(parts.status, parts.headers, b"".join(parts.body))
 
     async def close(self) -> None:
         writer = self._writer
         self._reader = self._writer = None
-        self._conn = None
         if writer is not None:
             writer.close()
             try:
@@ -198,3 +229,7 @@ class Connection:
                 await asyncio.wait_for(writer.wait_closed(), 5)
             except (ConnectionError, ssl.SSLError, TimeoutError):
                 pass  # already gone: nothing to clean up
+
+
+def _ends_at_close(headers: list[tuple[str, str]]) -> bool:
+    return not any(name in ("content-length", "transfer-encoding") for name, _ in headers)

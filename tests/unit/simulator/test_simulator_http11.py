@@ -115,3 +115,45 @@ async def test_malformed_response_is_an_http_error() -> None:
     async with server(garbage) as origin:
         with pytest.raises(HttpError, match="malformed HTTP response"):
             await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
+
+
+async def test_interim_response_is_skipped_and_a_body_may_end_at_the_close() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        # One write: the parser meets the 100 and the final response in the same read.
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Final: yes\r\n\r\nuntil the end")
+        await writer.drain()
+        writer.close()
+
+    async with server(handler) as origin:
+        conn = Connection(origin, user_agent="test")
+        response = await conn.request("POST", "/", [], b"x", 5)
+        assert (response.status, response.headers, response.body) == (200, [("x-final", "yes")], b"until the end")
+        assert not conn.is_open
+
+
+async def test_truncated_body_oversized_body_and_forged_headers_are_http_errors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        await writer.drain()
+        writer.close()
+
+    async with server(truncated) as origin:
+        with pytest.raises(HttpError, match="mid-response"):
+            await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
+
+    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64)
+        await writer.drain()
+
+    monkeypatch.setattr("simulator.http11.MAX_BODY", 32)
+    async with server(large) as origin:
+        with pytest.raises(HttpError, match="larger than 32 bytes"):
+            await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
+
+    with pytest.raises(HttpError, match="CR or LF"):
+        await Connection(Origin("http", "127.0.0.1", 9), user_agent="test").request(
+            "POST", "/", [("Cookie", "a=b\r\nX-Injected: 1")], b"", 1)
