@@ -1,13 +1,13 @@
 """The thin shell around the planner: load what a decision needs, decide, write, then publish.
 
-Each event costs one read (one aggregation) before its decision. Order matters after it. Task
-writes are conditional on the version loaded; a task another writer changed meanwhile (an
-operator's cancel, the sweep) is a lost race, and its RPCs are taken out of the plan so that we
-never send work we no longer own; whatever the task became is settled in a later session. (A
-version pre-check before every write would redo the rare lost decision, at a round trip on every
-one.) Only after the writes is the plan published, so a plan never refers to state that is not in
-MongoDB. A crash in between means Kafka delivers the event again, and a redelivered event gets
-the same plan.
+Each event costs one read (one aggregation; the Informs of one fetched batch share theirs) before
+its decision. Order matters after it. Task writes are conditional on the version loaded; a task
+another writer changed meanwhile (an operator's cancel, the sweep) is a lost race, and its RPCs
+are taken out of the plan so that we never send work we no longer own; whatever the task became
+is settled in a later session. (A version pre-check before every write would redo the rare lost
+decision, at a round trip on every one.) Only after the writes is the plan published, so a plan
+never refers to state that is not in MongoDB. A crash in between means Kafka delivers the event
+again, and a redelivered event gets the same plan.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from services.orchestrator import tasks as T
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
 from services.orchestrator.state import DeviceState, Env, PlanConfig
-from services.orchestrator.store import Store
+from services.orchestrator.store import InformView, Store
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,48 @@ class PolicyCache:
         return self._policies
 
 
+class InformViewBatcher:
+    """The Inform views asked for in one turn of the event loop, read in one round trip.
+
+    The consumer starts the handling of a whole fetched batch at once, one task per device; each
+    asks for its view before awaiting anything else, so the requests of a batch gather here and go
+    to MongoDB together when the loop next runs. A failed read fails every request of its round
+    trip; each event's handler retries on its own.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._waiting: dict[str, list[asyncio.Future[InformView]]] = {}
+
+    async def get(self, device_id: str) -> InformView:
+        future: asyncio.Future[InformView] = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._waiting.setdefault(device_id, []).append(future)
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        task = asyncio.ensure_future(self.store.inform_views(list(waiting)))
+        task.add_done_callback(lambda done: _settle(done, waiting))
+
+
+def _settle(done: asyncio.Future[dict[str, InformView]],
+            waiting: dict[str, list[asyncio.Future[InformView]]]) -> None:
+    for device_id, futures in waiting.items():
+        for future in futures:
+            if future.done():
+                continue  # its handler was cancelled meanwhile
+            if done.cancelled():
+                future.cancel()
+            elif (error := done.exception()) is not None:
+                future.set_exception(error)
+            elif (view := done.result().get(device_id)) is None:
+                future.set_exception(RuntimeError(f"no inform view came back for {device_id}"))
+            else:
+                future.set_result(view)
+
+
 class Engine:
     def __init__(self, settings: Settings, store: Store, publisher: Publisher, http: httpx.AsyncClient,
                  *, config: PlanConfig | None = None, policies: PolicyCache | None = None) -> None:
@@ -96,6 +138,7 @@ class Engine:
         self.http = http
         self.config = config or PlanConfig.from_settings(settings)
         self.policies = policies or PolicyCache(store)
+        self.inform_views = InformViewBatcher(store)
 
     def env(self) -> Env:
         settings = self.settings
@@ -119,7 +162,7 @@ class Engine:
     # --- events ----------------------------------------------------------------------------
 
     async def on_inform(self, event: InformReceived) -> None:
-        view = await self.store.inform_view(event.device_id)
+        view = await self.inform_views.get(event.device_id)
         current = next((s for s in view.sessions if s.session_id == event.session_id), None)
         if current is not None and current.last_in_reply_to == event.event_id:
             # Redelivered: the plan went out (or may have); send the very same one again.

@@ -157,14 +157,19 @@ class Store:
     # --- what an Inform needs --------------------------------------------------------------
 
     async def inform_view(self, device_id: str) -> InformView:
-        """The device's state, its open tasks (oldest first) and its unended sessions.
+        return (await self.inform_views([device_id]))[device_id]
 
-        One aggregation, not three queries: on the Inform path, each round trip costs more client
-        CPU than MongoDB spends answering it. The device need not exist yet (tasks may wait for a
-        device that has never informed), hence the pipeline starts from a literal document.
+    async def inform_views(self, device_ids: Sequence[str]) -> dict[str, InformView]:
+        """Per device: its state, its open tasks (oldest first) and its unended sessions.
+
+        One aggregation for all the devices, not three queries each: on the Inform path, each
+        round trip costs more client CPU than MongoDB spends answering it. A device need not exist
+        yet (tasks may wait for a device that has never informed), hence the pipeline starts from
+        literal documents.
         """
+        ids = list(dict.fromkeys(device_ids))
         pipeline: list[dict[str, Any]] = [
-            {"$documents": [{"_id": device_id}]},
+            {"$documents": [{"_id": device_id} for device_id in ids]},
             {"$lookup": {"from": DEVICES, "localField": "_id", "foreignField": "_id", "as": "device"}},
             {"$lookup": {"from": TASKS, "localField": "_id", "foreignField": "device_id", "as": "tasks",
                          "pipeline": [{"$match": {"status": {"$in": [s.value for s in OPEN]}}},
@@ -172,10 +177,11 @@ class Store:
             {"$lookup": {"from": SESSIONS, "localField": "_id", "foreignField": "device_id", "as": "sessions"}},
         ]
         cursor = await self.db.aggregate(pipeline)
-        row = (await cursor.to_list(1))[0]
-        return InformView(device=DeviceState.from_document(row["device"][0]) if row["device"] else None,
-                          open_tasks=[Task.from_document(d) for d in row["tasks"]],
-                          sessions=[SessionState.from_document(d) for d in row["sessions"]])
+        return {row["_id"]: InformView(
+                    device=DeviceState.from_document(row["device"][0]) if row["device"] else None,
+                    open_tasks=[Task.from_document(d) for d in row["tasks"]],
+                    sessions=[SessionState.from_document(d) for d in row["sessions"]])
+                async for row in cursor}
 
     async def session_view(self, session_id: str) -> SessionView | None:
         """A live session with its device's state and its tasks (in the session's order)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -22,7 +23,7 @@ from services.orchestrator.engine import Engine
 from services.orchestrator.policies import Policy, PolicyMatch, PolicyTask
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState, SessionState
-from services.orchestrator.store import CursorError, Store
+from services.orchestrator.store import CursorError, InformView, Store
 from services.orchestrator.tasks import Task, TaskStatus
 
 pytestmark = pytest.mark.integration
@@ -100,6 +101,33 @@ async def test_the_inform_view_holds_the_device_its_open_tasks_oldest_first_and_
     assert [t.id for t in unseen.open_tasks] == ["theirs"] and [s.session_id for s in unseen.sessions] == ["x0"]
     nothing = await store.inform_view("000000-Box-3")
     assert (nothing.device, nothing.open_tasks, nothing.sessions) == (None, [], [])
+
+
+async def test_the_informs_of_one_loop_turn_share_one_read_and_a_failed_read_fails_them_all(
+        parts: tuple[Store, Engine, Recorder], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, engine, _ = parts
+    await store.insert_tasks([_task("mine"), _task("theirs", device_id="000000-Box-2")])
+    reads: list[list[str]] = []
+    real = store.inform_views
+
+    async def counted(device_ids: Sequence[str]) -> dict[str, InformView]:
+        reads.append(list(device_ids))
+        return await real(device_ids)
+
+    monkeypatch.setattr(store, "inform_views", counted)
+    views = await asyncio.gather(*(engine.inform_views.get(d) for d in (DEVICE, "000000-Box-2", "000000-Box-3")))
+    assert reads == [[DEVICE, "000000-Box-2", "000000-Box-3"]]
+    assert [[t.id for t in v.open_tasks] for v in views] == [["mine"], ["theirs"], []]
+    assert views[0].device is not None and views[2].device is None
+
+    # The next turn is a new round trip; a failure reaches every request that shared it.
+    async def broken(device_ids: Sequence[str]) -> dict[str, InformView]:
+        raise ConnectionError("MongoDB went away")
+
+    monkeypatch.setattr(store, "inform_views", broken)
+    outcomes = await asyncio.gather(engine.inform_views.get(DEVICE), engine.inform_views.get("000000-Box-2"),
+                                    return_exceptions=True)
+    assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError]
 
 
 async def test_the_session_view_holds_the_session_its_device_and_its_tasks_in_order(
