@@ -23,6 +23,8 @@ from cwmp.digest import (
     MemoryNonceCountStore,
     NonceCheck,
     NonceStatus,
+    _parse_auth_list,
+    _parse_auth_list_strict,
     basic_authorization,
     basic_challenge,
     canonical_algorithm,
@@ -710,6 +712,71 @@ def test_commas_and_escapes_inside_quoted_strings() -> None:
     assert creds.uri == "/x,y?q=1,2"
     assert creds.cnonce == "c,d"
     assert creds.nc_value == 1
+
+
+# Headers at the edge of the regex fast path in _parse_auth_list: each must come out exactly as
+# the character-by-character parser reads it, whichever of the two ends up handling it.
+EDGE_HEADERS = [
+    # empty elements, a trailing comma, empty bare and quoted values, "=" inside a bare value
+    ('Digest a=1,, b="2" ,\t,c=,d= "",e=x==,', ("Digest", {"a": "1", "b": "2", "c": "", "d": "", "e": "x=="}, None)),
+    # any character may be escaped in a quoted-string, not just the quote, even a line break
+    ('Digest a="x\\\\y\\"z\\,\\\n", b=1', ("Digest", {"a": 'x\\y"z,\n', "b": "1"}, None)),
+    # a backslash in a bare value is kept as it is
+    ("Digest a=x\\y", ("Digest", {"a": "x\\y"}, None)),
+    # a quote inside a bare value belongs to the value
+    ('Digest a=b"c, d=e', ("Digest", {"a": 'b"c', "d": "e"}, None)),
+    # line breaks around "=" and after commas (folded headers)
+    ('digest a\r\n=\r\n"1",\r\n b=2', ("digest", {"a": "1", "b": "2"}, None)),
+    # only ASCII case folding makes a scheme Digest: this one may carry a token68
+    ("Dige\u017ft a=, b=c", ("Dige\u017ft", {"b": "c"}, "a=")),
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), EDGE_HEADERS)
+def test_auth_list_edge_cases(header: str, expected: tuple[str, dict[str, str], str | None]) -> None:
+    [challenge] = parse_challenges(header)
+    assert (challenge.scheme, dict(challenge.params), challenge.token68) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ('Digest a="x\\", b=1', "unterminated"),  # the only quote after the opening one is escaped
+        ("Digest a=1,\x0bb=2", "unexpected"),  # vertical tab is not a separator
+        ("Digest a=1\xa0, b=2", "unexpected"),  # nor is a no-break space
+    ],
+)
+def test_auth_list_edge_cases_rejected(header: str, error: str) -> None:
+    with pytest.raises(AuthHeaderError, match=error):
+        parse_challenges(header)
+
+
+def _auth_list_outcome(parse: Callable[[str], object], header: str) -> object:
+    try:
+        return parse(header)
+    except AuthHeaderError as exc:
+        return str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.tuples(
+        st.sampled_from(["Digest ", "digest\t", ", DIGEST  ", "Dige\u017ft ", "Basic ", "Digest,", ""]),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["username", "Nonce", "a\\b", "\u00e9", "x-y", ""]),
+                st.sampled_from(["=", " = ", "\r\n=", " "]),
+                st.sampled_from(
+                    ['"v"', '""', "v", "", 'v"w', '"a\\"b"', '"a\\\\"', '"a\\', '"\\\n"', '"x,y=z"', "ab==", "a\\b"]
+                ),
+                st.sampled_from([", ", ",", " ,", ",,", ", ,\t", ",\r\n", " ", "", "\x0b,", ",\xa0", ";"]),
+            ),
+            max_size=6,
+        ),
+    ).map(lambda t: t[0] + "".join("".join(param) for param in t[1]))
+)
+def test_auth_list_fast_path_reads_like_the_strict_parser(header: str) -> None:
+    assert _auth_list_outcome(_parse_auth_list, header) == _auth_list_outcome(_parse_auth_list_strict, header)
 
 
 def test_round_trip_with_awkward_username_and_uri() -> None:
