@@ -108,10 +108,16 @@ class LocalServer:
 
     def start(self) -> None:
         binary = self.binary()
-        self.pick_ports()
-        for port in (self.port, *self.extra_ports()):
-            if not port_is_free(port):
-                raise InfraError(f"{self.name}: port {LOOPBACK}:{port} is already in use")
+        given = self.port  # a port the caller asked for is kept; ports we chose are chosen again
+        for attempt in range(10):
+            self.pick_ports()
+            busy = [port for port in (self.port, *self.extra_ports()) if not port_is_free(port)]
+            if not busy:
+                break
+            # Another process took a port between our pick and now (the ephemeral range is shared).
+            if given in busy or attempt == 9:
+                raise InfraError(f"{self.name}: port {LOOPBACK}:{busy[0]} is already in use")
+            self.port = given
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         # A clean environment: Tansu, for one, reads LISTENER_URL and friends from it.

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import sys
 from pathlib import Path
 
 import pytest
 from minio import Minio
 from pymongo import AsyncMongoClient
 
+from acs.infra import InfraError, LocalServer, free_port
 from services.bus.events import TOPIC_INBOUND, DeviceEvent, encode
 from services.bus.kafka import ensure_topics, kafka_reachable, make_consumer, make_producer, topic_name
 from services.common.settings import Settings
@@ -111,3 +114,40 @@ def test_a_mongodb_data_folder_reused_on_another_port_elects_a_primary(tmp_path:
             assert client.admin.command("hello")["isWritablePrimary"]
     finally:
         again.stop()
+
+
+class _EchoServer(LocalServer):
+    """A stand-in server (python listening on its port) whose first port pick is already taken."""
+
+    picks: list[int]
+
+    def binary(self) -> Path:
+        return Path(sys.executable)
+
+    def argv(self, binary: Path) -> list[str]:
+        listen = (f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {self.port})); s.listen(); "
+                  "time.sleep(60)")
+        return [str(binary), "-c", listen]
+
+    def pick_ports(self) -> None:
+        if not self.port:
+            self.port = self.picks.pop(0) if self.picks else free_port()
+
+
+def test_a_port_taken_after_we_chose_it_is_chosen_again_but_a_given_one_is_not(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        server = _EchoServer("echo", tmp_path / "a")
+        server.picks = [busy]
+        server.start()
+        try:
+            assert server.port != busy and server.process is not None and server.process.poll() is None
+        finally:
+            server.stop()
+
+        given = _EchoServer("echo", tmp_path / "b", port=busy)
+        given.picks = []
+        with pytest.raises(InfraError, match=f"port 127.0.0.1:{busy} is already in use"):
+            given.start()
