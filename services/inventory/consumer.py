@@ -16,6 +16,7 @@ so the other direction (duplicates) can be filtered by subscribers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,10 @@ GROUP = "inventory"
 # Device groups of one batch applied concurrently (store.apply_observations).
 LANES = 4
 COMMIT_INTERVAL_SECONDS = 1.0
+# At most this often a fetch that finds data. No session waits on the inventory, and a broker
+# without an index (the local Tansu) lists a partition's whole log for every fetch that finds
+# something new in it: fetched as they arrive, Informs cost it one listing each.
+FETCH_INTERVAL_SECONDS = 0.5
 
 
 def group_id(settings: Settings) -> str:
@@ -145,6 +150,7 @@ class InventoryConsumer:
             if not batch:
                 await self._commit()  # idle: nothing left uncommitted
                 continue
+            fetched = time.monotonic()
             try:
                 await self.handle(batch)
             except _Stopping:
@@ -153,6 +159,24 @@ class InventoryConsumer:
                 # A bug must not kill the service silently; it would stop all inventory updates.
                 log.exception("inventory consumer loop failed")
                 raise
+            await self._let_records_gather(fetched + FETCH_INTERVAL_SECONDS - time.monotonic())
+
+    async def _let_records_gather(self, seconds: float) -> None:
+        """Fetch nothing for ``seconds``: what arrives meanwhile comes in the next fetch, together.
+
+        Paused, the background fetcher asks for nothing; records it fetched already stay buffered
+        (they would be dropped if we polled while paused, hence no poll here). Heartbeats go on.
+        """
+        assert self.consumer is not None
+        if seconds <= 0:
+            return
+        assigned = self.consumer.assignment()
+        self.consumer.pause(*assigned)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        finally:
+            self.consumer.resume(*(tp for tp in assigned if tp in self.consumer.assignment()))
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Apply one batch, publish its events, commit its offsets."""

@@ -258,3 +258,33 @@ async def test_a_real_mongod_restart_loses_nothing(settings: Settings, producer:
         await consumer.stop()
         await client.close()
         await asyncio.to_thread(mongod.stop)
+
+
+async def test_records_arriving_while_a_batch_is_handled_wait_and_come_in_one_fetch(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumer_module, "FETCH_INTERVAL_SECONDS", 3.0)
+    consumer = await running()
+    sizes: list[int] = []
+    handle = consumer.handle
+
+    async def counted(batch: Any) -> None:
+        sizes.append(sum(len(records) for records in batch.values()))
+        await handle(batch)
+
+    monkeypatch.setattr(consumer, "handle", counted)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    await send(settings, producer, inform("1 BOOT", at=t0))
+    await eventually(lambda: _true(sizes == [1]))
+    for minute in range(1, 5):  # 1.6 s, within the 3 s in which nothing is fetched
+        await send(settings, producer, inform("2 PERIODIC", at=t0 + timedelta(minutes=minute)))
+        await asyncio.sleep(0.4)
+    await eventually(lambda: _true(sum(sizes) == 5))
+    # One fetch may have been in flight when the pause began; the rest wait for the next one.
+    # Fetched as they arrived, the four would have come one by one.
+    assert sizes[0] == 1 and len(sizes) <= 3
+    assert (await db["devices"].find_one({"_id": DEVICE}))["last_inform"] == t0 + timedelta(minutes=4)
+
+
+async def _true(value: bool) -> bool:
+    return value
