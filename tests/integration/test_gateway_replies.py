@@ -58,7 +58,9 @@ async def test_the_channel_moves_on_after_enough_records_and_still_reads_the_par
         await plan("late", first)  # a session begun before the move is still answered there
         await plan("new", second)
         await _until(lambda: len(delivered) == 6)
-        assert [p.session_id for p in delivered] == ["s0", "s1", "s2", "s3", "late", "new"]
+        assert [p.session_id for p in delivered[:4]] == ["s0", "s1", "s2", "s3"]
+        # Two partitions: no order between them (a session's plans all go to one).
+        assert {p.session_id for p in delivered[4:]} == {"late", "new"}
     finally:
         await channel.stop()
         await producer.stop()
