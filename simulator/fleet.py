@@ -125,7 +125,8 @@ class Fleet:
             while not stop.is_set() and (deadline is None or clock() < deadline):
                 wait = report_every if deadline is None else min(report_every, deadline - clock())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+                    async with asyncio.timeout(max(wait, 0.0)):  # not wait_for: see _schedule
+                        await stop.wait()
                 if report is not None and not stop.is_set():
                     report(self.metrics.interval(self.in_flight))
         finally:
@@ -174,8 +175,11 @@ class Fleet:
             if timeout is not None and timeout <= 0:
                 await asyncio.sleep(0)  # let sessions run between bursts of wake-ups
                 continue
+            # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives as the event
+            # is set, and stop() then waits for this loop forever (seen in the fleet tests).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
