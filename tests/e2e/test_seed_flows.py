@@ -85,7 +85,11 @@ async def test_bootstrap_sets_connection_request_credentials_and_discovers_the_m
         assert interval == stack.env["ACS_PERIODIC_INFORM_INTERVAL"]
         # Discovery lands in inventory, which consumes the same answers on its own (so a moment
         # after the orchestrator's task): the device, with parameters read by GetParameterValues.
-        record = (await api.get(f"/devices/{path_id(cpe)}")).json()
+        async def recorded(cpe: Device = cpe) -> dict[str, Any] | None:
+            response = await api.get(f"/devices/{path_id(cpe)}")
+            return response.json() if response.status_code == 200 else None
+
+        record = await eventually(recorded)
         assert record["oui"] == "00D09E" and record["serial_number"] == cpe.serial
         assert record["connection_request_url"] == cpe.cr_url
         query = {"q": f'{{"{root}DeviceInfo.SerialNumber": "{cpe.serial}"}}',
