@@ -174,7 +174,10 @@ class InventoryConsumer:
         self.consumer.pause(*assigned)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives as the
+                # event is set (simulator/fleet.py met it).
+                async with asyncio.timeout(seconds):
+                    await self._stopping.wait()
         finally:
             self.consumer.resume(*(tp for tp in assigned if tp in self.consumer.assignment()))
 

@@ -10,6 +10,7 @@ instances sweeping; the next Inform sets a new deadline and the device can go si
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -49,10 +50,9 @@ class SilenceSweeper:
                 await self.sweep()
             except Exception:  # a failed sweep is retried at the next tick
                 log.warning("silence sweep failed; retrying in %.0f s", self.every, exc_info=True)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.every)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):  # not wait_for: see consumer.py
+                    await self._stopping.wait()
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Publish went_silent for every device past its deadline; returns how many."""
