@@ -156,9 +156,6 @@ class Store:
 
     # --- what an Inform needs --------------------------------------------------------------
 
-    async def inform_view(self, device_id: str) -> InformView:
-        return (await self.inform_views([device_id]))[device_id]
-
     async def inform_views(self, device_ids: Sequence[str]) -> dict[str, InformView]:
         """Per device: its state, its open tasks (oldest first) and its unended sessions.
 

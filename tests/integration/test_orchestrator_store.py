@@ -75,7 +75,7 @@ async def _tasks(store: Store, ids: list[str]) -> list[Task]:
 
 
 async def _device_and_tasks(store: Store) -> tuple[DeviceState | None, list[Task]]:
-    view = await store.inform_view(DEVICE)
+    view = (await store.inform_views([DEVICE]))[DEVICE]
     return view.device, view.open_tasks
 
 
@@ -90,16 +90,17 @@ async def test_the_inform_view_holds_the_device_its_open_tasks_oldest_first_and_
     await store.save_session(SessionState(session_id="x0", device_id="000000-Box-2", gateway_id="gw",
                                           reply_to="cwmp.replies:0", created_at=NOW, updated_at=NOW))
 
-    view = await store.inform_view(DEVICE)
+    views = await store.inform_views([DEVICE, "000000-Box-2", "000000-Box-3"])
+    view = views[DEVICE]
     assert view.device is not None and view.device.data_model == "Device."
     assert [t.id for t in view.open_tasks] == ["old", "new"]
     assert [s.session_id for s in view.sessions] == ["s0"]
 
     # A device that never informed may already have work queued.
-    unseen = await store.inform_view("000000-Box-2")
+    unseen = views["000000-Box-2"]
     assert unseen.device is None
     assert [t.id for t in unseen.open_tasks] == ["theirs"] and [s.session_id for s in unseen.sessions] == ["x0"]
-    nothing = await store.inform_view("000000-Box-3")
+    nothing = views["000000-Box-3"]
     assert (nothing.device, nothing.open_tasks, nothing.sessions) == (None, [], [])
 
 
