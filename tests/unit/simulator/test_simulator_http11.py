@@ -33,6 +33,17 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
+def answering(raw: bytes, *, close: bool = False) -> Serve:
+    """A server that reads one request and answers ``raw`` (then closes, if asked)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        if close:
+            writer.close()
+    return handler
+
+
 async def test_keep_alive_and_content_length() -> None:
     heads: list[bytes] = []
 
@@ -107,24 +118,15 @@ async def test_timeouts_and_refused_connections_are_http_errors() -> None:
 
 
 async def test_malformed_response_is_an_http_error() -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-        await writer.drain()
-
-    async with server(garbage) as origin:
+    async with server(answering(b"NOT HTTP AT ALL\r\n\r\n")) as origin:
         with pytest.raises(HttpError, match="malformed HTTP response"):
             await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
 
 
 async def test_interim_response_is_skipped_and_a_body_may_end_at_the_close() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        # One write: the parser meets the 100 and the final response in the same read.
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Final: yes\r\n\r\nuntil the end")
-        await writer.drain()
-        writer.close()
-
+    # One write: the parser meets the 100 and the final response in the same read.
+    handler = answering(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Final: yes\r\n\r\nuntil the end",
+                        close=True)
     async with server(handler) as origin:
         conn = Connection(origin, user_agent="test")
         response = await conn.request("POST", "/", [], b"x", 5)
@@ -134,23 +136,12 @@ async def test_interim_response_is_skipped_and_a_body_may_end_at_the_close() -> 
 
 async def test_truncated_body_oversized_body_and_forged_headers_are_http_errors(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-        await writer.drain()
-        writer.close()
-
-    async with server(truncated) as origin:
+    async with server(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", close=True)) as origin:
         with pytest.raises(HttpError, match="mid-response"):
             await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
 
-    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64)
-        await writer.drain()
-
     monkeypatch.setattr("simulator.http11.MAX_BODY", 32)
-    async with server(large) as origin:
+    async with server(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" + b"x" * 64)) as origin:
         with pytest.raises(HttpError, match="larger than 32 bytes"):
             await Connection(origin, user_agent="test").request("POST", "/", [], b"", 2)
 
