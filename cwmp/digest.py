@@ -573,13 +573,20 @@ class DigestResult:
 
     ``reason`` is for logs and metrics, not for the client. ``stale`` means the credentials were
     right but the nonce expired: send a new challenge with ``stale=true`` so the CPE retries
-    without treating it as a password failure.
+    without treating it as a password failure. ``replayed`` means the credentials were right but
+    the nonce count was used before (a replay, or a client that never increments it): at the
+    start of a session the same answer as ``stale``; inside a session that proved itself
+    otherwise, a server may accept the request anyway. ``wrong_password`` is set only when the
+    password was actually tested and failed (or the user is unknown): the one failure a password
+    guesser learns from, hence the one worth counting towards throttling.
     """
 
     ok: bool
     username: str | None = None
     reason: str = ""
     stale: bool = False
+    replayed: bool = False
+    wrong_password: bool = False
     algorithm: str | None = None
     nonce: str | None = None
     nc: int | None = None
@@ -717,9 +724,17 @@ class DigestServer:
             except AuthHeaderError as exc:
                 return DigestResult(ok=False, reason=f"malformed Authorization header: {exc}")
 
-        def fail(reason: str, *, stale: bool = False) -> DigestResult:
+        def fail(
+            reason: str, *, stale: bool = False, replayed: bool = False, wrong_password: bool = False
+        ) -> DigestResult:
             return DigestResult(
-                ok=False, username=creds.username, reason=reason, stale=stale, nonce=creds.nonce
+                ok=False,
+                username=creds.username,
+                reason=reason,
+                stale=stale,
+                replayed=replayed,
+                wrong_password=wrong_password,
+                nonce=creds.nonce,
             )
 
         if creds.userhash:
@@ -772,9 +787,9 @@ class DigestServer:
         )
         matches = hmac.compare_digest(expected.encode("ascii"), creds.response.lower().encode("utf-8"))
         if not known_user:
-            return fail("unknown user")
+            return fail("unknown user", wrong_password=True)
         if not matches:
-            return fail("response mismatch (wrong password or uri/method)")
+            return fail("response mismatch (wrong password or uri/method)", wrong_password=True)
 
         if nonce_check.status is NonceStatus.STALE:
             return fail(f"stale nonce: {nonce_check.detail}", stale=True)
@@ -782,7 +797,7 @@ class DigestServer:
         nc_value = creds.nc_value
         if creds.qop is not None and nc_value is not None:
             if not self._counts.check_and_record(creds.nonce, nc_value):
-                return fail(f"nonce count {creds.nc} replayed")
+                return fail(f"nonce count {creds.nc} replayed", replayed=True)
         return DigestResult(
             ok=True,
             username=creds.username,

@@ -4,6 +4,11 @@ Credentials are either one shared pair from the settings or per device (HA1 valu
 through the inventory API and read from MongoDB). With per-device credentials the username
 must name the device of the Inform (TR-069 3.4.4: "OUI-ProductClass-Serial" or "OUI-Serial"),
 so one CPE cannot speak for another.
+
+Only a password that was tested and found wrong counts as a failure (``wrong_credentials``, the
+one the throttle counts): a stale nonce, a replayed nonce count, an unsupported scheme or a
+malformed header teach a password guesser nothing, and counting them would throttle CPEs whose
+only fault is a sloppy Digest client.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class AuthOutcome:
     username: str | None = None
     # Headers for the 401 answer when not ok.
     challenge: str | None = None
-    # True when the client presented credentials and they were wrong (counts for throttling).
+    # True when the client presented a password and it was wrong (counts for throttling).
     wrong_credentials: bool = False
     reason: str = ""
 
@@ -56,8 +61,7 @@ class CpeAuthenticator:
             return await self._basic(authorization, tls)
         if scheme == "digest" and self.mode == "digest":
             return await self._digest(method, uri, authorization)
-        return AuthOutcome(ok=False, challenge=self.challenge(), wrong_credentials=True,
-                           reason=f"{scheme} authentication not accepted")
+        return AuthOutcome(ok=False, challenge=self.challenge(), reason=f"{scheme} authentication not accepted")
 
     async def _basic(self, authorization: str, tls: bool) -> AuthOutcome:
         # Basic sends the password in clear: only over TLS, unless the operator allowed it.
@@ -65,8 +69,7 @@ class CpeAuthenticator:
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="Basic not accepted here")
         pair = parse_basic(authorization)
         if pair is None:
-            return AuthOutcome(ok=False, challenge=self.challenge(), wrong_credentials=True,
-                               reason="malformed Basic credentials")
+            return AuthOutcome(ok=False, challenge=self.challenge(), reason="malformed Basic credentials")
         username, password = pair
         if self.per_device:
             assert self.ha1_source is not None
@@ -87,7 +90,7 @@ class CpeAuthenticator:
             try:
                 credentials = parse_authorization(authorization)
             except DigestError as exc:
-                return AuthOutcome(ok=False, challenge=self.challenge(), wrong_credentials=True,
+                return AuthOutcome(ok=False, challenge=self.challenge(),
                                    reason=f"malformed Digest credentials: {exc}")
             algorithm = (credentials.algorithm or "MD5").upper().removesuffix("-SESS")
             stored = await self.ha1_source(credentials.username, algorithm)
@@ -97,11 +100,12 @@ class CpeAuthenticator:
             result = self.digest.verify(method, uri, authorization, self._shared_password)
         if result.ok:
             return AuthOutcome(ok=True, username=result.username)
-        if result.stale:
+        if result.stale or result.replayed:
+            # The password was right: a fresh nonce is all the CPE needs (RFC 7616 stale=true).
             return AuthOutcome(ok=False, username=result.username, challenge=self.challenge(stale=True),
                                reason=result.reason)
         return AuthOutcome(ok=False, username=result.username, challenge=self.challenge(),
-                           wrong_credentials=True, reason=result.reason)
+                           wrong_credentials=result.wrong_password, reason=result.reason)
 
     def _shared_password(self, username: str) -> str | None:
         if hmac.compare_digest(username.encode(), self.settings.cpe_username.encode()):

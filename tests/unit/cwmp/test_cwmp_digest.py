@@ -535,6 +535,25 @@ def test_replay_rejected_after_success_only() -> None:
     assert not again.ok and "replayed" in again.reason
 
 
+def test_failures_say_whether_the_password_was_wrong_or_the_request_replayed() -> None:
+    """What a caller needs to throttle password guessing and nothing else: a replayed nonce count
+    or a stale nonce has the right password; only a tested, wrong password is wrong_password."""
+    srv = server(nonce_ttl=300)
+    good = answer(srv, now=T0)
+    assert srv.verify("POST", "/", good, USERS, now=T0).ok
+    replayed = srv.verify("POST", "/", good, USERS, now=T0)
+    assert (replayed.replayed, replayed.wrong_password, replayed.stale) == (True, False, False)
+    stale = srv.verify("POST", "/", answer(srv, now=T0), USERS, now=T0 + 301)
+    assert (stale.stale, stale.wrong_password, stale.replayed) == (True, False, False)
+    for header in (answer(srv, password="nope", now=T0), answer(srv, user="ghost", now=T0)):
+        wrong = srv.verify("POST", "/", header, USERS, now=T0)
+        assert (wrong.wrong_password, wrong.replayed, wrong.stale) == (True, False, False)
+    # Refused before any password is tested: nothing a guesser learns from.
+    foreign_realm = srv.verify("POST", "/", answer(srv, now=T0).replace('realm="acs"', 'realm="x"'),
+                               USERS, now=T0)
+    assert not foreign_realm.ok and not foreign_realm.wrong_password
+
+
 def test_nonce_verified_by_other_instance_with_same_secret() -> None:
     first, second = server(), server()
     result = second.verify("POST", "/", answer(first), USERS, now=T0)
