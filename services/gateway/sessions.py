@@ -3,6 +3,11 @@
 Protocol rules (Inform first, who may send what, cwmp:ID matching) live in the protocol core's
 session machine; this object adds what only the gateway knows: which RPCs the orchestrator
 planned, whether another plan is owed, and where replies for it arrive.
+
+Plans are idempotent here. The orchestrator answers an event Kafka delivered twice with the very
+same plan, and a plan may itself be delivered twice; an RPC sent twice would run twice on the
+CPE (an AddObject, a Download). So a plan already received (same ``in_reply_to``) is ignored,
+and so is every RPC whose id was queued before, whether it is still queued, sent or answered.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class GatewaySession:
     plan_timed_out: bool = False
     rpcs_planned: int = 0  # RPCs received in plans; with none, a completed session needs no end event
     outstanding: PlannedRpc | None = None
+    closed: bool = False  # ended: nothing more is sent, a request waiting for a plan gives up
+    _plans_seen: set[str] = field(default_factory=set)  # in_reply_to of every plan received
+    _rpc_ids: set[str] = field(default_factory=set)  # every RPC id ever queued in this session
     _plan_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # Serialises requests of one session (a CPE must not pipeline; a confused one might).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -48,12 +56,28 @@ class GatewaySession:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def receive_plan(self, plan: SessionPlan) -> None:
-        self.queue.extend(plan.rpcs)
-        self.rpcs_planned += len(plan.rpcs)
+    def receive_plan(self, plan: SessionPlan) -> bool:
+        """Queue the plan's new RPCs; False when it was a duplicate and changed nothing."""
+        if plan.in_reply_to in self._plans_seen:
+            return False
+        fresh = [planned for planned in plan.rpcs if planned.rpc_id not in self._rpc_ids]
+        if plan.rpcs and not fresh:
+            # Every RPC was queued before: a replay under another in_reply_to. Taking its `more`
+            # would also undo the owed next plan (and end the session early).
+            return False
+        self._plans_seen.add(plan.in_reply_to)
+        self._rpc_ids.update(planned.rpc_id for planned in fresh)
+        self.queue.extend(fresh)
+        self.rpcs_planned += len(fresh)
         # A plan without RPCs cannot be followed by responses, so nothing more can be owed.
-        self.more_after_queue = plan.more and bool(plan.rpcs)
+        self.more_after_queue = plan.more and bool(fresh)
         self.plan_owed = False
+        self._plan_arrived.set()
+        return True
+
+    def close(self) -> None:
+        """The session ended: wake a request that waits for a plan, so that it gives up now."""
+        self.closed = True
         self._plan_arrived.set()
 
     async def next_rpc(self, wait: float) -> PlannedRpc | None:
@@ -62,6 +86,8 @@ class GatewaySession:
         None means the session can end: the plan is exhausted, or the orchestrator did not
         answer in time (``plan_timed_out``), in which case the work waits for the next session.
         """
+        if self.closed:
+            return None
         if not self.queue and self.more_after_queue:
             # Every RPC of the last plan has been answered: the orchestrator now owes the next.
             self.more_after_queue = False
@@ -70,14 +96,14 @@ class GatewaySession:
             self._plan_arrived.clear()
             try:
                 async with asyncio.timeout(wait):
-                    while self.plan_owed:
+                    while self.plan_owed and not self.closed:
                         await self._plan_arrived.wait()
                         self._plan_arrived.clear()
             except TimeoutError:
                 self.plan_timed_out = True
                 self.plan_owed = False
                 return None
-        if not self.queue:
+        if not self.queue or self.closed:
             return None
         self.outstanding = self.queue.popleft()
         return self.outstanding

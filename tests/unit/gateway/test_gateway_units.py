@@ -42,8 +42,10 @@ def _session() -> GatewaySession:
     return GatewaySession("s1", "dev", "urn:dslforum-org:cwmp-1-0", "127.0.0.1:1", "127.0.0.1", machine=None)
 
 
-def _plan(ids: list[str], more: bool = False) -> SessionPlan:
-    return SessionPlan(device_id="dev", session_id="s1", gateway_id="g", in_reply_to="e", more=more,
+def _plan(ids: list[str], more: bool = False, in_reply_to: str | None = None) -> SessionPlan:
+    # Each plan answers its own event unless a test says otherwise (a redelivery).
+    return SessionPlan(device_id="dev", session_id="s1", gateway_id="g", more=more,
+                       in_reply_to=in_reply_to or f"event-{'-'.join(ids)}",
                        rpcs=[PlannedRpc(rpc_id=i, rpc={"method": "GetRPCMethods"}) for i in ids])
 
 
@@ -84,6 +86,42 @@ async def test_an_empty_plan_with_more_owes_nothing() -> None:
     session = _session()
     session.receive_plan(_plan([], more=True))
     assert await session.next_rpc(0.01) is None
+    assert not session.plan_timed_out
+
+
+async def test_a_plan_delivered_twice_sends_its_rpcs_once() -> None:
+    session = _session()
+    assert session.receive_plan(_plan(["add", "dl"], in_reply_to="inform-1"))
+    assert not session.receive_plan(_plan(["add", "dl"], in_reply_to="inform-1"))  # redelivered
+    assert [(await session.next_rpc(0.01)).rpc_id for _ in range(2)] == ["add", "dl"]
+    assert await session.next_rpc(0.01) is None
+    assert session.rpcs_planned == 2 and session.unsent_rpc_ids() == []
+
+
+async def test_rpcs_already_queued_sent_or_answered_are_not_queued_again() -> None:
+    session = _session()
+    session.receive_plan(_plan(["gpn"], more=True, in_reply_to="inform-1"))
+    assert (await session.next_rpc(0.01)).rpc_id == "gpn"  # sent (and, say, answered)
+    waiter = asyncio.create_task(session.next_rpc(2.0))
+    await asyncio.sleep(0.01)
+    # The same RPC under another in_reply_to (a replay of an old plan) changes nothing: the
+    # session keeps waiting for the plan it is owed instead of ending on that plan's `more`.
+    assert not session.receive_plan(_plan(["gpn"], more=False, in_reply_to="answer-0"))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    # The owed plan repeats an RPC id it already sent beside a new one: only the new one is queued.
+    assert session.receive_plan(_plan(["gpn", "gpv"], in_reply_to="answer-1"))
+    assert (await waiter).rpc_id == "gpv"
+    assert await session.next_rpc(0.01) is None
+    assert session.rpcs_planned == 2
+
+
+async def test_a_closed_session_stops_waiting_for_its_plan() -> None:
+    session = _session()
+    waiter = asyncio.create_task(session.next_rpc(30.0))
+    await asyncio.sleep(0.01)
+    session.close()
+    assert await asyncio.wait_for(waiter, 1.0) is None
     assert not session.plan_timed_out
 
 
