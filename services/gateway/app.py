@@ -155,6 +155,7 @@ class GatewayApp:
             if self.gateway is not None:
                 try:
                     await self.gateway.expire_idle()
+                    await self.gateway.end_taken_over()
                 except Exception:
                     log.exception("expiring idle sessions failed")
 

@@ -5,6 +5,16 @@ Every message from a CPE is published to ``cwmp.inbound`` and acknowledged by th
 Inform or TransferComplete is never lost. What to send next comes from the orchestrator's plan
 (``cwmp.replies``); when it does not come in time the session ends cleanly with 204 and the work
 waits for the next session.
+
+Authentication happens once per session, on its Inform. Later requests belong to the session by
+its cookie (or, for CPEs that ignore cookies, its TCP connection), which already proves who they
+are: an ``Authorization`` header on them is checked, and a wrong password ends the session, but a
+stale nonce or a reused nonce count is accepted (sloppy Digest clients re-send ``nc=00000001``).
+
+A new authenticated Inform of a device takes over the device's session wherever it lives: the old
+one ends as ``dropped``, here at once (its end published before the new Inform, so the
+orchestrator settles it exactly as any drop), or on the instance holding it at that instance's
+next sweep.
 """
 
 from __future__ import annotations
@@ -123,7 +133,9 @@ class Gateway:
         if session is None:
             log.debug("plan for a session that is gone", extra={"session_id": plan.session_id})
             return
-        session.receive_plan(plan)
+        if not session.receive_plan(plan):
+            log.info("duplicate plan ignored", extra={"session_id": plan.session_id,
+                                                      "in_reply_to": plan.in_reply_to})
 
     def _find_session(self, request: CwmpRequest) -> GatewaySession | None:
         if cookie := self._cookie(request):
@@ -198,13 +210,21 @@ class Gateway:
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
                                  request.connection_key, address, machine, username=auth.username)
         try:
-            locked = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
-                                                   self.settings.session_idle_timeout)
+            # An authenticated Inform of this device: it takes the lock whoever held it.
+            previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
+                                                     self.settings.session_idle_timeout)
         except PyMongoError as exc:
             log.warning("session lock store unavailable", extra={"device_id": device_id, "error": repr(exc)})
             return self._reject(503, "session store unavailable", retry_after=30)
-        if not locked:
-            return self._reject(503, "this device already has a session in progress", retry_after=30)
+        if previous is not None and (old := self.sessions.get(previous.session_id)) is not None:
+            # Ended and its end published before the new Inform is, so the orchestrator settles
+            # the old session from the gateway's own account of it, as for any dropped session.
+            await self._end(old, "dropped", "the CPE started a new session", taken_over=True)
+        elif previous is not None and previous.live:
+            # Another instance holds it; it sees the lock is no longer its own at its next sweep.
+            log.info("session taken over from another gateway", extra={
+                "device_id": device_id, "session_id": session.session_id,
+                "previous_session_id": previous.session_id, "previous_gateway_id": previous.gateway_id})
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
         inform = event.inform
@@ -240,15 +260,10 @@ class Gateway:
 
     async def _continue_session(self, session: GatewaySession, request: CwmpRequest) -> HttpAnswer:
         session.touch()
-        await self._refresh_lock(session)
-        if request.headers.get("authorization"):
-            # A CPE may re-authenticate on any request; wrong credentials end the session.
-            auth = await self.deps.authenticator.authenticate(
-                "POST", request.target, request.headers["authorization"], request.tls)
-            if not auth.ok and auth.wrong_credentials:
-                self.throttle.failed(request.client[0])
-                await self._end(session, "error", "wrong credentials inside a session")
-                return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)
+        if not await self._refresh_lock(session):
+            # A newer session of the device took the lock (on another instance): this one is over.
+            await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
+            return await self._start_session(request)
         machine = session.machine
         now = time.monotonic()
         try:
@@ -262,11 +277,20 @@ class Gateway:
         if envelope is not None and not isinstance(envelope, UnknownMethod) \
                 and isinstance(envelope.message, Inform):
             # A new session where an old one was: the CPE gave up on its session (same device),
-            # or a proxy reuses one connection for several CPEs (genieacs#281).
-            identity = envelope.message.device_id
-            if make_device_id(identity.oui, identity.product_class, identity.serial_number) == session.device_id:
-                await self._end(session, "dropped", "the CPE started a new session")
+            # or a proxy reuses one connection for several CPEs (genieacs#281). It authenticates
+            # as every Inform does, once, and only then takes over its device's session.
             return await self._start_session(request)
+        if request.headers.get("authorization"):
+            # The cookie (or connection) already proves the session; a CPE may still send
+            # credentials on any request. A wrong password ends the session; a stale nonce or a
+            # reused nonce count (sloppy Digest clients resend nc=00000001) is no reason to.
+            auth = await self.deps.authenticator.authenticate(
+                "POST", request.target, request.headers["authorization"], request.tls)
+            if not auth.ok and auth.wrong_credentials:
+                self.throttle.failed(request.client[0])
+                metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
+                await self._end(session, "error", "wrong credentials inside a session")
+                return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)
         try:
             if isinstance(envelope, UnknownMethod):
                 event = machine.receive_unknown_method(envelope.method, envelope.cwmp_id, envelope.cwmp_ns, now=now)
@@ -351,21 +375,29 @@ class Gateway:
 
     # --- ending ----------------------------------------------------------------------------------
 
-    async def _end(self, session: GatewaySession, outcome: str, reason: str) -> None:
+    async def _end(self, session: GatewaySession, outcome: str, reason: str, *,
+                   taken_over: bool = False) -> None:
+        """End a session: forget it, free its lock, tell the orchestrator what became of its RPCs.
+
+        ``taken_over``: a newer session of the device holds the lock now; nothing to release, and
+        the end is published before this returns, so it reaches the bus before the new Inform.
+        """
         if not self._forget(session):
             return
+        session.close()
         metrics.SESSIONS_ENDED.labels(outcome).inc()
         metrics.SESSION_DURATION.observe(time.monotonic() - session.started)
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
         log.info("session ended", extra={"device_id": session.device_id, "session_id": session.session_id,
                                          "outcome": outcome, "reason": reason})
-        # Released before the CPE gets its 204: a CPE that starts its next session at once
-        # (a Reboot, a connection request) must find its device free.
-        try:
-            await self.deps.locks.release(session.device_id, session.session_id)
-        except Exception:
-            # The lock expires on its own; the device waits at most the idle timeout.
-            log.warning("could not release a session lock", exc_info=True)
+        if not taken_over:
+            # Released before the CPE gets its 204: a CPE that starts its next session at once
+            # (a Reboot, a connection request) must find its device free.
+            try:
+                await self.deps.locks.release(session.device_id, session.session_id)
+            except Exception:
+                # The lock expires on its own; the device waits at most the idle timeout.
+                log.warning("could not release a session lock", exc_info=True)
         if outcome == "completed" and session.rpcs_planned == 0:
             # The Inform's plan was empty: the orchestrator stored nothing to close and no other
             # consumer acts on the end, so the bus is spared a third message per routine session.
@@ -375,6 +407,9 @@ class Gateway:
                              outcome=outcome, unsent_rpc_ids=session.unsent_rpc_ids(),  # type: ignore[arg-type]
                              unanswered_rpc_ids=[session.outstanding.rpc_id] if session.outstanding else [],
                              reason=reason)
+        if taken_over:
+            await self._publish_quietly(ended)
+            return
         # Off the response path: the CPE need not wait for the bookkeeping event.
         task = asyncio.create_task(self._publish_quietly(ended))
         self._background.add(task)
@@ -400,6 +435,21 @@ class Gateway:
             if now - session.last_activity > self.settings.session_idle_timeout and not session.lock.locked():
                 await self._end(session, "dropped", "CPE idle past ACS_SESSION_IDLE_TIMEOUT")
 
+    async def end_taken_over(self) -> None:
+        """End the sessions whose device started a newer session on another instance (periodic).
+
+        One query for all of this instance's sessions. A session whose lock is gone altogether
+        is left alone: nobody else holds the device, and its own requests refresh the lock.
+        """
+        sessions = list(self.sessions.values())
+        if not sessions:
+            return
+        holders = await self.deps.locks.holders([s.device_id for s in sessions])
+        for session in sessions:
+            holder = holders.get(session.device_id)
+            if holder is not None and holder != session.session_id:
+                await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
+
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the current ones ``grace`` seconds, then end them."""
         self.draining = True
@@ -412,12 +462,19 @@ class Gateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _refresh_lock(self, session: GatewaySession) -> None:
+    async def _refresh_lock(self, session: GatewaySession) -> bool:
+        """Extend the session's lock now and then; False when a newer session took it."""
         now = time.monotonic()
         if now - session.last_lock_refresh > self.settings.session_idle_timeout / 3:
             session.last_lock_refresh = now
-            await self.deps.locks.refresh(session.device_id, session.session_id,
-                                          self.settings.session_idle_timeout)
+            try:
+                return await self.deps.locks.refresh(session.device_id, session.session_id,
+                                                     self.settings.session_idle_timeout, self.deps.gateway_id)
+            except PyMongoError as exc:
+                # The session goes on; at worst its lock expires and another Inform may start.
+                log.warning("could not refresh a session lock", extra={"session_id": session.session_id,
+                                                                        "error": repr(exc)})
+        return True
 
     # --- helpers ---------------------------------------------------------------------------------
 

@@ -1,8 +1,15 @@
 """One session per device at a time, across every gateway instance: a lock with expiry.
 
-The lock is a MongoDB document per device (``_id`` = device id) holding the session id and an
-expiry, so a gateway that died mid-session blocks its device for at most the idle timeout. A
-TTL index removes stale documents eventually; the expiry check itself never depends on it.
+The lock is a MongoDB document per device (``_id`` = device id) holding the session id, the
+gateway instance and an expiry. A TTL index removes stale documents eventually; nothing here
+depends on it.
+
+The newest authenticated Inform takes the lock, whoever held it: a CPE that dropped its TCP
+connection mid-session and starts over must not wait for its old session to time out.
+:meth:`SessionLocks.acquire` says whose lock it took, so that the instance that took it ends the
+old session when it holds it itself; another instance finds out from :meth:`holders` (its idle
+sweep) and ends its own. Refresh and release name the session, so an old session can neither
+extend nor delete the lock of the one that replaced it.
 
 Every session takes and releases its lock, so these two writes are on the hot path of every
 Inform. They are group-committed: requests arriving within a few milliseconds go to MongoDB as
@@ -18,13 +25,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The session whose lock :meth:`SessionLocks.acquire` took over."""
+
+    session_id: str
+    gateway_id: str
+    live: bool  # False: it had expired (its gateway died or lost touch with MongoDB)
 
 
 @dataclass
@@ -48,8 +64,12 @@ class SessionLocks:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
-    async def acquire(self, device_id: str, session_id: str, gateway_id: str, ttl: float) -> bool:
-        """Take the lock for ``session_id``; False when another live session holds it."""
+    async def acquire(self, device_id: str, session_id: str, gateway_id: str, ttl: float) -> Holder | None:
+        """Take the lock for ``session_id`` whoever holds it; the other session it was taken from.
+
+        None when the device was free (or the lock was this session's already). The caller must
+        have authenticated an Inform of this device: taking a lock ends another session.
+        """
         now = datetime.now(UTC)
         lock = {"session_id": session_id, "gateway_id": gateway_id,
                 "expires_at": now + timedelta(seconds=ttl), "taken_at": now}
@@ -58,18 +78,39 @@ class SessionLocks:
         self._batch.inserts.append(({"_id": device_id, **lock}, inserted))
         self._wake()
         if await inserted:
-            return True
-        # A lock exists: take it over only if it expired (a gateway died mid-session).
-        result = await self.collection.update_one(
-            {"_id": device_id, "$or": [{"session_id": session_id}, {"expires_at": {"$lte": now}}]},
-            {"$set": lock})
-        return result.matched_count == 1
+            return None
+        # A lock exists: take it over in one atomic step that also says whose it was (upsert in
+        # case its session released it meanwhile).
+        previous = await self.collection.find_one_and_update(
+            {"_id": device_id}, {"$set": lock}, upsert=True, return_document=ReturnDocument.BEFORE,
+            projection={"session_id": True, "gateway_id": True, "expires_at": True})
+        if previous is None or previous.get("session_id") == session_id:
+            return None
+        expires_at = previous.get("expires_at")
+        if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)  # pymongo answers naive UTC by default
+        return Holder(str(previous.get("session_id")), str(previous.get("gateway_id", "")),
+                      live=isinstance(expires_at, datetime) and expires_at > now)
 
-    async def refresh(self, device_id: str, session_id: str, ttl: float) -> bool:
-        result = await self.collection.update_one(
-            {"_id": device_id, "session_id": session_id},
-            {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=ttl)}})
-        return result.matched_count == 1
+    async def holders(self, device_ids: list[str]) -> dict[str, str]:
+        """Device id -> the session id holding its lock, for the devices that have one."""
+        cursor = self.collection.find({"_id": {"$in": device_ids}}, {"session_id": True})
+        return {doc["_id"]: doc.get("session_id", "") async for doc in cursor}
+
+    async def refresh(self, device_id: str, session_id: str, ttl: float, gateway_id: str = "") -> bool:
+        """Extend the session's lock (taking it again if it expired and vanished meanwhile).
+
+        False when another session holds the device now: this one was taken over.
+        """
+        now = datetime.now(UTC)
+        try:
+            await self.collection.update_one(
+                {"_id": device_id, "session_id": session_id},
+                {"$set": {"expires_at": now + timedelta(seconds=ttl)},
+                 "$setOnInsert": {"gateway_id": gateway_id, "taken_at": now}}, upsert=True)
+        except DuplicateKeyError:
+            return False  # the document exists with another session's id
+        return True
 
     async def release(self, device_id: str, session_id: str) -> None:
         released: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -365,19 +365,6 @@ async def test_wrong_credentials_get_401_and_repeated_failures_are_throttled(gat
         assert orchestrator.of_type("inform") == []  # nothing from an unauthenticated CPE
 
 
-async def test_second_concurrent_inform_from_the_same_device_is_refused(gateway_settings: Settings) -> None:
-    async with ScriptedOrchestrator(gateway_settings, lambda e: None), running_gateway(gateway_settings) as url:
-        first, second = TestCpe(url, "testcpe", "testcpe-password"), TestCpe(url, "testcpe", "testcpe-password")
-        try:
-            assert (await first.post(seed_inform(serial="DUP"))).status_code == 200
-            refused = await second.post(seed_inform(serial="DUP"))
-            assert refused.status_code == 503 and "already" in refused.text
-            assert "retry-after" in refused.headers
-        finally:
-            await first.aclose()
-            await second.aclose()
-
-
 async def test_kafka_down_new_sessions_get_503_and_nothing_is_acknowledged(
         gateway_settings: Settings, tmp_path: Path) -> None:
     """A broker of its own, stopped under a running gateway: the Inform must not be answered 200."""
