@@ -40,8 +40,8 @@ from services.gateway.http import (
     request_headers,
     send_answer,
 )
-from services.gateway.locks import SessionLocks
-from services.gateway.ownership import FORWARDED_HEADER
+from services.gateway.locks import Holder, SessionLocks
+from services.gateway.ownership import FORWARDED_HEADER, TAKEN_OVER_HEADER, taken_over_value
 from services.gateway.replies import ReplyChannel
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 HOP_BY_HOP = {"host", "connection", "keep-alive", "content-length", "transfer-encoding", "te", "upgrade",
               "content-encoding"}  # the body was inflated already
 FORWARDED_RESPONSE_HEADERS = {"content-type", "set-cookie", "www-authenticate", "retry-after"}
+# A take-over notice waits at most this long: the new Inform waits for it.
+TAKE_OVER_NOTICE_TIMEOUT = 2.0
 
 
 
@@ -123,7 +125,7 @@ class GatewayApp:
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
             authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to,
-            advertise_url=advertise_url(settings)))
+            advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over))
         self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
         await replies.start()
@@ -201,6 +203,9 @@ class GatewayApp:
         request = CwmpRequest(method, path, target, headers, body, (client[0], client[1]),
                               scope.get("scheme") == "https")
         try:
+            if notice := headers.get(TAKEN_OVER_HEADER):
+                await send_answer(send, await self.gateway.taken_over(notice))
+                return
             owner = self.gateway.owner_elsewhere(request)
             answer = await self._forward(request, *owner) if owner else None
             if answer is None:
@@ -225,6 +230,21 @@ class GatewayApp:
         kept = [(k, v) for k, v in response.headers.items() if k in FORWARDED_RESPONSE_HEADERS]
         return HttpAnswer(response.status_code, response.content, kept,
                           close=response.headers.get("connection", "").lower() == "close")
+
+    async def _notify_taken_over(self, previous: Holder) -> None:
+        """Tell the instance holding ``previous`` to end it now (else its sweep does, later)."""
+        if not previous.owner_url or self._http_client is None:
+            return
+        headers = {TAKEN_OVER_HEADER: taken_over_value(previous.session_id, self.settings.secret_key)}
+        try:
+            response = await self._http_client.post(previous.owner_url.rstrip("/") + "/", headers=headers,
+                                                     timeout=TAKE_OVER_NOTICE_TIMEOUT)
+            if response.status_code != 204:
+                log.warning("take-over notice refused", extra={"owner": previous.owner_url,
+                                                               "status": response.status_code})
+        except httpx.HTTPError as exc:
+            log.warning("take-over notice not delivered; the owner's sweep ends the session",
+                        extra={"owner": previous.owner_url, "error": repr(exc)})
 
     async def _get(self, path: str, send: Send) -> None:
         if path == "/healthz":

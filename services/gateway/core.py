@@ -12,9 +12,10 @@ are: an ``Authorization`` header on them is checked, and a wrong password ends t
 stale nonce or a reused nonce count is accepted (sloppy Digest clients re-send ``nc=00000001``).
 
 A new authenticated Inform of a device takes over the device's session wherever it lives: the old
-one ends as ``dropped``, here at once (its end published before the new Inform, so the
-orchestrator settles it exactly as any drop), or on the instance holding it at that instance's
-next sweep.
+one ends as ``dropped`` and its end is published before the new Inform, so the orchestrator
+settles it exactly as any drop. Held by another instance, that instance is told (a signed notice)
+and ends it before this one goes on; should the notice fail, that instance finds at its next sweep
+that the lock is no longer its session's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from services.common.settings import Settings
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.http import CwmpRequest, HttpAnswer, plain
-from services.gateway.locks import SessionLocks
+from services.gateway.locks import Holder, SessionLocks
 from services.gateway.ownership import (
     FORWARDED_HEADER,
     SessionCookie,
@@ -78,6 +79,7 @@ from services.gateway.ownership import (
     is_forwarded,
     make_cookie_value,
     parse_cookie_value,
+    parse_taken_over,
 )
 from services.gateway.sessions import GatewaySession, new_session_id
 from services.gateway.throttle import AuthThrottle
@@ -104,6 +106,8 @@ class GatewayDeps:
     reply_to: Callable[[], str]
     # Where other gateway instances reach this one (carried, signed, in the session cookie).
     advertise_url: str
+    # Tells the instance holding a session that a newer one took it over (best effort, bounded).
+    notify_taken_over: Callable[[Holder], Awaitable[None]] | None = None
 
 
 class Gateway:
@@ -212,19 +216,12 @@ class Gateway:
         try:
             # An authenticated Inform of this device: it takes the lock whoever held it.
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
-                                                     self.settings.session_idle_timeout)
+                                                     self.settings.session_idle_timeout, self.deps.advertise_url)
         except PyMongoError as exc:
             log.warning("session lock store unavailable", extra={"device_id": device_id, "error": repr(exc)})
             return self._reject(503, "session store unavailable", retry_after=30)
-        if previous is not None and (old := self.sessions.get(previous.session_id)) is not None:
-            # Ended and its end published before the new Inform is, so the orchestrator settles
-            # the old session from the gateway's own account of it, as for any dropped session.
-            await self._end(old, "dropped", "the CPE started a new session", taken_over=True)
-        elif previous is not None and previous.live:
-            # Another instance holds it; it sees the lock is no longer its own at its next sweep.
-            log.info("session taken over from another gateway", extra={
-                "device_id": device_id, "session_id": session.session_id,
-                "previous_session_id": previous.session_id, "previous_gateway_id": previous.gateway_id})
+        if previous is not None:
+            await self._take_over(previous, session)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
         inform = event.inform
@@ -255,6 +252,30 @@ class Gateway:
         cookie = format_set_cookie(COOKIE_NAME, value, path="/", http_only=True, secure=request.tls)
         return self._send(machine.respond(InformResponse(), now=time.monotonic()),
                           headers=[("set-cookie", cookie)])
+
+    async def _take_over(self, previous: Holder, session: GatewaySession) -> None:
+        """End the session whose lock ``session`` took, before the new Inform is published.
+
+        So its end reaches the bus first and the orchestrator settles it from the gateway's own
+        account of it (what was sent and never answered), as for any dropped session.
+        """
+        if (old := self.sessions.get(previous.session_id)) is not None:
+            await self._end(old, "dropped", "the CPE started a new session", taken_over=True)
+        elif previous.live and previous.gateway_id != self.deps.gateway_id:
+            log.info("session taken over from another gateway", extra={
+                "device_id": session.device_id, "session_id": session.session_id,
+                "previous_session_id": previous.session_id, "previous_gateway_id": previous.gateway_id})
+            if self.deps.notify_taken_over is not None:
+                await self.deps.notify_taken_over(previous)
+
+    async def taken_over(self, notice: str) -> HttpAnswer:
+        """Another instance took over one of our sessions (``TAKEN_OVER_HEADER``): end it now."""
+        session_id = parse_taken_over(notice, self.settings.secret_key)
+        if session_id is None:
+            return self._reject(403, "take-over notice not signed by this deployment")
+        if (session := self.sessions.get(session_id)) is not None:
+            await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
+        return HttpAnswer(204)
 
     # --- the rest of a session -------------------------------------------------------------------
 
@@ -436,19 +457,23 @@ class Gateway:
                 await self._end(session, "dropped", "CPE idle past ACS_SESSION_IDLE_TIMEOUT")
 
     async def end_taken_over(self) -> None:
-        """End the sessions whose device started a newer session on another instance (periodic).
+        """End the sessions that lost their lock to a newer session of their device (periodic).
 
-        One query for all of this instance's sessions. A session whose lock is gone altogether
-        is left alone: nobody else holds the device, and its own requests refresh the lock.
+        The fallback for a take-over notice that did not arrive: one query for all of this
+        instance's sessions. A lock held by another session, or gone although it cannot have
+        expired yet (a newer session took it and has released it since), means the device moved on.
+        A lock that may simply have expired is left alone: its session's next request takes it back.
         """
         sessions = list(self.sessions.values())
         if not sessions:
             return
         holders = await self.deps.locks.holders([s.device_id for s in sessions])
+        fresh_after = time.monotonic() - self.settings.session_idle_timeout / 2
         for session in sessions:
             holder = holders.get(session.device_id)
-            if holder is not None and holder != session.session_id:
-                await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
+            if holder == session.session_id or (holder is None and session.last_lock_refresh < fresh_after):
+                continue
+            await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
 
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the current ones ``grace`` seconds, then end them."""

@@ -6,10 +6,10 @@ depends on it.
 
 The newest authenticated Inform takes the lock, whoever held it: a CPE that dropped its TCP
 connection mid-session and starts over must not wait for its old session to time out.
-:meth:`SessionLocks.acquire` says whose lock it took, so that the instance that took it ends the
-old session when it holds it itself; another instance finds out from :meth:`holders` (its idle
-sweep) and ends its own. Refresh and release name the session, so an old session can neither
-extend nor delete the lock of the one that replaced it.
+:meth:`SessionLocks.acquire` says whose lock it took (session, instance and the instance's
+address), so that the old session can be ended where it lives; :meth:`holders` lets an instance
+check, in one query, which of its sessions lost their lock. Refresh and release name the session,
+so an old session can neither extend nor delete the lock of the one that replaced it.
 
 Every session takes and releases its lock, so these two writes are on the hot path of every
 Inform. They are group-committed: requests arriving within a few milliseconds go to MongoDB as
@@ -41,6 +41,7 @@ class Holder:
     session_id: str
     gateway_id: str
     live: bool  # False: it had expired (its gateway died or lost touch with MongoDB)
+    owner_url: str = ""  # where the other gateway instances reach the holder's instance
 
 
 @dataclass
@@ -64,14 +65,15 @@ class SessionLocks:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
 
-    async def acquire(self, device_id: str, session_id: str, gateway_id: str, ttl: float) -> Holder | None:
+    async def acquire(self, device_id: str, session_id: str, gateway_id: str, ttl: float,
+                      owner_url: str = "") -> Holder | None:
         """Take the lock for ``session_id`` whoever holds it; the other session it was taken from.
 
         None when the device was free (or the lock was this session's already). The caller must
         have authenticated an Inform of this device: taking a lock ends another session.
         """
         now = datetime.now(UTC)
-        lock = {"session_id": session_id, "gateway_id": gateway_id,
+        lock = {"session_id": session_id, "gateway_id": gateway_id, "owner_url": owner_url,
                 "expires_at": now + timedelta(seconds=ttl), "taken_at": now}
         # The common case: no lock at all, and a batched insert takes it.
         inserted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -83,14 +85,15 @@ class SessionLocks:
         # case its session released it meanwhile).
         previous = await self.collection.find_one_and_update(
             {"_id": device_id}, {"$set": lock}, upsert=True, return_document=ReturnDocument.BEFORE,
-            projection={"session_id": True, "gateway_id": True, "expires_at": True})
+            projection={"session_id": True, "gateway_id": True, "owner_url": True, "expires_at": True})
         if previous is None or previous.get("session_id") == session_id:
             return None
         expires_at = previous.get("expires_at")
         if isinstance(expires_at, datetime) and expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)  # pymongo answers naive UTC by default
         return Holder(str(previous.get("session_id")), str(previous.get("gateway_id", "")),
-                      live=isinstance(expires_at, datetime) and expires_at > now)
+                      live=isinstance(expires_at, datetime) and expires_at > now,
+                      owner_url=str(previous.get("owner_url", "")))
 
     async def holders(self, device_ids: list[str]) -> dict[str, str]:
         """Device id -> the session id holding its lock, for the devices that have one."""

@@ -4,7 +4,9 @@ Sessions live in the memory of the instance that took the Inform. Behind a load 
 CPE's next connection may reach another instance; that instance reads the owner's address from
 the cookie and forwards the request there, so a session survives a dropped TCP connection on
 any instance, without a database write per message. The address is signed with the
-deployment's secret: a CPE cannot make a gateway forward requests anywhere else.
+deployment's secret: a CPE cannot make a gateway forward requests anywhere else. The same secret
+signs the notice with which one instance tells another that a newer session of a device took
+over a session the other holds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 
 # Marks a request that one gateway forwarded to another; never forwarded again (no loops).
 FORWARDED_HEADER = "x-acs-forwarded"
+# Tells the instance holding a session that a newer session of its device took the lock:
+# "<session id> <mark>", the mark binding the session id to the deployment's secret.
+TAKEN_OVER_HEADER = "x-acs-taken-over"
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,15 @@ def forward_mark(session_id: str, secret: str) -> str:
 
 def is_forwarded(mark: str | None, session_id: str, secret: str) -> bool:
     return mark is not None and hmac.compare_digest(mark, forward_mark(session_id, secret))
+
+
+def taken_over_value(session_id: str, secret: str) -> str:
+    return f"{session_id} {_mac(secret, 'taken-over', session_id)}"
+
+
+def parse_taken_over(value: str, secret: str) -> str | None:
+    """The session id a genuine take-over notice names, else None."""
+    session_id, _, mark = value.partition(" ")
+    if not session_id or not hmac.compare_digest(mark.encode(), _mac(secret, "taken-over", session_id).encode()):
+        return None
+    return session_id

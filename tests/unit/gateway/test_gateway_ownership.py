@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from services.gateway.ownership import forward_mark, is_forwarded, make_cookie_value, parse_cookie_value
+from services.gateway.ownership import (
+    forward_mark,
+    is_forwarded,
+    make_cookie_value,
+    parse_cookie_value,
+    parse_taken_over,
+    taken_over_value,
+)
 
 SECRET = "a-deployment-secret-0123456789"
 
@@ -30,3 +37,13 @@ def test_forward_mark_is_bound_to_the_session_and_the_secret() -> None:
     assert not is_forwarded(mark, "s2", SECRET)
     assert not is_forwarded(mark, "s1", "another-secret-0123456789")
     assert not is_forwarded(None, "s1", SECRET)
+
+
+def test_a_take_over_notice_is_bound_to_the_session_and_the_secret() -> None:
+    notice = taken_over_value("sess-1", SECRET)
+    assert parse_taken_over(notice, SECRET) == "sess-1"
+    assert parse_taken_over(notice, "another-secret-0123456789") is None
+    assert parse_taken_over(notice.replace("sess-1", "sess-2"), SECRET) is None
+    assert parse_taken_over(f"sess-1 {forward_mark('sess-1', SECRET)}", SECRET) is None  # another purpose
+    for junk in ("", "sess-1", " x", "sess-1 \u00e9t\u00e9"):
+        assert parse_taken_over(junk, SECRET) is None
