@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sw-version", default="1.0.0", help="SoftwareVersion before any firmware download")
     p.add_argument("--lenient-types", action="store_true",
                    help="accept SetParameterValues whatever the xsi:type (else 9006)")
+    p.add_argument("--product-class", default="",
+                   help="ProductClass of every device instead of IGD-SIM/DEV-SIM (spaces allowed)")
+    p.add_argument("--digest-reuse-nc", action="store_true",
+                   help="sloppy Digest client: re-send the first answer (nc=00000001) on every later request")
+    p.add_argument("--drop-mid-session", type=int, default=0, metavar="N",
+                   help="once per device, drop the TCP connection instead of answering the N-th ACS "
+                        "request, then come back at once with a new Inform (0: never)")
+    p.add_argument("--credentials-in-url", action="store_true",
+                   help="download as wget/curl agents do: Username/Password pasted into the URL, then decoded")
     p.add_argument("--seed", type=int, default=None, help="random seed (jitter, backoff)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between report lines")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
@@ -76,7 +85,9 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         auth=AuthMode(args.auth), ignore_cookies=args.ignore_cookies, cwmp_version=args.cwmp_version,
         strict_types=not args.lenient_types, cr_host=args.cr_host, cr_port=args.cr_port,
         http_mode=HttpMode(args.http_mode), max_sessions=args.max_sessions, http_timeout=args.timeout,
-        ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed,
+        ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed, product_class=args.product_class,
+        digest_reuse_nc=args.digest_reuse_nc, drop_mid_session=args.drop_mid_session,
+        credentials_in_url=args.credentials_in_url,
     )
 
 

@@ -65,6 +65,22 @@ class FleetSettings:
     ignore_cookies: bool = False  # behave like cwmp-sim: never send cookies back
     cwmp_version: str = "1.2"  # 1.0 / 1.1 / 1.2 namespace, or 1.4 (cwmp-1-2 + SupportedCWMPVersions)
     strict_types: bool = True  # SetParameterValues with the wrong xsi:type gets 9006
+    # ProductClass of every device instead of the model's (IGD-SIM, DEV-SIM); spaces allowed,
+    # as in "easy cwmp", which the ACS percent-encodes into the device id.
+    product_class: str = ""
+    # Behaviours of real agents, off by default.
+    # A sloppy Digest client: it answers a challenge once (nc=00000001) and sends that very
+    # header again on every later request, of the session and of the device's next sessions,
+    # until a 401 brings a new challenge.
+    digest_reuse_nc: bool = False
+    # Once per device, instead of answering the N-th ACS request of a session, drop the TCP
+    # connection and come back at once with a new Inform on a new connection (still sending the
+    # dropped session's cookie, as a client with a cookie jar does, unless ignore_cookies).
+    drop_mid_session: int = 0
+    # Fetch files as agents that shell out to wget or curl do: the Download's Username and
+    # Password go into the URL as they are (http://user:pass@host/...), and the client
+    # percent-decodes them from there.
+    credentials_in_url: bool = False
     # Connection requests.
     cr_host: str = "127.0.0.1"
     cr_port: int = 0  # 0: any free port
@@ -94,6 +110,8 @@ class FleetSettings:
             raise ValueError(f"cwmp_version must be 1.0, 1.1, 1.2 or 1.4, not {self.cwmp_version!r}")
         if self.devices < 1 or self.max_sessions < 1:
             raise ValueError("devices and max_sessions must be at least 1")
+        if self.drop_mid_session < 0:
+            raise ValueError("drop_mid_session must be 0 (never) or the number of an ACS request")
 
     def template_for(self, index: int) -> str:
         if self.model == "mixed":

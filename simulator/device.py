@@ -433,7 +433,9 @@ class Device:
             return False
         return self.retry_count == 0 or now >= self.retry_at
 
-    def session_ended(self, ok: bool, now: float, retry_after: float | None = None) -> None:
+    def session_ended(self, ok: bool, now: float, retry_after: float | None = None, *,
+                      at_once: bool = False) -> None:
+        """``at_once``: the device itself cut the session short and starts over without backoff."""
         if ok:
             self.retry_count = 0
             self.must_retry = False
@@ -442,7 +444,7 @@ class Device:
         self.retry_count += 1
         self.must_retry = True
         min_wait, multiplier = self._retry_policy()
-        wait = retry_wait(self.retry_count, min_wait, multiplier, self.settings.rng)
+        wait = 0.0 if at_once else retry_wait(self.retry_count, min_wait, multiplier, self.settings.rng)
         if retry_after is not None:
             wait = max(wait, retry_after)
         self.retry_at = now + wait

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -27,9 +28,9 @@ from .connreq import ConnectionRequestApp, bind_socket, make_server
 from .device import PROFILES, Device, DeviceState, Transfer, now_iso
 from .http11 import Connection, HttpError, Origin, origin_of
 from .metrics import Metrics, SessionRecord
-from .session import CpeSession, SessionFailed
+from .session import CpeSession, OutKind, SessionFailed
 from .template import load_template
-from .transport import AcsChannel, download, ssl_context, upload
+from .transport import AcsChannel, credentials_through_url, download, ssl_context, upload
 
 __all__ = ["Fleet"]
 
@@ -55,6 +56,10 @@ class Fleet:
         self._idle: dict[Origin, list[Connection]] = {}  # shared mode: keep-alive connections
         self._stopping = False
         self.session_listeners: list[Callable[[Device, SessionRecord, CpeSession], None]] = []
+        # Client behaviours that outlive a session, kept only when their option is on.
+        self._reused_auth: dict[int, tuple[str, str]] = {}  # digest_reuse_nc: index -> header
+        self._dropped: set[int] = set()  # drop_mid_session: the devices that did (once each)
+        self._cookie_jar: dict[int, dict[str, str]] = {}  # ... and the cookies their next session sends
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -73,10 +78,12 @@ class Fleet:
         self._cr_server = make_server(app)
         self._cr_task = asyncio.create_task(self._cr_server.serve(sockets=[sock]))
         now = s.clock()
+        profiles = {name: dataclasses.replace(profile, product_class=s.product_class or profile.product_class)
+                    for name, profile in PROFILES.items()}  # shared by the devices of a model
         for pos in range(s.devices):
             index = s.first_index + pos
             name = s.template_for(index)
-            device = Device(index, PROFILES[name], load_template(name), s, self._wake)
+            device = Device(index, profiles[name], load_template(name), s, self._wake)
             self.devices.append(device)
             # Spread the first boots over `ramp` seconds, in index order.
             self._wake(device, now + (s.ramp * pos / s.devices if s.devices > 1 else 0.0))
@@ -250,11 +257,21 @@ class Fleet:
             username, password = device.acs_credentials
             channel = AcsChannel(connection, url, auth=s.auth, username=username, password=password,
                                  ignore_cookies=s.ignore_cookies, timeout=s.http_timeout,
-                                 user_agent=s.user_agent)
-            ok, reason, retry_after = True, "", None
+                                 user_agent=s.user_agent, reuse_nc=s.digest_reuse_nc,
+                                 reused=self._reused_auth.get(device.index),
+                                 cookies=self._cookie_jar.pop(device.index, None))
+            ok, reason, retry_after, dropped = True, "", None, False
             try:
                 out = session.start()
                 while out is not None:
+                    if self._drops_now(device, session, out.kind):
+                        # The ACS's request stays unanswered; the device comes back at once.
+                        await connection.close()
+                        self._dropped.add(device.index)
+                        self._cookie_jar[device.index] = dict(channel.cookies)
+                        dropped = True
+                        raise SessionFailed(f"dropped mid-session (drop_mid_session): "
+                                            f"{session.rpcs[-1]} left unanswered")
                     reply = await channel.exchange(out)
                     out = session.receive(reply.status, reply.body, reply.content_type)
             except SessionFailed as exc:
@@ -266,6 +283,8 @@ class Fleet:
                 self.in_flight -= 1
                 await channel.aclose()
                 await self._release(connection, ok)
+                if channel.reused is not None:
+                    self._reused_auth[device.index] = channel.reused
         record = SessionRecord(
             device=device.index, start=start_wall, end=start_wall + (time.perf_counter() - t0), ok=ok,
             reason=reason, events=session.event_codes, rpcs=len(session.rpcs),
@@ -276,10 +295,16 @@ class Fleet:
         self.metrics.rpcs.update(session.rpcs)
         self.metrics.faults_sent.update(session.faults_sent)
         device.state = DeviceState.IDLE
-        device.session_ended(ok, s.clock(), retry_after)
+        device.session_ended(ok, s.clock(), retry_after, at_once=dropped)
         for listener in self.session_listeners:
             listener(device, record, session)
         self._wake(device, s.clock())
+
+    def _drops_now(self, device: Device, session: CpeSession, kind: OutKind) -> bool:
+        """drop_mid_session: is ``out``, the answer to the N-th ACS request, the one not sent?"""
+        n = self.settings.drop_mid_session
+        return bool(n) and kind is OutKind.RESPONSE and len(session.rpcs) == n \
+            and device.index not in self._dropped
 
     async def _reboot(self, device: Device) -> None:
         factory = device.factory_reset_pending
@@ -293,8 +318,10 @@ class Fleet:
         transfer.state = 2
         start = now_iso()
         if transfer.is_download:
-            outcome = await download(transfer.url, transfer.username, transfer.password,
-                                     transfer.file_size, transfer.target_file_name,
+            url, username, password = transfer.url, transfer.username, transfer.password
+            if s.credentials_in_url:
+                url, username, password = credentials_through_url(url, username, password)
+            outcome = await download(url, username, password, transfer.file_size, transfer.target_file_name,
                                      io_timeout=s.transfer_timeout, user_agent=s.user_agent)
         else:
             outcome = await upload(transfer.url, transfer.username, transfer.password,

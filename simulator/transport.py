@@ -5,7 +5,8 @@ each POST, answers 401 challenges (Digest or Basic, whichever the ACS offers; th
 out on the same connection unless the ACS closed it), keeps the session's cookies (RFC 6265
 subset: name=value, Max-Age=0 deletes) unless told to ignore them like cwmp-sim, follows up to
 5 redirects for the rest of the session (T8), and reports transport errors as
-:class:`~simulator.session.SessionFailed`.
+:class:`~simulator.session.SessionFailed`. With ``reuse_nc`` it plays a sloppy Digest client
+that re-sends its first answer to a challenge (``nc=00000001``) on every later request.
 
 File transfers (F1-F6) use httpx (streaming, redirects; they are rare, so its cost does not
 matter) with a short-lived client each, as a CPE opens a new connection to the
@@ -40,6 +41,7 @@ __all__ = [
     "Reply",
     "Requester",
     "TransferOutcome",
+    "credentials_through_url",
     "download",
     "ssl_context",
     "upload",
@@ -100,7 +102,9 @@ class AcsChannel:
     """The HTTP side of one CWMP session. See the module docstring."""
 
     def __init__(self, connection: Requester, url: str, *, auth: AuthMode, username: str, password: str,
-                 ignore_cookies: bool = False, timeout: float = 30.0, user_agent: str = "acs-simulator") -> None:
+                 ignore_cookies: bool = False, timeout: float = 30.0, user_agent: str = "acs-simulator",
+                 reuse_nc: bool = False, reused: tuple[str, str] | None = None,
+                 cookies: dict[str, str] | None = None) -> None:
         self.connection = connection
         self.url = url
         self.auth = auth
@@ -109,9 +113,13 @@ class AcsChannel:
         self.ignore_cookies = ignore_cookies
         self.timeout = timeout
         self.user_agent = user_agent
-        self.cookies: dict[str, str] = {}
+        self.cookies: dict[str, str] = dict(cookies or {})
         self.requests = 0
         self._digest: DigestClient | None = None  # set once the ACS has challenged
+        # reuse_nc: (request target, Authorization) answered once and sent again as it is;
+        # ``reused`` carries it over from the device's previous session.
+        self.reuse_nc = reuse_nc
+        self.reused = reused if reuse_nc else None
         self._redirects = 0
         self._own: list[Requester] = []  # connections opened for redirects to other origins
 
@@ -123,6 +131,8 @@ class AcsChannel:
     def _authorization(self, target: str) -> str | None:
         if self.auth is AuthMode.BASIC:
             return basic_authorization(self.username, self.password)
+        if self.reused is not None and self.reused[0] == target:
+            return self.reused[1]  # the sloppy client: same nonce, same cnonce, nc=00000001
         if self._digest is not None and self._digest.challenge is not None:
             # After a challenge, every request carries credentials (A1); nc increments.
             return self._digest.authorization("POST", target)
@@ -221,6 +231,8 @@ class AcsChannel:
         # A Digest challenge to a pre-emptive Basic CPE: from now on answer it like Digest.
         if self.auth is AuthMode.BASIC:
             self.auth = AuthMode.DIGEST
+        if self.reuse_nc:
+            self.reused = (target, value)
         return value
 
 
@@ -266,6 +278,20 @@ async def _authed(client: httpx.AsyncClient, method: str, url: str, username: st
         except DigestError:
             return response
     raise AssertionError("unreachable")
+
+
+def credentials_through_url(url: str, username: str, password: str) -> tuple[str, str, str]:
+    """``(url, username, password)`` as an agent that hands ``http://user:pass@host/...`` to wget
+    or curl ends up using them: pasted into the URL as they are, then percent-decoded by the tool.
+    Credentials with ``%`` (or anything outside RFC 3986's unreserved set) do not survive this."""
+    if not (username or password):
+        return url, username, password
+    parts = urlsplit(url)
+    pasted = parts._replace(netloc=f"{username}:{password}@{parts.netloc}").geturl()
+    # What the tool reads back out of the URL (curl and wget percent-decode the userinfo).
+    userinfo = urlsplit(pasted).netloc.rpartition("@")[0]
+    user, _, secret = userinfo.partition(":")
+    return url, unquote(user), unquote(secret)
 
 
 async def download(url: str, username: str, password: str, file_size: int, target_file_name: str,

@@ -70,6 +70,8 @@ class ScriptedOrchestrator:
 
     settings: Settings
     planner: Planner
+    # Publish every plan this many times, as a redelivered event answered again would.
+    repeat: int = 1
     events: list[InboundEvent] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
@@ -104,8 +106,9 @@ class ScriptedOrchestrator:
                     plan = self.planner(event)
                     if plan is not None:
                         _, partition = event.reply_to.rsplit(":", 1)
-                        await self.producer.send_and_wait(topic_name(self.settings, TOPIC_REPLIES),
-                                                          encode(plan), partition=int(partition))
+                        for _ in range(self.repeat):
+                            await self.producer.send_and_wait(topic_name(self.settings, TOPIC_REPLIES),
+                                                              encode(plan), partition=int(partition))
 
     async def wait_for(self, predicate: Callable[[InboundEvent], bool], within: float = 15) -> InboundEvent:
         async with asyncio.timeout(within):

@@ -11,7 +11,7 @@ from cwmp.digest import DigestServer, parse_authorization, parse_basic
 from simulator.config import AuthMode
 from simulator.http11 import HttpError, Origin, Response, origin_of
 from simulator.session import Outgoing, OutKind, SessionFailed
-from simulator.transport import AcsChannel, version_from_name
+from simulator.transport import AcsChannel, credentials_through_url, version_from_name
 
 URL = "http://acs.test/cwmp"
 INFORM = Outgoing(OutKind.REQUEST, b"<soap/>", "Inform")
@@ -83,6 +83,50 @@ async def test_digest_challenge_answered_and_nonce_count_increments() -> None:
     assert [c.nc for c in creds] == ["00000001", "00000002", "00000003"]
     assert {c.uri for c in creds} == {"/cwmp"} and {c.username for c in creds} == {"cpe-1"}
     assert ch.requests == 4  # one 401 leg, then one request per message
+
+
+class LenientAcs(DigestAcs):
+    """Accepts a replayed nonce count, as the gateway does inside a session."""
+
+    def __call__(self, sent: Sent) -> Response:
+        header = sent.headers.get("authorization")
+        result = self.server.verify("POST", sent.target, header, lambda user: self.password)
+        return respond(204) if result.ok or result.replayed else respond(401, [("www-authenticate",
+                                                                                  self.server.challenge())])
+
+
+async def test_a_sloppy_digest_client_resends_its_first_answer_and_carries_it_on() -> None:
+    connection = FakeConnection(LenientAcs())
+    ch = AcsChannel(connection, URL, auth=AuthMode.DIGEST, username="cpe-1", password="pw", reuse_nc=True)
+    for _ in range(3):
+        assert (await ch.exchange(EMPTY)).status == 204
+    headers = [s.headers["authorization"] for s in connection.sent[1:]]
+    assert len(set(headers)) == 1 and parse_authorization(headers[0]).nc == "00000001"
+    assert ch.reused == ("/cwmp", headers[0])
+    # The next session sends it before any challenge; a server refusing it gets a new answer.
+    strict = FakeConnection(DigestAcs())
+    later = AcsChannel(strict, URL, auth=AuthMode.DIGEST, username="cpe-1", password="pw", reuse_nc=True,
+                       reused=ch.reused)
+    assert (await later.exchange(INFORM)).status == 204
+    sent = [s.headers["authorization"] for s in strict.sent]
+    assert sent[0] == headers[0] and sent[1] != headers[0]
+    assert parse_authorization(sent[1]).nc == "00000001" and later.reused == ("/cwmp", sent[1])
+
+
+async def test_cookies_given_to_a_channel_are_sent() -> None:
+    connection = FakeConnection(lambda sent: respond(204))
+    ch = AcsChannel(connection, URL, auth=AuthMode.NONE, username="", password="", cookies={"acs_session": "old"})
+    await ch.exchange(INFORM)
+    assert connection.sent[0].headers["cookie"] == "acs_session=old"
+
+
+def test_credentials_through_a_url_survive_only_if_unreserved() -> None:
+    url = "http://files.test:7567/download/fw.bin"
+    assert credentials_through_url(url, "dl2.x.y.00D09E-easy~2520cwmp-SN1", "a-b_c") == (
+        url, "dl2.x.y.00D09E-easy~2520cwmp-SN1", "a-b_c")
+    # What curl and wget make of a username with %25 in it: decoded once, hence wrong.
+    assert credentials_through_url(url, "dl1.x.y.00D09E-easy%2520cwmp-SN1", "p")[1] == "dl1.x.y.00D09E-easy%20cwmp-SN1"
+    assert credentials_through_url(url, "", "") == (url, "", "")
 
 
 async def test_wrong_password_fails_after_one_answer() -> None:
