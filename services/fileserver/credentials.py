@@ -6,14 +6,22 @@ expires. Nothing is stored: the username carries the facts and the password is a
 username under ``ACS_SECRET_KEY``, so every fileserver instance can check any pair without a
 database round trip, and the orchestrator needs no call to the fileserver to mint one.
 
-Username layout (ASCII only, safe inside a Digest quoted-string and free of ``:`` for Basic)::
+Username layout::
 
-    dl1.<expiry, unix seconds in base 36>.<file tag>.<device id, percent-encoded>
+    dl2.<expiry, unix seconds in base 36>.<file tag>.<device id, ~-escaped>
+
+Usernames and passwords use RFC 3986 unreserved characters only (``A-Z a-z 0-9 - . _ ~``): CPE
+agents that hand the Download to wget or curl paste them into the URL (``http://user:pass@host/``)
+and the tool percent-decodes them, so a ``%`` would arrive changed and the download fail with 401.
+They are also safe inside a Digest quoted-string and free of ``:`` for Basic.
 
 The file tag is a truncated SHA-256 of the file name rather than the name itself, because file
 names may be long or non-ASCII while TR-069 limits Username to 256 characters; the download URL
 names the file, and the verifier checks that the tag matches it. The device id is kept readable so
-that each download record says which CPE fetched what.
+that each download record says which CPE fetched what: its bytes outside ``A-Z a-z 0-9 - . _``
+become ``~`` and two hex digits (the device id ``00D09E-easy%20cwmp-SN1`` gives
+``00D09E-easy~2520cwmp-SN1``). ``dl1`` usernames (the device id percent-encoded, hence with
+``%``), minted before, are still accepted until they expire.
 """
 
 from __future__ import annotations
@@ -21,13 +29,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from services.common.settings import Settings
 
-USERNAME_VERSION = "dl1"
+USERNAME_VERSION = "dl2"
+# The earlier layout, still verified: its device id was percent-encoded.
+_PERCENT_ENCODED_VERSION = "dl1"
 # TR-069 Download: Username and Password are string(256).
 MAX_USERNAME_LENGTH = 256
 # 24 base64url characters = 144 bits of HMAC: far beyond guessing within any TTL.
@@ -84,8 +95,7 @@ def mint_download_credentials(settings: Settings, file_name: str, device_id: str
     if ttl <= 0:
         raise ValueError("ttl must be positive")
     expires = int((time.time() if now is None else now) + ttl)
-    device = quote(device_id or "", safe="-_.~")
-    username = f"{USERNAME_VERSION}.{_base36(expires)}.{file_tag(file_name)}.{device}"
+    username = f"{USERNAME_VERSION}.{_base36(expires)}.{file_tag(file_name)}.{escape_device_id(device_id or '')}"
     if len(username) > MAX_USERNAME_LENGTH:
         raise ValueError(f"device id too long for a {MAX_USERNAME_LENGTH}-character Download username")
     return username, download_password(settings, username)
@@ -98,9 +108,9 @@ def check_download_username(username: str, file_name: str, *, now: float | None 
     minted the username, through :func:`download_password`.
     """
     parts = username.split(".", 3)
-    if len(parts) != 4 or parts[0] != USERNAME_VERSION:
+    if len(parts) != 4 or parts[0] not in (USERNAME_VERSION, _PERCENT_ENCODED_VERSION):
         raise InvalidDownloadCredentials("not a download username")
-    _, expiry_text, tag, device = parts
+    version, expiry_text, tag, device = parts
     try:
         expires_at = int(expiry_text, 36)
     except ValueError:
@@ -109,7 +119,14 @@ def check_download_username(username: str, file_name: str, *, now: float | None 
         raise InvalidDownloadCredentials("credentials are for another file")
     if expires_at < (time.time() if now is None else now):
         raise InvalidDownloadCredentials("credentials expired")
-    return DownloadGrant(username=username, file_tag=tag, device_id=unquote(device) or None,
+    if version == USERNAME_VERSION:
+        try:
+            device_id = unescape_device_id(device)
+        except ValueError:
+            raise InvalidDownloadCredentials("malformed device id") from None
+    else:
+        device_id = unquote(device)
+    return DownloadGrant(username=username, file_tag=tag, device_id=device_id or None,
                          expires_at=expires_at)
 
 
@@ -121,6 +138,23 @@ def check_download_password(settings: Settings, username: str, password: str) ->
 def download_url(settings: Settings, file_name: str) -> str:
     """The URL CPEs fetch ``file_name`` from (TR-069 forbids userinfo in it, so there is none)."""
     return f"{settings.files_public_url.rstrip('/')}/download/{quote(file_name, safe='')}"
+
+
+_KEPT = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
+_ESCAPED_RE = re.compile(r"(?:[A-Za-z0-9._-]|~[0-9A-F]{2})*")
+
+
+def escape_device_id(device_id: str) -> str:
+    """``device_id`` in unreserved characters only: every UTF-8 byte outside ``A-Z a-z 0-9 - . _``
+    becomes ``~`` and two upper-case hex digits (``~`` itself too, so the escape is reversible)."""
+    return "".join(chr(b) if b in _KEPT else f"~{b:02X}" for b in device_id.encode("utf-8"))
+
+
+def unescape_device_id(escaped: str) -> str:
+    """The inverse of :func:`escape_device_id`; ValueError for anything it cannot have produced."""
+    if not _ESCAPED_RE.fullmatch(escaped):
+        raise ValueError("not an escaped device id")
+    return unquote(escaped.replace("~", "%"), errors="strict")
 
 
 def _base36(value: int) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 
 from cwmp.digest import basic_authorization
+from cwmp.httputil import make_device_id
 from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent
 from services.bus.kafka import make_consumer, make_producer
 from services.common.settings import Settings
@@ -200,6 +203,33 @@ async def test_fileserver_basic_when_allowed(settings: Settings, mongodb_url: st
         assert (ok.status_code, ok.content) == (200, b"image")
         bad = await client.get(url, headers={"Authorization": basic_authorization(user, password + "x")})
         assert bad.status_code == 401
+
+
+async def test_fileserver_credentials_survive_being_put_into_the_url_as_wget_and_curl_do(
+        settings: Settings, mongodb_url: str, s3_server: object) -> None:
+    """A ProductClass with a space: agents paste Username/Password into http://user:pass@host/...
+    and the tool percent-decodes them. Minted credentials must come out of that unchanged."""
+    device = make_device_id("00D09E", "easy cwmp", "SN 1")
+    assert device == "00D09E-easy%20cwmp-SN%201"
+    async with run_fileserver(settings, with_kafka=False, allow_basic=True) as server, \
+            httpx.AsyncClient(timeout=30) as client:
+        await upload(client, server, "fw.bin", b"image")
+        user, password = credentials(server, "fw.bin", device=device)
+        unreserved = re.compile(r"[A-Za-z0-9._~-]+")
+        assert unreserved.fullmatch(user) and unreserved.fullmatch(password)
+        pasted = download_url(server.settings, "fw.bin").replace("http://", f"http://{user}:{password}@", 1)
+        parts = urlsplit(pasted)
+        # What curl and wget read back out of the URL.
+        assert (unquote(parts.username or ""), unquote(parts.password or "")) == (user, password)
+        # curl --digest / wget: Digest with the decoded pair.
+        digest = await client.get(pasted.replace(f"{user}:{password}@", ""),
+                                  auth=DigestAuth(unquote(parts.username or ""), unquote(parts.password or "")))
+        assert (digest.status_code, digest.content) == (200, b"image")
+        # curl's default: Basic from the userinfo (httpx decodes it the same way).
+        basic = await client.get(pasted)
+        assert (basic.status_code, basic.content) == (200, b"image")
+        records = await download_records(server, "fw.bin", 2)
+    assert {r["device_id"] for r in records} == {device}
 
 
 async def test_fileserver_download_cut_mid_stream_is_recorded_and_harmless(

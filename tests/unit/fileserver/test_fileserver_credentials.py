@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cwmp.digest import DigestClient, DigestServer
@@ -9,10 +11,12 @@ from services.common.settings import Settings
 from services.fileserver.credentials import (
     MAX_USERNAME_LENGTH,
     InvalidDownloadCredentials,
+    _base36,
     check_download_password,
     check_download_username,
     download_password,
     download_url,
+    file_tag,
     mint_download_credentials,
 )
 
@@ -49,13 +53,35 @@ def test_fileserver_password_depends_on_secret_and_every_username_field(settings
     assert not check_download_password(settings, username, password[:-1])
 
 
+UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986: safe to paste into http://user:pass@host/
+
+
 def test_fileserver_device_ids_round_trip_through_the_username(settings: Settings) -> None:
-    for device in ("00D09E-Some%20Box-SN.1", "A-B-C:d\"e", "00D09E-Box-ünïcode"):
-        username, _ = mint_download_credentials(settings, "fw.bin", device, now=NOW)
-        assert username.isascii() and ":" not in username and '"' not in username
+    for device in ("00D09E-Some%20Box-SN.1", "A-B-C:d\"e", "00D09E-Box-ünïcode", "a~b%7E_c", "x" * 70):
+        username, password = mint_download_credentials(settings, "fw.bin", device, now=NOW)
+        assert UNRESERVED.fullmatch(username) and UNRESERVED.fullmatch(password)
         assert check_download_username(username, "fw.bin", now=NOW).device_id == device
     anonymous, _ = mint_download_credentials(settings, "fw.bin", None, now=NOW)
     assert check_download_username(anonymous, "fw.bin", now=NOW).device_id is None
+
+
+def test_fileserver_username_names_the_device_readably_without_a_percent_sign(settings: Settings) -> None:
+    username, _ = mint_download_credentials(settings, "fw.bin", "00D09E-easy%20cwmp-SN1", now=NOW)
+    assert username.startswith("dl2.") and username.endswith(".00D09E-easy~2520cwmp-SN1")
+    assert "%" not in username
+
+
+def test_fileserver_usernames_minted_before_are_still_accepted(settings: Settings) -> None:
+    """dl1 (device id percent-encoded) from an orchestrator not yet upgraded, within its life."""
+    legacy = f"dl1.{_base36(int(NOW) + 600)}.{file_tag('fw.bin')}.00D09E-easy%2520cwmp-SN1"
+    assert check_download_username(legacy, "fw.bin", now=NOW).device_id == "00D09E-easy%20cwmp-SN1"
+
+
+@pytest.mark.parametrize("device", ["a%20b", "a~2", "a~zz", "a~c3", "a~C3", "a b"])
+def test_fileserver_escaped_device_ids_that_escape_device_id_cannot_produce_are_refused(device: str) -> None:
+    username = f"dl2.{_base36(int(NOW) + 600)}.{file_tag('fw.bin')}.{device}"
+    with pytest.raises(InvalidDownloadCredentials, match="malformed device id"):
+        check_download_username(username, "fw.bin", now=NOW)
 
 
 def test_fileserver_minting_refuses_what_a_download_rpc_cannot_carry(settings: Settings) -> None:
