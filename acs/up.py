@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,9 +200,42 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
             f"  S3 (SeaweedFS)                http://{stack.s3.endpoint}",
         ]
     lines += [
-        f"  CPE credentials               {settings.cpe_auth}: {settings.cpe_username} / (ACS_CPE_PASSWORD)",
+        f"  CPE credentials               {_cpe_credentials(settings)}",
+        f"  simulated CPEs                {simulator_command(settings)}",
         f"  admin API key                 in {root / 'admin-api-key'}",
         f"  logs                          {root / 'logs'}",
         "Ctrl-C stops everything.",
     ]
+    # Printed to the operator's own terminal only (never through logging): the shared
+    # first-contact pair of a local trial stack, which a CPE or the simulator needs to connect.
     print("\n".join(lines), flush=True)
+
+
+def _cpe_credentials(settings: Settings) -> str:
+    if settings.cpe_auth == "none":
+        return "none (ACS_CPE_AUTH=none)"
+    if settings.cpe_credentials == "per-device":
+        return f"{settings.cpe_auth}, per device (imported through the inventory API)"
+    return f"{settings.cpe_auth}, shared: username {settings.cpe_username}, password {settings.cpe_password}"
+
+
+def simulator_command(settings: Settings, devices: int = 10) -> str:
+    """The `acs sim` command line that works against this stack as it runs."""
+    # `acs` when it is on the PATH, else the one installed beside this Python (.venv/bin/acs).
+    acs = "acs" if shutil.which("acs") else _shown(Path(sys.executable).with_name("acs"))
+    host = "127.0.0.1" if settings.bind_host in {"0.0.0.0", "::", ""} else settings.bind_host
+    words = ["--acs-url", f"http://{host}:{settings.gateway_port}/", "--devices", str(devices)]
+    if settings.cpe_auth == "none":
+        words += ["--auth", "none"]
+    elif settings.cpe_credentials == "shared":
+        words += ["--username", settings.cpe_username, "--password", settings.cpe_password]
+    else:
+        return " ".join([acs, "sim", *map(shlex.quote, words), "--username '{device_id}' --password ..."])
+    return " ".join([acs, "sim", *map(shlex.quote, words)])
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

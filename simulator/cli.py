@@ -34,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data model; mixed alternates TR-098 and TR-181")
     p.add_argument("--interval", type=int, default=300,
                    help="default PeriodicInformInterval in seconds (the ACS may change it)")
-    p.add_argument("--username", default="{device_id}",
+    # The defaults are the shared first-contact pair of `acs up` (ACS_CPE_USERNAME/PASSWORD), so
+    # `acs sim` works against a local stack as it comes.
+    p.add_argument("--username", default="testcpe",
                    help="ACS username pattern: {device_id} {serial} {oui} {product_class} {index}")
-    p.add_argument("--password", default="", help="ACS password pattern (same placeholders)")
+    p.add_argument("--password", default="testcpe", help="ACS password pattern (same placeholders)")
     p.add_argument("--auth", choices=[m.value for m in AuthMode], default="digest",
                    help="digest: answer the ACS's challenge; basic: pre-emptive Basic; none")
     p.add_argument("--serial-prefix", default="SIM", help="serial number = prefix + zero-padded index")

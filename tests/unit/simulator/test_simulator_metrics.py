@@ -75,6 +75,32 @@ def test_cli_options_map_to_fleet_settings() -> None:
     assert settings.http_mode is HttpMode.SHARED and settings.ignore_cookies
     assert settings.ramp == 2.5  # default: devices / 100
     assert args.duration == 30
+    # The behaviours of real agents are off unless asked for.
+    assert (settings.product_class, settings.digest_reuse_nc, settings.drop_mid_session,
+            settings.credentials_in_url) == ("", False, 0, False)
+    sloppy = settings_from_args(build_parser().parse_args([
+        "--product-class", "easy cwmp", "--digest-reuse-nc", "--drop-mid-session", "2", "--credentials-in-url"]))
+    assert (sloppy.product_class, sloppy.digest_reuse_nc, sloppy.drop_mid_session,
+            sloppy.credentials_in_url) == ("easy cwmp", True, 2, True)
+
+
+def test_cli_defaults_are_the_credentials_of_a_local_acs_up() -> None:
+    """`acs sim` against `make run` as both come: the simulator's default pair is acs up's."""
+    from acs.up import simulator_command
+    from services.common.settings import Settings
+
+    fields = Settings.model_fields  # the defaults, whatever this shell's ACS_ variables say
+    ours = Settings().model_copy(update={name: fields[name].default for name in
+                                         ("cpe_username", "cpe_password", "cpe_auth", "cpe_credentials",
+                                          "gateway_port", "bind_host")})
+    defaults = settings_from_args(build_parser().parse_args([]))
+    assert (defaults.acs_username, defaults.acs_password) == (ours.cpe_username, ours.cpe_password)
+    assert defaults.acs_url == f"http://127.0.0.1:{ours.gateway_port}/"
+    printed = simulator_command(ours)
+    assert printed.split(" ", 1)[1] == (f"sim --acs-url http://127.0.0.1:{ours.gateway_port}/ --devices 10 "
+                                        f"--username {ours.cpe_username} --password {ours.cpe_password}")
+    printed_args = build_parser().parse_args(printed.split()[2:])
+    assert (printed_args.username, printed_args.password) == (ours.cpe_username, ours.cpe_password)
 
 
 def test_bad_settings_are_refused() -> None:
