@@ -295,7 +295,7 @@ async def test_a_firmware_download_is_closed_by_the_transfer_complete_of_a_later
     plan = await gateway.inform("2 PERIODIC", parameters=_seed_parameters())
     download = models.rpc_from_dict(plan.rpcs[0].rpc)
     assert isinstance(download, models.Download)
-    assert download.username.startswith("dl1.") and download.password and download.file_size == 83687
+    assert download.username.startswith("dl2.") and download.password and download.file_size == 83687
     await gateway.answer(plan.rpcs[0].rpc_id, models.DownloadResponse(status=1))
     await gateway.publish(SessionEnded(**gateway.ref(), outcome="completed"))
     await _task(api, "fw0123456789abcdef0123456789ab", "pending_completion")
