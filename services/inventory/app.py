@@ -232,7 +232,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                             "bootstrap provisioning and discovery run again. Imported CPE credentials "
                             "stay (so that the device can still authenticate) unless `credentials=true`.",
                 responses={404: {"description": "Unknown device"},
-                           503: {"description": "Message bus unavailable: nothing was deleted, retry"}})
+                           503: {"description": "Message bus unavailable: the record is kept, retry"}})
     async def delete_device(
         device_id: DeviceId,
         delete_credentials: Annotated[bool, Query(alias="credentials", description=(
@@ -248,7 +248,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "this inventory instance has no message "
                                                                       "bus to announce deletions on")
         # Announced first: once the broker has it, the deletion happens everywhere (the consumers
-        # retry until it is applied). Failing here, nothing was deleted and a retry is safe.
+        # retry until it is applied).
         message = DeviceDeleted(device_id=device_id, deleted_by=principal.name)
         try:
             await asyncio.wait_for(producer.send_and_wait(topic_name(settings, TOPIC_INBOUND), encode(message),
@@ -256,8 +256,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         except (KafkaError, TimeoutError) as exc:
             log.warning("device deletion not announced; nothing deleted", extra={
                 "device_id": device_id, "error": type(exc).__name__})
+            # Unacknowledged is not unsent: the consumers may still get it and delete. Either way
+            # the record is kept for now and a retry is safe.
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the message bus did not acknowledge "
-                                "the deletion; nothing was deleted, try again",
+                                "the deletion; the record is kept, try again",
                                 headers={"Retry-After": "5"}) from None
         # At once too, so that a read right after this answer gets 404; the consumer deletes again
         # in order, after any Inform that was already on its way.
