@@ -148,7 +148,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     reader = [Depends(auth.require("read-only"))]
     operator = [Depends(auth.require("operator"))]
     admin = [Depends(auth.require("admin"))]
-    require_admin = auth.require("admin")
+    as_admin = Depends(auth.require("admin"))  # for routes that need the principal itself
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -240,7 +240,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             "with this device_id): the device can then no longer authenticate"))] = False,
         # A default, not an Annotated alias: this module's annotations are strings, which FastAPI
         # resolves in the module's globals, where a per-app alias does not exist.
-        principal: Principal = Depends(require_admin),  # noqa: B008
+        principal: Principal = as_admin,
     ) -> Response:
         if await store.find_device(db, device_id, {"_id": 1}) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
