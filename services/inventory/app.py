@@ -254,7 +254,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             await asyncio.wait_for(producer.send_and_wait(topic_name(settings, TOPIC_INBOUND), encode(message),
                                                           key=device_id.encode()), settings.kafka_publish_timeout)
         except (KafkaError, TimeoutError) as exc:
-            log.warning("device deletion not announced; nothing deleted", extra={
+            log.warning("device deletion not acknowledged by the bus; record kept", extra={
                 "device_id": device_id, "error": type(exc).__name__})
             # Unacknowledged is not unsent: the consumers may still get it and delete. Either way
             # the record is kept for now and a retry is safe.
