@@ -30,7 +30,8 @@ CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
     (TOPIC_FILE_EVENTS, "FileEvent", "CPE file downloads and uploads, completed or failed. Key: file name.",
      FILE_EVENT_ADAPTER, "fileserver"),
     (TOPIC_INBOUND, "InboundEvent", "Internal. What CPEs sent, acknowledged by the broker before the CPE's "
-     "answer. Key: device id.", INBOUND_ADAPTER, "gateway"),
+     "answer, and device deletions (device_deleted, from the inventory API). Key: device id.",
+     INBOUND_ADAPTER, "gateway, inventory"),
     (TOPIC_REPLIES, "SessionPlan", "Internal. The orchestrator's next RPCs for a session, on the partition "
      "named in the event's reply_to.", TypeAdapter(SessionPlan), "orchestrator"),
 ]

@@ -5,7 +5,8 @@ an optional field is a compatible change; removing or renaming one needs a new s
 docs/events.md (AsyncAPI in docs/asyncapi.yaml) documents the same for subscribers.
 
 Topics:
-- ``cwmp.inbound`` (key: device id): what CPEs sent, published by the gateway.
+- ``cwmp.inbound`` (key: device id): what CPEs sent, published by the gateway; and the deletion
+  of a device, published by the inventory API, so that it is handled in order with its Informs.
 - ``cwmp.replies`` (partition chosen by the gateway instance that holds the session): what the
   orchestrator decided that a session should send next.
 - ``device.events`` (key: device id): the public stream for other systems, published by
@@ -166,8 +167,24 @@ class SessionEnded(SessionRef):
     reason: str = ""
 
 
+class DeviceDeleted(Contract):
+    """An operator deleted the device (``DELETE /api/v1/devices/{id}``): forget it everywhere.
+
+    Published by the inventory API on ``cwmp.inbound`` with the device id as key, so every consumer
+    sees it in order with the device's Informs: an Inform published before the deletion is handled
+    before it (and forgotten with the rest), one published after is a first contact. Not part of a
+    session: no ``session_id``.
+    """
+
+    type: Literal["device_deleted"] = "device_deleted"
+    device_id: str
+    # Who asked (the API key's name), for the logs of the services that act on it.
+    deleted_by: str = ""
+
+
 InboundEvent = Annotated[
-    InformReceived | CpeRequestReceived | RpcResponseReceived | RpcFaultReceived | SessionEnded,
+    InformReceived | CpeRequestReceived | RpcResponseReceived | RpcFaultReceived | SessionEnded
+    | DeviceDeleted,
     Field(discriminator="type"),
 ]
 INBOUND_ADAPTER: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)

@@ -2,11 +2,18 @@
 
 Roles: ``read-only`` reads devices; ``operator`` tags them; ``admin`` deletes devices and manages
 credentials. Query syntax and examples: docs/inventory.md.
+
+Deleting a device publishes ``DeviceDeleted`` on ``cwmp.inbound`` (key: the device id) before it
+deletes the record: the orchestrator forgets the device when it gets there, and the inventory's own
+consumer deletes the record again in order with the device's Informs, so that an Inform published
+before the deletion cannot bring the record back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +21,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -21,7 +30,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ExecutionTimeout
 
-from services.common.apikeys import ApiKeyAuth
+from services.bus.events import TOPIC_INBOUND, DeviceDeleted, encode
+from services.bus.kafka import topic_name
+from services.common.apikeys import ApiKeyAuth, Principal
 from services.common.service import ReadinessCheck, add_health_routes, mongo_check
 from services.common.settings import Settings
 from services.inventory import credentials, store
@@ -37,6 +48,8 @@ from services.inventory.query import (
     parse_sort,
 )
 from services.inventory.views import render_device
+
+log = logging.getLogger(__name__)
 
 # A query on an unindexed parameter scans the collection; bound it rather than let it pile up.
 QUERY_TIMEOUT_MS = 15_000
@@ -63,6 +76,9 @@ class Parameter(BaseModel):
     writable: bool | None = Field(None, description="From GetParameterNames, when known")
     timestamp: datetime | None = Field(None, description="When this value was last read")
     object: bool | None = Field(None, description="True for an object (name ending in '.')")
+    applied_after_reboot: bool | None = Field(None, description="True when the value was set by the ACS and "
+                                              "the CPE answered Status 1: it takes effect at the device's "
+                                              "next boot (cleared by that boot or by a read)")
 
 
 class Device(BaseModel):
@@ -81,6 +97,8 @@ class Device(BaseModel):
     inform_interval: int | None = None
     connection_request_url: str | None = None
     remote_address: str | None = None
+    reboot_pending: list[str] | None = Field(None, description="Parameters (and objects) set with Status 1 "
+                                             "that wait for the device's next boot; null when none")
     cpe_credentials: bool | None = Field(None, description="Per-device CPE credentials are stored "
                                          "(single-device reads without ?fields only)")
     parameters: dict[str, Parameter] | None = None
@@ -118,8 +136,10 @@ class CredentialList(BaseModel):
 
 
 def create_app(settings: Settings, client: AsyncMongoClient | None = None,
-               checks: dict[str, ReadinessCheck] | None = None) -> FastAPI:
-    """The API app. Without ``client`` it opens (and closes) its own MongoDB client."""
+               checks: dict[str, ReadinessCheck] | None = None,
+               producer: AIOKafkaProducer | None = None) -> FastAPI:
+    """The API app. Without ``client`` it opens (and closes) its own MongoDB client. ``producer``
+    (started by the caller) publishes device deletions; without it DELETE of a device answers 503."""
     owned = client is None
     mongo: AsyncMongoClient = client if client is not None else AsyncMongoClient(
         settings.mongodb_url, tz_aware=True)
@@ -128,6 +148,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     reader = [Depends(auth.require("read-only"))]
     operator = [Depends(auth.require("operator"))]
     admin = [Depends(auth.require("admin"))]
+    as_admin = Depends(auth.require("admin"))  # for routes that need the principal itself
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -203,11 +224,49 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             device["cpe_credentials"] = await credentials.has_credentials(db, device_id)
         return _json(device)
 
-    @app.delete("/api/v1/devices/{device_id}", summary="Forget a device", dependencies=admin,
-                status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown device"}})
-    async def delete_device(device_id: DeviceId) -> Response:
-        if not await store.delete_device(db, device_id):
+    @app.delete("/api/v1/devices/{device_id}", summary="Forget a device everywhere",
+                status_code=status.HTTP_204_NO_CONTENT,
+                description="Deletes the inventory record at once; the orchestrator then forgets the "
+                            "device (its state, sessions and open tasks, which are cancelled) in order "
+                            "with the device's messages. The device's next Inform is a first contact: "
+                            "bootstrap provisioning and discovery run again. Imported CPE credentials "
+                            "stay (so that the device can still authenticate) unless `credentials=true`.",
+                responses={404: {"description": "Unknown device"},
+                           503: {"description": "Message bus unavailable: the record is kept, retry"}})
+    async def delete_device(
+        device_id: DeviceId,
+        delete_credentials: Annotated[bool, Query(alias="credentials", description=(
+            "Also delete the device's imported CPE credentials (username = device id, or imported "
+            "with this device_id): the device can then no longer authenticate"))] = False,
+        # A default, not an Annotated alias: this module's annotations are strings, which FastAPI
+        # resolves in the module's globals, where a per-app alias does not exist.
+        principal: Principal = as_admin,
+    ) -> Response:
+        if await store.find_device(db, device_id, {"_id": 1}) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        if producer is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "this inventory instance has no message "
+                                                                      "bus to announce deletions on")
+        # Announced first: once the broker has it, the deletion happens everywhere (the consumers
+        # retry until it is applied).
+        message = DeviceDeleted(device_id=device_id, deleted_by=principal.name)
+        try:
+            await asyncio.wait_for(producer.send_and_wait(topic_name(settings, TOPIC_INBOUND), encode(message),
+                                                          key=device_id.encode()), settings.kafka_publish_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("device deletion not acknowledged by the bus; record kept", extra={
+                "device_id": device_id, "error": type(exc).__name__})
+            # Unacknowledged is not unsent: the consumers may still get it and delete. Either way
+            # the record is kept for now and a retry is safe.
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the message bus did not acknowledge "
+                                "the deletion; the record is kept, try again",
+                                headers={"Retry-After": "5"}) from None
+        # At once too, so that a read right after this answer gets 404; the consumer deletes again
+        # in order, after any Inform that was already on its way.
+        await store.delete_device(db, device_id)
+        removed = await credentials.delete_device_credentials(db, device_id) if delete_credentials else 0
+        log.info("device deleted", extra={"device_id": device_id, "by": principal.name,
+                                          "credentials_deleted": removed})
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.post("/api/v1/devices/{device_id}/tags/{tag}", summary="Tag a device", dependencies=operator,

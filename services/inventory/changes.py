@@ -8,6 +8,14 @@ messages for one device in one Kafka batch see each other's effects in order.
 Idempotence: every write is guarded by ``applied: {$ne: event_id}`` and pushes the event id onto
 a short per-device list, so a message delivered twice changes nothing the second time, even if a
 second consumer races us during a rebalance. Messages already in the list are not planned at all.
+A ``device_deleted`` message deletes the document, list included: replays come in partition order,
+so a replayed batch deletes and re-creates exactly as the first delivery did.
+
+Writes of the ACS show up here as their outcome: a SetParameterValuesResponse applies the values
+of the request it answers (sent along by the gateway), an AddObjectResponse records the new
+instance, a DeleteObjectResponse removes the subtree. Values that a CPE accepted with Status 1
+(applied at its next boot) carry the flag ``r`` until the device boots or reports them itself; the
+record lists their names in ``reboot_pending`` so that a boot clears them without reading the tree.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from services.bus.events import InboundEvent, InformReceived, RpcResponseReceived, ValueChange
+from services.bus.events import DeviceDeleted, InboundEvent, InformReceived, RpcResponseReceived, ValueChange
 from services.inventory.params import (
     CONNECTION_REQUEST_URL,
     PERIODIC_ENABLE,
@@ -29,6 +37,7 @@ from services.inventory.params import (
     ReadName,
     ReadValue,
     encode_name,
+    is_secret,
     names_from_rpc,
     read_value,
     suffix_of,
@@ -75,6 +84,7 @@ class Write:
     filter: dict[str, Any]
     update: dict[str, Any] | list[dict[str, Any]]
     upsert: bool = False
+    delete: bool = False  # delete the document (``filter`` selects it; ``update`` is unused)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,10 @@ class Observation:
     names: tuple[ReadName, ...] = ()
     deleted_object: str | None = None
     added_object: str | None = None
+    # The values (or the added object) were written by the ACS and the CPE applies them at its
+    # next boot (SetParameterValues/AddObject Status 1).
+    after_reboot: bool = False
+    deleted_device: bool = False
 
     def mentioned(self) -> set[str]:
         """Encoded names whose stored state planning this observation needs to see."""
@@ -103,13 +117,15 @@ class DeviceState:
     exists: bool = False
     applied: list[str] = field(default_factory=list)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Names written with Status 1 that wait for the device's next boot (always read: it is short).
+    reboot_pending: list[str] = field(default_factory=list)
 
     @classmethod
     def from_document(cls, device_id: str, document: dict[str, Any] | None) -> DeviceState:
         if document is None:
             return cls(device_id)
         return cls(device_id, True, list(document.get("applied") or []),
-                   dict(document.get("params") or {}))
+                   dict(document.get("params") or {}), list(document.get("reboot_pending") or []))
 
 
 def observe(message: InboundEvent) -> Observation | None:
@@ -119,6 +135,8 @@ def observe(message: InboundEvent) -> Observation | None:
                        if valid_name(p.name))
         return Observation(message.event_id, message.device_id, message.time, inform=message,
                            values=values)
+    if isinstance(message, DeviceDeleted):
+        return Observation(message.event_id, message.device_id, message.time, deleted_device=True)
     if not isinstance(message, RpcResponseReceived):
         return None
     rpc = message.rpc
@@ -138,7 +156,32 @@ def observe(message: InboundEvent) -> Observation | None:
         return Observation(**base, names=tuple(names))
     if method in ("DeleteObject", "AddObject"):
         return _object_observation(message, method, base)
-    return None  # SetParameterValues and the rest: the orchestrator follows those up.
+    if method == "SetParameterValues":
+        return _set_observation(message, base)
+    return None  # Attributes, reboots, transfers...: nothing the device record keeps.
+
+
+def _set_observation(message: RpcResponseReceived, base: dict[str, Any]) -> Observation | None:
+    """The values a SetParameterValuesResponse confirms: those of the request it answers.
+
+    Status 0: applied. Status 1: committed, applied at the next boot (flagged so). Secret values
+    (passwords, keys) are left out: the record keeps what a read would show, and a read of a
+    secret gives an empty string.
+    """
+    status = _as_int(message.rpc.get("status"))
+    request = message.request or {}
+    if status not in (0, 1) or request.get("method") != "SetParameterValues":
+        log.warning("SetParameterValuesResponse without a usable status or request; inventory unchanged",
+                    extra={"device_id": message.device_id})
+        return None
+    values, skipped = values_from_rpc(request)
+    if skipped:
+        log.warning("skipped %d malformed items of a SetParameterValues request", skipped,
+                    extra={"device_id": message.device_id})
+    kept = tuple(value for value in values if not is_secret(value.name))
+    if not kept:
+        return None
+    return Observation(**base, values=kept, after_reboot=status == 1)
 
 
 def _object_observation(message: RpcResponseReceived, method: str, base: dict[str, Any],
@@ -159,12 +202,13 @@ def _object_observation(message: RpcResponseReceived, method: str, base: dict[st
         instance = int(instance)
     if not isinstance(instance, int) or isinstance(instance, bool) or instance < 1:
         return None
-    return Observation(**base, added_object=f"{object_name}{instance}.")
+    return Observation(**base, added_object=f"{object_name}{instance}.",
+                       after_reboot=_as_int(rpc.get("status")) == 1)
 
 
 def projection_for(observations: Iterable[Observation]) -> dict[str, int]:
     """The fields to read for planning these observations (the same for every device, merged)."""
-    projection = {"_id": 1, "applied": 1}
+    projection = {"_id": 1, "applied": 1, "reboot_pending": 1}
     keys = set(ALWAYS_READ)
     for observation in observations:
         keys |= observation.mentioned()
@@ -177,6 +221,8 @@ def plan(state: DeviceState, observation: Observation, config: PlanConfig,
     """The write and the facts for one observation; updates ``state`` as if the write happened."""
     if observation.event_id in state.applied:
         return None, []
+    if observation.deleted_device:
+        return _plan_forget(state, observation), []
     if observation.inform is not None:
         write, facts = _plan_inform(state, observation, config)
     elif not state.exists:
@@ -191,6 +237,12 @@ def plan(state: DeviceState, observation: Observation, config: PlanConfig,
         state.applied = [*state.applied, observation.event_id][-KEEP_APPLIED:]
         state.exists = True
     return write, facts
+
+
+def _plan_forget(state: DeviceState, observation: Observation) -> Write:
+    """Delete the record. Later messages of the batch see a device that never existed."""
+    state.exists, state.applied, state.params, state.reboot_pending = False, [], {}, []
+    return Write(observation.device_id, {"_id": observation.device_id}, {}, delete=True)
 
 
 def _guard(observation: Observation) -> dict[str, Any]:
@@ -212,6 +264,7 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
     old_params = state.params
     sets: dict[str, Any] = {"manufacturer": inform.device.manufacturer}
     unsets: dict[str, str] = {"silent_since": ""}
+    pulls: dict[str, Any] = {}
     maxes: dict[str, Any] = {"last_inform": when}
     if inform.remote_address:
         sets["remote_address"] = inform.remote_address
@@ -226,6 +279,9 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
         # Copies: the state is updated in place by later messages, the write must not change.
         state.params = {key: {"v": entry["v"], "t": entry["t"]} for key, entry in tree.items()}
         sets["params"] = tree
+        if state.reboot_pending:  # the flags went with the old tree
+            unsets["reboot_pending"] = ""
+            state.reboot_pending = []
         denormalised = _denormalised(observation.values)
         sets["software_version"] = denormalised.pop("software_version", "")
         for name in ("inform_interval", "connection_request_url"):
@@ -234,8 +290,17 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
             else:
                 unsets[name] = ""
     else:
-        changes, written = _apply_values(state, observation.values, when, sets)
-        sets.update(_denormalised(written))
+        applied = _apply_values(state, observation.values, when, sets)
+        changes = applied.changes
+        sets.update(_denormalised(applied.written))
+        if "1 BOOT" in codes:
+            # Booted: whatever waited for a reboot is in effect now.
+            if state.reboot_pending:
+                unsets.update(_clear_flags(state, state.reboot_pending))
+                unsets["reboot_pending"] = ""
+        elif applied.cleared:
+            unsets.update(_clear_flags(state, applied.cleared))
+            pulls = {"reboot_pending": {"$in": applied.cleared}}
     deadline = _silent_deadline(state, when, config)
     if deadline is None:
         unsets["silent_deadline"] = ""
@@ -251,6 +316,8 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
     unsets = {name: "" for name in unsets if name not in sets}
     if unsets:
         update["$unset"] = unsets
+    if pulls:
+        update["$pull"] = pulls
 
     facts: list[Fact] = []
     if registered:
@@ -269,10 +336,15 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
 
 
 def _plan_update(state: DeviceState, observation: Observation) -> tuple[Write | None, list[Fact]]:
-    """GetParameterValues/GetParameterNames/AddObject responses: field-level $set only."""
+    """GetParameterValues/GetParameterNames/SetParameterValues/AddObject responses: field-level
+    updates only."""
     sets: dict[str, Any] = {}
-    changes, written = _apply_values(state, observation.values, observation.time, sets)
-    sets.update(_denormalised(written))
+    applied = _apply_values(state, observation.values, observation.time, sets,
+                            after_reboot=observation.after_reboot)
+    changes = applied.changes
+    sets.update(_denormalised(applied.written))
+    unsets = _clear_flags(state, applied.cleared)
+    flagged = list(applied.flagged)
     for entry in observation.names:
         key = encode_name(entry.name)
         old = state.params.get(key) or {}
@@ -282,11 +354,41 @@ def _plan_update(state: DeviceState, observation: Observation) -> tuple[Write | 
     if observation.added_object is not None:
         key = encode_name(observation.added_object)
         sets[f"params.{key}.ts"] = observation.time
-        state.params[key] = {**(state.params.get(key) or {}), "ts": observation.time}
-    if not sets:
+        entry = {**(state.params.get(key) or {}), "ts": observation.time}
+        if observation.after_reboot:
+            sets[f"params.{key}.r"] = True
+            entry["r"] = True
+            flagged.append(observation.added_object)
+        state.params[key] = entry
+    if not sets and not unsets:
         return None, []  # Nothing new: writing only the marker would be a wasted round trip.
-    update = {"$set": sets, "$push": _push_applied(observation)}
+    update: dict[str, Any] = {"$push": _push_applied(observation)}
+    if sets:
+        update["$set"] = sets
+    if unsets:
+        update["$unset"] = unsets
+        update["$pull"] = {"reboot_pending": {"$in": applied.cleared}}
+    new_flags = [name for name in dict.fromkeys(flagged) if name not in state.reboot_pending]
+    if new_flags:
+        update["$addToSet"] = {"reboot_pending": {"$each": new_flags}}
+        state.reboot_pending = [*state.reboot_pending, *new_flags]
     return Write(observation.device_id, _guard(observation), update), _change_facts(observation, changes)
+
+
+def _clear_flags(state: DeviceState, names: Iterable[str]) -> dict[str, str]:
+    """The $unset paths of the Status 1 flags of ``names``; clears them in ``state`` too."""
+    unsets: dict[str, str] = {}
+    names = list(names)
+    for name in names:
+        key = encode_name(name)
+        unsets[f"params.{key}.r"] = ""
+        entry = state.params.get(key)
+        if entry is not None:
+            entry.pop("r", None)
+    if names:
+        gone = set(names)
+        state.reboot_pending = [name for name in state.reboot_pending if name not in gone]
+    return unsets
 
 
 def _plan_delete(state: DeviceState, observation: Observation) -> Write:
@@ -296,8 +398,10 @@ def _plan_delete(state: DeviceState, observation: Observation) -> Write:
     update is a pipeline that filters ``params`` by key prefix inside MongoDB. Values are wrapped
     in $literal: a string starting with "$" must never be read as a field path.
     """
-    prefix = encode_name(observation.deleted_object or "")
+    object_name = observation.deleted_object or ""
+    prefix = encode_name(object_name)
     state.params = {key: value for key, value in state.params.items() if not key.startswith(prefix)}
+    pending = [name for name in state.reboot_pending if not name.startswith(object_name)]
     kept = {"$filter": {
         "input": {"$objectToArray": {"$ifNull": ["$params", {}]}},
         "as": "p",
@@ -305,19 +409,33 @@ def _plan_delete(state: DeviceState, observation: Observation) -> Write:
     }}
     applied = {"$slice": [{"$concatArrays": [{"$ifNull": ["$applied", []]},
                                              [{"$literal": observation.event_id}]]}, -KEEP_APPLIED]}
-    pipeline = [{"$set": {"params": {"$arrayToObject": kept}, "applied": applied}}]
-    return Write(observation.device_id, _guard(observation), pipeline)
+    stage: dict[str, Any] = {"params": {"$arrayToObject": kept}, "applied": applied}
+    if pending != state.reboot_pending:
+        # Known in full (always read), so the new list is a literal rather than another filter.
+        stage["reboot_pending"] = {"$literal": pending} if pending else "$$REMOVE"
+        state.reboot_pending = pending
+    return Write(observation.device_id, _guard(observation), [{"$set": stage}])
+
+
+@dataclass
+class _Applied:
+    changes: list[ValueChange] = field(default_factory=list)
+    written: list[ReadValue] = field(default_factory=list)  # values that were new or different
+    cleared: list[str] = field(default_factory=list)  # names whose Status 1 flag goes
+    flagged: list[str] = field(default_factory=list)  # names that get the flag
 
 
 def _apply_values(state: DeviceState, values: Iterable[ReadValue], when: datetime,
-                  sets: dict[str, Any]) -> tuple[list[ValueChange], list[ReadValue]]:
-    """Add the $set paths for values read from the device; returns (changes, values written).
+                  sets: dict[str, Any], *, after_reboot: bool = False) -> _Applied:
+    """Add the $set paths for values read from (or set on) the device.
 
-    An unchanged value only gets its read time refreshed. A value seen for the first time is
-    written but is not a change: there is no old value to report.
+    An unchanged value only gets its time refreshed. A value seen for the first time is written
+    but is not a change: there is no old value to report. With ``after_reboot`` the values get the
+    Status 1 flag; otherwise they come from the device itself (or were applied at once), and a
+    flag they had is reported in ``cleared`` for the caller to unset.
     """
-    changes: list[ValueChange] = []
-    written: list[ReadValue] = []
+    out = _Applied()
+    changes, written = out.changes, out.written
     for value in values:
         key = encode_name(value.name)
         old = state.params.get(key)
@@ -334,11 +452,17 @@ def _apply_values(state: DeviceState, values: Iterable[ReadValue], when: datetim
                 changes.append(_change(value, old["v"]))
         # The state's entries are ours (read for this batch), so they are updated in place.
         if old is None:
-            state.params[key] = {"v": value.value, "t": value.type}
+            old = state.params[key] = {"v": value.value, "t": value.type}
         else:
             old["v"] = value.value
             old["t"] = value.type
-    return changes, written
+        if after_reboot:
+            sets[f"params.{key}.r"] = True
+            old["r"] = True
+            out.flagged.append(value.name)
+        elif old.get("r"):
+            out.cleared.append(value.name)
+    return out
 
 
 @lru_cache(maxsize=65536)

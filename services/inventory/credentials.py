@@ -164,6 +164,12 @@ async def delete_credentials(db: AsyncDatabase, username: str) -> bool:
     return result.deleted_count == 1
 
 
+async def delete_device_credentials(db: AsyncDatabase, device_id: str) -> int:
+    """Delete a device's credentials (username = device id, or imported with this device_id)."""
+    result = await db[CREDENTIALS].delete_many({"$or": [{"_id": device_id}, {"device_id": device_id}]})
+    return result.deleted_count
+
+
 async def has_credentials(db: AsyncDatabase, device_id: str) -> bool:
     found = await db[CREDENTIALS].find_one({"$or": [{"_id": device_id}, {"device_id": device_id}]},
                                            {"_id": 1})

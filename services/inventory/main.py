@@ -42,7 +42,7 @@ async def run(settings: Settings) -> None:
         sweep_task = asyncio.create_task(sweeper.run(), name="inventory-silence-sweep")
         assert consumer.task is not None
         consumer.task.add_done_callback(_stop_process_if_failed)
-        app = create_app(settings, client, checks={"consumer": consumer.healthy})
+        app = create_app(settings, client, checks={"consumer": consumer.healthy}, producer=producer)
         log.info("inventory listening on %s:%d", settings.bind_host, settings.inventory_port)
         await serve([(app, settings.inventory_port)], settings)
     finally:

@@ -36,6 +36,9 @@ PERIODIC_INTERVAL = "ManagementServer.PeriodicInformInterval"
 PERIODIC_ENABLE = "ManagementServer.PeriodicInformEnable"
 CONNECTION_REQUEST_URL = "ManagementServer.ConnectionRequestURL"
 CONNECTION_REQUEST_USERNAME = "ManagementServer.ConnectionRequestUsername"
+# Parameters holding secrets (passwords, Wi-Fi keys, RADIUS secrets), by their last name segment.
+# A CPE reads them back empty (TR-069 A.3.2.1); the values the ACS writes are never stored here.
+_SECRET_MARKERS = ("password", "passphrase", "presharedkey", "wepkey", "secret")
 
 
 @lru_cache(maxsize=65536)  # A fleet shares a few thousand names; encoding is on the hot path.
@@ -63,6 +66,12 @@ def decode_name(key: str) -> str:
 def valid_name(name: str) -> bool:
     """Names we accept from a CPE: anything non-empty and bounded (the encoding makes it safe)."""
     return 0 < len(name) <= MAX_NAME_LENGTH
+
+
+def is_secret(name: str) -> bool:
+    """Whether a parameter holds a secret, e.g. ``...ConnectionRequestPassword`` or ``...KeyPassphrase``."""
+    last = name.rstrip(".").rsplit(".", 1)[-1].lower()
+    return any(marker in last for marker in _SECRET_MARKERS)
 
 
 def well_known(suffix: str) -> tuple[str, str]:

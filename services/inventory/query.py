@@ -59,6 +59,8 @@ FIELDS: dict[str, Field] = {
     "inform_interval": Field("inform_interval", "int"),
     "connection_request_url": Field("connection_request_url", "string"),
     "remote_address": Field("remote_address", "string"),
+    # Names set with SetParameterValues Status 1, waiting for the device's next boot (absent: none).
+    "reboot_pending": Field("reboot_pending", "string"),
 }
 # Sortable fields are always present on a device (cursor comparisons need a value) and indexed
 # together with _id (store.INDEXES), so a sorted page is an index walk.

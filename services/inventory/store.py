@@ -2,8 +2,8 @@
 
 One document per device in ``devices`` (``_id`` = device id). Per batch of inbound messages we do
 two round trips whatever the batch size: one ``find`` projecting only the parameters the batch
-mentions, and one ordered ``bulk_write`` of field-level updates planned by ``changes.plan``. No
-whole document is ever read or rewritten for an Inform.
+mentions, and one ordered ``bulk_write`` of field-level updates (and deletes, for deleted devices)
+planned by ``changes.plan``. No whole document is ever read or rewritten for an Inform.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DeleteOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -130,7 +130,8 @@ async def _bulk_write(collection: AsyncCollection, writes: list[Write]) -> None:
     A guarded upsert (``applied: {$ne: id}``) of a message some other consumer already applied
     tries to insert a second document with the same _id, which is how MongoDB says "done".
     """
-    operations = [UpdateOne(w.filter, w.update, upsert=w.upsert) for w in writes]
+    operations = [DeleteOne(w.filter) if w.delete else UpdateOne(w.filter, w.update, upsert=w.upsert)
+                  for w in writes]
     start = 0
     while start < len(operations):
         try:

@@ -33,6 +33,8 @@ def render_parameter(name: str, entry: dict[str, Any]) -> dict[str, Any]:
         rendered["writable"] = entry["w"]
     if "ts" in entry:
         rendered["timestamp"] = _json(entry["ts"])
+    if entry.get("r"):
+        rendered["applied_after_reboot"] = True
     if name.endswith("."):
         rendered["object"] = True
     return rendered

@@ -225,15 +225,20 @@ class InboundConsumer:
             except (PyMongoError, KafkaError, OSError) as exc:
                 if attempt == HANDLE_ATTEMPTS:
                     log.error("event given up after repeated failures", extra={
-                        "device_id": event.device_id, "session_id": event.session_id, "type": event.type,
+                        "device_id": event.device_id, "session_id": _session_of(event), "type": event.type,
                         "error": type(exc).__name__})
                     return
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt) * random.uniform(0.8, 1.2))
             except Exception:
                 # A bug, not an outage: retrying would fail the same way.
                 log.exception("event handling failed", extra={"device_id": event.device_id,
-                                                              "session_id": event.session_id, "type": event.type})
+                                                              "session_id": _session_of(event), "type": event.type})
                 return
+
+
+def _session_of(event: InboundEvent) -> str | None:
+    # A DeviceDeleted belongs to no session.
+    return getattr(event, "session_id", None)
 
 
 def _decode(raw: bytes | None) -> InboundEvent | None:

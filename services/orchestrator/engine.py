@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from services.bus.events import (
     CpeRequestReceived,
+    DeviceDeleted,
     DeviceEvent,
     InboundEvent,
     InformReceived,
@@ -56,6 +57,10 @@ RACES = Counter("acs_orchestrator_task_races_total", "Plans trimmed after a conc
 # How long a task may stay in_progress with no event before the sweep frees it.
 STALE_IN_PROGRESS_SECONDS = 600.0
 POLICY_CACHE_SECONDS = 5.0
+DELETED_REASON = "the device was deleted (DELETE /api/v1/devices/{id}): work queued for it was dropped"
+# Open tasks read per round when forgetting a device; rounds retry the tasks another writer changed.
+FORGET_TASKS_LIMIT = 10_000
+FORGET_ROUNDS = 3
 
 
 class Publisher(Protocol):
@@ -157,6 +162,8 @@ class Engine:
                 await self.on_session_ended(event)
             case CpeRequestReceived():
                 await self.on_cpe_request(event)
+            case DeviceDeleted():
+                await self.on_device_deleted(event)
         DECISION_SECONDS.labels(event.type).observe(time.perf_counter() - started)
 
     # --- events ----------------------------------------------------------------------------
@@ -215,6 +222,33 @@ class Engine:
         decision = planner.on_transfer_complete(event, device or DeviceState(id=event.device_id), task,
                                                 self.env(), self.config)
         await self._commit(decision, event.reply_to, event.type)
+
+    async def on_device_deleted(self, event: DeviceDeleted) -> None:
+        """Forget a deleted device: its next Inform is a first contact (bootstrap and discovery again).
+
+        Its open tasks are cancelled rather than deleted, so that their history stays readable and
+        job counts stay true; its state and sessions go. A task an operator queued after the
+        deletion (created later than the event) is kept: it is meant for the device's next life.
+        Tasks the orchestrator made itself (bootstrap, policies, self-heal) all belong to the old
+        one, whenever they were made: they come from the device's earlier events, which were
+        handled before this one (same partition, same queue).
+        """
+        cancelled = 0
+        for _ in range(FORGET_ROUNDS):
+            now = utcnow()
+            doomed = [T.cancel(task, now, DELETED_REASON)
+                      for task in await self.store.open_tasks_of(event.device_id, FORGET_TASKS_LIMIT)
+                      if task.created_at <= event.time or not _operator_task(task)]
+            lost = set(await self.store.save_tasks(doomed))
+            for task in doomed:
+                if task.id not in lost:
+                    TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+            cancelled += len(doomed) - len(lost)
+            if not lost:
+                break
+        await self.store.forget_device(event.device_id)
+        log.info("deleted device forgotten", extra={"device_id": event.device_id, "by": event.deleted_by,
+                                                     "cancelled_tasks": cancelled})
 
     async def sweep_once(self) -> int:
         env = self.env()
@@ -278,6 +312,11 @@ class Engine:
 
 async def _nothing() -> None:
     return None
+
+
+def _operator_task(task: T.Task) -> bool:
+    """Queued through the API (one device or a job), not made by the orchestrator itself."""
+    return task.origin == "api" or task.origin.startswith("job:")
 
 
 def _trim(decision: Decision, lost: set[str]) -> None:

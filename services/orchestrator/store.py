@@ -207,6 +207,16 @@ class Store:
         # Only the consumer writes this collection, one event of a device at a time: no race.
         await self.devices.replace_one({"_id": device.id}, device.to_document(), upsert=True)
 
+    async def forget_device(self, device_id: str) -> None:
+        """Drop the device's sessions, then its state (a deleted device: see Engine.on_device_deleted)."""
+        await self.sessions.delete_many({"device_id": device_id})
+        await self.devices.delete_one({"_id": device_id})
+
+    async def open_tasks_of(self, device_id: str, limit: int = MAX_OPEN_TASKS) -> list[Task]:
+        """Open tasks of one device, oldest first, up to ``limit``."""
+        found = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]}})
+        return [Task.from_document(d) async for d in found.sort("created_at", ASCENDING).limit(limit)]
+
     # --- sessions --------------------------------------------------------------------------
 
     async def save_session(self, session: SessionState) -> None:

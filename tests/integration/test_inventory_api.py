@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -10,10 +11,20 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.bus.events import DeviceIdentity, InformEventCode, InformReceived, ParameterValue
+from services.bus.events import (
+    TOPIC_INBOUND,
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    ParameterValue,
+    RpcResponseReceived,
+    decode_inbound,
+)
+from services.bus.kafka import ensure_topics, make_consumer, make_producer
 from services.common.apikeys import ApiKeyAuth
 from services.common.settings import Settings
 from services.inventory import credentials, store
@@ -40,8 +51,19 @@ async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[AsyncDatabas
 
 
 @pytest.fixture
-async def api(settings: Settings, db: AsyncDatabase) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, db.client)
+async def producer(settings: Settings, kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    await ensure_topics(settings, [TOPIC_INBOUND])
+    instance = make_producer(settings)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.stop()
+
+
+@pytest.fixture
+async def api(settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, db.client, producer=producer)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://inventory",
                                  headers=ADMIN) as client:
         yield client
@@ -246,6 +268,82 @@ async def test_credentials_are_stored_as_ha1_only_and_never_returned(
             ).status_code == 415
     assert (await api.delete("/api/v1/credentials/cpe-b")).status_code == 204
     assert (await api.delete("/api/v1/credentials/cpe-b")).status_code == 404
+
+
+async def inbound_messages(settings: Settings, count: int) -> list[Any]:
+    reader = make_consumer(settings, TOPIC_INBOUND, group_id=None)
+    await reader.start()
+    received: list[Any] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(received) < count:
+                for records in (await reader.getmany(timeout_ms=300)).values():
+                    received += [(r.key, decode_inbound(r.value)) for r in records]
+    finally:
+        await reader.stop()
+    return received
+
+
+async def test_deleting_a_device_announces_it_on_the_bus_and_keeps_its_credentials_unless_asked(
+        settings: Settings, api: httpx.AsyncClient, db: AsyncDatabase) -> None:
+    await seed(db, 2)
+    await api.post("/api/v1/credentials", json=[{"device_id": "00259E-Box-SN00", "password": "a"},
+                                                {"device_id": "00259E-Box-SN01", "password": "b"},
+                                                {"username": "other", "device_id": "00259E-Box-SN01",
+                                                 "password": "c"}])
+    assert (await api.delete("/api/v1/devices/00259E-Box-SN00")).status_code == 204
+    assert (await api.get("/api/v1/devices/00259E-Box-SN00")).status_code == 404  # at once
+    # Kept by default: the device can still authenticate, and its next Inform registers it again.
+    assert await credentials.has_credentials(db, "00259E-Box-SN00")
+
+    assert (await api.delete("/api/v1/devices/00259E-Box-SN01", params={"credentials": "true"})).status_code == 204
+    assert not await credentials.has_credentials(db, "00259E-Box-SN01")
+    assert await db["cpe_credentials"].count_documents({}) == 1
+
+    # Both deletions are on cwmp.inbound, keyed by the device id, for the consumers to act on.
+    messages = await inbound_messages(settings, 2)
+    assert sorted((key, type(m).__name__, m.device_id, m.deleted_by) for key, m in messages) == [
+        (b"00259E-Box-SN00", "DeviceDeleted", "00259E-Box-SN00", "bootstrap-admin"),
+        (b"00259E-Box-SN01", "DeviceDeleted", "00259E-Box-SN01", "bootstrap-admin")]
+    assert (await api.delete("/api/v1/devices/00259E-Box-SN00")).status_code == 404
+
+
+async def test_a_deletion_the_bus_cannot_take_deletes_nothing(settings: Settings, db: AsyncDatabase,
+                                                              kafka_bootstrap: str) -> None:
+    await seed(db, 1)
+    closed = make_producer(settings)
+    await closed.start()
+    await closed.stop()
+    quick = settings.model_copy(update={"kafka_publish_timeout": 0.5})
+    for producer in (None, closed):
+        app = create_app(quick, db.client, producer=producer)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://inventory",
+                                     headers=ADMIN) as client:
+            response = await client.delete("/api/v1/devices/00259E-Box-SN00")
+            assert response.status_code == 503, response.text
+            assert (await client.get("/api/v1/devices/00259E-Box-SN00")).status_code == 200
+
+
+async def test_values_set_with_status_1_are_shown_as_applied_after_reboot(
+        api: httpx.AsyncClient, db: AsyncDatabase) -> None:
+    await seed(db, 2)
+    answer = RpcResponseReceived(
+        device_id="00259E-Box-SN01", session_id="s", reply_to="r:0", gateway_id="g", rpc_id="1",
+        time=T0 + timedelta(hours=1), method="SetParameterValuesResponse",
+        rpc={"method": "SetParameterValuesResponse", "status": 1},
+        request={"method": "SetParameterValues", "parameter_key": "", "parameter_list": [
+            {"name": "Device.WiFi.SSID.1.SSID", "value": {"value": "new", "type": "xsd:string"}}]})
+    observation = observe(answer)
+    assert observation is not None
+    await store.apply_observations(db, [observation], PlanConfig(3, 300))
+    device = (await api.get("/api/v1/devices/00259E-Box-SN01")).json()
+    assert device["reboot_pending"] == ["Device.WiFi.SSID.1.SSID"]
+    assert device["parameters"]["Device.WiFi.SSID.1.SSID"] == {
+        "value": "new", "type": "xsd:string", "timestamp": (T0 + timedelta(hours=1)).isoformat(),
+        "applied_after_reboot": True}
+    assert "applied_after_reboot" not in device["parameters"]["Device.DeviceInfo.SoftwareVersion"]
+    assert await ids(api, q='{"reboot_pending": {"$exists": true}}') == ["00259E-Box-SN01"]
+    assert await ids(api, q='{"reboot_pending": "Device.WiFi.SSID.1.SSID"}') == ["00259E-Box-SN01"]
 
 
 async def test_openapi_documents_every_route_with_a_summary(api: httpx.AsyncClient) -> None:

@@ -13,9 +13,12 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect
 
+from cwmp import models
+from cwmp.values import ParameterValue as CwmpValue
 from services.bus.events import (
     TOPIC_DEVICE_EVENTS,
     TOPIC_INBOUND,
+    DeviceDeleted,
     DeviceEvent,
     DeviceIdentity,
     InformEventCode,
@@ -148,6 +151,84 @@ async def test_inbound_messages_land_in_mongodb_and_publish_device_events(
         offsets = [await consumer.consumer.committed(tp) or 0 for tp in consumer.consumer.assignment()]
         return sum(offsets) == 6
     assert await eventually(committed)
+
+
+def answer(request: models.CwmpMessage, response: models.CwmpMessage, at: datetime) -> RpcResponseReceived:
+    """What the gateway publishes for a CPE's answer: the response and the request it answers."""
+    return RpcResponseReceived(device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g", rpc_id="1",
+                               time=at, method=response.METHOD, rpc=models.rpc_to_dict(response),
+                               request=models.rpc_to_dict(request))
+
+
+def set_values(*values: tuple[str, str, str]) -> models.SetParameterValues:
+    return models.SetParameterValues(tuple(models.ParameterValueStruct(n, CwmpValue(v, t)) for n, v, t in values),
+                                     "key")
+
+
+async def test_the_outcome_of_each_write_reaches_the_record_without_a_later_read(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]]) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    read = RpcResponseReceived(device_id=DEVICE, session_id="s", reply_to="r:0", gateway_id="g", rpc_id="0",
+                               method="GetParameterValuesResponse", time=t0,
+                               rpc=models.rpc_to_dict(models.GetParameterValuesResponse((
+                                   models.ParameterValueStruct("Device.NAT.PortMapping.1.Enable",
+                                                               CwmpValue("true", "xsd:boolean")),))))
+    await send(settings, producer, inform("1 BOOT", at=t0, Device__X__Name="old"), read)
+    consumer = await running()
+    await eventually(lambda: db["devices"].find_one({"_id": DEVICE, "params.Device:NAT:PortMapping:1:Enable.v": True}))
+
+    # SetParameterValues (Status 0), AddObject followed by values for the new instance (Status 1),
+    # DeleteObject: each shows in the record as soon as its answer is consumed.
+    await send(settings, producer, answer(set_values(("Device.X.Name", "new", "xsd:string")),
+                                          models.SetParameterValuesResponse(status=0), t0 + timedelta(seconds=1)))
+    await eventually(lambda: db["devices"].find_one({"_id": DEVICE, "params.Device:X:Name.v": "new"}))
+    await send(settings, producer,
+               answer(models.AddObject("Device.NAT.PortMapping.", "key"),
+                      models.AddObjectResponse(instance_number=2, status=0), t0 + timedelta(seconds=2)),
+               answer(set_values(("Device.NAT.PortMapping.2.ExternalPort", "8080", "xsd:unsignedInt")),
+                      models.SetParameterValuesResponse(status=1), t0 + timedelta(seconds=3)))
+    device = await eventually(lambda: db["devices"].find_one(
+        {"_id": DEVICE, "params.Device:NAT:PortMapping:2:ExternalPort.v": 8080}))
+    assert "Device:NAT:PortMapping:2:" in device["params"]
+    assert device["params"]["Device:NAT:PortMapping:2:ExternalPort"]["r"] is True
+    assert device["reboot_pending"] == ["Device.NAT.PortMapping.2.ExternalPort"]
+    await send(settings, producer, answer(models.DeleteObject("Device.NAT.PortMapping.1.", "key"),
+                                          models.DeleteObjectResponse(0), t0 + timedelta(seconds=4)))
+    device = await eventually(lambda: db["devices"].find_one(
+        {"_id": DEVICE, "params.Device:NAT:PortMapping:1:Enable": {"$exists": False}}))
+    assert {key for key in device["params"] if key.startswith("Device:NAT:")} == {
+        "Device:NAT:PortMapping:2:", "Device:NAT:PortMapping:2:ExternalPort"}
+
+    # The changed value is announced like any other change (a first value has nothing to compare).
+    events = await device_events(settings, 4)
+    assert [e.kind for e in events] == ["registered", "booted", "informed", "value_changed"]
+    assert [(c.name, c.old, c.new) for c in events[3].changes] == [("Device.X.Name", "old", "new")]
+    assert consumer.task is not None and not consumer.task.done()
+
+
+async def test_a_device_deletion_is_applied_in_order_with_the_devices_informs(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]]) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    # An Inform still on its way when the device is deleted: consumed first, forgotten with the rest.
+    await send(settings, producer, inform("1 BOOT", at=t0, Device__X__A="1"),
+               DeviceDeleted(device_id=DEVICE, time=t0 + timedelta(seconds=1)))
+    consumer = await running()
+
+    async def caught_up(count: int) -> bool:
+        assert consumer.consumer is not None
+        return sum([await consumer.consumer.committed(tp) or 0 for tp in consumer.consumer.assignment()]) == count
+
+    await eventually(lambda: caught_up(2))
+    assert await db["devices"].find_one({"_id": DEVICE}) is None
+
+    # The next Inform is a first contact.
+    await send(settings, producer, inform("2 PERIODIC", at=t0 + timedelta(seconds=2), Device__X__B="2"))
+    device = await eventually(lambda: db["devices"].find_one({"_id": DEVICE}))
+    assert set(device["params"]) == {"Device:X:B"} and device["first_seen"] == t0 + timedelta(seconds=2)
+    events = await device_events(settings, 5)
+    assert [e.kind for e in events] == ["registered", "booted", "informed", "registered", "informed"]
 
 
 async def test_mongodb_outage_pauses_and_retries_without_losing_messages(

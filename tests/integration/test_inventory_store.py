@@ -10,7 +10,10 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from cwmp import models
+from cwmp.values import ParameterValue as CwmpValue
 from services.bus.events import (
+    DeviceDeleted,
     DeviceIdentity,
     InformEventCode,
     InformReceived,
@@ -150,6 +153,103 @@ async def test_delete_object_unsets_the_subtree_and_add_object_records_the_insta
     assert set(device["params"]) == {"Device:NAT:PortMapping:10:Enable",
                                      "Device:NAT:PortMappingNumberOfEntries", "Device:NAT:PortMapping:11:"}
     assert len(device["applied"]) == 4
+
+
+def answer(serial: str, request: models.CwmpMessage, response: models.CwmpMessage,
+           at: datetime = T0) -> RpcResponseReceived:
+    """An RPC answer as the gateway publishes it: the response, and the request it answers."""
+    return RpcResponseReceived(
+        device_id=f"00259E-Box-{serial}", session_id="s", reply_to="r:0", gateway_id="g", time=at,
+        rpc_id="1", method=response.METHOD, rpc=models.rpc_to_dict(response),
+        request=models.rpc_to_dict(request))
+
+
+def set_values(*values: tuple[str, str, str]) -> models.SetParameterValues:
+    return models.SetParameterValues(tuple(models.ParameterValueStruct(n, CwmpValue(v, t)) for n, v, t in values),
+                                     "key")
+
+
+async def test_set_parameter_values_outcomes_land_in_the_record_without_a_read(db: AsyncDatabase) -> None:
+    device_id = "00259E-Box-SN8"
+    await store.apply_observations(db, observations(
+        inform("SN8", "1 BOOT", Device__X__Name="old", Device__X__Port="80")), CONFIG)
+    result = await store.apply_observations(db, observations(
+        answer("SN8", set_values(("Device.X.Name", "new", "xsd:string")),
+               models.SetParameterValuesResponse(status=0), at=T0 + timedelta(seconds=1)),
+        answer("SN8", set_values(("Device.X.Port", "8080", "xsd:unsignedInt"),
+                                 ("Device.ManagementServer.ConnectionRequestPassword", "s3cret", "xsd:string")),
+               models.SetParameterValuesResponse(status=1), at=T0 + timedelta(seconds=2)),
+    ), CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None
+    assert device["params"]["Device:X:Name"] == {"v": "new", "t": "xsd:string", "ts": T0 + timedelta(seconds=1)}
+    assert device["params"]["Device:X:Port"]["v"] == 8080 and device["params"]["Device:X:Port"]["r"] is True
+    assert device["reboot_pending"] == ["Device.X.Port"]
+    assert "s3cret" not in str(device)
+    changes = [(c.name, c.old, c.new) for f in result.facts for c in f.changes]
+    assert changes == [("Device.X.Name", "old", "new"), ("Device.X.Port", "80", "8080")]
+
+    # The boot puts it into effect: the flag and the list go, the value stays.
+    await store.apply_observations(db, observations(inform("SN8", "1 BOOT", at=T0 + timedelta(minutes=1))),
+                                   CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None and "reboot_pending" not in device
+    assert device["params"]["Device:X:Port"] == {"v": 8080, "t": "xsd:unsignedInt", "ts": T0 + timedelta(seconds=2)}
+
+
+async def test_add_object_with_values_then_delete_object_without_a_read(db: AsyncDatabase) -> None:
+    device_id = "00259E-Box-SN9"
+    await store.apply_observations(db, observations(inform("SN9", "1 BOOT")), CONFIG)
+    add = models.AddObject("Device.NAT.PortMapping.", "key")
+    await store.apply_observations(db, observations(
+        answer("SN9", add, models.AddObjectResponse(instance_number=3, status=1)),
+        answer("SN9", set_values(("Device.NAT.PortMapping.3.Enable", "true", "xsd:boolean"),
+                                 ("Device.NAT.PortMapping.3.ExternalPort", "2222", "xsd:unsignedInt")),
+               models.SetParameterValuesResponse(status=1)),
+        answer("SN9", set_values(("Device.X.Other", "x", "xsd:string")), models.SetParameterValuesResponse(status=1)),
+    ), CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None
+    assert device["params"]["Device:NAT:PortMapping:3:"]["r"] is True
+    assert device["params"]["Device:NAT:PortMapping:3:Enable"]["v"] is True
+    assert device["params"]["Device:NAT:PortMapping:3:ExternalPort"]["v"] == 2222
+    assert set(device["reboot_pending"]) == {"Device.NAT.PortMapping.3.", "Device.NAT.PortMapping.3.Enable",
+                                             "Device.NAT.PortMapping.3.ExternalPort", "Device.X.Other"}
+
+    await store.apply_observations(db, observations(
+        answer("SN9", models.DeleteObject("Device.NAT.PortMapping.3.", "key"), models.DeleteObjectResponse(0))),
+        CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None
+    assert not any(key.startswith("Device:NAT:") for key in device["params"])
+    assert device["reboot_pending"] == ["Device.X.Other"]
+    await store.apply_observations(db, observations(
+        answer("SN9", models.DeleteObject("Device.X.", "key"), models.DeleteObjectResponse(0))), CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None and "reboot_pending" not in device and device["params"] == {}
+
+
+async def test_a_deleted_device_goes_in_order_with_the_messages_of_its_batch(db: AsyncDatabase) -> None:
+    device_id = "00259E-Box-SN10"
+    batch = observations(
+        inform("SN10", "1 BOOT", Device__X__A="1"),  # before the deletion: forgotten with the rest
+        DeviceDeleted(device_id=device_id, time=T0 + timedelta(seconds=1)),
+        gpv("SN10", {"Device.X.B": ("2", "xsd:string")}, at=T0 + timedelta(seconds=2)),  # a late answer
+    )
+    result = await store.apply_observations(db, batch, CONFIG)
+    assert await db["devices"].find_one({"_id": device_id}) is None
+    assert result.writes == 2 and result.skipped == 1
+    later = observations(inform("SN10", "1 BOOT", at=T0 + timedelta(minutes=1), Device__X__C="3"))
+    again = await store.apply_observations(db, later, CONFIG)
+    device = await db["devices"].find_one({"_id": device_id})
+    assert device is not None and set(device["params"]) == {"Device:X:C"}
+    assert device["first_seen"] == T0 + timedelta(minutes=1)
+    assert [f.kind for f in again.facts] == ["registered", "booted", "informed"]
+    # Kafka replays from the last commit, in order: the same messages end in the same record.
+    await store.apply_observations(db, batch, CONFIG)
+    await store.apply_observations(db, later, CONFIG)
+    assert await db["devices"].find_one({"_id": device_id}, {"applied": 0}) == \
+        {k: v for k, v in device.items() if k != "applied"}
 
 
 async def test_hostile_parameter_names_and_values_are_stored_verbatim(db: AsyncDatabase) -> None:

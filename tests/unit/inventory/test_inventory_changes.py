@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.bus.events import (
+    DeviceDeleted,
     DeviceIdentity,
     InformEventCode,
     InformReceived,
@@ -233,3 +234,114 @@ def test_planning_later_messages_does_not_alter_earlier_writes() -> None:
     assert bootstrap.update["$set"]["params"]["Device:X:A"]["v"] == "1"
     assert periodic.update["$set"]["params.Device:X:A.v"] == "2"
     assert facts[0].changes[0].old == "1"
+
+
+def spv(status: int, *values: tuple[str, str, str], event_id: str = "spv") -> RpcResponseReceived:
+    """A SetParameterValuesResponse with the request it answers, as the gateway publishes them."""
+    message = response("SetParameterValuesResponse", {"status": status}, request={
+        "method": "SetParameterValues", "parameter_key": "k",
+        "parameter_list": [{"name": n, "value": {"value": v, "type": t}} for n, v, t in values]})
+    return message.model_copy(update={"event_id": event_id})
+
+
+def test_spv_status_0_applies_the_values_it_set_and_reports_the_changes() -> None:
+    state = known(**{"Device:X:Name": {"v": "old", "t": "xsd:string"}})
+    write, facts = run(state, spv(0, ("Device.X.Name", "new", "xsd:string"),
+                                  ("Device.X.Port", "8080", "xsd:unsignedInt"),
+                                  ("Device.DeviceInfo.SoftwareVersion", "9", "xsd:string")))
+    sets = write.update["$set"]
+    assert sets["params.Device:X:Name.v"] == "new" and sets["params.Device:X:Port.v"] == 8080
+    assert sets["params.Device:X:Name.ts"] == T0
+    assert sets["software_version"] == "9"  # denormalised fields follow, as for a read
+    assert not any(path.endswith(".r") for path in sets) and "$addToSet" not in write.update
+    assert [f.kind for f in facts] == ["value_changed"]
+    assert [(c.name, c.old, c.new) for c in facts[0].changes] == [("Device.X.Name", "old", "new")]
+
+
+def test_spv_status_1_flags_the_values_until_the_device_boots() -> None:
+    state = known(**{"Device:X:Name": {"v": "old", "t": "xsd:string"}})
+    write, facts = run(state, spv(1, ("Device.X.Name", "new", "xsd:string")))
+    assert write.update["$set"]["params.Device:X:Name.v"] == "new"
+    assert write.update["$set"]["params.Device:X:Name.r"] is True
+    assert write.update["$addToSet"] == {"reboot_pending": {"$each": ["Device.X.Name"]}}
+    assert [f.kind for f in facts] == ["value_changed"]  # a change like any other
+    assert state.reboot_pending == ["Device.X.Name"]
+
+    # A periodic Inform changes nothing about it; the boot puts it into effect.
+    write, _ = run(state, inform("2 PERIODIC", event_id="p"))
+    assert "reboot_pending" not in write.update.get("$unset", {})
+    write, _ = run(state, inform("1 BOOT", event_id="b"))
+    assert {"params.Device:X:Name.r", "reboot_pending"} <= set(write.update["$unset"])
+    assert state.reboot_pending == [] and "r" not in state.params["Device:X:Name"]
+
+
+def test_a_read_of_a_flagged_value_clears_its_flag() -> None:
+    state = known(**{"Device:X:A": {"v": "a", "t": "xsd:string", "r": True},
+                     "Device:X:B": {"v": "b", "t": "xsd:string", "r": True}})
+    state.reboot_pending = ["Device.X.A", "Device.X.B"]
+    write, _ = run(state, response("GetParameterValuesResponse", {"parameter_list": [
+        {"name": "Device.X.A", "value": {"value": "a", "type": "xsd:string"}}]}))
+    assert write.update["$unset"] == {"params.Device:X:A.r": ""}
+    assert write.update["$pull"] == {"reboot_pending": {"$in": ["Device.X.A"]}}
+    assert state.reboot_pending == ["Device.X.B"]
+    # A later Status 0 write applies at once: no flag either.
+    write, _ = run(state, spv(0, ("Device.X.B", "c", "xsd:string")))
+    assert write.update["$unset"] == {"params.Device:X:B.r": ""} and state.reboot_pending == []
+
+
+def test_bootstrap_drops_the_flags_with_the_tree() -> None:
+    state = known(**{"Device:X:A": {"v": "a", "t": "xsd:string", "r": True}})
+    state.reboot_pending = ["Device.X.A"]
+    write, _ = run(state, inform("0 BOOTSTRAP", "1 BOOT"))
+    assert write.update["$unset"]["reboot_pending"] == ""
+    assert not any(path.startswith("params.") for path in write.update["$unset"])  # the tree is $set whole
+
+
+def test_secret_values_are_never_stored_from_a_write() -> None:
+    write, _ = run(known(), spv(0, ("Device.ManagementServer.ConnectionRequestPassword", "s3cret", "xsd:string"),
+                                    ("Device.WiFi.AccessPoint.1.Security.KeyPassphrase", "wifi-key", "xsd:string"),
+                                    ("Device.ManagementServer.ConnectionRequestUsername", "cr-user", "xsd:string")))
+    assert "s3cret" not in str(write.update) and "wifi-key" not in str(write.update)
+    assert write.update["$set"]["params.Device:ManagementServer:ConnectionRequestUsername.v"] == "cr-user"
+    assert observe(spv(0, ("Device.Users.User.1.Password", "x", "xsd:string"))) is None
+
+
+def test_spv_without_its_request_or_with_another_status_changes_nothing() -> None:
+    assert observe(response("SetParameterValuesResponse", {"status": 0})) is None
+    assert observe(spv(2, ("Device.X.A", "1", "xsd:string"))) is None
+
+
+def test_add_object_with_status_1_flags_the_new_instance() -> None:
+    state = known()
+    write, _ = run(state, response("AddObjectResponse", {"instance_number": 2, "status": 1},
+                                   request={"method": "AddObject", "object_name": "Device.NAT.PortMapping."}))
+    assert write.update["$set"]["params.Device:NAT:PortMapping:2:.r"] is True
+    assert state.reboot_pending == ["Device.NAT.PortMapping.2."]
+
+
+def test_delete_object_drops_the_flags_below_it() -> None:
+    state = known(**{"Device:NAT:PortMapping:2:Enable": {"v": True, "r": True}})
+    state.reboot_pending = ["Device.NAT.PortMapping.2.Enable", "Device.X.A"]
+    write, _ = run(state, response("DeleteObjectResponse", {"status": 0},
+                                   request={"method": "DeleteObject", "object_name": "Device.NAT.PortMapping.2."}))
+    assert write.update[0]["$set"]["reboot_pending"] == {"$literal": ["Device.X.A"]}
+    assert state.reboot_pending == ["Device.X.A"]
+    state.reboot_pending = ["Device.X.A"]
+    write, _ = run(state, response("DeleteObjectResponse", {"status": 0}, request={
+        "method": "DeleteObject", "object_name": "Device.X."}).model_copy(update={"event_id": "d2"}))
+    assert write.update[0]["$set"]["reboot_pending"] == "$$REMOVE"
+
+
+def test_a_deleted_device_is_deleted_and_its_next_inform_registers_it_again() -> None:
+    state = known(**{"Device:X:A": {"v": "a", "t": "xsd:string"}})
+    state.applied = ["earlier"]
+    deletion = DeviceDeleted(device_id=DEVICE, deleted_by="ops")
+    write, facts = run(state, deletion)
+    assert write.delete and write.filter == {"_id": DEVICE} and facts == []
+    assert not state.exists and state.params == {} and state.applied == []
+    # Later messages of the same batch see a device that never existed.
+    gpv, _ = run(state, response("GetParameterValuesResponse", {"parameter_list": [
+        {"name": "Device.X.A", "value": "b"}]}))
+    assert gpv is None
+    again, facts = run(state, inform("1 BOOT", params={"Device.X.A": ("c", "xsd:string")}, event_id="i2"))
+    assert again.upsert and [f.kind for f in facts] == ["registered", "booted", "informed"]
