@@ -122,3 +122,16 @@ class ApiKeyOut(BaseModel):
     name: str
     role: Role
     key: str = Field(description="shown once; only its hash is stored")
+
+
+class ApiKeyInfo(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime | None
+    last_used_at: datetime | None = Field(description="when a service last looked the key up (to within 30 s); "
+                                                      "null if never used")
+
+
+class ApiKeyList(BaseModel):
+    apikeys: list[ApiKeyInfo] = Field(description="in name order; the bootstrap key (ACS_ADMIN_API_KEY) "
+                                                  "is not stored, so not listed")

@@ -19,13 +19,14 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from services.bus.events import new_id, utcnow
-from services.common.apikeys import Principal
+from services.common.apikeys import NameTaken, Principal
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
 from services.orchestrator import clients, specs
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
     ApiKeyIn,
+    ApiKeyList,
     ApiKeyOut,
     ConnectionRequestOut,
     JobIn,
@@ -239,11 +240,22 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     # --- API keys --------------------------------------------------------------------------
 
     @app.post("/api/v1/apikeys", status_code=201, response_model=ApiKeyOut, tags=["apikeys"],
-              summary="Create an API key (shown once)")
+              summary="Create an API key (shown once)",
+              responses={409: {"description": "a key with this name exists (a retry of a create whose answer "
+                                              "was lost: revoke the name, then create it again)"}})
     async def create_key(body: ApiKeyIn, principal: Admin) -> dict[str, Any]:
-        key = await auth.create(body.name, body.role)
-        log.info("API key created", extra={"name": body.name, "role": body.role, "by": principal.name})
+        try:
+            key = await auth.create(body.name, body.role)
+        except NameTaken:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"an API key named {body.name!r} exists; revoke it "
+                                                          "first or choose another name") from None
+        log.info("API key created", extra={"key_name": body.name, "role": body.role, "by": principal.name})
         return {"name": body.name, "role": body.role, "key": key}
+
+    @app.get("/api/v1/apikeys", response_model=ApiKeyList, tags=["apikeys"],
+             summary="The stored API keys: names, roles, when created and last used (never the keys)")
+    async def list_keys(_: Admin) -> dict[str, Any]:
+        return {"apikeys": await auth.list_keys()}
 
     @app.delete("/api/v1/apikeys/{name}", status_code=204, tags=["apikeys"], summary="Revoke an API key",
                 responses={404: {"description": "no key with that name"}})

@@ -55,6 +55,7 @@ class OrchestratorRuntime:
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
+        await self.auth.ensure_indexes()
         if self.producer is not None:
             await self.producer.start()
         if self.consumer is not None:

@@ -209,13 +209,28 @@ async def test_policies_are_created_listed_and_deleted_by_admins(api: Any) -> No
     assert (await client.get(f"/api/v1/policies/{policy['id']}", headers=ADMIN)).status_code == 404
 
 
-async def test_api_keys_are_created_by_admins_and_revoked(api: Any) -> None:
+async def test_api_keys_are_created_by_admins_listed_and_revoked(api: Any) -> None:
     client, _ = api
-    operator = await _key(client, "operator")
+    operator = await _key(client, "operator")  # 201 with the secret: the create logs at INFO without a crash
     assert (await client.post("/api/v1/apikeys", json={"name": "x", "role": "admin"},
                               headers=operator)).status_code == 403
+    # A retry of a create whose answer was lost does not store a second key under the name.
+    again = await client.post("/api/v1/apikeys", json={"name": "operator-key", "role": "operator"}, headers=ADMIN)
+    assert again.status_code == 409 and "revoke it first" in again.text
+    assert (await client.get("/api/v1/tasks", headers=operator)).status_code == 200  # a use, noted
+
+    listed = await client.get("/api/v1/apikeys", headers=ADMIN)
+    assert listed.status_code == 200
+    (entry,) = listed.json()["apikeys"]
+    assert (entry["name"], entry["role"]) == ("operator-key", "operator")
+    assert entry["created_at"] and entry["last_used_at"]
+    assert set(entry) == {"name", "role", "created_at", "last_used_at"}  # never the key or its hash
+    assert operator["X-API-Key"] not in listed.text
+    assert (await client.get("/api/v1/apikeys", headers=operator)).status_code == 403
+
     assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 204
     assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 404
+    assert (await client.get("/api/v1/apikeys", headers=ADMIN)).json() == {"apikeys": []}
 
 
 async def test_the_api_is_documented(api: Any) -> None:
