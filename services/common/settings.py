@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # The host of the URLs derived from port settings: every process of `acs up` runs on this machine.
 LOCAL_HOST = "127.0.0.1"
 
