@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(5, ge=1)
     task_retry_base_seconds: float = Field(60.0, gt=0)
     task_retry_max_seconds: float = Field(3600.0, gt=0)
+    # Bulk jobs: devices per page of a job's selection, and how long an orchestrator instance
+    # holds a job without renewing it (another instance takes the job over after that).
+    job_page_size: int = Field(500, ge=1, le=1000)
+    job_lease_seconds: float = Field(30.0, gt=0)
 
     # --- fileserver -----------------------------------------------------------------------------
     # Lifetime of the credentials minted for one Download (the CPE may start it late).

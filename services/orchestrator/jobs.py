@@ -64,6 +64,11 @@ class JobConfig:
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 300.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobConfig:
+        return cls(page_size=settings.job_page_size, lease_seconds=settings.job_lease_seconds,
+                   claim_interval=min(5.0, settings.job_lease_seconds / 2))
+
 
 def job_task_id(job_id: str, device_id: str) -> str:
     """The id of a job's task for a device: the same on every run of the page that creates it."""

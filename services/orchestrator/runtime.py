@@ -51,7 +51,8 @@ class OrchestratorRuntime:
         self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies)
         self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
         # Bulk jobs: stored, leased and resumed by any instance (services/orchestrator/jobs.py).
-        self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester, config=job_config,
+        self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester,
+                              config=job_config or JobConfig.from_settings(settings),
                               max_attempts=self.engine.config.max_attempts)
         self.sweep_interval = sweep_interval
         self._sweeper: asyncio.Task[None] | None = None
