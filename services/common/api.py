@@ -112,27 +112,28 @@ def _allowed_query(route: APIRoute) -> frozenset[str]:
     return cached
 
 
-def add_docs(app: FastAPI, openapi_url: str, title: str) -> None:
-    """Swagger UI at /docs and ReDoc at /redoc, both with their assets served from here."""
-    app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
+def add_docs(app: FastAPI, openapi_url: str, title: str, prefix: str = "") -> None:
+    """Swagger UI at <prefix>/docs and ReDoc at <prefix>/redoc, with their assets served from here."""
+    assets = prefix + ASSETS_URL
+    app.mount(assets, StaticFiles(directory=ASSETS_DIR), name=f"docs-assets{prefix}")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get(f"{prefix}/docs", include_in_schema=False)
     async def swagger(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
             openapi_url=root + openapi_url, title=f"{title}: API", oauth2_redirect_url=None,
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{assets}/favicon.png",
             # The validator badge would send the document to a public validator.
             swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True})
 
-    @app.get("/redoc", include_in_schema=False)
+    @app.get(f"{prefix}/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(openapi_url=root + openapi_url, title=f"{title}: API",
-                              redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png", with_google_fonts=False)
+                              redoc_js_url=f"{root}{assets}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{assets}/favicon.png", with_google_fonts=False)
 
 
 def _document(app: FastAPI) -> None:

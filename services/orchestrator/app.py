@@ -50,6 +50,7 @@ from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError
 from services.orchestrator.tasks import Task, TaskStatus
+from services.router.app import add_api_document
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                      description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
                                  "See docs/orchestrator.md.")
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "kafka": runtime.kafka_ready})
+    # The whole API's document and docs page under /api/v1: in Kubernetes, where no router runs,
+    # the Ingress sends /api/v1/openapi.json, /api/v1/docs and /api/v1/redoc here.
+    add_api_document(app, settings, runtime.http)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -5,8 +5,10 @@ order of ``ROUTES`` (first match wins), and streams bodies both ways so a firmwa
 hundreds of MB passes through without being held in memory.
 
 It also serves the one API document: ``/api/v1/openapi.json`` merges the services' own
-documents (services.router.openapi), and ``/docs`` (Swagger UI) and ``/redoc`` show it with
-assets served from here. In Kubernetes the Ingress sends those three paths to this router.
+documents (services.router.openapi), shown by ``/api/v1/docs`` (Swagger UI) and ``/api/v1/redoc``
+with assets served from here (``/docs`` and ``/redoc`` too, as on every service). Kubernetes has
+no router: its Ingress sends those paths to the orchestrator, which serves the same document
+(``add_api_document``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from services.common.api import any_query, create_api
+from services.common.api import add_docs, any_query, create_api
 from services.common.errors import problem
 from services.common.service import add_health_routes
 from services.common.settings import Settings
@@ -54,6 +56,36 @@ def upstream_for(path: str, settings: Settings) -> str | None:
     return None
 
 
+def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient) -> None:
+    """The merged API document at /api/v1/openapi.json and its pages at /api/v1/docs and /api/v1/redoc."""
+    cache: dict[str, Any] = {"at": -OPENAPI_CACHE_SECONDS, "document": None}
+    lock = asyncio.Lock()
+
+    def routed_there(path: str, service: str) -> bool:
+        return upstream_for(path, settings) == str(getattr(settings, UPSTREAMS[service])).rstrip("/")
+
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        """The services' documents merged into one; 503 while any of them does not answer."""
+        async with lock:
+            if cache["document"] is None or time.monotonic() - cache["at"] > OPENAPI_CACHE_SECONDS:
+                documents: dict[str, dict[str, Any]] = {}
+                for service, setting in UPSTREAMS.items():
+                    url = f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json"
+                    try:
+                        response = await client.get(url, timeout=5.0)
+                        response.raise_for_status()
+                        documents[service] = response.json()
+                    except (httpx.HTTPError, ValueError) as exc:
+                        return problem(503, f"the {service} did not give its API document "
+                                            f"({type(exc).__name__}); try again", request=request,
+                                       headers={"Retry-After": "5"})
+                cache.update(at=time.monotonic(), document=merge_documents(documents, routed_there))
+        return JSONResponse(cache["document"])
+
+    add_docs(app, OPENAPI_PATH, "ACS northbound API", prefix="/api/v1")
+
+
 def create_app(settings: Settings) -> FastAPI:
     client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100))
@@ -74,29 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         return True
 
     add_health_routes(app, {"upstreams": upstreams_answer})
-    cache: dict[str, Any] = {"at": -OPENAPI_CACHE_SECONDS, "document": None}
-    lock = asyncio.Lock()
-
-    @app.get(OPENAPI_PATH, include_in_schema=False)
-    async def openapi(request: Request) -> Response:
-        """The services' documents merged into one; 503 while any of them does not answer."""
-        async with lock:
-            if cache["document"] is None or time.monotonic() - cache["at"] > OPENAPI_CACHE_SECONDS:
-                documents: dict[str, dict[str, Any]] = {}
-                for service, setting in UPSTREAMS.items():
-                    try:
-                        response = await client.get(f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json",
-                                                    timeout=5.0)
-                        response.raise_for_status()
-                        documents[service] = response.json()
-                    except (httpx.HTTPError, ValueError) as exc:
-                        return problem(503, f"the {service} did not give its API document "
-                                            f"({type(exc).__name__}); try again", request=request,
-                                       headers={"Retry-After": "5"})
-                cache.update(at=time.monotonic(), document=merge_documents(
-                    documents, lambda path, service: upstream_for(path, settings) == str(
-                        getattr(settings, UPSTREAMS[service])).rstrip("/")))
-        return JSONResponse(cache["document"])
+    add_api_document(app, settings, client)
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
                    include_in_schema=False)

@@ -137,6 +137,14 @@ async def test_the_router_serves_one_merged_api_document(stack: Stack) -> None:
 
 async def test_docs_pages_load_every_asset_from_the_service_itself(stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=30) as client:
+        # The whole API's pages: the router's in compose, the orchestrator's behind a Kubernetes Ingress.
+        for base in (stack.urls["router"], stack.urls["orchestrator"]):
+            assert (await client.get(f"{base}/api/v1/openapi.json")).json()["paths"].keys() >= {
+                "/api/v1/tasks", "/api/v1/devices", "/api/v1/files"}
+            page = (await client.get(f"{base}/api/v1/docs")).text
+            assert "url: '/api/v1/openapi.json'" in page and not re.search(r"https?://", page)
+            assert (await client.get(f"{base}/api/v1/docs/assets/swagger-ui-bundle.js")).status_code == 200
+            assert (await client.get(f"{base}/api/v1/redoc")).status_code == 200
         for name, base in stack.urls.items():
             for page in ("/docs", "/redoc"):
                 html = (await client.get(f"{base}{page}")).text
