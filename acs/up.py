@@ -188,6 +188,7 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
         f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
+        f"  API docs (all services)       http://{host}:{settings.api_port}/api/v1/docs",
         f"  CPE file downloads            {settings.files_public_url}/download/",
         f"  orchestrator                  http://{host}:{settings.orchestrator_port}/docs",
         f"  inventory                     http://{host}:{settings.inventory_port}/docs",

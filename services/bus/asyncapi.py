@@ -23,9 +23,25 @@ from services.bus.events import (
     SessionPlan,
 )
 
+# Where the topics are. The services read the address from ACS_KAFKA_BOOTSTRAP and connect in
+# PLAINTEXT: no SASL, no TLS, so the document names no security scheme, and says so.
+SERVERS = {
+    "kafka": {
+        "host": "{bootstrap}",
+        "protocol": "kafka",
+        "description": "The deployment's Kafka cluster: the host:port list in ACS_KAFKA_BOOTSTRAP (docker-compose: "
+                       "kafka:9092; acs up: a local broker on 127.0.0.1). The ACS connects without "
+                       "authentication or TLS (PLAINTEXT), so keep the brokers on a private network; subscribers "
+                       "connect the same way, or as the cluster's own listeners demand.",
+        "variables": {"bootstrap": {"default": "127.0.0.1:9092", "description": "ACS_KAFKA_BOOTSTRAP"}},
+        "security": [],
+    },
+}
+
 CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
     (TOPIC_DEVICE_EVENTS, "DeviceEvent", "Public. Facts about devices for other systems: registration, boots, "
-     "informs, value changes with old and new values, silence, task outcomes, firmware upgrades. Key: device id.",
+     "informs, value changes with old and new values, silence, task outcomes (succeeded, failed, cancelled, "
+     "expired), CPE faults, firmware upgrades. Key: device id.",
      TypeAdapter(DeviceEvent), "inventory, orchestrator"),
     (TOPIC_FILE_EVENTS, "FileEvent", "CPE file downloads and uploads, completed or failed. Key: file name.",
      FILE_EVENT_ADAPTER, "fileserver"),
@@ -48,6 +64,7 @@ def build_asyncapi() -> dict[str, Any]:
         channel_id = topic.replace(".", "_")
         channels[channel_id] = {
             "address": topic,
+            "servers": [{"$ref": "#/servers/kafka"}],
             "description": f"{description} Retention: {TOPIC_RETENTION_MS[topic] // 3_600_000} h.",
             "messages": {message: {"$ref": f"#/components/messages/{message}"}},
         }
@@ -65,6 +82,7 @@ def build_asyncapi() -> dict[str, Any]:
                                 "event_id (deduplicate on it: delivery is at least once) and time. Topic names "
                                 "may carry the deployment's ACS_KAFKA_TOPIC_PREFIX."},
         "defaultContentType": "application/json",
+        "servers": SERVERS,
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": dict(sorted(schemas.items()))},

@@ -236,13 +236,17 @@ class DeviceEvent(Contract):
     kind: ``registered`` (first contact), ``booted`` (1 BOOT), ``bootstrapped`` (0 BOOTSTRAP),
     ``informed`` (any Inform), ``value_changed`` (changes lists old and new values of the
     parameters that really changed), ``went_silent`` (no Inform for the configured multiple of its
-    periodic interval), ``task_succeeded`` / ``task_failed`` (details: task id, name, fault),
-    ``firmware_upgraded`` (details: from/to software version), ``fault_raised``.
+    periodic interval), ``task_succeeded`` / ``task_failed`` / ``task_cancelled`` /
+    ``task_expired`` (a task ended; details: task id, name, origin, job id, reason, last fault),
+    ``firmware_upgraded`` (details: from/to software version), ``fault_raised`` (the CPE answered
+    an RPC with a fault; details: code, string, method, task id, and the per-parameter faults of a
+    SetParameterValues). Subscribers should ignore kinds they do not know: new ones may be added.
     """
 
     type: Literal["device_event"] = "device_event"
     kind: Literal["registered", "booted", "bootstrapped", "informed", "value_changed", "went_silent",
-                  "task_succeeded", "task_failed", "firmware_upgraded", "fault_raised"]
+                  "task_succeeded", "task_failed", "task_cancelled", "task_expired", "firmware_upgraded",
+                  "fault_raised"]
     device_id: str
     changes: list[ValueChange] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)

@@ -4,24 +4,37 @@ A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Only i
 stored (collection ``api_keys``), so a database dump reveals no usable key. Keys are random
 32-byte tokens, so a fast hash is enough (no password stretching needed). Roles are ordered:
 ``read-only`` < ``operator`` < ``admin``. The bootstrap admin key comes from ACS_ADMIN_API_KEY.
+
+Names are unique (an index): creating a key under a name that exists is refused
+(:class:`NameTaken`), so a client retrying a create whose answer it lost cannot store a second
+key silently; it lists the keys, revokes the name and creates it again. ``last_used_at`` is
+written when a service looks a key up in MongoDB, which it does at most once per
+``KEY_CACHE_SECONDS`` per key: it is exact to that much.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from fastapi import HTTPException, Request, status
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, OperationFailure
+
+log = logging.getLogger(__name__)
 
 Role = Literal["read-only", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"read-only": 0, "operator": 1, "admin": 2}
 KEY_CACHE_SECONDS = 30.0
+COLLECTION = "api_keys"
 
 
 def hash_key(key: str) -> str:
@@ -38,6 +51,10 @@ class Principal:
     role: Role
 
 
+class NameTaken(Exception):
+    """An API key with this name exists already."""
+
+
 class ApiKeyAuth:
     """Looks keys up (with a short cache, so a busy API does not query MongoDB per request)."""
 
@@ -46,18 +63,42 @@ class ApiKeyAuth:
         self.admin_hash = hash_key(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
+    async def ensure_indexes(self) -> None:
+        if self.db is None:
+            return
+        try:
+            await self.db[COLLECTION].create_index([("name", ASCENDING)], unique=True)
+        except OperationFailure as exc:
+            # Duplicates stored before names were unique: keep serving, and say how to clean up.
+            log.warning("API key names are not unique yet; revoke the duplicated names",
+                        extra={"error": str(exc.details.get("errmsg") if exc.details else exc)})
+
     async def create(self, name: str, role: Role) -> str:
         if self.db is None:
             raise RuntimeError("API keys need a database")
         key = new_key()
-        await self.db["api_keys"].insert_one({"_id": hash_key(key), "name": name, "role": role,
-                                              "created_at": time.time()})
+        if await self.db[COLLECTION].find_one({"name": name}, {"_id": 1}) is not None:
+            raise NameTaken(name)  # also without the unique index (see ensure_indexes)
+        try:
+            await self.db[COLLECTION].insert_one({"_id": hash_key(key), "name": name, "role": role,
+                                                  "created_at": datetime.now(UTC), "last_used_at": None})
+        except DuplicateKeyError:
+            raise NameTaken(name) from None
         return key
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """Name, role, created and last used of every stored key; never the hash."""
+        if self.db is None:
+            return []
+        found = self.db[COLLECTION].find({}, {"_id": 0, "name": 1, "role": 1, "created_at": 1,
+                                               "last_used_at": 1}).sort("name", ASCENDING)
+        return [{"name": d["name"], "role": d["role"], "created_at": _when(d.get("created_at")),
+                 "last_used_at": _when(d.get("last_used_at"))} async for d in found]
 
     async def revoke(self, name: str) -> bool:
         if self.db is None:
             return False
-        result = await self.db["api_keys"].delete_many({"name": name})
+        result = await self.db[COLLECTION].delete_many({"name": name})
         self._cache.clear()
         return result.deleted_count > 0
 
@@ -70,7 +111,10 @@ class ApiKeyAuth:
             return cached[1]
         principal = None
         if self.db is not None:
-            found = await self.db["api_keys"].find_one({"_id": digest})
+            # Looking it up and noting its use is one round trip.
+            found = await self.db[COLLECTION].find_one_and_update(
+                {"_id": digest}, {"$set": {"last_used_at": datetime.now(UTC)}},
+                projection={"name": 1, "role": 1}, return_document=ReturnDocument.AFTER)
             if found:
                 principal = Principal(found["name"], found["role"])
         if len(self._cache) > 10_000:
@@ -95,6 +139,15 @@ class ApiKeyAuth:
             return principal
 
         return dependency
+
+
+def _when(value: Any) -> datetime | None:
+    """Stored times as aware datetimes (keys created before were stored as epoch seconds)."""
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
 
 
 def _key_from(request: Request) -> str | None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The host of the URLs derived from port settings: every process of `acs up` runs on this machine.
+LOCAL_HOST = "127.0.0.1"
 
 
 class Settings(BaseSettings):
@@ -43,11 +46,13 @@ class Settings(BaseSettings):
     inventory_port: int = 7561
     fileserver_port: int = 7562
     downloads_port: int = 7567
-    inventory_url: str = "http://127.0.0.1:7561"
-    orchestrator_url: str = "http://127.0.0.1:7560"
-    fileserver_url: str = "http://127.0.0.1:7562"
-    # Base URL that CPEs use to fetch files (put in Download RPCs).
-    files_public_url: str = "http://127.0.0.1:7567"
+    # Where the services reach each other, and the base URL that CPEs fetch files from (put in
+    # Download RPCs). Unset, each is http://127.0.0.1:<its port setting>, so that moving a port
+    # moves the URLs that point at it; set them where the services are on other hosts.
+    inventory_url: str = ""
+    orchestrator_url: str = ""
+    fileserver_url: str = ""
+    files_public_url: str = ""
 
     # --- security -------------------------------------------------------------------------------
     # HMAC key shared by the instances of a deployment: Digest nonces, minted download credentials.
@@ -90,6 +95,10 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(5, ge=1)
     task_retry_base_seconds: float = Field(60.0, gt=0)
     task_retry_max_seconds: float = Field(3600.0, gt=0)
+    # Bulk jobs: devices per page of a job's selection, and how long an orchestrator instance
+    # holds a job without renewing it (another instance takes the job over after that).
+    job_page_size: int = Field(500, ge=1, le=1000)
+    job_lease_seconds: float = Field(30.0, gt=0)
 
     # --- fileserver -----------------------------------------------------------------------------
     # Lifetime of the credentials minted for one Download (the CPE may start it late).
@@ -105,6 +114,14 @@ class Settings(BaseSettings):
     startup_wait: float = Field(30.0, ge=0)
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _urls_follow_ports(self) -> Settings:
+        for url, port in (("inventory_url", self.inventory_port), ("orchestrator_url", self.orchestrator_port),
+                          ("fileserver_url", self.fileserver_port), ("files_public_url", self.downloads_port)):
+            if not getattr(self, url):
+                setattr(self, url, f"http://{LOCAL_HOST}:{port}")
+        return self
 
 
 @lru_cache(maxsize=1)

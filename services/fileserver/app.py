@@ -29,7 +29,9 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.requests import ClientDisconnect
 
+from services.common.api import create_api
 from services.common.apikeys import Principal
+from services.common.errors import problem
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.catalog import (
     FileMetadata,
@@ -91,7 +93,7 @@ def _metadata(request: Request) -> FileMetadata:
     try:
         return FileMetadata.model_validate(values)
     except ValidationError as exc:
-        problems = [{"field": ".".join(map(str, e["loc"])) or "metadata", "message": e["msg"]}
+        problems = [{"location": ".".join(["metadata", *map(str, e["loc"])]), "message": e["msg"]}
                     for e in exc.errors()]
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problems) from None
 
@@ -104,21 +106,19 @@ def content_disposition(name: str) -> str:
 
 
 def create_app(runtime: FileServerRuntime) -> FastAPI:
-    app = FastAPI(title="ACS fileserver", version="1", description=__doc__)
+    app = create_api(title="ACS fileserver", description=__doc__ or "")
     reader = Depends(runtime.auth.require("read-only"))
     operator = Depends(runtime.auth.require("operator"))
 
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(request: Request, exc: StorageUnavailable) -> Response:
         log.warning("S3 unavailable: %s", exc)
-        return JSONResponse({"detail": "file storage unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "10"})
+        return problem(503, "file storage unavailable, retry later", request=request, headers={"Retry-After": "10"})
 
     @app.exception_handler(PyMongoError)
     async def database_unavailable(request: Request, exc: PyMongoError) -> Response:
         log.warning("MongoDB unavailable: %s", type(exc).__name__)
-        return JSONResponse({"detail": "database unavailable, retry later"}, status_code=503,
-                            headers={"Retry-After": "10"})
+        return problem(503, "database unavailable, retry later", request=request, headers={"Retry-After": "10"})
 
     @app.put(
         API + "/" + NAME, status_code=201, response_model=FileInfo,

@@ -24,7 +24,6 @@ from typing import Annotated, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,7 +31,9 @@ from pymongo.errors import ExecutionTimeout
 
 from services.bus.events import TOPIC_INBOUND, DeviceDeleted, encode
 from services.bus.kafka import topic_name
+from services.common.api import create_api
 from services.common.apikeys import ApiKeyAuth, Principal
+from services.common.errors import problem
 from services.common.service import ReadinessCheck, add_health_routes, mongo_check
 from services.common.settings import Settings
 from services.inventory import credentials, store
@@ -156,20 +157,20 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         if owned:
             await mongo.close()
 
-    app = FastAPI(title="ACS inventory", version="1", lifespan=lifespan,
-                  description="Devices, device queries, tags and per-device CPE credentials.")
+    app = create_api(title="ACS inventory", lifespan=lifespan,
+                     description="Devices, device queries, tags and per-device CPE credentials.")
     add_health_routes(app, {"mongodb": mongo_check(mongo), **(checks or {})})
 
     @app.exception_handler(QueryError)
-    async def bad_query(_: Request, exc: QueryError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_400_BAD_REQUEST)
+    async def bad_query(request: Request, exc: QueryError) -> Response:
+        return problem(status.HTTP_400_BAD_REQUEST, str(exc), request=request)
 
     @app.exception_handler(ExecutionTimeout)
-    async def too_slow(_: Request, __: ExecutionTimeout) -> JSONResponse:
-        return JSONResponse({"detail": f"the query ran longer than {QUERY_TIMEOUT_MS // 1000} s; add a "
-                                       "condition on an indexed field (serial_number, oui, product_class, "
-                                       "software_version, last_inform, first_seen, tags)"},
-                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    async def too_slow(request: Request, __: ExecutionTimeout) -> Response:
+        return problem(status.HTTP_503_SERVICE_UNAVAILABLE,
+                       f"the query ran longer than {QUERY_TIMEOUT_MS // 1000} s; add a condition on an indexed "
+                       "field (serial_number, oui, product_class, software_version, last_inform, first_seen, "
+                       "tags)", request=request)
 
     @app.get("/api/v1/devices", summary="Query devices", dependencies=reader,
              responses={200: {"model": DeviceList},
@@ -309,7 +310,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         if errors:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, {
                 "message": f"{len(errors)} invalid row(s); nothing imported",
-                "errors": [{"row": e.row, "error": e.error} for e in errors[:100]]})
+                "errors": [{"location": f"row {e.row}", "message": e.error} for e in errors[:100]]})
         if not rows:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "no credentials in the body")
         return ImportResult(imported=await credentials.import_rows(db, rows, settings.cpe_realm))

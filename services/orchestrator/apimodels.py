@@ -97,18 +97,29 @@ class JobIn(BaseModel):
     connection_request: bool = Field(False, description="also wake each device (rate-limited)")
 
 
+JobStatus = Literal["resolving", "running", "finished", "failed", "cancelled"]
+
+
 class JobOut(BaseModel):
     id: str
     query: dict[str, Any] | str
     task: PolicyTask
-    status: Literal["resolving", "running", "finished", "failed"] = Field(
-        description="resolving: still paging through the inventory; running: tasks open; "
-                    "finished: every task ended; failed: the device query failed (see reason)")
-    device_count: int
+    status: JobStatus = Field(
+        description="resolving: still paging through the inventory (reason says why when it is waiting "
+                    "for the inventory); running: tasks open; finished: every task ended; failed: the "
+                    "device query failed (see reason); cancelled: stopped by an operator (its open tasks "
+                    "were cancelled)")
+    device_count: int = Field(description="tasks created so far (one per matching device)")
+    pages: int = Field(0, description="pages of the selection worked so far")
     counts: dict[str, int] = Field(description="tasks per status")
     created_at: datetime
     created_by: str | None
     reason: str = ""
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null at the end")
 
 
 class ApiKeyIn(BaseModel):
@@ -122,3 +133,16 @@ class ApiKeyOut(BaseModel):
     name: str
     role: Role
     key: str = Field(description="shown once; only its hash is stored")
+
+
+class ApiKeyInfo(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime | None
+    last_used_at: datetime | None = Field(description="when a service last looked the key up (to within 30 s); "
+                                                      "null if never used")
+
+
+class ApiKeyList(BaseModel):
+    apikeys: list[ApiKeyInfo] = Field(description="in name order; the bootstrap key (ACS_ADMIN_API_KEY) "
+                                                  "is not stored, so not listed")

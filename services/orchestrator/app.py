@@ -1,8 +1,9 @@
 """The orchestrator's northbound API under /api/v1: tasks, bulk jobs, policies, API keys.
 
 Roles: read-only reads; operator creates, cancels and retries tasks and jobs; admin manages
-policies and API keys. A task may be queued for a device never seen yet (pre-provisioning): it
-runs in the device's first session, after bootstrap provisioning.
+policies and API keys. A task for a device the orchestrator has never heard from is refused (404:
+a typo must not wait forever) unless the caller asks to pre-provision it (``?preprovision=true``):
+it then runs in the device's first session, after bootstrap provisioning.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the role aliases (Reader, ...)
@@ -14,22 +15,27 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from services.bus.events import new_id, utcnow
-from services.common.apikeys import Principal
+from services.common.api import create_api
+from services.common.apikeys import NameTaken, Principal
+from services.common.errors import validation_problem
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
-from services.orchestrator import clients, specs
+from services.orchestrator import clients, jobs, specs
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
     ApiKeyIn,
+    ApiKeyList,
     ApiKeyOut,
     ConnectionRequestOut,
     JobIn,
+    JobList,
     JobOut,
+    JobStatus,
     PolicyIn,
     PolicyList,
     PolicyOut,
@@ -37,17 +43,23 @@ from services.orchestrator.apimodels import (
     TaskList,
     TaskOut,
 )
+from services.orchestrator.connreq import ConnectionRequestResult
+from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
 from services.orchestrator.runtime import OrchestratorRuntime
+from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError
 from services.orchestrator.tasks import Task, TaskStatus
+from services.router.app import add_api_document
 
 log = logging.getLogger(__name__)
 
 DeviceId = Annotated[str, Path(min_length=1, max_length=256,
                                description="OUI-ProductClass-SerialNumber, percent-encoded (as in the inventory)")]
 WRITE_ATTEMPTS = 5
-JOB_PAGE_SIZE = 500
+# The longest synchronous wait on a task (?timeout=, in ms): a request held longer than a minute
+# meets proxy timeouts; the task goes on, and GET /api/v1/tasks/{id} tells its end.
+MAX_WAIT_MS = 60_000
 
 
 def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> FastAPI:
@@ -66,16 +78,17 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             if manage_runtime:
                 await runtime.close()
 
-    app = FastAPI(title="ACS orchestrator", version="1", lifespan=lifespan,
-                  description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
-                              "See docs/orchestrator.md.")
+    app = create_api(title="ACS orchestrator", lifespan=lifespan,
+                     description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
+                                 "See docs/orchestrator.md.")
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "kafka": runtime.kafka_ready})
-    _document_api_keys(app)
+    # The whole API's document and docs page under /api/v1: in Kubernetes, where no router runs,
+    # the Ingress sends /api/v1/openapi.json, /api/v1/docs and /api/v1/redoc here.
+    add_api_document(app, settings, runtime.http)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": [_explain(e) for e in exc.errors()]},
-                            status_code=422)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return validation_problem(request, [_explain(e) for e in exc.errors()])
 
     async def resolve(spec: BaseModel) -> tuple[str, dict[str, Any]]:
         """The task's stored args; a download's file is looked up now, so the task is ready to send."""
@@ -98,15 +111,38 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
 
     # --- tasks -----------------------------------------------------------------------------
 
+    async def known_device(device_id: str) -> DeviceState:
+        # The orchestrator's own record: every device that ever informed has one (and a deleted
+        # device has none), so no call to the inventory is needed to tell a typo from a device.
+        device = await store.get_device(device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS; check "
+                                "the id (percent-encoded, and encoded once more in the URL path), or pass "
+                                "?preprovision=true to queue the task for the device's first session")
+        return device
+
     @app.post("/api/v1/devices/{device_id}/tasks", status_code=201, response_model=TaskCreated,
               summary="Queue a task for a device", tags=["tasks"],
-              responses={401: {"description": "missing or unknown API key"},
+              responses={200: {"model": TaskCreated, "description": "?timeout: the task ended in time; "
+                                                                    "the body has its status and result"},
+                         202: {"model": TaskCreated, "description": "?timeout: the task had not ended in time "
+                                                                    "(poll GET /api/v1/tasks/{id})"},
+                         401: {"description": "missing or unknown API key"},
                          403: {"description": "needs the operator role"},
+                         404: {"description": "unknown device (and no ?preprovision=true)"},
                          422: {"description": "invalid task (unknown name, bad arguments, unknown file)"}})
-    async def create_task(principal: Operator, device_id: DeviceId, spec: specs.TaskSpec,
+    async def create_task(principal: Operator, device_id: DeviceId, spec: specs.TaskSpec, response: Response,
                           connection_request: Annotated[bool, Query(
                               description="wake the device now instead of waiting for its next Inform")] = False,
+                          preprovision: Annotated[bool, Query(
+                              description="queue the task for a device that has never informed: it runs in "
+                                          "the device's first session, after bootstrap provisioning")] = False,
+                          wait_ms: Annotated[int | None, Query(
+                              alias="timeout", ge=1, le=MAX_WAIT_MS,
+                              description="wait up to this many milliseconds for the task to end: 200 when it "
+                                          "did, 202 when not")] = None,
                           ) -> dict[str, Any]:
+        device = await store.get_device(device_id) if preprovision else await known_device(device_id)
         name, args = await resolve(spec)
         task = new_task(device_id, name, args, spec, principal)
         await store.insert_tasks([task])
@@ -114,11 +150,21 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                                        "by": principal.name})
         body: dict[str, Any] = task.public()
         if connection_request:
-            result = await runtime.requester.wake(await store.get_device(device_id))
-            body["connection_request"] = ConnectionRequestOut(
-                outcome=result.outcome, transport=result.transport, detail=result.detail,
-                http_status=result.http_status).model_dump()
+            body["connection_request"] = _wake_out(await runtime.requester.wake(device))
+        if wait_ms is not None:
+            ended = await store.wait_for_end(task.id, wait_ms / 1000)
+            current = ended or await store.get_task(task.id) or task
+            body.update(current.public())
+            response.status_code = status.HTTP_200_OK if ended is not None else status.HTTP_202_ACCEPTED
         return body
+
+    @app.post("/api/v1/devices/{device_id}/connection-request", response_model=ConnectionRequestOut,
+              tags=["tasks"], summary="Ask the device to open a session now (a connection request)",
+              description="The outcome says whether the device was reached: ok (HTTP: the CPE accepted), "
+                          "sent (UDP datagrams sent; no reply exists), or why not. Rate-limited per device.",
+              responses={404: {"description": "unknown device"}})
+    async def connection_request(device_id: DeviceId, _: Operator) -> dict[str, Any]:
+        return _wake_out(await runtime.requester.wake(await known_device(device_id)))
 
     @app.get("/api/v1/devices/{device_id}/tasks", response_model=TaskList, tags=["tasks"],
              summary="A device's task history, newest first")
@@ -146,59 +192,76 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
               summary="Cancel a task that has not ended",
               responses={404: {"description": "unknown task"}, 409: {"description": "the task already ended"}})
     async def cancel_task(task_id: str, principal: Operator) -> dict[str, Any]:
-        return await _change(store, task_id, lambda t: T.cancel(t, utcnow(), f"cancelled by {principal.name}"))
+        cancelled = await _change(store, task_id, lambda t: T.cancel(t, utcnow(), f"cancelled by {principal.name}"))
+        await runtime.publisher.device_events([task_event(cancelled)])
+        return cancelled.public()
 
     @app.post("/api/v1/tasks/{task_id}/retry", response_model=TaskOut, tags=["tasks"],
               summary="Queue a failed, cancelled or expired task again, attempts reset",
               responses={404: {"description": "unknown task"}, 409: {"description": "the task is not ended"}})
     async def retry_task(task_id: str, _: Operator) -> dict[str, Any]:
-        return await _change(store, task_id, lambda t: T.retry(t, utcnow()))
+        return (await _change(store, task_id, lambda t: T.retry(t, utcnow()))).public()
 
     # --- bulk jobs -------------------------------------------------------------------------
 
     @app.post("/api/v1/jobs", status_code=202, response_model=JobOut, tags=["jobs"],
               summary="The same task for every device matching an inventory query",
+              description="The job is stored, then worked by the orchestrator's job engine: the selection is "
+                          "paged through the inventory from a stored cursor, one task per device, and any "
+                          "orchestrator instance resumes it after a restart. Poll GET /api/v1/jobs/{id}.",
               responses={422: {"description": "invalid task or query"}, 503: {"description": "inventory down"}})
     async def create_job(body: JobIn, request: Request, principal: Operator) -> dict[str, Any]:
         name, args = await resolve(body.task)
-        # The inventory sees the caller's own key, so a job cannot select what its author cannot read.
-        key = _key_of(request) or settings.admin_api_key
-        job_id = new_id()
-        pages = clients.device_pages(runtime.http, settings, body.query, key, JOB_PAGE_SIZE)
+        # The query is tried now with the caller's own key, so a bad query or a key the inventory
+        # refuses is this request's error; the engine pages with the service key (ACS_ADMIN_API_KEY).
         try:
-            first = await anext(pages, [])
+            await clients.device_page(runtime.http, settings, body.query, _key_of(request) or settings.admin_api_key,
+                                      None, page_size=1)
         except clients.UpstreamError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        job = {"_id": job_id, "query": body.query, "task": {"name": name, "args": args}, "status": "resolving",
-               "device_count": 0, "created_at": utcnow(), "created_by": principal.name, "reason": "",
-               "connection_request": body.connection_request}
+        now = utcnow()
+        job = {"_id": new_id(), "kind": "job", "query": body.query, "task": {"name": name, "args": args},
+               "task_expires_at": body.task.expiry(now), "max_attempts": runtime.engine.config.max_attempts,
+               "connection_request": body.connection_request, "status": "resolving", "work": jobs.PAGE,
+               "cursor": None, "pages": 0, "lease_owner": None, "lease_until": None, "created_at": now,
+               "created_by": principal.name, "reason": ""}
         await store.insert_job(job)
+        runtime.jobs.wake()
+        log.info("job created", extra={"job_id": job["_id"], "task": name, "by": principal.name})
+        return (await _job_views(store, [job]))[0]
 
-        async def add(device_ids: list[str]) -> None:
-            batch = [new_task(d, name, args, body.task, principal, origin=f"job:{job_id}", job_id=job_id)
-                     for d in device_ids]
-            await store.insert_tasks(batch)
-            await store.update_job(job_id, {}, add_devices=len(batch))
-            if body.connection_request:
-                for device_id in device_ids:
-                    await runtime.requester.wake(await store.get_device(device_id))
-
-        async def rest() -> None:
-            try:
-                async for page in pages:
-                    await add(page)
-                await store.update_job(job_id, {"status": "running"})
-            except clients.UpstreamError as exc:
-                await store.update_job(job_id, {"status": "failed", "reason": exc.message})
-
-        await add(first)
-        runtime.spawn(rest())
-        return await _job_view(store, job_id)
+    @app.get("/api/v1/jobs", response_model=JobList, tags=["jobs"], summary="Jobs, newest first")
+    async def list_jobs(_: Reader, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+                        limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> dict[str, Any]:
+        try:
+            found, next_cursor = await store.list_jobs(status=status_, limit=limit, cursor=cursor)
+        except CursorError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        return {"jobs": await _job_views(store, found), "next_cursor": next_cursor}
 
     @app.get("/api/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="A job and its progress",
              responses={404: {"description": "unknown job"}})
     async def get_job(job_id: str, _: Reader) -> dict[str, Any]:
-        return await _job_view(store, job_id)
+        return (await _job_views(store, [await _job_or_404(store, job_id)]))[0]
+
+    @app.post("/api/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"],
+              summary="Stop a job: no more tasks are created, and its open tasks are cancelled",
+              responses={404: {"description": "unknown job"}, 409: {"description": "the job already ended"}})
+    async def cancel_job(job_id: str, principal: Operator) -> dict[str, Any]:
+        job = await _job_or_404(store, job_id)
+        view = (await _job_views(store, [job]))[0]
+        if view["status"] not in ("resolving", "running"):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"the job is {view['status']} already")
+        reason = jobs.cancel_reason(principal.name)
+        # Stored first: the engine stops paging at its next write and sweeps what it added since.
+        if not await store.update_job(job_id, {"status": "cancelled", "reason": reason, "work": jobs.SWEEP,
+                                               "cancelled_at": utcnow()},
+                                      expect={"status": {"$in": ["resolving", "running", "finished"]}}):
+            raise HTTPException(status.HTTP_409_CONFLICT, "the job changed meanwhile; read it and try again")
+        await jobs.cancel_open_tasks(store, runtime.publisher, job_id, reason)
+        runtime.jobs.wake()
+        log.info("job cancelled", extra={"job_id": job_id, "by": principal.name})
+        return (await _job_views(store, [await _job_or_404(store, job_id)]))[0]
 
     # --- policies --------------------------------------------------------------------------
 
@@ -239,11 +302,22 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     # --- API keys --------------------------------------------------------------------------
 
     @app.post("/api/v1/apikeys", status_code=201, response_model=ApiKeyOut, tags=["apikeys"],
-              summary="Create an API key (shown once)")
+              summary="Create an API key (shown once)",
+              responses={409: {"description": "a key with this name exists (a retry of a create whose answer "
+                                              "was lost: revoke the name, then create it again)"}})
     async def create_key(body: ApiKeyIn, principal: Admin) -> dict[str, Any]:
-        key = await auth.create(body.name, body.role)
-        log.info("API key created", extra={"name": body.name, "role": body.role, "by": principal.name})
+        try:
+            key = await auth.create(body.name, body.role)
+        except NameTaken:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"an API key named {body.name!r} exists; revoke it "
+                                                          "first or choose another name") from None
+        log.info("API key created", extra={"key_name": body.name, "role": body.role, "by": principal.name})
         return {"name": body.name, "role": body.role, "key": key}
+
+    @app.get("/api/v1/apikeys", response_model=ApiKeyList, tags=["apikeys"],
+             summary="The stored API keys: names, roles, when created and last used (never the keys)")
+    async def list_keys(_: Admin) -> dict[str, Any]:
+        return {"apikeys": await auth.list_keys()}
 
     @app.delete("/api/v1/apikeys/{name}", status_code=204, tags=["apikeys"], summary="Revoke an API key",
                 responses={404: {"description": "no key with that name"}})
@@ -273,7 +347,7 @@ async def _task_or_404(store: Any, task_id: str) -> Task:
     return task
 
 
-async def _change(store: Any, task_id: str, change: Any) -> dict[str, Any]:
+async def _change(store: Any, task_id: str, change: Any) -> Task:
     """Apply a state change, conditional on the task not having moved meanwhile (retried if it did)."""
     for _ in range(WRITE_ATTEMPTS):
         task = await _task_or_404(store, task_id)
@@ -283,39 +357,37 @@ async def _change(store: Any, task_id: str, change: Any) -> dict[str, Any]:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         saved = await store.save_task(changed)
         if saved is not None:
-            return saved.public()
+            return saved
     raise HTTPException(status.HTTP_409_CONFLICT, "the task keeps changing; try again")
 
 
-async def _job_view(store: Any, job_id: str) -> dict[str, Any]:
+async def _job_or_404(store: Any, job_id: str) -> dict[str, Any]:
     job = await store.get_job(job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
-    counts = await store.job_counts(job_id)
-    state = job["status"]
-    if state == "running" and not any(counts[s.value] for s in T.OPEN):
-        state = "finished"
-    return {"id": job["_id"], "query": job["query"], "task": job["task"], "status": state,
-            "device_count": job.get("device_count", 0), "counts": counts, "created_at": job["created_at"],
-            "created_by": job.get("created_by"), "reason": job.get("reason", "")}
+    return job
 
 
-def _document_api_keys(app: FastAPI) -> None:
-    """Name the API-key schemes in the OpenAPI document (the check itself is a plain dependency)."""
-    build = app.openapi
+async def _job_views(store: Any, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs as the API shows them, their progress counted from their tasks."""
+    counts = await store.job_counts_many([job["_id"] for job in found])
+    views = []
+    for job in found:
+        tally = counts[job["_id"]]
+        state = job["status"]
+        if state in ("running", "finished"):
+            # A finished job whose task an operator retried runs again.
+            state = "running" if any(tally[s.value] for s in T.OPEN) else "finished"
+        views.append({"id": job["_id"], "query": job["query"], "task": job["task"], "status": state,
+                      "device_count": sum(tally.values()), "pages": job.get("pages", 0), "counts": tally,
+                      "created_at": job["created_at"], "created_by": job.get("created_by"),
+                      "reason": job.get("reason", "")})
+    return views
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            schema["security"] = [{"bearer": []}, {"apiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def _wake_out(result: ConnectionRequestResult) -> dict[str, Any]:
+    return ConnectionRequestOut(outcome=result.outcome, transport=result.transport, detail=result.detail,
+                                http_status=result.http_status).model_dump()
 
 
 def _key_of(request: Request) -> str | None:
@@ -326,8 +398,8 @@ def _key_of(request: Request) -> str | None:
 
 
 def _explain(error: dict[str, Any]) -> dict[str, Any]:
-    """Validation errors as FastAPI shapes them, with a plainer message for an unknown task name."""
-    out = {k: v for k, v in error.items() if k in ("type", "loc", "msg")}
+    """A validation error with a plainer message for an unknown or missing task name."""
+    out = dict(error)
     ctx = error.get("ctx") or {}
     if error.get("type") == "union_tag_invalid":
         out["msg"] = f"unknown task name {ctx.get('tag')!r}; expected one of: {', '.join(specs.TASK_NAMES)}"

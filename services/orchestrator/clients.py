@@ -1,7 +1,7 @@
 """The orchestrator's calls to its sibling services, one small function each.
 
 - fileserver: what a file is (size, type, version) before a Download is queued;
-- inventory: device ids matching a query (bulk jobs) and a device's tags (policies).
+- inventory: a page of device ids matching a query (bulk jobs) and a device's tags (policies).
 
 Errors come back as :class:`UpstreamError` with a message an API caller can act on, and the HTTP
 status the orchestrator's own API should answer with.
@@ -10,7 +10,6 @@ status the orchestrator's own API should answer with.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -71,31 +70,27 @@ async def device_tags(client: httpx.AsyncClient, settings: Settings, device_id: 
     return frozenset(response.json().get("tags") or [])
 
 
-async def device_pages(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
-                       api_key: str | None, page_size: int = 500) -> AsyncIterator[list[str]]:
-    """Device ids matching an inventory query, a page at a time (``GET /api/v1/devices?q=``)."""
+async def device_page(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
+                      api_key: str | None, cursor: str | None, page_size: int = 500) -> tuple[list[str], str | None]:
+    """One page of device ids matching an inventory query (``GET /api/v1/devices?q=``), and the
+    cursor of the next page (None after the last)."""
     url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices"
-    q = query if isinstance(query, str) else json.dumps(query)
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"q": q, "fields": "id", "limit": page_size}
-        if cursor:
-            params["cursor"] = cursor
-        try:
-            response = await client.get(url, params=params, headers=_headers(api_key), timeout=30.0)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
-        if response.status_code == 400:
-            raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
-        if response.status_code in (401, 403):
-            raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
-        if response.status_code != 200:
-            raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
-        body = response.json()
-        yield [str(d["id"]) for d in body.get("devices", []) if "id" in d]
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return
+    params: dict[str, Any] = {"q": query if isinstance(query, str) else json.dumps(query), "fields": "id",
+                              "limit": page_size}
+    if cursor:
+        params["cursor"] = cursor
+    try:
+        response = await client.get(url, params=params, headers=_headers(api_key), timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+    if response.status_code == 400:
+        raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
+    if response.status_code in (401, 403):
+        raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
+    if response.status_code != 200:
+        raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
+    body = response.json()
+    return [str(d["id"]) for d in body.get("devices", []) if "id" in d], body.get("next_cursor") or None
 
 
 def _detail(response: httpx.Response) -> str:

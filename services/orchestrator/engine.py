@@ -199,7 +199,12 @@ class Engine:
         if isinstance(event, RpcResponseReceived):
             decision = planner.on_response(event, view.session, device, view.tasks, self.env(), self.config)
         else:
+            # Read before the planner marks the RPC answered: a redelivered fault is announced once.
+            ref = view.session.rpcs.get(event.rpc_id)
+            fresh = ref is not None and not ref.answered
             decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config)
+            if fresh and ref is not None:
+                decision.events.insert(0, fault_raised(event, ref.task_id))
         await self._commit(decision, view.session.reply_to, event.type)
 
     async def on_session_ended(self, event: SessionEnded) -> None:
@@ -308,6 +313,15 @@ class Engine:
         log.debug("plan published", extra={"device_id": plan.device_id, "session_id": plan.session_id,
                                            "rpcs": [rpcs.redacted(p.rpc)["method"] for p in plan.rpcs],
                                            "more": plan.more})
+
+
+def fault_raised(event: RpcFaultReceived, task_id: str) -> DeviceEvent:
+    """The CPE answered an RPC with a fault: what a subscriber needs to act on it."""
+    details: dict[str, object] = {"code": event.fault_code, "string": event.fault_string, "method": event.method,
+                                  "task_id": task_id, "session_id": event.session_id}
+    if event.parameter_faults:
+        details["parameter_faults"] = [pf.model_dump() for pf in event.parameter_faults]
+    return DeviceEvent(kind="fault_raised", device_id=event.device_id, details=details)
 
 
 async def _nothing() -> None:

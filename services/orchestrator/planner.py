@@ -105,7 +105,8 @@ class _Work:
         details["reason"] = task.reason
         if task.faults:
             details["fault"] = {"code": task.faults[-1].code, "string": task.faults[-1].string}
-        self.events.append(DeviceEvent(kind="task_failed", device_id=task.device_id, details=details))
+        kind = {S.CANCELLED: "task_cancelled", S.EXPIRED: "task_expired"}.get(task.status, "task_failed")
+        self.events.append(DeviceEvent(kind=kind, device_id=task.device_id, details=details))
 
     def decision(self, **extra: Any) -> Decision:
         device = None
@@ -145,7 +146,7 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
 
     for task in list(w.tasks.values()):
         if T.is_expired(task, now):
-            w.put(T.expire(task, now))
+            w.announce(w.put(T.expire(task, now)))
 
     facts = DeviceFacts(oui=inform.device.oui, product_class=inform.device.product_class,
                         manufacturer=inform.device.manufacturer, software_version=w.device.software_version,
@@ -191,8 +192,8 @@ def _bootstrap(w: _Work, inform: InformReceived, *, forget_old_identity: bool) -
         reported = {e.command_key for e in inform.events if e.code.startswith("M ") and e.command_key}
         for task in list(w.tasks.values()):
             if task.open and not (task.status is S.PENDING_COMPLETION and task.command_key in reported):
-                w.put(T.cancel(task, w.now, "the device bootstrapped (0 BOOTSTRAP): work queued for its "
-                                            "previous identity was dropped"))
+                w.announce(w.put(T.cancel(task, w.now, "the device bootstrapped (0 BOOTSTRAP): work queued "
+                                                       "for its previous identity was dropped")))
     values = [p.name for p in inform.parameters]
     w.update_device({
         "known_names": [], "bootstrapped_at": w.now,
@@ -522,7 +523,11 @@ def sweep(candidates: Iterable[Task], env: Env, stale_after: float) -> tuple[lis
     events: list[DeviceEvent] = []
     for task in candidates:
         if T.is_expired(task, now):
-            changed.append(T.expire(task, now))
+            expired = T.expire(task, now)
+            changed.append(expired)
+            events.append(DeviceEvent(kind="task_expired", device_id=task.device_id, details={
+                "task_id": task.id, "name": task.name, "origin": task.origin, "reason": expired.reason,
+                **({"job_id": task.job_id} if task.job_id else {})}))
         elif task.status is S.PENDING_COMPLETION and task.completion_deadline is not None \
                 and task.completion_deadline <= now:
             failed = T.time_out_completion(task, now)

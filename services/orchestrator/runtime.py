@@ -16,6 +16,7 @@ from services.common.settings import Settings
 from services.orchestrator.connreq import ConnectionRequester
 from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, sweep_forever
 from services.orchestrator.engine import Engine, PolicyCache
+from services.orchestrator.jobs import JobConfig, JobEngine
 from services.orchestrator.store import Store
 
 
@@ -31,7 +32,8 @@ class NullPublisher:
 
 class OrchestratorRuntime:
     def __init__(self, settings: Settings, *, with_kafka: bool = True, http: httpx.AsyncClient | None = None,
-                 consumer_options: dict[str, Any] | None = None, sweep_interval: float | None = None) -> None:
+                 consumer_options: dict[str, Any] | None = None, sweep_interval: float | None = None,
+                 job_config: JobConfig | None = None) -> None:
         self.settings = settings
         self.with_kafka = with_kafka
         # A short server selection timeout: during an outage the consumer's retry loop, not a
@@ -45,35 +47,33 @@ class OrchestratorRuntime:
         self.requester = ConnectionRequester(self.http)
         self.policies = PolicyCache(self.store)
         self.producer = make_producer(settings) if with_kafka else None
-        publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
-        self.engine = Engine(settings, self.store, publisher, self.http, policies=self.policies)
+        self.publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
+        self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies)
         self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
+        # Bulk jobs: stored, leased and resumed by any instance (services/orchestrator/jobs.py).
+        self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester,
+                              config=job_config or JobConfig.from_settings(settings),
+                              max_attempts=self.engine.config.max_attempts)
         self.sweep_interval = sweep_interval
-        # Background work started by API calls (paging a bulk job through the inventory).
-        self.background: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
+        await self.auth.ensure_indexes()
         if self.producer is not None:
             await self.producer.start()
         if self.consumer is not None:
             await self.consumer.start()
         if self.sweep_interval is not None:
             self._sweeper = asyncio.create_task(sweep_forever(self.engine, self.sweep_interval))
-
-    def spawn(self, work: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
+        self.jobs.start()
 
     async def close(self) -> None:
-        for task in [self._sweeper, *self.background]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await self.jobs.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweeper
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:

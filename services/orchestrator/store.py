@@ -6,7 +6,9 @@
   request address and credentials).
 - ``orchestrator_sessions``: live sessions (what each planned RPC was for); a TTL index drops
   those whose end was never reported.
-- ``policies`` and ``jobs``.
+- ``policies``.
+- ``jobs``: bulk jobs, worked by services.orchestrator.jobs: the selection's stored cursor, the
+  lease of the instance working it, and its status; progress is a query on ``tasks``.
 
 Policy queries contain ``$`` operators and dotted parameter names, which MongoDB does not take
 well as keys; they are stored as JSON text.
@@ -14,6 +16,7 @@ well as keys; they are stored as JSON text.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -23,12 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from services.orchestrator.policies import Policy
 from services.orchestrator.state import DeviceState, SessionState
-from services.orchestrator.tasks import OPEN, Task, TaskStatus, aware
+from services.orchestrator.tasks import OPEN, TERMINAL, Task, TaskStatus, aware
 
 TASKS = "tasks"
 DEVICES = "orchestrator_devices"
@@ -40,6 +44,7 @@ JOBS = "jobs"
 SESSION_TTL_SECONDS = 24 * 3600
 # Bound on the open tasks loaded per Inform: a device with more has a runaway producer upstream.
 MAX_OPEN_TASKS = 500
+WAIT_STEP_MS = 250
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,30 @@ class Store:
         await self.sessions.create_index([("device_id", ASCENDING)])
         await self.sessions.create_index([("updated_at", ASCENDING)], expireAfterSeconds=SESSION_TTL_SECONDS)
         await self.policies.create_index([("name", ASCENDING)], unique=True)
-        await self.jobs.create_index([("created_at", DESCENDING)])
+        await self.jobs.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        await self.jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+        # What an engine instance looks for: work to do whose lease is free.
+        await self.jobs.create_index([("work", ASCENDING), ("lease_until", ASCENDING)], sparse=True)
 
     # --- tasks -----------------------------------------------------------------------------
 
     async def insert_tasks(self, tasks: Sequence[Task]) -> None:
         if tasks:
             await self.tasks.insert_many([t.to_document() for t in tasks], ordered=False)
+
+    async def insert_new_tasks(self, tasks: Sequence[Task]) -> list[str]:
+        """Insert the tasks whose id is not taken yet; the ids inserted (a re-run page adds none twice)."""
+        if not tasks:
+            return []
+        try:
+            await self.tasks.insert_many([t.to_document() for t in tasks], ordered=False)
+            return [t.id for t in tasks]
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            taken = {tasks[e["index"]].id for e in errors}
+            return [t.id for t in tasks if t.id not in taken]
 
     async def get_task(self, task_id: str) -> Task | None:
         document = await self.tasks.find_one({"_id": task_id})
@@ -148,11 +170,63 @@ class Store:
         return [Task.from_document(d) async for d in self.tasks.find(query).limit(limit)]
 
     async def job_counts(self, job_id: str) -> dict[str, int]:
-        pipeline = [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
-        counts = {status.value: 0 for status in TaskStatus}
+        return (await self.job_counts_many([job_id]))[job_id]
+
+    async def job_counts_many(self, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Tasks per status of each job, in one aggregation (answered from the job_id+status index)."""
+        pipeline = [{"$match": {"job_id": {"$in": list(job_ids)}}},
+                    {"$group": {"_id": {"job": "$job_id", "status": "$status"}, "n": {"$sum": 1}}}]
+        counts = {job_id: {status.value: 0 for status in TaskStatus} for job_id in job_ids}
         async for row in await self.tasks.aggregate(pipeline):
-            counts[row["_id"]] = row["n"]
+            counts[row["_id"]["job"]][row["_id"]["status"]] = row["n"]
         return counts
+
+    async def running_job_ids(self, limit: int) -> list[str]:
+        """Running jobs, the least recently checked first (each check moves a job to the back)."""
+        found = self.jobs.find({"status": "running"}, {"_id": 1}).sort([("checked_at", ASCENDING)]).limit(limit)
+        ids = [d["_id"] async for d in found]
+        if ids:
+            await self.jobs.update_many({"_id": {"$in": ids}}, {"$currentDate": {"checked_at": True}})
+        return ids
+
+    async def job_has_open_tasks(self, job_id: str) -> bool:
+        return await self.tasks.find_one({"job_id": job_id, "status": {"$in": [s.value for s in OPEN]}},
+                                         {"_id": 1}) is not None
+
+    async def wait_for_end(self, task_id: str, seconds: float) -> Task | None:
+        """The task once it has ended, or None if it has not within ``seconds``.
+
+        Waits on a change stream of the task (any orchestrator instance's write wakes it); where
+        MongoDB has none (a standalone server), polls with a backoff from 50 ms to 1 s.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            # Each wait on the stream is short, so the deadline is kept to within WAIT_STEP_MS.
+            stream = await self.tasks.watch([{"$match": {"documentKey._id": task_id}}],
+                                            full_document="updateLookup", max_await_time_ms=WAIT_STEP_MS)
+        except OperationFailure:
+            stream = None
+        try:
+            # Read after the stream is open: a change between the insert and the watch is not lost.
+            task = await self.get_task(task_id)
+            delay = 0.05
+            while task is not None and task.status not in TERMINAL:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                if stream is None:
+                    await asyncio.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 1.0)
+                    task = await self.get_task(task_id)
+                    continue
+                change = await stream.try_next()
+                if change is not None and change.get("fullDocument"):
+                    task = Task.from_document(change["fullDocument"])
+            return task
+        finally:
+            if stream is not None:
+                await stream.close()
 
     # --- what an Inform needs --------------------------------------------------------------
 
@@ -250,14 +324,54 @@ class Store:
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self.jobs.find_one({"_id": job_id})
 
-    async def update_job(self, job_id: str, changes: dict[str, Any], add_devices: int = 0) -> None:
-        update: dict[str, Any] = {}
-        if changes:  # MongoDB refuses an empty $set
-            update["$set"] = changes
-        if add_devices:
-            update["$inc"] = {"device_count": add_devices}
-        if update:
-            await self.jobs.update_one({"_id": job_id}, update)
+    async def list_jobs(self, *, status: str | None = None, limit: int = 50,
+                        cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, keyset-paged like the tasks."""
+        query: dict[str, Any] = {} if status is None else {"status": status}
+        if cursor:
+            created, last_id = _decode_cursor(cursor)
+            query["$or"] = [{"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": last_id}}]
+        found = self.jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+        jobs = [d async for d in found]
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return jobs, (_cursor_of(aware(jobs[-1]["created_at"]), jobs[-1]["_id"]) if more else None)
+
+    async def claim_job(self, owner: str, now: datetime, until: datetime) -> dict[str, Any] | None:
+        """Take the lease of the oldest job with work to do whose lease is free (expired or never taken)."""
+        return await self.jobs.find_one_and_update(
+            {"work": {"$exists": True}, "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]},
+            {"$set": {"lease_owner": owner, "lease_until": until}},
+            sort=[("created_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+
+    async def renew_job_lease(self, job_id: str, owner: str, until: datetime) -> bool:
+        result = await self.jobs.update_one({"_id": job_id, "lease_owner": owner}, {"$set": {"lease_until": until}})
+        return result.matched_count == 1
+
+    async def advance_job(self, job_id: str, owner: str, expect: dict[str, Any], changes: dict[str, Any],
+                          unset: Sequence[str] = ()) -> bool:
+        """Write ``changes`` if we still hold the lease and the job still matches ``expect``."""
+        update: dict[str, Any] = {"$set": changes}
+        if unset:
+            update["$unset"] = {name: "" for name in unset}
+        result = await self.jobs.update_one({"_id": job_id, "lease_owner": owner, **expect}, update)
+        return result.matched_count == 1
+
+    async def release_job(self, job_id: str, owner: str, retry_at: datetime | None = None) -> None:
+        """Give the lease back; ``retry_at`` keeps every instance off the job until then (a backoff)."""
+        await self.jobs.update_one({"_id": job_id, "lease_owner": owner},
+                                   {"$set": {"lease_owner": None, "lease_until": retry_at}})
+
+    async def update_job(self, job_id: str, changes: dict[str, Any], *, expect: dict[str, Any] | None = None,
+                         unset: Sequence[str] = ()) -> bool:
+        update: dict[str, Any] = {"$set": changes}
+        if unset:
+            update["$unset"] = {name: "" for name in unset}
+        return (await self.jobs.update_one({"_id": job_id, **(expect or {})}, update)).matched_count == 1
+
+    async def open_job_tasks(self, job_id: str, limit: int = 500) -> list[Task]:
+        found = self.tasks.find({"job_id": job_id, "status": {"$in": [s.value for s in OPEN]}}).limit(limit)
+        return [Task.from_document(d) async for d in found]
 
 
 def _policy_document(policy: Policy) -> dict[str, Any]:
@@ -276,7 +390,11 @@ def _policy_from(document: dict[str, Any]) -> Policy:
 
 
 def _encode_cursor(task: Task) -> str:
-    raw = json.dumps([task.created_at.isoformat(), task.id]).encode()
+    return _cursor_of(task.created_at, task.id)
+
+
+def _cursor_of(created_at: datetime, last_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), last_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -294,6 +294,7 @@ def nginx_route(ingresses: list[dict], host: str, path: str) -> tuple[str, str] 
 API_ROUTES = {
     "/api/v1/devices/ABC-Router-123/tasks": "acs-orchestrator",
     "/api/v1/devices/ABC-Router-123/tasks/65f0": "acs-orchestrator",
+    "/api/v1/devices/ABC-Router-123/connection-request": "acs-orchestrator",
     "/api/v1/devices": "acs-inventory",
     "/api/v1/devices/ABC-Router-123": "acs-inventory",
     "/api/v1/devices/ABC-Router-123/tags/lab": "acs-inventory",
@@ -317,6 +318,9 @@ def test_ingress_routes_like_the_design(manifests: Manifests) -> None:
     for path, service in API_ROUTES.items():
         assert nginx_route(ingresses, "api.example.net", path) == (service, "http"), path
     assert nginx_route(ingresses, "api.example.net", "/api/v1/unknown") is None
+    # The merged API document and its docs pages: the router serves them in compose, the orchestrator here.
+    for path in ("/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/assets/swagger-ui.css", "/api/v1/redoc"):
+        assert nginx_route(ingresses, "api.example.net", path) == ("acs-orchestrator", "http"), path
     assert nginx_route(ingresses, "cwmp.example.net", "/") == ("acs-gateway", "cwmp")
     assert nginx_route(ingresses, "cwmp.example.net", "/acs") == ("acs-gateway", "cwmp")
     assert nginx_route(ingresses, "files.example.net", "/download/fw.bin") == ("acs-fileserver", "downloads")

@@ -145,7 +145,7 @@ async def test_fileserver_upload_refuses_bad_metadata_names_and_oversize(
     async with httpx.AsyncClient(timeout=30) as client:
         missing_type = await client.put(f"{url}/a.bin", content=b"x", headers=ADMIN)
         assert missing_type.status_code == 422
-        assert missing_type.json()["detail"][0]["field"] == "file_type"
+        assert missing_type.json()["errors"][0]["location"] == "metadata.file_type"
         assert (await upload(client, fileserver, "a.bin", b"x", file_type="7 Nonsense")).status_code == 422
         assert (await upload(client, fileserver, "a.bin", b"x", oui="xyz")).status_code == 422
         assert (await upload(client, fileserver, "..", b"x")).status_code in (404, 422)

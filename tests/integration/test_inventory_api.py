@@ -262,7 +262,7 @@ async def test_credentials_are_stored_as_ha1_only_and_never_returned(
     bad = await api.post("/api/v1/credentials", json=[{"username": "cpe-d", "password": "x"},
                                                       {"username": "e"}])
     assert bad.status_code == 400
-    assert bad.json()["detail"]["errors"] == [{"row": 2, "error": "password is required"}]
+    assert bad.json()["errors"] == [{"location": "row 2", "message": "password is required"}]
     assert await credentials.lookup_ha1(db, "cpe-d", "MD5") is None  # nothing imported
     assert (await api.post("/api/v1/credentials", content="x", headers={"Content-Type": "text/plain"})
             ).status_code == 415

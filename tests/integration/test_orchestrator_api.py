@@ -16,8 +16,11 @@ import httpx
 import pytest
 
 from services.common.settings import Settings
+from services.orchestrator import tasks as T
 from services.orchestrator.app import create_app
+from services.orchestrator.jobs import JobConfig
 from services.orchestrator.runtime import OrchestratorRuntime
+from services.orchestrator.state import DeviceState
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +58,24 @@ def _siblings(request: httpx.Request) -> httpx.Response:
 @pytest.fixture
 async def api(settings: Settings, mongodb_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, OrchestratorRuntime]]:
     runtime = OrchestratorRuntime(settings, with_kafka=False, http=httpx.AsyncClient(
-        transport=httpx.MockTransport(_siblings)))
+        transport=httpx.MockTransport(_siblings)), job_config=JobConfig(claim_interval=0.2))
     await runtime.start()
+    await runtime.store.save_device(DeviceState(id=DEVICE))  # it has informed once
     app = create_app(runtime, manage_runtime=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orchestrator") as client:
         yield client, runtime
     await runtime.mongo.drop_database(settings.mongodb_database)
     await runtime.close()
+
+
+async def _job_resolved(client: httpx.AsyncClient, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The job once the engine has paged through its selection."""
+    async with asyncio.timeout(10):
+        while True:
+            job = (await client.get(f"/api/v1/jobs/{job_id}", headers=headers)).json()
+            if job["status"] != "resolving":
+                return job
+            await asyncio.sleep(0.05)
 
 
 async def _key(client: httpx.AsyncClient, role: str) -> dict[str, str]:
@@ -108,10 +122,11 @@ async def test_bad_input_gets_precise_errors(api: Any) -> None:
 
     unknown = await client.post(url, json={"name": "formatDisk"}, headers=ADMIN)
     assert unknown.status_code == 422
-    assert unknown.json()["detail"][0]["msg"].startswith("unknown task name 'formatDisk'; expected one of: "
-                                                         "getParameterValues, setParameterValues")
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["errors"][0]["message"].startswith("unknown task name 'formatDisk'; expected one of: "
+                                                             "getParameterValues, setParameterValues")
     nameless = await client.post(url, json={"parameter_names": ["X."]}, headers=ADMIN)
-    assert nameless.status_code == 422 and "a task needs a 'name'" in nameless.json()["detail"][0]["msg"]
+    assert nameless.status_code == 422 and "a task needs a 'name'" in nameless.json()["errors"][0]["message"]
     bad_args = await client.post(url, json={"name": "addObject", "object_name": "Device.IP.Interface"},
                                  headers=ADMIN)
     assert bad_args.status_code == 422 and "ending with '.'" in bad_args.text
@@ -143,27 +158,100 @@ async def test_a_download_task_is_resolved_against_the_fileserver(api: Any, sett
     assert missing.status_code == 422 and "no file named 'nope.bin'" in missing.json()["detail"]
 
 
-async def test_connection_request_for_a_device_never_seen_says_why_it_was_not_sent(api: Any) -> None:
+async def test_connection_request_for_a_device_without_an_address_says_why_it_was_not_sent(api: Any) -> None:
     client, _ = api
     created = await client.post(f"/api/v1/devices/{DEVICE_PATH}/tasks", params={"connection_request": "true"},
                                 headers=ADMIN, json={"name": "reboot"})
     assert created.status_code == 201
-    assert created.json()["connection_request"] == {
-        "outcome": "no_address", "transport": "none", "http_status": None,
-        "detail": "the device never reported a ConnectionRequestURL"}
+    not_sent = {"outcome": "no_address", "transport": "none", "http_status": None,
+                "detail": "the device never reported a ConnectionRequestURL"}
+    assert created.json()["connection_request"] == not_sent
+    # The same, on its own.
+    alone = await client.post(f"/api/v1/devices/{DEVICE_PATH}/connection-request", headers=ADMIN)
+    assert (alone.status_code, alone.json()) == (200, not_sent)
+    assert (await client.post("/api/v1/devices/nobody/connection-request", headers=ADMIN)).status_code == 404
+    reader = await _key(client, "read-only")
+    assert (await client.post(f"/api/v1/devices/{DEVICE_PATH}/connection-request", headers=reader)).status_code \
+        == 403
+
+
+async def test_a_task_for_an_unknown_device_is_refused_unless_preprovisioned(api: Any) -> None:
+    client, _ = api
+    # The id encoded once instead of twice, and a plain typo: both name no device.
+    for typo in ("09D021-IGD%20Simulator-000000000012", "hello%20world"):
+        refused = await client.post(f"/api/v1/devices/{typo}/tasks", headers=ADMIN, json={"name": "reboot"})
+        assert refused.status_code == 404, typo
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "?preprovision=true" in refused.json()["detail"]
+    assert (await client.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"] == []  # nothing was stored
+
+    future = quote("000000-Box-NEW", safe="")
+    queued = await client.post(f"/api/v1/devices/{future}/tasks", params={"preprovision": "true"}, headers=ADMIN,
+                               json={"name": "reboot"})
+    assert queued.status_code == 201 and queued.json()["device_id"] == "000000-Box-NEW"
+
+
+async def test_unknown_query_parameters_and_malformed_bodies_are_refused(api: Any) -> None:
+    client, _ = api
+    for path in ("/api/v1/tasks", "/api/v1/jobs", f"/api/v1/devices/{DEVICE_PATH}/tasks", "/api/v1/policies"):
+        refused = await client.get(path, params={"origin": "api"}, headers=ADMIN)
+        assert refused.status_code == 400, path
+        problem = refused.json()
+        assert problem["type"] == "urn:acs:problem:unknown-query-parameter"
+        assert "'origin'" in problem["detail"] and problem["errors"][0]["location"] == "query.origin"
+    url = f"/api/v1/devices/{DEVICE_PATH}/tasks"
+    typo = await client.post(url, params={"conection_request": "true"}, headers=ADMIN, json={"name": "reboot"})
+    assert typo.status_code == 400 and "connection_request" in typo.json()["detail"]  # it names the known ones
+
+    broken = await client.post(url, content=b'{"name": "reboot"', headers={**ADMIN, "Content-Type": "application/json"})
+    assert broken.status_code == 400
+    assert broken.json()["type"] == "urn:acs:problem:malformed-body" and "not valid JSON" in broken.json()["detail"]
+    untyped = await client.post(url, content=b'{"name": "reboot"}',
+                                headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"})
+    assert untyped.status_code == 400 and "Content-Type: application/json" in untyped.json()["detail"]
+    listed = await client.post(url, json=["reboot"], headers=ADMIN)
+    assert listed.status_code == 400 and "must be a JSON object, not an array" in listed.json()["detail"]
+    assert (await client.post(url, headers=ADMIN)).status_code == 400
+    assert (await client.get("/api/v1/tasks", headers=ADMIN)).json()["tasks"] == []
+
+
+async def test_a_task_created_with_a_timeout_answers_with_its_end(api: Any) -> None:
+    client, runtime = api
+    url = f"/api/v1/devices/{DEVICE_PATH}/tasks"
+    waited = await client.post(url, params={"timeout": 300}, headers=ADMIN, json={"name": "getRPCMethods"})
+    assert waited.status_code == 202 and waited.json()["status"] == "pending"
+
+    async def a_session_runs_it() -> None:
+        # What the engine writes when a session takes the task and the CPE answers.
+        for _ in range(500):  # another request stores it: nothing to wait on but the database
+            found, _ = await runtime.store.list_tasks(status="pending", name="reboot")
+            if found:
+                break
+            await asyncio.sleep(0.02)
+        task = found[0]
+        started = await runtime.store.save_task(T.start(task, "s1", task.updated_at))
+        assert started is not None
+        await asyncio.sleep(0.2)
+        assert await runtime.store.save_task(T.succeed(started, started.updated_at, {"rebooted": True}))
+
+    session = asyncio.create_task(a_session_runs_it())
+    done = await client.post(url, params={"timeout": 10_000}, headers=ADMIN, json={"name": "reboot"})
+    await session
+    assert done.status_code == 200
+    assert (done.json()["status"], done.json()["result"]) == ("succeeded", {"rebooted": True})
+    assert (await client.post(url, params={"timeout": 0}, headers=ADMIN, json={"name": "reboot"})).status_code == 422
 
 
 async def test_a_job_queues_the_task_for_every_matching_device_and_counts_progress(api: Any) -> None:
-    client, runtime = api
+    client, _ = api
     operator = await _key(client, "operator")
     created = await client.post("/api/v1/jobs", headers=operator, json={
         "query": {"tags": "lab"}, "task": {"name": "getRPCMethods"}})
     assert created.status_code == 202, created.text
     job = created.json()
     assert job["task"] == {"name": "getRPCMethods", "args": {}}
-    await asyncio.gather(*list(runtime.background))  # let the paging through the inventory finish
-    job = (await client.get(f"/api/v1/jobs/{job['id']}", headers=operator)).json()
-    assert (job["status"], job["device_count"], job["counts"]["pending"]) == ("running", 7, 7)
+    job = await _job_resolved(client, job["id"], operator)
+    assert (job["status"], job["device_count"], job["counts"]["pending"], job["pages"]) == ("running", 7, 7, 3)
     tasks = (await client.get("/api/v1/tasks", params={"job_id": job["id"], "limit": 100},
                               headers=operator)).json()["tasks"]
     assert sorted(t["device_id"] for t in tasks) == FLEET
@@ -176,13 +264,42 @@ async def test_a_job_queues_the_task_for_every_matching_device_and_counts_progre
 
     empty = await client.post("/api/v1/jobs", headers=operator, json={"query": {"tags": "nobody"},
                                                                         "task": {"name": "reboot"}})
-    await asyncio.gather(*list(runtime.background))
-    empty_job = (await client.get(f"/api/v1/jobs/{empty.json()['id']}", headers=operator)).json()
+    empty_job = await _job_resolved(client, empty.json()["id"], operator)
     assert (empty_job["status"], empty_job["device_count"]) == ("finished", 0)
 
     bad = await client.post("/api/v1/jobs", headers=operator, json={"query": {"bogus": 1},
                                                                       "task": {"name": "reboot"}})
     assert bad.status_code == 422 and "unknown field 'bogus'" in bad.json()["detail"]
+
+
+async def test_jobs_are_listed_newest_first_and_cancelled(api: Any) -> None:
+    client, runtime = api
+    ids = []
+    for _ in range(3):
+        created = await client.post("/api/v1/jobs", headers=ADMIN, json={"query": {"tags": "lab"},
+                                                                          "task": {"name": "getRPCMethods"}})
+        ids.append((await _job_resolved(client, created.json()["id"], ADMIN))["id"])
+    first = (await client.get("/api/v1/jobs", params={"limit": 2}, headers=ADMIN)).json()
+    assert [j["id"] for j in first["jobs"]] == ids[::-1][:2]
+    rest = (await client.get("/api/v1/jobs", params={"cursor": first["next_cursor"]}, headers=ADMIN)).json()
+    assert ([j["id"] for j in rest["jobs"]], rest["next_cursor"]) == ([ids[0]], None)
+
+    # One task of the job is in a session already: the cancel takes it too (its answers are ignored).
+    task = (await runtime.store.list_tasks(job_id=ids[1]))[0][0]
+    assert await runtime.store.save_task(T.start(task, "s1", task.updated_at))
+    cancelled = await client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=ADMIN)
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert (body["status"], body["counts"]["cancelled"], body["reason"]) == ("cancelled", 7,
+                                                                            "job cancelled by bootstrap-admin")
+    assert (await client.post(f"/api/v1/jobs/{ids[1]}/cancel", headers=ADMIN)).status_code == 409
+    assert (await client.post("/api/v1/jobs/nope/cancel", headers=ADMIN)).status_code == 404
+
+    only = (await client.get("/api/v1/jobs", params={"status": "cancelled"}, headers=ADMIN)).json()["jobs"]
+    assert [j["id"] for j in only] == [ids[1]]
+    running = (await client.get("/api/v1/jobs", params={"status": "running"}, headers=ADMIN)).json()["jobs"]
+    assert [j["id"] for j in running] == [ids[2], ids[0]]
+    assert (await client.get("/api/v1/jobs", params={"status": "lost"}, headers=ADMIN)).status_code == 422
 
 
 async def test_policies_are_created_listed_and_deleted_by_admins(api: Any) -> None:
@@ -209,13 +326,28 @@ async def test_policies_are_created_listed_and_deleted_by_admins(api: Any) -> No
     assert (await client.get(f"/api/v1/policies/{policy['id']}", headers=ADMIN)).status_code == 404
 
 
-async def test_api_keys_are_created_by_admins_and_revoked(api: Any) -> None:
+async def test_api_keys_are_created_by_admins_listed_and_revoked(api: Any) -> None:
     client, _ = api
-    operator = await _key(client, "operator")
+    operator = await _key(client, "operator")  # 201 with the secret: the create logs at INFO without a crash
     assert (await client.post("/api/v1/apikeys", json={"name": "x", "role": "admin"},
                               headers=operator)).status_code == 403
+    # A retry of a create whose answer was lost does not store a second key under the name.
+    again = await client.post("/api/v1/apikeys", json={"name": "operator-key", "role": "operator"}, headers=ADMIN)
+    assert again.status_code == 409 and "revoke it first" in again.text
+    assert (await client.get("/api/v1/tasks", headers=operator)).status_code == 200  # a use, noted
+
+    listed = await client.get("/api/v1/apikeys", headers=ADMIN)
+    assert listed.status_code == 200
+    (entry,) = listed.json()["apikeys"]
+    assert (entry["name"], entry["role"]) == ("operator-key", "operator")
+    assert entry["created_at"] and entry["last_used_at"]
+    assert set(entry) == {"name", "role", "created_at", "last_used_at"}  # never the key or its hash
+    assert operator["X-API-Key"] not in listed.text
+    assert (await client.get("/api/v1/apikeys", headers=operator)).status_code == 403
+
     assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 204
     assert (await client.delete("/api/v1/apikeys/operator-key", headers=ADMIN)).status_code == 404
+    assert (await client.get("/api/v1/apikeys", headers=ADMIN)).json() == {"apikeys": []}
 
 
 async def test_the_api_is_documented(api: Any) -> None:

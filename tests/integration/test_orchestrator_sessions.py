@@ -30,9 +30,11 @@ from services.bus.events import (
     DeviceIdentity,
     InformEventCode,
     InformReceived,
+    RpcFaultReceived,
     RpcResponseReceived,
     SessionEnded,
     SessionPlan,
+    SetParameterValuesFaultEntry,
     encode,
 )
 from services.bus.events import (
@@ -63,6 +65,8 @@ class Gateway:
     device_id: str = "09D021-IGD%20Simulator-000000000012"
     session_id: str = "session-1"
     plans: list[SessionPlan] = field(default_factory=list)
+    seen: list[DeviceEvent] = field(default_factory=list)
+    _read: int = 0
 
     def ref(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "session_id": self.session_id, "gateway_id": "gw-test",
@@ -101,9 +105,11 @@ class Gateway:
                 batch = await self.events.getmany(timeout_ms=200)
                 for records in batch.values():
                     for record in records:
-                        event = DeviceEvent.model_validate_json(record.value)
-                        if event.kind == kind:
-                            return event
+                        self.seen.append(DeviceEvent.model_validate_json(record.value))
+                for event in self.seen[self._read:]:
+                    self._read += 1
+                    if event.kind == kind:
+                        return event
 
 
 @pytest.fixture
@@ -180,6 +186,39 @@ async def test_a_task_queued_by_rest_runs_in_the_next_session_and_its_result_is_
         {"name": names[1], "value": "3600", "type": "xsd:unsignedInt"}]
     announced = await gateway.device_event("task_succeeded")
     assert announced.device_id == gateway.device_id and announced.details["task_id"] == task_id
+
+
+async def test_a_cpe_fault_and_an_operator_cancel_reach_the_event_stream(orchestrator: Any) -> None:
+    runtime, api, gateway = orchestrator
+    await runtime.store.save_device(DeviceState(id=gateway.device_id, data_model=IGD, cr_username="u",
+                                                cr_password="p"))
+    url = f"/api/v1/devices/{quote(gateway.device_id, safe='')}/tasks"
+    refused = (await api.post(url, headers=ADMIN, json={"name": "setParameterValues", "parameter_values": [
+        [f"{IGD}DeviceInfo.ProvisioningCode", "lab"]]})).json()
+    plan = await gateway.inform("6 CONNECTION REQUEST", parameters=_seed_parameters())
+    (planned,) = plan.rpcs
+    fault = RpcFaultReceived(**gateway.ref(), rpc_id=planned.rpc_id, method="SetParameterValues", fault_code=9003,
+                             fault_string="Invalid arguments", parameter_faults=[SetParameterValuesFaultEntry(
+                                 parameter_name=f"{IGD}DeviceInfo.ProvisioningCode", fault_code=9008,
+                                 fault_string="read-only")])
+    await gateway.publish(fault)
+    await gateway.publish(fault)  # redelivered: announced once
+    await gateway.publish(SessionEnded(**gateway.ref(), outcome="completed"))
+    raised = await gateway.device_event("fault_raised")
+    assert raised.details == {"code": 9003, "string": "Invalid arguments", "method": "SetParameterValues",
+                              "task_id": refused["id"], "session_id": gateway.session_id, "parameter_faults": [
+                                  {"parameter_name": f"{IGD}DeviceInfo.ProvisioningCode", "fault_code": 9008,
+                                   "fault_string": "read-only"}]}
+    failed = await gateway.device_event("task_failed")
+    assert failed.details["task_id"] == refused["id"] and failed.details["fault"]["code"] == 9003
+
+    queued = (await api.post(url, headers=ADMIN, json={"name": "reboot"})).json()
+    assert (await api.post(f"/api/v1/tasks/{queued['id']}/cancel", headers=ADMIN)).status_code == 200
+    cancelled = await gateway.device_event("task_cancelled")
+    assert cancelled.details == {"task_id": queued["id"], "name": "reboot", "origin": "api",
+                                 "reason": "cancelled by bootstrap-admin"}
+    # Only one fault_raised for the fault delivered twice.
+    assert [e for e in gateway.seen if e.kind == "fault_raised"] == [raised]
 
 
 class DigestCpe:

@@ -204,7 +204,8 @@ async def test_the_sweep_finds_and_settles_what_is_due(parts: tuple[Store, Engin
     by_id = {t.id: t for t in await _tasks(store, ["expired", "silent", "orphan", "fine"])}
     assert [by_id[i].status for i in ("expired", "silent", "orphan", "fine")] == [
         TaskStatus.EXPIRED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.PENDING]
-    assert [(e.kind, e.details["task_id"]) for e in recorder.events] == [("task_failed", "silent")]
+    assert sorted((e.kind, e.details["task_id"]) for e in recorder.events) == [("task_expired", "expired"),
+                                                                                ("task_failed", "silent")]
     assert await engine.sweep_once() == 0
 
 

@@ -117,6 +117,7 @@ def test_bootstrap_of_a_known_device_drops_its_old_work_but_not_a_transfer_it_re
 
     assert h.tasks[queued.id].status is TaskStatus.CANCELLED
     assert "0 BOOTSTRAP" in h.tasks[queued.id].reason
+    assert [e.kind for e in h.events if e.details.get("task_id") == queued.id] == ["task_cancelled"]
     assert h.tasks[download.id].status is TaskStatus.PENDING_COMPLETION  # its TransferComplete follows
     assert h.device is not None
     assert (h.device.pending_cr_username, h.device.pending_cr_password) != old_creds

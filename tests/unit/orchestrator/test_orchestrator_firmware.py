@@ -136,4 +136,4 @@ def test_the_sweep_expires_queued_work_and_frees_tasks_of_vanished_sessions(cloc
     assert set(by_id) == {"q", "o"}
     assert by_id["q"].status is TaskStatus.EXPIRED
     assert (by_id["o"].status, by_id["o"].attempts) == (TaskStatus.PENDING, 0)
-    assert events == []
+    assert [(e.kind, e.details["task_id"]) for e in events] == [("task_expired", "q")]  # a freed task ended not

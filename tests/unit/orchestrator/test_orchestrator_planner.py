@@ -153,6 +153,8 @@ def test_an_expired_task_is_not_sent(clock: Clock, cfg: PlanConfig) -> None:
     plan = h.inform(inform("2 PERIODIC"))
     assert plan.rpcs == []
     assert h.tasks[task.id].status is TaskStatus.EXPIRED
+    (event,) = [e for e in h.events if e.details.get("task_id") == task.id]
+    assert (event.kind, event.details["reason"]) == ("task_expired", "expired before the device could run it")
 
 
 def test_a_redelivered_answer_changes_nothing_and_replays_the_plan_it_triggered(
