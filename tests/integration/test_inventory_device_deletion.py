@@ -145,8 +145,13 @@ async def test_a_deleted_device_is_forgotten_and_its_next_inform_is_a_first_cont
     assert set(tasks) == {"bootstrap", "setParameterValues"}
     assert {t["reason"] for t in tasks.values()} == {DELETED_REASON}
 
-    # A task queued after the deletion is for the device's next life: it stays.
-    later = await stack.orchestrator.post(f"/api/v1/devices/{PATH}/tasks", headers=ADMIN, json={
+    # The device is unknown again: a task without ?preprovision=true is refused, not parked.
+    refused = await stack.orchestrator.post(f"/api/v1/devices/{PATH}/tasks", headers=ADMIN, json={
+        "name": "getParameterValues", "parameterNames": ["Device.DeviceInfo.UpTime"]})
+    assert refused.status_code == 404, refused.text
+    # A task preprovisioned after the deletion is for the device's next life: it stays.
+    later = await stack.orchestrator.post(
+        f"/api/v1/devices/{PATH}/tasks?preprovision=true", headers=ADMIN, json={
         "name": "getParameterValues", "parameterNames": ["Device.DeviceInfo.UpTime"]})
     assert later.status_code == 201, later.text
 
