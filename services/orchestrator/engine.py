@@ -202,7 +202,9 @@ class Engine:
             # Read before the planner marks the RPC answered: a redelivered fault is announced once.
             ref = view.session.rpcs.get(event.rpc_id)
             fresh = ref is not None and not ref.answered
-            decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config)
+            heals = (await self.store.open_heals(event.device_id)
+                     if ref is not None and _reports_9005(event) else [])
+            decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config, heals)
             if fresh and ref is not None:
                 decision.events.insert(0, fault_raised(event, ref.task_id))
         await self._commit(decision, view.session.reply_to, event.type)
@@ -304,6 +306,25 @@ class Engine:
         for task in [*decision.tasks, *decision.new_tasks]:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+        for task in decision.tasks:
+            if task.id not in lost and task.origin == planner.HEAL_ORIGIN and task.status in T.TERMINAL:
+                await self._settle_heal(task)
+
+    async def _settle_heal(self, healer: T.Task) -> None:
+        """A self-heal walk ended: the tasks that waited for it learn whether their names exist.
+
+        Written after the walk's own decision: were the process to die in between, the waiting
+        tasks simply keep their backoff and retry (bounded by their attempts).
+        """
+        waiters = await self.store.tasks_awaiting_heal(healer.device_id, healer.id)
+        if not waiters:
+            return
+        decision = planner.on_heal_finished(healer, waiters, self.env(), self.config)
+        lost = set(await self.store.save_tasks(decision.tasks))
+        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        for task in decision.tasks:
+            if task.id not in lost and task.status in T.TERMINAL:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
 
     async def _publish_plan(self, reply_to: str, plan: SessionPlan, trigger: str) -> None:
         await self.publisher.plan(reply_to, plan)
@@ -322,6 +343,10 @@ def fault_raised(event: RpcFaultReceived, task_id: str) -> DeviceEvent:
     if event.parameter_faults:
         details["parameter_faults"] = [pf.model_dump() for pf in event.parameter_faults]
     return DeviceEvent(kind="fault_raised", device_id=event.device_id, details=details)
+
+
+def _reports_9005(event: RpcFaultReceived) -> bool:
+    return event.fault_code == 9005 or any(pf.fault_code == 9005 for pf in event.parameter_faults)
 
 
 async def _nothing() -> None:

@@ -37,12 +37,23 @@ from services.orchestrator import provisioning as prov
 from services.orchestrator import rpcs, steps
 from services.orchestrator import tasks as T
 from services.orchestrator.policies import DeviceFacts, Policy, due_policies, inform_events
-from services.orchestrator.state import DeviceState, Env, PlanConfig, RpcRef, SessionState
+from services.orchestrator.state import (
+    TR098_ROOT,
+    TR181_ROOT,
+    DeviceState,
+    Env,
+    PlanConfig,
+    RpcRef,
+    SessionState,
+)
 from services.orchestrator.tasks import Fault, Task, TaskStatus
 
 S = TaskStatus
 BOOTSTRAP_EVENT = "0 BOOTSTRAP"
 FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
+HEAL_ORIGIN = "self-heal"
+# Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
+MAX_OPEN_HEALS = 3
 
 
 @dataclass
@@ -90,10 +101,11 @@ class _Work:
         if updates:
             self.device = self.device.model_copy(update=updates)
 
-    def new_task(self, name: str, args: dict[str, Any], origin: str, *, policy_id: str | None = None) -> Task:
+    def new_task(self, name: str, args: dict[str, Any], origin: str, *, policy_id: str | None = None,
+                 max_attempts: int | None = None) -> Task:
         return self.add(Task(id=self.env.new_id(), device_id=self.device.id, name=name, args=args,
                              origin=origin, policy_id=policy_id, created_at=self.now, updated_at=self.now,
-                             max_attempts=self.cfg.max_attempts))
+                             max_attempts=max_attempts or self.cfg.max_attempts))
 
     def announce(self, task: Task) -> None:
         details: dict[str, Any] = {"task_id": task.id, "name": task.name, "origin": task.origin}
@@ -274,7 +286,25 @@ def _start(w: _Work, session: SessionState, task: Task, planned: list[PlannedRpc
         failed = w.put(T.fail(task, w.now, f"cannot build the RPC: {exc}"))
         w.announce(failed)
         return False
+    wrong = _wrong_root(w.device, [n for out in step.rpcs for n in out.names])
+    if wrong:
+        # A TR-181 name for a TR-098 device (or the other way): no session will ever fix it.
+        w.announce(w.put(T.fail(task, w.now, wrong)))
+        return False
     return _apply_step(w, session, task, step, planned)
+
+
+def _wrong_root(device: DeviceState, names: Iterable[str]) -> str:
+    """Why ``names`` cannot exist on ``device`` (they use the other data model's root), or ""."""
+    root = device.data_model
+    if root not in (TR098_ROOT, TR181_ROOT):
+        return ""
+    other = TR181_ROOT if root == TR098_ROOT else TR098_ROOT
+    bad = [n for n in names if n.startswith(other)]
+    if not bad:
+        return ""
+    return (f"wrong data model root: {bad[0]!r} is a {other} name but the device uses {root} "
+            f"({len(bad)} such name{'s' if len(bad) > 1 else ''})")
 
 
 def _apply_step(w: _Work, session: SessionState, task: Task, step: steps.Step,
@@ -354,8 +384,12 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
 
 
 def on_fault(event: RpcFaultReceived, session: SessionState, device: DeviceState,
-             session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
+             session_tasks: Sequence[Task], env: Env, cfg: PlanConfig,
+             open_heals: Sequence[Task] = ()) -> Decision:
+    """``open_heals``: the device's open self-heal tasks (needed when the fault is a 9005)."""
     w = _Work(env, cfg, device, device, session_tasks)
+    for healer in open_heals:
+        w.tasks.setdefault(healer.id, healer)
     ref = session.rpcs.get(event.rpc_id)
     if ref is None or ref.answered:
         return _duplicate(w, session, event.event_id)
@@ -365,15 +399,32 @@ def on_fault(event: RpcFaultReceived, session: SessionState, device: DeviceState
         fault = Fault(code=event.fault_code, string=event.fault_string, method=event.method, at=w.now,
                       parameter_faults=[pf.model_dump() for pf in event.parameter_faults])
         tolerated = steps.tolerate(task, ref.key, event.fault_code, event.fault_string)
+        missing = missing_names(event, ref)
+        wrong = _wrong_root(w.device, missing)
         if tolerated is not None:
             _maybe_finish(w, task.model_copy(update={"progress": _done_key(tolerated, ref.key)}))
+        elif wrong:
+            w.announce(w.put(T.fail(task, w.now, wrong, fault)))
         else:
             failed = w.put(T.fault_attempt(task, fault, w.now, retry_base=cfg.retry_base_seconds,
                                            retry_cap=cfg.retry_max_seconds))
             if failed.status is S.FAILED:
                 w.announce(failed)
-        _heal(w, session, event, ref)
+            elif missing and task.origin != HEAL_ORIGIN:
+                _heal(w, session, failed, ref, missing)
+            elif missing:
+                # A self-heal walk whose own path is gone: that says enough, climb no further.
+                w.update_device({"known_names": prov.forget_under(w.device.known_names,
+                                                                  task.args.get("parameter_path", ""))})
     return _after_answer(w, session, event.event_id)
+
+
+def missing_names(event: RpcFaultReceived, ref: RpcRef) -> list[str]:
+    """The names a fault says the CPE does not have (9005): per parameter, else the RPC's own."""
+    names = [pf.parameter_name for pf in event.parameter_faults if pf.fault_code == 9005]
+    if names:
+        return names
+    return list(ref.names) if event.fault_code == 9005 else []
 
 
 def _live(w: _Work, session: SessionState, ref: RpcRef) -> Task | None:
@@ -403,22 +454,72 @@ def _maybe_finish(w: _Work, task: Task) -> None:
     _finish(w, task, step.result if step.result is not None else task.result)
 
 
-def _heal(w: _Work, session: SessionState, event: RpcFaultReceived, ref: RpcRef) -> None:
-    """9005 Invalid parameter name: the data model moved. Forget the stale part, rediscover it."""
-    names = [pf.parameter_name for pf in event.parameter_faults if pf.fault_code == 9005]
-    if event.fault_code != 9005 and not names:
-        return
-    for path in prov.heal_paths(names or ref.names):
+def _heal(w: _Work, session: SessionState, task: Task, ref: RpcRef, missing: list[str]) -> None:
+    """9005 Invalid parameter name: the data model moved, or the name never existed.
+
+    The stale part is forgotten and rediscovered by a self-heal walk of its parent; the task
+    waits for that walk (``progress.heal``), which confirms each name present (the task is due
+    again at once) or absent (the task fails, "no such parameter"): see :func:`on_heal_finished`.
+    An open walk of the same path or of an ancestor covers a path; a device has at most
+    ``MAX_OPEN_HEALS`` of them open, and walks the orchestrator made itself never heal further.
+    """
+    heals = [t for t in w.tasks.values() if t.origin == HEAL_ORIGIN and t.open and t.name == "getParameterNames"]
+    waiting: list[str] = []
+    for path in prov.heal_paths(missing):
         w.update_device({"known_names": prov.forget_under(w.device.known_names, path)})
-        if any(t.name == "getParameterNames" and t.open and t.args.get("parameter_path") == path
-               for t in w.tasks.values()):
+        cover = next((h for h in heals if path.startswith(h.args.get("parameter_path", "\0"))), None)
+        if cover is None:
+            if len(heals) >= MAX_OPEN_HEALS:
+                w.notes.append(f"9005 on {ref.method}: {MAX_OPEN_HEALS} self-heal walks already open, "
+                               f"{path} is not rediscovered now")
+                continue
+            # One try: a walk whose own path answers 9005 has found out what it came for.
+            cover = w.new_task("getParameterNames", {"parameter_path": path, "read_values": True},
+                               origin=HEAL_ORIGIN, max_attempts=1)
+            heals.append(cover)
+            w.notes.append(f"9005 on {ref.method}: rediscovering {path}")
+            if session.more:
+                # The session goes on: heal in it rather than wait for the next one.
+                session.task_ids.append(cover.id)
+        if cover.id not in waiting:
+            waiting.append(cover.id)
+    if waiting:
+        w.put(task.model_copy(update={"progress": {"heal": {"names": missing[:50], "waiting": waiting}}}))
+
+
+def on_heal_finished(healer: Task, waiters: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
+    """A self-heal walk ended: settle the tasks that waited for it (``progress.heal``).
+
+    Names under the walked path that the walk did not find fail their task at once ("no such
+    parameter"); a walk that failed on its own path with 9005 found the whole path absent. When
+    the walk confirms every name, or cannot tell (truncated, other errors, no answer), the task is
+    due again at once once no other walk keeps it waiting.
+    """
+    dummy = DeviceState(id=healer.device_id)
+    w = _Work(env, cfg, dummy, dummy, waiters)
+    path = healer.args.get("parameter_path", "")
+    present: set[str] | None = None  # None: the walk cannot tell
+    if healer.status is S.SUCCEEDED and not healer.result.get("truncated") and not any(
+            e.get("code") != 9005 for e in healer.result.get("errors", [])):
+        present = {p["name"] for p in healer.result.get("parameters", [])} | set(healer.result.get("objects", []))
+    elif healer.status is S.FAILED and healer.faults and healer.faults[-1].code == 9005:
+        present = set()
+    for task in waiters:
+        heal = task.progress.get("heal") or {}
+        if task.status is not S.PENDING or healer.id not in heal.get("waiting", []):
             continue
-        healer = w.new_task("getParameterNames", {"parameter_path": path, "read_values": True},
-                            origin="self-heal")
-        w.notes.append(f"9005 on {ref.method}: rediscovering {path}")
-        if session.more:
-            # The session goes on: heal in it rather than wait for the next one.
-            session.task_ids.append(healer.id)
+        names = [n for n in heal.get("names", []) if n.startswith(path)]
+        absent = [n for n in names if present is not None and n not in present]
+        if absent:
+            reason = f"no such parameter: {', '.join(absent[:5])}" + (" ..." if len(absent) > 5 else "")
+            w.announce(w.put(T.fail(task, w.now, reason)))
+            continue
+        left = [i for i in heal["waiting"] if i != healer.id]
+        update: dict[str, Any] = {"progress": {"heal": {**heal, "waiting": left}} if left else {}}
+        if not left:
+            update["next_attempt_at"] = None
+        w.put(task.model_copy(update=update))
+    return w.decision()
 
 
 def _after_answer(w: _Work, session: SessionState, event_id: str) -> Decision:

@@ -291,6 +291,18 @@ class Store:
         found = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]}})
         return [Task.from_document(d) async for d in found.sort("created_at", ASCENDING).limit(limit)]
 
+    async def open_heals(self, device_id: str) -> list[Task]:
+        """The device's open self-heal walks (a 9005 is healed once per subtree)."""
+        found = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]},
+                                 "origin": "self-heal"})
+        return [Task.from_document(d) async for d in found.limit(MAX_OPEN_TASKS)]
+
+    async def tasks_awaiting_heal(self, device_id: str, healer_id: str) -> list[Task]:
+        """Pending tasks of the device that wait for the self-heal walk ``healer_id``."""
+        found = self.tasks.find({"device_id": device_id, "status": TaskStatus.PENDING.value,
+                                 "progress.heal.waiting": healer_id})
+        return [Task.from_document(d) async for d in found.limit(MAX_OPEN_TASKS)]
+
     # --- sessions --------------------------------------------------------------------------
 
     async def save_session(self, session: SessionState) -> None:

@@ -31,7 +31,8 @@ class TaskStatus(StrEnum):
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
-    S.PENDING: frozenset({S.IN_PROGRESS, S.CANCELLED, S.EXPIRED}),
+    # pending -> failed: a task waiting to retry a 9005 whose self-heal walk found the name absent.
+    S.PENDING: frozenset({S.IN_PROGRESS, S.CANCELLED, S.EXPIRED, S.FAILED}),
     S.IN_PROGRESS: frozenset({S.SUCCEEDED, S.FAILED, S.PENDING, S.PENDING_COMPLETION, S.CANCELLED}),
     S.PENDING_COMPLETION: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     # Operators may try again what did not succeed.

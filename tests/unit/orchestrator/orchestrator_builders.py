@@ -150,6 +150,12 @@ class Harness:
             self.sessions.pop(ended_id, None)
         self.events += decision.events
         self.notes += decision.notes
+        for task in decision.tasks:  # as Engine._commit does: a finished self-heal settles its waiters
+            if task.origin == planner.HEAL_ORIGIN and not task.open:
+                waiters = [t for t in self.tasks.values() if task.id in (t.progress.get("heal") or {}).get(
+                    "waiting", []) and t.status.value == "pending"]
+                if waiters:
+                    self.apply(planner.on_heal_finished(task, waiters, self.clock.env(), self.cfg))
         return decision.plan
 
     def inform(self, event: InformReceived) -> SessionPlan:
@@ -172,8 +178,9 @@ class Harness:
     def fault(self, rpc_id: str, code: int, session: str = "s1", **kwargs: Any) -> SessionPlan | None:
         state = self.sessions[session]
         assert self.device is not None
+        heals = [t for t in self.tasks.values() if t.origin == planner.HEAL_ORIGIN and t.open]
         return self.apply(planner.on_fault(fault(rpc_id, code, session=session, **kwargs), state, self.device,
-                                           self._session_tasks(state), self.clock.env(), self.cfg))
+                                           self._session_tasks(state), self.clock.env(), self.cfg, heals))
 
     def end(self, outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1",
             unanswered: Iterable[str] | None = None) -> None:
