@@ -50,6 +50,8 @@ from services.orchestrator.tasks import Fault, Task, TaskStatus
 
 S = TaskStatus
 BOOTSTRAP_EVENT = "0 BOOTSTRAP"
+BOOT_EVENT = "1 BOOT"
+REBOOT_EVENT = "M Reboot"
 FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
 HEAL_ORIGIN = "self-heal"
 # Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
@@ -152,6 +154,7 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     for stale in stale_sessions:
         _close(w, stale, "dropped", unsent=[i for i, r in stale.rpcs.items() if not r.answered])
 
+    _came_back(w, inform)
     leading: list[str] = []
     if BOOTSTRAP_EVENT in codes or first_contact:
         leading += _bootstrap(w, inform, forget_old_identity=not first_contact and BOOTSTRAP_EVENT in codes)
@@ -175,6 +178,19 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     plan = _plan(session, inform.event_id, planned, more)
     return w.decision(session=session if planned else None, plan=plan,
                       ended_sessions=[s.session_id for s in stale_sessions])
+
+
+def _came_back(w: _Work, inform: InformReceived) -> None:
+    """A Reboot is done when the device boots with its CommandKey, a FactoryReset when it bootstraps."""
+    codes = inform.event_codes()
+    keys = {e.command_key for e in inform.events if e.code == REBOOT_EVENT}
+    for task in list(w.tasks.values()):
+        if task.status is not S.PENDING_COMPLETION:
+            continue
+        if (task.name == "reboot" and BOOT_EVENT in codes and task.command_key in keys) or \
+                (task.name == "factoryReset" and BOOTSTRAP_EVENT in codes):
+            _finish(w, task, {**task.result, "back_at": w.now.isoformat(),
+                              "events": sorted(codes & {BOOT_EVENT, BOOTSTRAP_EVENT, REBOOT_EVENT})})
 
 
 def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -> DeviceState:
@@ -374,7 +390,8 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
         progress = _done_key(absorbed.progress, ref.key)
         task = task.model_copy(update={"result": absorbed.result, "progress": progress})
         if absorbed.outcome == "pending_completion":
-            deadline = w.now + timedelta(seconds=cfg.download_timeout)
+            wait = cfg.reboot_timeout if task.name in steps.TERMINAL_KINDS else cfg.download_timeout
+            deadline = w.now + timedelta(seconds=wait)
             w.put(T.await_completion(task, w.now, deadline))
         elif absorbed.outcome == "succeeded":
             _finish(w, task)
@@ -631,7 +648,9 @@ def sweep(candidates: Iterable[Task], env: Env, stale_after: float) -> tuple[lis
                 **({"job_id": task.job_id} if task.job_id else {})}))
         elif task.status is S.PENDING_COMPLETION and task.completion_deadline is not None \
                 and task.completion_deadline <= now:
-            failed = T.time_out_completion(task, now)
+            reason = {"reboot": T.REBOOT_TIMEOUT_REASON, "factoryReset": T.RESET_TIMEOUT_REASON}.get(
+                task.name, T.TIMEOUT_REASON)
+            failed = T.time_out_completion(task, now, reason)
             changed.append(failed)
             events.append(DeviceEvent(kind="task_failed", device_id=task.device_id, details={
                 "task_id": task.id, "name": task.name, "origin": task.origin, "reason": failed.reason}))

@@ -132,6 +132,7 @@ class PlanConfig:
     gpv_batch_size: int = 32
     periodic_inform_interval: int = 3600
     download_timeout: float = 3600.0
+    reboot_timeout: float = 600.0
     max_attempts: int = 5
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 3600.0
@@ -150,6 +151,7 @@ class PlanConfig:
             gpv_batch_size=settings.gpv_batch_size,
             periodic_inform_interval=settings.periodic_inform_interval,
             download_timeout=settings.download_timeout,
+            reboot_timeout=settings.reboot_timeout,
             # Not in Settings yet: read them if a later version adds them, else the defaults here.
             max_attempts=settings.task_max_attempts,
             retry_base_seconds=settings.task_retry_base_seconds,

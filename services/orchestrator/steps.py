@@ -121,7 +121,12 @@ def _absorb_single(task: Task, key: str, response: dict[str, Any], ctx: StepCont
             result["parameters"] = [{"name": n, **attrs} for n, attrs in attributes.items()]
         case "methods":
             result["methods"] = rpcs.read_method_list(response)
-        case "reboot" | "schedule":
+        case "reboot" | "reset":
+            if key == "reboot":
+                result["command_key"] = task.command_key
+            # Done when the device is back: 1 BOOT + M Reboot <key> (FactoryReset: 0 BOOTSTRAP).
+            return Absorbed(progress=task.progress, result=result, outcome="pending_completion")
+        case "schedule":
             result["command_key"] = task.command_key
         case "download" | "upload":
             status = rpcs.read_status(response)
