@@ -40,6 +40,7 @@ from services.common.settings import Settings
 from services.fileserver.credentials import mint_download_credentials
 from services.orchestrator import clients, planner, rpcs
 from services.orchestrator import tasks as T
+from services.orchestrator.jobs import task_event
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
 from services.orchestrator.state import DeviceState, Env, PlanConfig
@@ -247,10 +248,12 @@ class Engine:
                       for task in await self.store.open_tasks_of(event.device_id, FORGET_TASKS_LIMIT)
                       if task.created_at <= event.time or not _operator_task(task)]
             lost = set(await self.store.save_tasks(doomed))
-            for task in doomed:
-                if task.id not in lost:
-                    TASK_OUTCOMES.labels(task.name, task.status.value).inc()
-            cancelled += len(doomed) - len(lost)
+            saved = [task for task in doomed if task.id not in lost]
+            for task in saved:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+            # The same event an operator's cancel publishes (services/orchestrator/jobs.task_event).
+            await self.publisher.device_events([task_event(task) for task in saved])
+            cancelled += len(saved)
             if not lost:
                 break
         await self.store.forget_device(event.device_id)
