@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # How often each orchestrator instance sweeps: queued tasks expire, transfers and reboots
     # time out, tasks of vanished sessions are freed.
     sweep_interval: float = Field(30.0, gt=0)
+    # The most parameters one discovery walk collects; a bigger data model's walk ends "truncated".
+    walk_max_parameters: int = Field(50_000, ge=1)
     gpv_batch_size: int = Field(32, ge=1)
     # A task that keeps failing is retried with exponential backoff, then given up with a reason.
     task_max_attempts: int = Field(5, ge=1)

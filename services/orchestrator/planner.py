@@ -18,7 +18,7 @@ The plan protocol with the gateway (see docs/orchestrator.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -70,14 +70,20 @@ class Decision:
     plan: SessionPlan | None = None
     events: list[DeviceEvent] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Walk items to insert (collection orchestrator_walks), and the walks that ended well: task id
+    # -> the walk's control state, whose result the service builds from the items before writing.
+    walk_writes: list[dict[str, Any]] = field(default_factory=list)
+    assemble: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Work:
     """The mutable scratch state of one decision; turned into a Decision at the end."""
 
     def __init__(self, env: Env, cfg: PlanConfig, device: DeviceState, original: DeviceState | None,
-                 tasks: Iterable[Task]) -> None:
+                 tasks: Iterable[Task], walks: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> None:
         self.env, self.cfg, self.now = env, cfg, env.now
+        self.walks = prov.WalkBuffer(walks)
+        self.assemble: dict[str, dict[str, Any]] = {}
         self.device, self.original = device, original
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
         self.changed: set[str] = set()
@@ -86,7 +92,7 @@ class _Work:
         self.notes: list[str] = []
 
     def ctx(self) -> steps.StepContext:
-        return steps.StepContext(env=self.env, cfg=self.cfg, device=self.device)
+        return steps.StepContext(env=self.env, cfg=self.cfg, device=self.device, walks=self.walks)
 
     def put(self, task: Task) -> Task:
         self.tasks[task.id] = task
@@ -128,7 +134,7 @@ class _Work:
             device = self.device
         return Decision(device=device, tasks=[self.tasks[i] for i in sorted(self.changed)],
                         new_tasks=[self.tasks[i] for i in self.created], events=self.events,
-                        notes=self.notes, **extra)
+                        notes=self.notes, walk_writes=self.walks.writes, assemble=self.assemble, **extra)
 
 
 def _material(device: DeviceState) -> dict[str, Any]:
@@ -224,7 +230,7 @@ def _bootstrap(w: _Work, inform: InformReceived, *, forget_old_identity: bool) -
                                                        "for its previous identity was dropped")))
     values = [p.name for p in inform.parameters]
     w.update_device({
-        "known_names": [], "bootstrapped_at": w.now,
+        "bootstrapped_at": w.now,
         "data_model": prov.detect_data_model(values),
         "pending_cr_username": f"cr-{w.env.new_secret()[:16]}",
         "pending_cr_password": w.env.new_secret(),
@@ -344,6 +350,9 @@ def _apply_step(w: _Work, session: SessionState, task: Task, step: steps.Step,
 
 
 def _finish(w: _Work, task: Task, result: dict[str, Any] | None = None) -> None:
+    walk = steps.walk_of(task)
+    if walk is not None:
+        w.assemble[task.id] = walk  # its parameters are in its items: the service adds them
     done = w.put(T.succeed(task, w.now, result))
     w.announce(done)
     if done.name == "download" and done.args.get("file_type") in FIRMWARE_FILE_TYPES:
@@ -377,12 +386,14 @@ def replay(session: SessionState) -> SessionPlan:
 
 
 def on_response(event: RpcResponseReceived, session: SessionState, device: DeviceState,
-                session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
-    w = _Work(env, cfg, device, device, session_tasks)
+                session_tasks: Sequence[Task], env: Env, cfg: PlanConfig,
+                walks: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> Decision:
+    """``walks``: per walk of the session's tasks, its next queued RPC items (see provisioning)."""
+    w = _Work(env, cfg, device, device, session_tasks, walks)
     ref = session.rpcs.get(event.rpc_id)
     if ref is None or ref.answered:
         return _duplicate(w, session, event.event_id)
-    ref.answered = True
+    _answered(session, event.rpc_id, ref)
     task = _live(w, session, ref)
     if task is not None:
         absorbed = steps.absorb(task, ref.key, event.rpc, w.ctx())
@@ -402,15 +413,16 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
 
 def on_fault(event: RpcFaultReceived, session: SessionState, device: DeviceState,
              session_tasks: Sequence[Task], env: Env, cfg: PlanConfig,
-             open_heals: Sequence[Task] = ()) -> Decision:
+             open_heals: Sequence[Task] = (), walks: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+             ) -> Decision:
     """``open_heals``: the device's open self-heal tasks (needed when the fault is a 9005)."""
-    w = _Work(env, cfg, device, device, session_tasks)
+    w = _Work(env, cfg, device, device, session_tasks, walks)
     for healer in open_heals:
         w.tasks.setdefault(healer.id, healer)
     ref = session.rpcs.get(event.rpc_id)
     if ref is None or ref.answered:
         return _duplicate(w, session, event.event_id)
-    ref.answered = True
+    _answered(session, event.rpc_id, ref)
     task = _live(w, session, ref)
     if task is not None:
         fault = Fault(code=event.fault_code, string=event.fault_string, method=event.method, at=w.now,
@@ -428,11 +440,8 @@ def on_fault(event: RpcFaultReceived, session: SessionState, device: DeviceState
             if failed.status is S.FAILED:
                 w.announce(failed)
             elif missing and task.origin != HEAL_ORIGIN:
+                # A self-heal walk whose own path is gone says enough: it climbs no further.
                 _heal(w, session, failed, ref, missing)
-            elif missing:
-                # A self-heal walk whose own path is gone: that says enough, climb no further.
-                w.update_device({"known_names": prov.forget_under(w.device.known_names,
-                                                                  task.args.get("parameter_path", ""))})
     return _after_answer(w, session, event.event_id)
 
 
@@ -442,6 +451,14 @@ def missing_names(event: RpcFaultReceived, ref: RpcRef) -> list[str]:
     if names:
         return names
     return list(ref.names) if event.fault_code == 9005 else []
+
+
+def _answered(session: SessionState, rpc_id: str, ref: RpcRef) -> None:
+    """An answered RPC leaves the session document; its task attempt is remembered as answered."""
+    del session.rpcs[rpc_id]
+    attempt = f"{ref.task_id}:{ref.attempt}"
+    if attempt not in session.answered:
+        session.answered.append(attempt)
 
 
 def _live(w: _Work, session: SessionState, ref: RpcRef) -> Task | None:
@@ -468,13 +485,15 @@ def _maybe_finish(w: _Work, task: Task) -> None:
         return
     step = steps.proceed(task, w.ctx())
     w.update_device(step.device_updates)
-    _finish(w, task, step.result if step.result is not None else task.result)
+    _finish(w, task.model_copy(update={"progress": step.progress}),
+            step.result if step.result is not None else task.result)
 
 
 def _heal(w: _Work, session: SessionState, task: Task, ref: RpcRef, missing: list[str]) -> None:
     """9005 Invalid parameter name: the data model moved, or the name never existed.
 
-    The stale part is forgotten and rediscovered by a self-heal walk of its parent; the task
+    The stale part is rediscovered by a self-heal walk of its parent (the inventory forgets
+    what the walk no longer finds); the task
     waits for that walk (``progress.heal``), which confirms each name present (the task is due
     again at once) or absent (the task fails, "no such parameter"): see :func:`on_heal_finished`.
     An open walk of the same path or of an ancestor covers a path; a device has at most
@@ -483,7 +502,6 @@ def _heal(w: _Work, session: SessionState, task: Task, ref: RpcRef, missing: lis
     heals = [t for t in w.tasks.values() if t.origin == HEAL_ORIGIN and t.open and t.name == "getParameterNames"]
     waiting: list[str] = []
     for path in prov.heal_paths(missing):
-        w.update_device({"known_names": prov.forget_under(w.device.known_names, path)})
         cover = next((h for h in heals if path.startswith(h.args.get("parameter_path", "\0"))), None)
         if cover is None:
             if len(heals) >= MAX_OPEN_HEALS:
@@ -516,7 +534,8 @@ def on_heal_finished(healer: Task, waiters: Sequence[Task], env: Env, cfg: PlanC
     w = _Work(env, cfg, dummy, dummy, waiters)
     path = healer.args.get("parameter_path", "")
     present: set[str] | None = None  # None: the walk cannot tell
-    if healer.status is S.SUCCEEDED and not healer.result.get("truncated") and not any(
+    if healer.status is S.SUCCEEDED and "parameters" in healer.result and not healer.result.get("truncated") \
+            and not any(
             e.get("code") != 9005 for e in healer.result.get("errors", [])):
         present = {p["name"] for p in healer.result.get("parameters", [])} | set(healer.result.get("objects", []))
     elif healer.status is S.FAILED and healer.faults and healer.faults[-1].code == 9005:
@@ -579,7 +598,8 @@ def _close(w: _Work, session: SessionState, outcome: str, unsent: Iterable[str])
             continue
         refs = {i: r for i, r in session.rpcs.items() if r.task_id == task_id and r.attempt == task.attempts}
         unanswered = [i for i, r in refs.items() if not r.answered]
-        if unanswered and set(unanswered) <= unsent and not any(r.answered for r in refs.values()):
+        answered = f"{task_id}:{task.attempts}" in session.answered or any(r.answered for r in refs.values())
+        if unanswered and set(unanswered) <= unsent and not answered:
             w.put(T.requeue(task, w.now, count_attempt=False))
             continue
         if any(i not in unsent for i in unanswered):
