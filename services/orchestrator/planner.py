@@ -468,6 +468,11 @@ def _live(w: _Work, session: SessionState, ref: RpcRef) -> Task | None:
             or task.attempts != ref.attempt:
         w.notes.append(f"answer to {ref.method} ignored: its task moved on")
         return None
+    if "walk" in task.progress and steps.walk_of(task) is None:
+        # A walk an earlier version started keeps its state in another shape: start it afresh.
+        w.put(T.requeue(task, w.now, count_attempt=False))
+        w.notes.append(f"answer to {ref.method} ignored: its walk was started by an earlier version")
+        return None
     return task
 
 

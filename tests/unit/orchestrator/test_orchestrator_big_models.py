@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from services.bus.events import SessionPlan
+from services.orchestrator import steps
 from services.orchestrator.state import PlanConfig
 from services.orchestrator.tasks import TaskStatus
 from tests.unit.orchestrator.orchestrator_builders import (
@@ -92,3 +93,24 @@ def test_a_walk_stops_at_its_parameter_cap() -> None:
     task = h.tasks["walk"]
     assert task.status is TaskStatus.SUCCEEDED
     assert task.result["truncated"] is True and len(task.result["parameters"]) == 100
+
+
+def test_a_walk_an_earlier_version_started_is_started_afresh() -> None:
+    cfg = small_config()
+    h = Harness(Clock(), cfg)
+    h.inform(inform("1 BOOT", session="s0"))
+    for task in list(h.tasks.values()):
+        h.tasks[task.id] = task.model_copy(update={"status": TaskStatus.SUCCEEDED})
+    h.end(session="s0")
+    h.add(make_task("getParameterNames", {"parameter_path": HOSTS}, task_id="walk"))
+    plan = h.inform(inform("2 PERIODIC"))
+    old = {"frontier": [], "seen": [HOSTS], "leaves": [], "objects": [], "values": [], "gpns": 1,
+           "values_requested": False, "truncated": False, "errors": [], "max_dots": 12, "next_level": True}
+    task = h.tasks["walk"]
+    h.tasks["walk"] = task.model_copy(update={"progress": {**task.progress, "walk": old}})
+    follow = h.respond(plan.rpcs[0].rpc_id, _hosts(2)(plan.rpcs[0].rpc))
+    back = h.tasks["walk"]
+    # Given back without charging the attempt, and planned again at once in the same session.
+    assert (back.status, back.attempts) == (TaskStatus.IN_PROGRESS, 1)
+    assert steps.walk_of(back) is not None
+    assert follow is not None and [p.rpc["parameter_path"] for p in follow.rpcs] == [HOSTS]
