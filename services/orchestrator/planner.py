@@ -311,6 +311,7 @@ def _start(w: _Work, session: SessionState, task: Task, planned: list[PlannedRpc
     wrong = _wrong_root(w.device, [n for out in step.rpcs for n in out.names])
     if wrong:
         # A TR-181 name for a TR-098 device (or the other way): no session will ever fix it.
+        w.walks.discard(steps.walk_id(task))
         w.announce(w.put(T.fail(task, w.now, wrong)))
         return False
     return _apply_step(w, session, task, step, planned)

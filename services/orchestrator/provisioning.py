@@ -103,6 +103,11 @@ class WalkBuffer:
             if item["type"] == WALK_ITEM_RPC:
                 self.queue.setdefault(item["walk"], []).append(item)
 
+    def discard(self, walk_id: str) -> None:
+        """Forget the items of a walk that will not run after all."""
+        self.queue.pop(walk_id, None)
+        self.writes = [i for i in self.writes if i["walk"] != walk_id]
+
     def upcoming(self, walk_id: str, from_seq: int) -> list[dict[str, Any]]:
         return sorted((i for i in self.queue.get(walk_id, []) if i["seq"] >= from_seq), key=lambda i: i["seq"])
 

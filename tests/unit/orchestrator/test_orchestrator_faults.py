@@ -200,6 +200,12 @@ def test_names_of_the_other_data_model_fail_at_once_without_an_rpc(clock: Clock,
     assert done.reason.startswith("wrong data model root: 'Device.DeviceInfo.ProvisioningCode'")
     assert not [t for t in h.tasks.values() if t.origin == "self-heal"]
 
+    walk = h.add(make_task("getParameterNames", {"parameter_path": "Device.Hosts."}, task_id="walk",
+                           created=clock.now))
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []
+    assert h.tasks[walk.id].status is TaskStatus.FAILED
+    assert h.walk_items == {}  # nothing of the walk that never ran is written
+
 
 def test_9005_inside_a_set_names_the_parameters_to_heal(clock: Clock, cfg: PlanConfig) -> None:
     h = _provisioned(clock, cfg)
