@@ -204,7 +204,7 @@ def test_names_of_the_other_data_model_fail_at_once_without_an_rpc(clock: Clock,
                            created=clock.now))
     assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []
     assert h.tasks[walk.id].status is TaskStatus.FAILED
-    assert h.walk_items == {}  # nothing of the walk that never ran is written
+    assert not [i for i in h.walk_items.values() if i["walk"].startswith("walk:")]  # nothing of it written
 
 
 def test_9005_inside_a_set_names_the_parameters_to_heal(clock: Clock, cfg: PlanConfig) -> None:
