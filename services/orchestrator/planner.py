@@ -498,8 +498,7 @@ def _maybe_finish(w: _Work, task: Task) -> None:
 def _heal(w: _Work, session: SessionState, task: Task, ref: RpcRef, missing: list[str]) -> None:
     """9005 Invalid parameter name: the data model moved, or the name never existed.
 
-    The stale part is rediscovered by a self-heal walk of its parent (the inventory forgets
-    what the walk no longer finds); the task
+    The stale part is rediscovered by a self-heal walk of its parent; the task
     waits for that walk (``progress.heal``), which confirms each name present (the task is due
     again at once) or absent (the task fails, "no such parameter"): see :func:`on_heal_finished`.
     An open walk of the same path or of an ancestor covers a path; a device has at most
