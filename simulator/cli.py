@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "request, then come back at once with a new Inform (0: never)")
     p.add_argument("--credentials-in-url", action="store_true",
                    help="download as wget/curl agents do: Username/Password pasted into the URL, then decoded")
+    p.add_argument("--parameters", type=int, default=0, metavar="N",
+                   help="grow each device's data model to at least N parameters (a vendor table)")
     p.add_argument("--seed", type=int, default=None, help="random seed (jitter, backoff)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between report lines")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
@@ -89,7 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         http_mode=HttpMode(args.http_mode), max_sessions=args.max_sessions, http_timeout=args.timeout,
         ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed, product_class=args.product_class,
         digest_reuse_nc=args.digest_reuse_nc, drop_mid_session=args.drop_mid_session,
-        credentials_in_url=args.credentials_in_url,
+        credentials_in_url=args.credentials_in_url, parameters=args.parameters,
     )
 
 

@@ -81,6 +81,10 @@ class FleetSettings:
     # Password go into the URL as they are (http://user:pass@host/...), and the client
     # percent-decodes them from there.
     credentials_in_url: bool = False
+    # Grow every device's data model to at least this many parameters (0: the template's own),
+    # with a vendor table of 20 parameters per entry (simulator.template.load_big_template); a
+    # session may then carry at least that many messages (a discovery walk of it needs them).
+    parameters: int = 0
     # Connection requests.
     cr_host: str = "127.0.0.1"
     cr_port: int = 0  # 0: any free port
@@ -110,6 +114,9 @@ class FleetSettings:
             raise ValueError(f"cwmp_version must be 1.0, 1.1, 1.2 or 1.4, not {self.cwmp_version!r}")
         if self.devices < 1 or self.max_sessions < 1:
             raise ValueError("devices and max_sessions must be at least 1")
+        if self.parameters < 0:
+            raise ValueError("parameters must be 0 (the template's own) or a parameter count")
+        self.max_messages = max(self.max_messages, self.parameters)
         if self.drop_mid_session < 0:
             raise ValueError("drop_mid_session must be 0 (never) or the number of an ACS request")
 

@@ -29,7 +29,7 @@ from .device import PROFILES, Device, DeviceState, Transfer, now_iso
 from .http11 import Connection, HttpError, Origin, origin_of
 from .metrics import Metrics, SessionRecord
 from .session import CpeSession, OutKind, SessionFailed
-from .template import load_template
+from .template import load_big_template, load_template
 from .transport import AcsChannel, credentials_through_url, download, ssl_context, upload
 
 __all__ = ["Fleet"]
@@ -83,7 +83,8 @@ class Fleet:
         for pos in range(s.devices):
             index = s.first_index + pos
             name = s.template_for(index)
-            device = Device(index, profiles[name], load_template(name), s, self._wake)
+            template = load_big_template(name, s.parameters) if s.parameters else load_template(name)
+            device = Device(index, profiles[name], template, s, self._wake)
             self.devices.append(device)
             # Spread the first boots over `ramp` seconds, in index order.
             self._wake(device, now + (s.ramp * pos / s.devices if s.devices > 1 else 0.0))

@@ -371,6 +371,30 @@ def parse_template(text: str, name: str, source: str = "<template>") -> Template
     return builder.finish(name)
 
 
+BULK_PER_ENTRY = 20
+
+
+@cache
+def load_big_template(name: str, parameters: int) -> Template:
+    """Template ``name`` grown to at least ``parameters`` parameters (``--parameters N``).
+
+    The extra ones sit in a vendor table, ``<root>X_SIM_Bulk.Entry.{i}.`` with 20 read-only
+    parameters per entry, as a gateway's Wi-Fi and host tables grow: one object per 20 names.
+    """
+    base = load_template(name)
+    missing = parameters - base.parameter_count()
+    if missing <= 0:
+        return base
+    entries = -(-missing // BULK_PER_ENTRY)
+    root = base.root_path
+    rows = [f"{root}X_SIM_Bulk.,object,R,,", f"{root}X_SIM_Bulk.EntryNumberOfEntries,unsignedInt,R,{entries},",
+            f"{root}X_SIM_Bulk.Entry.,table,R,{entries},"]
+    rows += [f"{root}X_SIM_Bulk.Entry.{{i}}.Param{k},string,R,value-{{i}}-{k}," for k in range(1, BULK_PER_ENTRY + 1)]
+    path = TEMPLATE_DIR / f"{name}.csv"
+    text = path.read_text(encoding="utf-8") + "\n" + "\n".join(rows) + "\n"
+    return parse_template(text, name, f"{path} + {entries} bulk entries")
+
+
 @cache
 def load_template(name: str) -> Template:
     """The template ``simulator/templates/<name>.csv`` (cached: loaded once per process)."""

@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     # --- orchestrator ---------------------------------------------------------------------------
     periodic_inform_interval: int = Field(3600, ge=0)
     download_timeout: float = 3600.0
+    # A Reboot (FactoryReset) task succeeds when the device comes back with 1 BOOT + M Reboot
+    # (0 BOOTSTRAP); it fails when it has not within this many seconds of the RPC's answer.
+    reboot_timeout: float = Field(600.0, gt=0)
+    # How often each orchestrator instance sweeps: queued tasks expire, transfers and reboots
+    # time out, tasks of vanished sessions are freed.
+    sweep_interval: float = Field(30.0, gt=0)
+    # The most parameters one discovery walk collects; a bigger data model's walk ends "truncated".
+    walk_max_parameters: int = Field(50_000, ge=1)
     gpv_batch_size: int = Field(32, ge=1)
     # A task that keeps failing is retried with exponential backoff, then given up with a reason.
     task_max_attempts: int = Field(5, ge=1)

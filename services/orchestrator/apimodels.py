@@ -29,7 +29,9 @@ class TaskOut(BaseModel):
     device_id: str
     name: str
     args: dict[str, Any] = Field(description="the task's arguments; for download, the file facts looked up")
-    status: TaskStatus
+    status: TaskStatus = Field(description="pending, in_progress, pending_completion (a transfer awaiting its "
+                                           "TransferComplete, a reboot or factory reset awaiting the "
+                                           "device's return), succeeded, failed, cancelled, expired")
     origin: str = Field(description="api, job:<id>, policy:<name>, bootstrap or self-heal")
     job_id: str | None = None
     policy_id: str | None = None
@@ -39,7 +41,10 @@ class TaskOut(BaseModel):
     expires_at: datetime | None = None
     next_attempt_at: datetime | None = Field(None, description="not offered to a session before this (backoff)")
     completion_deadline: datetime | None = Field(None, description="pending_completion: TransferComplete "
-                                                                   "expected before this")
+                                                                   "(download, upload) or the device's "
+                                                                   "return (reboot: 1 BOOT + M Reboot, "
+                                                                   "factoryReset: 0 BOOTSTRAP) expected "
+                                                                   "before this")
     attempts: int
     max_attempts: int
     result: dict[str, Any] = Field(description="e.g. parameters read, instance number, transfer outcome")

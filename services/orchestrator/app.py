@@ -26,6 +26,7 @@ from services.common.errors import validation_problem
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
 from services.orchestrator import clients, jobs, specs
+from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
     ApiKeyIn,
@@ -186,7 +187,13 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"], summary="Read a task",
              responses={404: {"description": "unknown task"}})
     async def get_task(task_id: str, _: Reader) -> dict[str, Any]:
-        return (await _task_or_404(store, task_id)).public()
+        body = (await _task_or_404(store, task_id)).public()
+        stored = body["result"].get("parameters_stored")
+        if isinstance(stored, str):
+            # A walk too big for its task document: its parameters are read from its items.
+            parameters, objects = prov.walk_parameters(await store.walk_records(stored))
+            body["result"] = {**body["result"], "parameters": parameters, "objects": objects}
+        return body
 
     @app.post("/api/v1/tasks/{task_id}/cancel", response_model=TaskOut, tags=["tasks"],
               summary="Cancel a task that has not ended",

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -38,12 +38,14 @@ from services.bus.events import (
 )
 from services.common.settings import Settings
 from services.fileserver.credentials import mint_download_credentials
-from services.orchestrator import clients, planner, rpcs
+from services.orchestrator import clients, planner, rpcs, steps
+from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
+from services.orchestrator.jobs import task_event
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
-from services.orchestrator.state import DeviceState, Env, PlanConfig
-from services.orchestrator.store import InformView, Store
+from services.orchestrator.state import DeviceState, Env, PlanConfig, SessionState
+from services.orchestrator.store import InformView, SessionView, Store
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +198,31 @@ class Engine:
                                                                  "session_id": event.session_id})
             return
         device = view.device or DeviceState(id=event.device_id)
+        before = view.session.model_copy(deep=True)
+        walks = await self._upcoming_walk_rpcs(view, event.rpc_id)
         if isinstance(event, RpcResponseReceived):
-            decision = planner.on_response(event, view.session, device, view.tasks, self.env(), self.config)
+            decision = planner.on_response(event, view.session, device, view.tasks, self.env(), self.config, walks)
         else:
             # Read before the planner marks the RPC answered: a redelivered fault is announced once.
             ref = view.session.rpcs.get(event.rpc_id)
             fresh = ref is not None and not ref.answered
-            decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config)
+            heals = (await self.store.open_heals(event.device_id)
+                     if ref is not None and _reports_9005(event) else [])
+            decision = planner.on_fault(event, view.session, device, view.tasks, self.env(), self.config, heals,
+                                        walks)
             if fresh and ref is not None:
                 decision.events.insert(0, fault_raised(event, ref.task_id))
-        await self._commit(decision, view.session.reply_to, event.type)
+        await self._commit(decision, view.session.reply_to, event.type, before)
+
+    async def _upcoming_walk_rpcs(self, view: SessionView, rpc_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The next queued RPCs of the session's walks, when this answer may lead to the next plan."""
+        session = view.session
+        waiting = [i for i in session.batch if i in session.rpcs and not session.rpcs[i].answered]
+        if waiting != [rpc_id]:
+            return {}  # other answers of the batch are still due: no plan follows this one
+        cursors = {walk["id"]: walk["taken"] for task in view.tasks
+                   if task.status is T.TaskStatus.IN_PROGRESS and (walk := steps.walk_of(task)) is not None}
+        return await self.store.walk_upcoming(cursors, self.config.walk_fanout) if cursors else {}
 
     async def on_session_ended(self, event: SessionEnded) -> None:
         view = await self.store.session_view(event.session_id)
@@ -245,10 +262,12 @@ class Engine:
                       for task in await self.store.open_tasks_of(event.device_id, FORGET_TASKS_LIMIT)
                       if task.created_at <= event.time or not _operator_task(task)]
             lost = set(await self.store.save_tasks(doomed))
-            for task in doomed:
-                if task.id not in lost:
-                    TASK_OUTCOMES.labels(task.name, task.status.value).inc()
-            cancelled += len(doomed) - len(lost)
+            saved = [task for task in doomed if task.id not in lost]
+            for task in saved:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+            # The same event an operator's cancel publishes (services/orchestrator/jobs.task_event).
+            await self.publisher.device_events([task_event(task) for task in saved])
+            cancelled += len(saved)
             if not lost:
                 break
         await self.store.forget_device(event.device_id)
@@ -280,7 +299,12 @@ class Engine:
                                                                           "error": type(exc).__name__})
             return frozenset()
 
-    async def _commit(self, decision: Decision, reply_to: str, trigger: str) -> None:
+    async def _commit(self, decision: Decision, reply_to: str, trigger: str,
+                      before: SessionState | None = None) -> None:
+        """Write a decision, then publish its plan and events. ``before``: the session as loaded
+        (its document is then updated field by field rather than rewritten)."""
+        if decision.assemble:
+            await self._assemble_walks(decision)
         # The writes touch different documents: run them together, one round trip of latency.
         session = decision.session if (decision.session is not None
                                        and decision.session.session_id not in decision.ended_sessions) else None
@@ -288,20 +312,57 @@ class Engine:
             self.store.save_tasks(decision.tasks),
             self.store.insert_tasks(decision.new_tasks),
             self.store.save_device(decision.device) if decision.device is not None else _nothing(),
-            self.store.save_session(session) if session is not None else _nothing(),
-            self.store.delete_sessions(decision.ended_sessions))
+            self.store.save_session(session, before) if session is not None else _nothing(),
+            self.store.delete_sessions(decision.ended_sessions),
+            self.store.insert_walk_items(decision.walk_writes))
         lost = set(saved_tasks)
         if lost:
             RACES.inc()
             _trim(decision, lost)
             if session is not None:
                 await self.store.save_session(session)  # the session without the lost tasks' RPCs
+        for task_id, walk in decision.assemble.items():
+            if task_id not in lost:
+                stored = any(t.id == task_id and "parameters_stored" in t.result for t in decision.tasks)
+                await self.store.finish_walk(walk["id"], keep_records=stored)
         for note in decision.notes:
             log.info(note, extra={"device_id": decision.plan.device_id if decision.plan else None})
         if decision.plan is not None:
             await self._publish_plan(reply_to, decision.plan, trigger)
         await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
         for task in [*decision.tasks, *decision.new_tasks]:
+            if task.id not in lost and task.status in T.TERMINAL:
+                TASK_OUTCOMES.labels(task.name, task.status.value).inc()
+        for task in decision.tasks:
+            if task.id not in lost and task.origin == planner.HEAL_ORIGIN and task.status in T.TERMINAL:
+                await self._settle_heal(task)
+
+    async def _assemble_walks(self, decision: Decision) -> None:
+        """Give each walk that ended its result, built from its items (stored and just made)."""
+        for i, task in enumerate(decision.tasks):
+            walk = decision.assemble.get(task.id)
+            if walk is None:
+                continue
+            inline = walk["parameters"] <= self.config.walk_result_inline
+            records = [*(await self.store.walk_records(walk["id"]) if inline else []),
+                       *(item for item in decision.walk_writes
+                         if item["walk"] == walk["id"] and item["type"] == prov.WALK_ITEM_RECORD)]
+            result = {**task.result, **prov.walk_result(walk, records, self.config.walk_result_inline)}
+            decision.tasks[i] = task.model_copy(update={"result": result})
+
+    async def _settle_heal(self, healer: T.Task) -> None:
+        """A self-heal walk ended: the tasks that waited for it learn whether their names exist.
+
+        Written after the walk's own decision: were the process to die in between, the waiting
+        tasks simply keep their backoff and retry (bounded by their attempts).
+        """
+        waiters = await self.store.tasks_awaiting_heal(healer.device_id, healer.id)
+        if not waiters:
+            return
+        decision = planner.on_heal_finished(healer, waiters, self.env(), self.config)
+        lost = set(await self.store.save_tasks(decision.tasks))
+        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        for task in decision.tasks:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()
 
@@ -322,6 +383,10 @@ def fault_raised(event: RpcFaultReceived, task_id: str) -> DeviceEvent:
     if event.parameter_faults:
         details["parameter_faults"] = [pf.model_dump() for pf in event.parameter_faults]
     return DeviceEvent(kind="fault_raised", device_id=event.device_id, details=details)
+
+
+def _reports_9005(event: RpcFaultReceived) -> bool:
+    return event.fault_code == 9005 or any(pf.fault_code == 9005 for pf in event.parameter_faults)
 
 
 async def _nothing() -> None:

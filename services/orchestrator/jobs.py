@@ -30,7 +30,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -39,9 +39,11 @@ from services.common.settings import Settings
 from services.orchestrator import clients
 from services.orchestrator import tasks as T
 from services.orchestrator.connreq import ConnectionRequester
-from services.orchestrator.engine import Publisher
 from services.orchestrator.store import Store
 from services.orchestrator.tasks import Task
+
+if TYPE_CHECKING:  # the engine publishes task events made here: no import cycle at run time
+    from services.orchestrator.engine import Publisher
 
 log = logging.getLogger(__name__)
 

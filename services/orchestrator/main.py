@@ -11,7 +11,6 @@ from services.orchestrator.app import create_app
 from services.orchestrator.runtime import OrchestratorRuntime
 
 PREFLIGHT_SECONDS = 30.0
-SWEEP_INTERVAL_SECONDS = 30.0
 
 
 async def run(settings: Settings) -> None:
@@ -20,7 +19,7 @@ async def run(settings: Settings) -> None:
     await check_kafka(settings, PREFLIGHT_SECONDS)
     # The consumer cannot join a group on a topic that does not exist yet (first start).
     await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS])
-    runtime = OrchestratorRuntime(settings, sweep_interval=SWEEP_INTERVAL_SECONDS)
+    runtime = OrchestratorRuntime(settings, sweep_interval=settings.sweep_interval)
     # The app's lifespan starts the runtime and closes it on SIGTERM: consumer stopped (offsets
     # of handled events committed), producer flushed, clients closed.
     await serve([(create_app(runtime), settings.orchestrator_port)], settings)

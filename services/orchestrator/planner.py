@@ -18,7 +18,7 @@ The plan protocol with the gateway (see docs/orchestrator.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -37,12 +37,25 @@ from services.orchestrator import provisioning as prov
 from services.orchestrator import rpcs, steps
 from services.orchestrator import tasks as T
 from services.orchestrator.policies import DeviceFacts, Policy, due_policies, inform_events
-from services.orchestrator.state import DeviceState, Env, PlanConfig, RpcRef, SessionState
+from services.orchestrator.state import (
+    TR098_ROOT,
+    TR181_ROOT,
+    DeviceState,
+    Env,
+    PlanConfig,
+    RpcRef,
+    SessionState,
+)
 from services.orchestrator.tasks import Fault, Task, TaskStatus
 
 S = TaskStatus
 BOOTSTRAP_EVENT = "0 BOOTSTRAP"
+BOOT_EVENT = "1 BOOT"
+REBOOT_EVENT = "M Reboot"
 FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
+HEAL_ORIGIN = "self-heal"
+# Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
+MAX_OPEN_HEALS = 3
 
 
 @dataclass
@@ -57,14 +70,20 @@ class Decision:
     plan: SessionPlan | None = None
     events: list[DeviceEvent] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Walk items to insert (collection orchestrator_walks), and the walks that ended well: task id
+    # -> the walk's control state, whose result the service builds from the items before writing.
+    walk_writes: list[dict[str, Any]] = field(default_factory=list)
+    assemble: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Work:
     """The mutable scratch state of one decision; turned into a Decision at the end."""
 
     def __init__(self, env: Env, cfg: PlanConfig, device: DeviceState, original: DeviceState | None,
-                 tasks: Iterable[Task]) -> None:
+                 tasks: Iterable[Task], walks: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> None:
         self.env, self.cfg, self.now = env, cfg, env.now
+        self.walks = prov.WalkBuffer(walks)
+        self.assemble: dict[str, dict[str, Any]] = {}
         self.device, self.original = device, original
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
         self.changed: set[str] = set()
@@ -73,7 +92,7 @@ class _Work:
         self.notes: list[str] = []
 
     def ctx(self) -> steps.StepContext:
-        return steps.StepContext(env=self.env, cfg=self.cfg, device=self.device)
+        return steps.StepContext(env=self.env, cfg=self.cfg, device=self.device, walks=self.walks)
 
     def put(self, task: Task) -> Task:
         self.tasks[task.id] = task
@@ -90,10 +109,11 @@ class _Work:
         if updates:
             self.device = self.device.model_copy(update=updates)
 
-    def new_task(self, name: str, args: dict[str, Any], origin: str, *, policy_id: str | None = None) -> Task:
+    def new_task(self, name: str, args: dict[str, Any], origin: str, *, policy_id: str | None = None,
+                 max_attempts: int | None = None) -> Task:
         return self.add(Task(id=self.env.new_id(), device_id=self.device.id, name=name, args=args,
                              origin=origin, policy_id=policy_id, created_at=self.now, updated_at=self.now,
-                             max_attempts=self.cfg.max_attempts))
+                             max_attempts=max_attempts or self.cfg.max_attempts))
 
     def announce(self, task: Task) -> None:
         details: dict[str, Any] = {"task_id": task.id, "name": task.name, "origin": task.origin}
@@ -114,7 +134,7 @@ class _Work:
             device = self.device
         return Decision(device=device, tasks=[self.tasks[i] for i in sorted(self.changed)],
                         new_tasks=[self.tasks[i] for i in self.created], events=self.events,
-                        notes=self.notes, **extra)
+                        notes=self.notes, walk_writes=self.walks.writes, assemble=self.assemble, **extra)
 
 
 def _material(device: DeviceState) -> dict[str, Any]:
@@ -140,6 +160,7 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     for stale in stale_sessions:
         _close(w, stale, "dropped", unsent=[i for i, r in stale.rpcs.items() if not r.answered])
 
+    _came_back(w, inform)
     leading: list[str] = []
     if BOOTSTRAP_EVENT in codes or first_contact:
         leading += _bootstrap(w, inform, forget_old_identity=not first_contact and BOOTSTRAP_EVENT in codes)
@@ -163,6 +184,19 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     plan = _plan(session, inform.event_id, planned, more)
     return w.decision(session=session if planned else None, plan=plan,
                       ended_sessions=[s.session_id for s in stale_sessions])
+
+
+def _came_back(w: _Work, inform: InformReceived) -> None:
+    """A Reboot is done when the device boots with its CommandKey, a FactoryReset when it bootstraps."""
+    codes = inform.event_codes()
+    keys = {e.command_key for e in inform.events if e.code == REBOOT_EVENT}
+    for task in list(w.tasks.values()):
+        if task.status is not S.PENDING_COMPLETION:
+            continue
+        if (task.name == "reboot" and BOOT_EVENT in codes and task.command_key in keys) or \
+                (task.name == "factoryReset" and BOOTSTRAP_EVENT in codes):
+            _finish(w, task, {**task.result, "back_at": w.now.isoformat(),
+                              "events": sorted(codes & {BOOT_EVENT, BOOTSTRAP_EVENT, REBOOT_EVENT})})
 
 
 def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -> DeviceState:
@@ -196,7 +230,7 @@ def _bootstrap(w: _Work, inform: InformReceived, *, forget_old_identity: bool) -
                                                        "for its previous identity was dropped")))
     values = [p.name for p in inform.parameters]
     w.update_device({
-        "known_names": [], "bootstrapped_at": w.now,
+        "bootstrapped_at": w.now,
         "data_model": prov.detect_data_model(values),
         "pending_cr_username": f"cr-{w.env.new_secret()[:16]}",
         "pending_cr_password": w.env.new_secret(),
@@ -274,7 +308,26 @@ def _start(w: _Work, session: SessionState, task: Task, planned: list[PlannedRpc
         failed = w.put(T.fail(task, w.now, f"cannot build the RPC: {exc}"))
         w.announce(failed)
         return False
+    wrong = _wrong_root(w.device, [n for out in step.rpcs for n in out.names])
+    if wrong:
+        # A TR-181 name for a TR-098 device (or the other way): no session will ever fix it.
+        w.walks.discard(steps.walk_id(task))
+        w.announce(w.put(T.fail(task, w.now, wrong)))
+        return False
     return _apply_step(w, session, task, step, planned)
+
+
+def _wrong_root(device: DeviceState, names: Iterable[str]) -> str:
+    """Why ``names`` cannot exist on ``device`` (they use the other data model's root), or ""."""
+    root = device.data_model
+    if root not in (TR098_ROOT, TR181_ROOT):
+        return ""
+    other = TR181_ROOT if root == TR098_ROOT else TR098_ROOT
+    bad = [n for n in names if n.startswith(other)]
+    if not bad:
+        return ""
+    return (f"wrong data model root: {bad[0]!r} is a {other} name but the device uses {root} "
+            f"({len(bad)} such name{'s' if len(bad) > 1 else ''})")
 
 
 def _apply_step(w: _Work, session: SessionState, task: Task, step: steps.Step,
@@ -298,6 +351,9 @@ def _apply_step(w: _Work, session: SessionState, task: Task, step: steps.Step,
 
 
 def _finish(w: _Work, task: Task, result: dict[str, Any] | None = None) -> None:
+    walk = steps.walk_of(task)
+    if walk is not None:
+        w.assemble[task.id] = walk  # its parameters are in its items: the service adds them
     done = w.put(T.succeed(task, w.now, result))
     w.announce(done)
     if done.name == "download" and done.args.get("file_type") in FIRMWARE_FILE_TYPES:
@@ -331,12 +387,14 @@ def replay(session: SessionState) -> SessionPlan:
 
 
 def on_response(event: RpcResponseReceived, session: SessionState, device: DeviceState,
-                session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
-    w = _Work(env, cfg, device, device, session_tasks)
+                session_tasks: Sequence[Task], env: Env, cfg: PlanConfig,
+                walks: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> Decision:
+    """``walks``: per walk of the session's tasks, its next queued RPC items (see provisioning)."""
+    w = _Work(env, cfg, device, device, session_tasks, walks)
     ref = session.rpcs.get(event.rpc_id)
     if ref is None or ref.answered:
         return _duplicate(w, session, event.event_id)
-    ref.answered = True
+    _answered(session, event.rpc_id, ref)
     task = _live(w, session, ref)
     if task is not None:
         absorbed = steps.absorb(task, ref.key, event.rpc, w.ctx())
@@ -344,7 +402,8 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
         progress = _done_key(absorbed.progress, ref.key)
         task = task.model_copy(update={"result": absorbed.result, "progress": progress})
         if absorbed.outcome == "pending_completion":
-            deadline = w.now + timedelta(seconds=cfg.download_timeout)
+            wait = cfg.reboot_timeout if task.name in steps.TERMINAL_KINDS else cfg.download_timeout
+            deadline = w.now + timedelta(seconds=wait)
             w.put(T.await_completion(task, w.now, deadline))
         elif absorbed.outcome == "succeeded":
             _finish(w, task)
@@ -354,26 +413,53 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
 
 
 def on_fault(event: RpcFaultReceived, session: SessionState, device: DeviceState,
-             session_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
-    w = _Work(env, cfg, device, device, session_tasks)
+             session_tasks: Sequence[Task], env: Env, cfg: PlanConfig,
+             open_heals: Sequence[Task] = (), walks: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+             ) -> Decision:
+    """``open_heals``: the device's open self-heal tasks (needed when the fault is a 9005)."""
+    w = _Work(env, cfg, device, device, session_tasks, walks)
+    for healer in open_heals:
+        w.tasks.setdefault(healer.id, healer)
     ref = session.rpcs.get(event.rpc_id)
     if ref is None or ref.answered:
         return _duplicate(w, session, event.event_id)
-    ref.answered = True
+    _answered(session, event.rpc_id, ref)
     task = _live(w, session, ref)
     if task is not None:
         fault = Fault(code=event.fault_code, string=event.fault_string, method=event.method, at=w.now,
                       parameter_faults=[pf.model_dump() for pf in event.parameter_faults])
         tolerated = steps.tolerate(task, ref.key, event.fault_code, event.fault_string)
+        missing = missing_names(event, ref)
+        wrong = _wrong_root(w.device, missing)
         if tolerated is not None:
             _maybe_finish(w, task.model_copy(update={"progress": _done_key(tolerated, ref.key)}))
+        elif wrong:
+            w.announce(w.put(T.fail(task, w.now, wrong, fault)))
         else:
             failed = w.put(T.fault_attempt(task, fault, w.now, retry_base=cfg.retry_base_seconds,
                                            retry_cap=cfg.retry_max_seconds))
             if failed.status is S.FAILED:
                 w.announce(failed)
-        _heal(w, session, event, ref)
+            elif missing and task.origin != HEAL_ORIGIN:
+                # A self-heal walk whose own path is gone says enough: it climbs no further.
+                _heal(w, session, failed, ref, missing)
     return _after_answer(w, session, event.event_id)
+
+
+def missing_names(event: RpcFaultReceived, ref: RpcRef) -> list[str]:
+    """The names a fault says the CPE does not have (9005): per parameter, else the RPC's own."""
+    names = [pf.parameter_name for pf in event.parameter_faults if pf.fault_code == 9005]
+    if names:
+        return names
+    return list(ref.names) if event.fault_code == 9005 else []
+
+
+def _answered(session: SessionState, rpc_id: str, ref: RpcRef) -> None:
+    """An answered RPC leaves the session document; its task attempt is remembered as answered."""
+    del session.rpcs[rpc_id]
+    attempt = f"{ref.task_id}:{ref.attempt}"
+    if attempt not in session.answered:
+        session.answered.append(attempt)
 
 
 def _live(w: _Work, session: SessionState, ref: RpcRef) -> Task | None:
@@ -382,6 +468,11 @@ def _live(w: _Work, session: SessionState, ref: RpcRef) -> Task | None:
     if task is None or task.status is not S.IN_PROGRESS or task.session_id != session.session_id \
             or task.attempts != ref.attempt:
         w.notes.append(f"answer to {ref.method} ignored: its task moved on")
+        return None
+    if "walk" in task.progress and steps.walk_of(task) is None:
+        # A walk an earlier version started keeps its state in another shape: start it afresh.
+        w.put(T.requeue(task, w.now, count_attempt=False))
+        w.notes.append(f"answer to {ref.method} ignored: its walk was started by an earlier version")
         return None
     return task
 
@@ -400,25 +491,76 @@ def _maybe_finish(w: _Work, task: Task) -> None:
         return
     step = steps.proceed(task, w.ctx())
     w.update_device(step.device_updates)
-    _finish(w, task, step.result if step.result is not None else task.result)
+    _finish(w, task.model_copy(update={"progress": step.progress}),
+            step.result if step.result is not None else task.result)
 
 
-def _heal(w: _Work, session: SessionState, event: RpcFaultReceived, ref: RpcRef) -> None:
-    """9005 Invalid parameter name: the data model moved. Forget the stale part, rediscover it."""
-    names = [pf.parameter_name for pf in event.parameter_faults if pf.fault_code == 9005]
-    if event.fault_code != 9005 and not names:
-        return
-    for path in prov.heal_paths(names or ref.names):
-        w.update_device({"known_names": prov.forget_under(w.device.known_names, path)})
-        if any(t.name == "getParameterNames" and t.open and t.args.get("parameter_path") == path
-               for t in w.tasks.values()):
+def _heal(w: _Work, session: SessionState, task: Task, ref: RpcRef, missing: list[str]) -> None:
+    """9005 Invalid parameter name: the data model moved, or the name never existed.
+
+    The stale part is rediscovered by a self-heal walk of its parent; the task
+    waits for that walk (``progress.heal``), which confirms each name present (the task is due
+    again at once) or absent (the task fails, "no such parameter"): see :func:`on_heal_finished`.
+    An open walk of the same path or of an ancestor covers a path; a device has at most
+    ``MAX_OPEN_HEALS`` of them open, and walks the orchestrator made itself never heal further.
+    """
+    heals = [t for t in w.tasks.values() if t.origin == HEAL_ORIGIN and t.open and t.name == "getParameterNames"]
+    waiting: list[str] = []
+    for path in prov.heal_paths(missing):
+        cover = next((h for h in heals if path.startswith(h.args.get("parameter_path", "\0"))), None)
+        if cover is None:
+            if len(heals) >= MAX_OPEN_HEALS:
+                w.notes.append(f"9005 on {ref.method}: {MAX_OPEN_HEALS} self-heal walks already open, "
+                               f"{path} is not rediscovered now")
+                continue
+            # One try: a walk whose own path answers 9005 has found out what it came for.
+            cover = w.new_task("getParameterNames", {"parameter_path": path, "read_values": True},
+                               origin=HEAL_ORIGIN, max_attempts=1)
+            heals.append(cover)
+            w.notes.append(f"9005 on {ref.method}: rediscovering {path}")
+            if session.more:
+                # The session goes on: heal in it rather than wait for the next one.
+                session.task_ids.append(cover.id)
+        if cover.id not in waiting:
+            waiting.append(cover.id)
+    if waiting:
+        w.put(task.model_copy(update={"progress": {"heal": {"names": missing[:50], "waiting": waiting}}}))
+
+
+def on_heal_finished(healer: Task, waiters: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
+    """A self-heal walk ended: settle the tasks that waited for it (``progress.heal``).
+
+    Names under the walked path that the walk did not find fail their task at once ("no such
+    parameter"); a walk that failed on its own path with 9005 found the whole path absent. When
+    the walk confirms every name, or cannot tell (truncated, other errors, no answer), the task is
+    due again at once once no other walk keeps it waiting.
+    """
+    dummy = DeviceState(id=healer.device_id)
+    w = _Work(env, cfg, dummy, dummy, waiters)
+    path = healer.args.get("parameter_path", "")
+    present: set[str] | None = None  # None: the walk cannot tell
+    if healer.status is S.SUCCEEDED and "parameters" in healer.result and not healer.result.get("truncated") \
+            and not any(
+            e.get("code") != 9005 for e in healer.result.get("errors", [])):
+        present = {p["name"] for p in healer.result.get("parameters", [])} | set(healer.result.get("objects", []))
+    elif healer.status is S.FAILED and healer.faults and healer.faults[-1].code == 9005:
+        present = set()
+    for task in waiters:
+        heal = task.progress.get("heal") or {}
+        if task.status is not S.PENDING or healer.id not in heal.get("waiting", []):
             continue
-        healer = w.new_task("getParameterNames", {"parameter_path": path, "read_values": True},
-                            origin="self-heal")
-        w.notes.append(f"9005 on {ref.method}: rediscovering {path}")
-        if session.more:
-            # The session goes on: heal in it rather than wait for the next one.
-            session.task_ids.append(healer.id)
+        names = [n for n in heal.get("names", []) if n.startswith(path)]
+        absent = [n for n in names if present is not None and n not in present]
+        if absent:
+            reason = f"no such parameter: {', '.join(absent[:5])}" + (" ..." if len(absent) > 5 else "")
+            w.announce(w.put(T.fail(task, w.now, reason)))
+            continue
+        left = [i for i in heal["waiting"] if i != healer.id]
+        update: dict[str, Any] = {"progress": {"heal": {**heal, "waiting": left}} if left else {}}
+        if not left:
+            update["next_attempt_at"] = None
+        w.put(task.model_copy(update=update))
+    return w.decision()
 
 
 def _after_answer(w: _Work, session: SessionState, event_id: str) -> Decision:
@@ -461,7 +603,8 @@ def _close(w: _Work, session: SessionState, outcome: str, unsent: Iterable[str])
             continue
         refs = {i: r for i, r in session.rpcs.items() if r.task_id == task_id and r.attempt == task.attempts}
         unanswered = [i for i, r in refs.items() if not r.answered]
-        if unanswered and set(unanswered) <= unsent and not any(r.answered for r in refs.values()):
+        answered = f"{task_id}:{task.attempts}" in session.answered or any(r.answered for r in refs.values())
+        if unanswered and set(unanswered) <= unsent and not answered:
             w.put(T.requeue(task, w.now, count_attempt=False))
             continue
         if any(i not in unsent for i in unanswered):
@@ -530,7 +673,9 @@ def sweep(candidates: Iterable[Task], env: Env, stale_after: float) -> tuple[lis
                 **({"job_id": task.job_id} if task.job_id else {})}))
         elif task.status is S.PENDING_COMPLETION and task.completion_deadline is not None \
                 and task.completion_deadline <= now:
-            failed = T.time_out_completion(task, now)
+            reason = {"reboot": T.REBOOT_TIMEOUT_REASON, "factoryReset": T.RESET_TIMEOUT_REASON}.get(
+                task.name, T.TIMEOUT_REASON)
+            failed = T.time_out_completion(task, now, reason)
             changed.append(failed)
             events.append(DeviceEvent(kind="task_failed", device_id=task.device_id, details={
                 "task_id": task.id, "name": task.name, "origin": task.origin, "reason": failed.reason}))

@@ -4,16 +4,16 @@ On ``0 BOOTSTRAP`` (or the first contact of a device we do not know) the ACS giv
 unique connection request credentials and the periodic inform settings, then learns the parts of
 its data model operators care about: GetParameterNames of each configured subtree (NextLevel=false,
 one round trip), then GetParameterValues in batches. Refreshing an arbitrary subtree on request
-walks it with NextLevel=true, one level per plan (every object of a level in the same plan).
+walks it with NextLevel=true, level by level, at most ``walk_fanout`` RPCs per plan.
 
-The walk state is a plain JSON-able dict kept in ``task.progress`` so that it survives between
-the Kafka round trips of one session. Names are stored in lists, not as document keys, because
-parameter names contain dots.
+The walk state survives between the Kafka round trips of one session: a small control dict in
+``task.progress`` and items of their own (see below). Names are stored in lists, not as document
+keys, because parameter names contain dots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from services.orchestrator import rpcs
@@ -70,16 +70,68 @@ def heal_paths(names: Iterable[str], limit: int = 3) -> list[str]:
     return out
 
 
-def forget_under(known: list[str], path: str) -> list[str]:
-    """The discovered-name cache without ``path`` and everything below it (it went stale)."""
-    return [name for name in known if not name.startswith(path)]
-
-
 # --- the GetParameterNames walk -------------------------------------------------------------
+#
+# A walk's state is split so that no write grows with the data model:
+#
+# - ``control`` (in ``task.progress["walk"]``): counters, cursors, the last errors and fewer than
+#   ``gpv_batch_size`` names waiting for a GetParameterValues. Small, whatever the model's size.
+# - items (collection ``orchestrator_walks``, written as the decision's ``walk_writes``):
+#   ``rpc`` items, the queue of RPCs still to send (``seq`` = position), and ``rec`` items, what
+#   each answer found (names and writability, objects, values). One answer adds items in
+#   proportion to that answer, never the whole walk.
+#
+# A plan takes at most ``walk_fanout`` queued RPCs of a walk (GetParameterNames and
+# GetParameterValues alike); the rest follow in the next plans. The result is built from the
+# ``rec`` items once the walk is over (see :func:`walk_result`).
+
+WALK_ITEM_RPC = "rpc"
+WALK_ITEM_RECORD = "rec"
 
 
-def walk_begin(paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = False) -> dict[str, Any]:
-    """Start a walk of ``paths``.
+class WalkBuffer:
+    """The walk items a decision sees: those loaded for it (the next queued RPCs of each walk)
+    plus those it writes itself. Pure bookkeeping; the service loads and writes them."""
+
+    def __init__(self, loaded: Mapping[str, Sequence[dict[str, Any]]] | None = None) -> None:
+        self.queue: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in (loaded or {}).items()}
+        self.writes: list[dict[str, Any]] = []
+
+    def add(self, items: Iterable[dict[str, Any]]) -> None:
+        for item in items:
+            self.writes.append(item)
+            if item["type"] == WALK_ITEM_RPC:
+                self.queue.setdefault(item["walk"], []).append(item)
+
+    def discard(self, walk_id: str) -> None:
+        """Forget the items of a walk that will not run after all."""
+        self.queue.pop(walk_id, None)
+        self.writes = [i for i in self.writes if i["walk"] != walk_id]
+
+    def upcoming(self, walk_id: str, from_seq: int) -> list[dict[str, Any]]:
+        return sorted((i for i in self.queue.get(walk_id, []) if i["seq"] >= from_seq), key=lambda i: i["seq"])
+
+    def records(self, walk_id: str) -> list[dict[str, Any]]:
+        return [i for i in self.writes if i["walk"] == walk_id and i["type"] == WALK_ITEM_RECORD]
+
+
+def _rpc_item(control: dict[str, Any], kind: str, names: list[str]) -> dict[str, Any]:
+    seq = control["queued"]
+    control["queued"] = seq + 1
+    return {"_id": f"{control['id']}:q{seq}", "walk": control["id"], "type": WALK_ITEM_RPC, "seq": seq,
+            "kind": kind, "names": names}
+
+
+def _record(control: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    seq = control["records"]
+    control["records"] = seq + 1
+    return {"_id": f"{control['id']}:r{seq}", "walk": control["id"], "type": WALK_ITEM_RECORD, "seq": seq,
+            **fields}
+
+
+def walk_begin(walk_id: str, paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = False,
+               read_values: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start a walk of ``paths``: its control state and its first items.
 
     ``whole_subtrees`` asks each path with NextLevel=false: one round trip returns the subtree.
     Right for small subtrees known in advance (bootstrap's DeviceInfo., ManagementServer.): a
@@ -90,68 +142,100 @@ def walk_begin(paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = 
     paths = list(dict.fromkeys(paths))
     frontier = [p for p in paths if p == "" or p.endswith(".")]
     # A full parameter name has nothing to walk: read it directly.
-    leaves = [[p, False] for p in paths if p and not p.endswith(".")]
+    leaves = [p for p in paths if p and not p.endswith(".")]
     shallowest = min((p.count(".") for p in frontier), default=0)
-    return {"frontier": frontier, "seen": list(frontier), "leaves": leaves, "objects": [],
-            "values": [], "gpns": 0, "values_requested": False, "truncated": False, "errors": [],
-            "max_dots": shallowest + cfg.walk_max_depth, "next_level": not whole_subtrees}
+    control: dict[str, Any] = {
+        "id": walk_id, "queued": 0, "taken": 0, "records": 0, "gpns": 0, "parameters": 0, "objects": 0,
+        "buffer": [], "truncated": False, "errors": [], "max_dots": shallowest + cfg.walk_max_depth,
+        "next_level": not whole_subtrees, "read_values": read_values}
+    items = [_rpc_item(control, "gpn", [path]) for path in frontier]
+    if leaves:
+        items += _found(control, {name: False for name in leaves}, [], cfg)
+    return control, items
 
 
-def walk_next(state: dict[str, Any], cfg: PlanConfig, *, read_values: bool,
-              ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], list[str]]], bool]:
-    """The next RPCs of the walk as (key, rpc, names) and whether none will follow them."""
-    state = dict(state)
-    frontier = list(state["frontier"])
-    if frontier and state["gpns"] >= cfg.walk_max_rpcs:
-        state["truncated"] = True
-        frontier = []
-    if frontier:
-        take = frontier[: cfg.walk_fanout]
-        state["frontier"] = frontier[cfg.walk_fanout:]
-        state["gpns"] += len(take)
-        next_level = state.get("next_level", True)
-        return state, [(f"gpn:{path}", rpcs.get_parameter_names(path, next_level), [path]) for path in take], False
-    state["frontier"] = []
-    if read_values and not state["values_requested"] and state["leaves"]:
-        state["values_requested"] = True
-        names = [name for name, _ in state["leaves"]]
+def _found(control: dict[str, Any], leaves: Mapping[str, bool], objects: list[str],
+           cfg: PlanConfig) -> list[dict[str, Any]]:
+    """Record what one answer found, and queue the reads of its values (batches of gpv_batch_size)."""
+    room = max(0, cfg.walk_max_parameters - control["parameters"])
+    names = list(leaves)
+    if len(names) > room:
+        names = names[:room]
+        control["truncated"] = True
+    control["parameters"] += len(names)
+    control["objects"] += len(objects)
+    items: list[dict[str, Any]] = []
+    if names or objects:
+        items.append(_record(control, params=[[n, leaves[n]] for n in names], objects=objects))
+    if control["read_values"] and names:
+        buffer = [*control["buffer"], *names]
         size = cfg.gpv_batch_size
-        batches = [names[i:i + size] for i in range(0, len(names), size)]
-        return state, [(f"gpv:{i}", rpcs.get_parameter_values(batch), batch)
-                       for i, batch in enumerate(batches)], True
-    return state, [], True
+        while len(buffer) >= size:
+            items.append(_rpc_item(control, "gpv", buffer[:size]))
+            buffer = buffer[size:]
+        control["buffer"] = buffer
+    return items
 
 
-def walk_absorb_names(state: dict[str, Any], path: str, names: Mapping[str, bool]) -> dict[str, Any]:
-    """Add one GetParameterNames answer for ``path`` to the walk."""
-    state = dict(state)
-    leaves = dict((name, writable) for name, writable in state["leaves"])
-    seen = set(state["seen"])
-    frontier = list(state["frontier"])
-    objects = list(state["objects"])
+def walk_next(control: dict[str, Any], upcoming: Sequence[dict[str, Any]], cfg: PlanConfig,
+              ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any], list[str]]], bool, list[dict[str, Any]]]:
+    """The walk's next RPCs as (key, rpc, names), whether none will follow them, and new items.
+
+    ``upcoming``: the queued RPC items from ``control["taken"]`` on, in order (at least the next
+    ``walk_fanout`` of them, or all that are left).
+    """
+    control = dict(control)
+    items: list[dict[str, Any]] = []
+    out: list[tuple[str, dict[str, Any], list[str]]] = []
+    by_seq = {i["seq"]: i for i in upcoming}
+    if control["taken"] >= control["queued"] and control["buffer"]:
+        # Nothing else queued: read the names still waiting for a batch to fill.
+        flush = _rpc_item(control, "gpv", control["buffer"])
+        control["buffer"] = []
+        items.append(flush)
+        by_seq[flush["seq"]] = flush
+    more_names = False
+    while len(out) < cfg.walk_fanout and control["taken"] < control["queued"]:
+        item = by_seq.get(control["taken"])
+        if item is None:
+            raise ValueError(f"walk {control['id']}: queued RPC {control['taken']} was not loaded")
+        control["taken"] += 1
+        if item["kind"] == "gpn":
+            if control["gpns"] >= cfg.walk_max_rpcs:
+                control["truncated"] = True
+                continue
+            control["gpns"] += 1
+            more_names = True
+            path = item["names"][0]
+            out.append((f"gpn:{path}", rpcs.get_parameter_names(path, control["next_level"]), [path]))
+        else:
+            out.append((f"gpv:{item['seq']}", rpcs.get_parameter_values(item["names"]), item["names"]))
+    final = not more_names and control["taken"] >= control["queued"] and not control["buffer"]
+    return control, out, final, items
+
+
+def walk_absorb_names(control: dict[str, Any], path: str, names: Mapping[str, bool],
+                      cfg: PlanConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Take one GetParameterNames answer for ``path``: the new items it makes."""
+    control = dict(control)
     depth = path.count(".")
     under = {name: w for name, w in names.items() if name.startswith(path) and name != path}
     # Some CPEs ignore NextLevel=true and send the whole subtree: then there is nothing left to
     # walk below this path, and walking its objects again would only repeat the same answer.
     whole_subtree = any(name.rstrip(".").count(".") > depth for name in under)
-    for name, writable in under.items():
-        if name.endswith("."):
-            if name not in seen:
-                seen.add(name)
-                objects.append(name)
-                if not whole_subtree and name.count(".") <= state["max_dots"]:
-                    frontier.append(name)
-        else:
-            leaves[name] = writable
-    state.update(leaves=[[n, w] for n, w in leaves.items()], seen=sorted(seen), frontier=frontier,
-                 objects=objects)
-    return state
+    objects = [name for name in under if name.endswith(".")]
+    leaves = {name: w for name, w in under.items() if not name.endswith(".")}
+    items = _found(control, leaves, objects, cfg)
+    if not whole_subtree:
+        items += [_rpc_item(control, "gpn", [name]) for name in objects if name.count(".") <= control["max_dots"]]
+    return control, items
 
 
-def walk_absorb_values(state: dict[str, Any], values: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    state = dict(state)
-    state["values"] = [*state["values"], *([name, v["value"], v["type"]] for name, v in values.items())]
-    return state
+def walk_absorb_values(control: dict[str, Any], values: Mapping[str, Mapping[str, str]],
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    control = dict(control)
+    found = [[name, v["value"], v["type"]] for name, v in values.items()]
+    return control, ([_record(control, values=found)] if found else [])
 
 
 def walk_skip(state: dict[str, Any], key: str, code: int | None, string: str) -> dict[str, Any]:
@@ -161,23 +245,45 @@ def walk_skip(state: dict[str, Any], key: str, code: int | None, string: str) ->
     return state
 
 
-def walk_result(state: dict[str, Any]) -> dict[str, Any]:
-    writable = dict((name, w) for name, w in state["leaves"])
-    values = {name: (value, vtype) for name, value, vtype in state["values"]}
+def walk_summary(control: dict[str, Any]) -> dict[str, Any]:
+    """What the walk's result says before its items are read (counts, truncation, errors)."""
+    result: dict[str, Any] = {}
+    if control["truncated"]:
+        result["truncated"] = True
+    if control["errors"]:
+        result["errors"] = control["errors"]
+    return result
+
+
+def walk_result(control: dict[str, Any], records: Iterable[dict[str, Any]], inline_limit: int,
+                ) -> dict[str, Any]:
+    """The result of a finished walk from its ``rec`` items.
+
+    At most ``inline_limit`` parameters go into the task's result; a bigger walk's result says
+    how many it found and where they are (``parameters_stored``: the API reads them from there).
+    """
+    result = walk_summary(control)
+    if control["parameters"] > inline_limit:
+        result.update(parameters_count=control["parameters"], objects_count=control["objects"],
+                      parameters_stored=control["id"])
+        return result
+    parameters, objects = walk_parameters(records)
+    result.update(parameters=parameters, objects=objects)
+    return result
+
+
+def walk_parameters(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    writable: dict[str, bool] = {}
+    values: dict[str, tuple[str, str]] = {}
+    objects: list[str] = []
+    for record in sorted(records, key=lambda r: r["seq"]):
+        writable.update((name, w) for name, w in record.get("params", []))
+        objects += record.get("objects", [])
+        values.update((name, (value, vtype)) for name, value, vtype in record.get("values", []))
     parameters = []
     for name in sorted(set(writable) | set(values)):
         entry: dict[str, Any] = {"name": name, "writable": writable.get(name, False)}
         if name in values:
             entry["value"], entry["type"] = values[name]
         parameters.append(entry)
-    result: dict[str, Any] = {"parameters": parameters, "objects": sorted(state["objects"])}
-    if state["truncated"]:
-        result["truncated"] = True
-    if state["errors"]:
-        result["errors"] = state["errors"]
-    return result
-
-
-def walk_names(state: dict[str, Any]) -> list[str]:
-    """Every name the walk found (objects and leaves), for the device's name cache."""
-    return [*state["objects"], *(name for name, _ in state["leaves"])]
+    return parameters, sorted(set(objects))

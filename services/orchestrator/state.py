@@ -16,17 +16,16 @@ from services.orchestrator.tasks import aware
 
 TR098_ROOT = "InternetGatewayDevice."
 TR181_ROOT = "Device."
-# A cap on the discovered-name cache per device: big data models should not bloat the document.
-MAX_KNOWN_NAMES = 5000
 
 
 class DeviceState(BaseModel):
     """Collection ``orchestrator_devices``: what the orchestrator must remember between sessions.
 
     Parameter values live in the inventory; we keep only what decisions need: the data model
-    root, where and how to wake the device, and the names discovered by our own walks (so that a
-    9005 can clear what went stale). The connection request password is needed in clear for
-    Digest, so it is stored, but it never appears in logs, task results or API answers.
+    root and where and how to wake the device: nothing that grows with its data model, so that a
+    routine Inform costs the same for a device of 20 parameters or 50,000. The connection request
+    password is needed in clear for Digest, so it is stored, but it never appears in logs, task
+    results or API answers.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -48,7 +47,6 @@ class DeviceState(BaseModel):
     first_seen: datetime | None = None
     last_inform: datetime | None = None
     bootstrapped_at: datetime | None = None
-    known_names: list[str] = Field(default_factory=list)
     version: int = 0
 
     @field_validator("first_seen", "last_inform", "bootstrapped_at")
@@ -85,6 +83,10 @@ class RpcRef(BaseModel):
     names: list[str] = Field(default_factory=list)
 
 
+# A session keeps the RPCs of its current plan only: an answered RPC is dropped from ``rpcs``
+# (its task and attempt go to ``answered``), so that a long walk does not grow the document.
+
+
 class SessionState(BaseModel):
     """Collection ``orchestrator_sessions``: one live CWMP session, from Inform to SessionEnded."""
 
@@ -96,6 +98,8 @@ class SessionState(BaseModel):
     reply_to: str
     task_ids: list[str] = Field(default_factory=list)
     rpcs: dict[str, RpcRef] = Field(default_factory=dict)
+    # "<task id>:<attempt>" of every task attempt that got at least one answer in this session.
+    answered: list[str] = Field(default_factory=list)
     batch: list[str] = Field(default_factory=list)
     more: bool = False
     plans: int = 0
@@ -132,14 +136,22 @@ class PlanConfig:
     gpv_batch_size: int = 32
     periodic_inform_interval: int = 3600
     download_timeout: float = 3600.0
+    reboot_timeout: float = 600.0
     max_attempts: int = 5
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 3600.0
     # Enough for a session's worth of queued work, small enough that one plan stays one message.
     max_rpcs_per_plan: int = 64
     walk_max_depth: int = 8
-    walk_max_rpcs: int = 300
-    # Max GetParameterNames per plan during a walk (the rest follow in the next plan).
+    # GetParameterNames per walk at most (one per object of a level-by-level walk).
+    walk_max_rpcs: int = 10_000
+    # Parameters per walk at most (ACS_WALK_MAX_PARAMETERS): beyond, the walk stops, "truncated".
+    walk_max_parameters: int = 50_000
+    # A walk's parameters go into its task's result up to this many; beyond, the API reads them
+    # from the walk's own items.
+    walk_result_inline: int = 2_000
+    # Walk RPCs (GetParameterNames and GetParameterValues) per plan of one walk; the rest follow
+    # in the next plans, so that a plan's size does not grow with the data model.
     walk_fanout: int = 16
     discovery_subtrees: tuple[str, ...] = ("DeviceInfo.", "ManagementServer.")
     bootstrap_provisioning: bool = True
@@ -150,6 +162,8 @@ class PlanConfig:
             gpv_batch_size=settings.gpv_batch_size,
             periodic_inform_interval=settings.periodic_inform_interval,
             download_timeout=settings.download_timeout,
+            reboot_timeout=settings.reboot_timeout,
+            walk_max_parameters=settings.walk_max_parameters,
             # Not in Settings yet: read them if a later version adds them, else the defaults here.
             max_attempts=settings.task_max_attempts,
             retry_base_seconds=settings.task_retry_base_seconds,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from services.orchestrator import provisioning as prov
 from services.orchestrator import rpcs
-from services.orchestrator.state import MAX_KNOWN_NAMES, DeviceState, Env, PlanConfig
+from services.orchestrator.state import DeviceState, Env, PlanConfig
 from services.orchestrator.tasks import Task
 
 # Tasks after which the CPE goes away: planned last, when nothing else of the session is left.
@@ -55,6 +55,8 @@ class StepContext:
     env: Env
     cfg: PlanConfig
     device: DeviceState
+    # The walk items of the decision (next queued RPCs loaded for it, items it writes).
+    walks: prov.WalkBuffer = field(default_factory=prov.WalkBuffer)
 
 
 def command_key(task: Task) -> str:
@@ -121,7 +123,12 @@ def _absorb_single(task: Task, key: str, response: dict[str, Any], ctx: StepCont
             result["parameters"] = [{"name": n, **attrs} for n, attrs in attributes.items()]
         case "methods":
             result["methods"] = rpcs.read_method_list(response)
-        case "reboot" | "schedule":
+        case "reboot" | "reset":
+            if key == "reboot":
+                result["command_key"] = task.command_key
+            # Done when the device is back: 1 BOOT + M Reboot <key> (FactoryReset: 0 BOOTSTRAP).
+            return Absorbed(progress=task.progress, result=result, outcome="pending_completion")
+        case "schedule":
             result["command_key"] = task.command_key
         case "download" | "upload":
             status = rpcs.read_status(response)
@@ -187,27 +194,35 @@ def _add_proceed(task: Task, ctx: StepContext) -> Step:
 # --- getParameterNames: refresh a subtree with a walk -----------------------------------------
 
 
+def walk_id(task: Task) -> str:
+    """One walk per attempt: a retried walk starts from scratch, its old items are left to expire."""
+    return f"{task.id}:{task.attempts}"
+
+
 def _walk_start(task: Task, ctx: StepContext) -> Step:
-    walk = prov.walk_begin([task.args.get("parameter_path", "")], ctx.cfg)
+    walk, items = prov.walk_begin(walk_id(task), [task.args.get("parameter_path", "")], ctx.cfg,
+                                  read_values=task.args.get("read_values", True))
+    ctx.walks.add(items)
     return _walk_step(task, {"walk": walk}, ctx)
 
 
 def _walk_step(task: Task, progress: dict[str, Any], ctx: StepContext) -> Step:
-    read_values = task.args.get("read_values", True)
-    walk, out, final = prov.walk_next(progress["walk"], ctx.cfg, read_values=read_values)
+    control = progress["walk"]
+    walk, out, final, items = prov.walk_next(control, ctx.walks.upcoming(control["id"], control["taken"]), ctx.cfg)
+    ctx.walks.add(items)
     progress = {**progress, "walk": walk}
     if out:
         return Step(progress=progress, rpcs=[Outgoing(k, r, n) for k, r, n in out], final=final)
-    return Step(progress=progress, rpcs=[], final=True, result=prov.walk_result(walk),
-                device_updates=_remember_names(ctx.device, prov.walk_names(walk)))
+    return Step(progress=progress, rpcs=[], final=True, result={**task.result, **prov.walk_summary(walk)})
 
 
 def _walk_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
     walk = task.progress["walk"]
     if key.startswith("gpn:"):
-        walk = prov.walk_absorb_names(walk, key[4:], rpcs.read_names(response))
+        walk, items = prov.walk_absorb_names(walk, key[4:], rpcs.read_names(response), ctx.cfg)
     else:
-        walk = prov.walk_absorb_values(walk, rpcs.read_values(response))
+        walk, items = prov.walk_absorb_values(walk, rpcs.read_values(response))
+    ctx.walks.add(items)
     return Absorbed(progress={**task.progress, "walk": walk}, result=task.result)
 
 
@@ -218,11 +233,6 @@ def _walk_proceed(task: Task, ctx: StepContext) -> Step:
 def _below_requested_path(task: Task, key: str) -> bool:
     path = task.args.get("parameter_path", "")
     return (path == "" or path.endswith(".")) and key != f"gpn:{path}"
-
-
-def _remember_names(device: DeviceState, names: list[str]) -> dict[str, Any]:
-    merged = list(dict.fromkeys([*device.known_names, *names]))[:MAX_KNOWN_NAMES]
-    return {"known_names": merged}
 
 
 # --- bootstrap provisioning ------------------------------------------------------------------
@@ -244,10 +254,11 @@ def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
         values = prov.bootstrap_values(root, username, password, ctx.cfg)
         out.append(Outgoing("spv", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
                             [v.name for v in values]))
-    walk = prov.walk_begin([root + sub for sub in task.args.get("subtrees", [])], ctx.cfg, whole_subtrees=True)
-    walk, walk_rpcs, final = prov.walk_next(walk, ctx.cfg, read_values=True)
-    out += [Outgoing(k, r, n) for k, r, n in walk_rpcs]
-    return Step(progress={"phase": "main", "root": root, "walk": walk}, rpcs=out, final=final)
+    walk, items = prov.walk_begin(walk_id(task), [root + sub for sub in task.args.get("subtrees", [])], ctx.cfg,
+                                  whole_subtrees=True)
+    ctx.walks.add(items)
+    step = _walk_step(task, {"phase": "main", "root": root, "walk": walk}, ctx)
+    return Step(progress=step.progress, rpcs=[*out, *step.rpcs], final=step.final and not step.rpcs)
 
 
 def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
@@ -280,13 +291,11 @@ def _bootstrap_proceed(task: Task, ctx: StepContext) -> Step:
             return Step(progress=task.progress, rpcs=[], final=True,
                         result={**task.result, "error": "the CPE reported no root object"})
         return _bootstrap_main(task, root, ctx)
-    walk, out, final = prov.walk_next(task.progress["walk"], ctx.cfg, read_values=True)
-    progress = {**task.progress, "walk": walk}
-    if out:
-        return Step(progress=progress, rpcs=[Outgoing(k, r, n) for k, r, n in out], final=final)
-    result = {**task.result, "data_model": task.progress.get("root"), **prov.walk_result(walk)}
-    return Step(progress=progress, rpcs=[], final=True, result=result,
-                device_updates=_remember_names(ctx.device, prov.walk_names(walk)))
+    step = _walk_step(task, task.progress, ctx)
+    if step.rpcs:
+        return step
+    return Step(progress=step.progress, rpcs=[], final=True,
+                result={**(step.result or {}), "data_model": task.progress.get("root")})
 
 
 # --- dispatch ---------------------------------------------------------------------------------
@@ -329,6 +338,12 @@ def proceed(task: Task, ctx: StepContext) -> Step:
     if kind.proceed is None:
         return Step(progress=task.progress, rpcs=[], final=True)
     return kind.proceed(task, ctx)
+
+
+def walk_of(task: Task) -> dict[str, Any] | None:
+    """The control state of the task's walk, if it runs one."""
+    walk = task.progress.get("walk")
+    return walk if isinstance(walk, dict) and "id" in walk else None
 
 
 def tolerate(task: Task, key: str, code: int | None, string: str) -> dict[str, Any] | None:

@@ -6,6 +6,9 @@
   request address and credentials).
 - ``orchestrator_sessions``: live sessions (what each planned RPC was for); a TTL index drops
   those whose end was never reported.
+- ``orchestrator_walks``: the items of discovery walks (queued RPCs, what each answer found),
+  so that no answer of a walk rewrites a document that grows with the data model; a TTL index
+  drops those of walks that never finished.
 - ``policies``.
 - ``jobs``: bulk jobs, worked by services.orchestrator.jobs: the selection's stored cursor, the
   lease of the instance working it, and its status; progress is a query on ``tasks``.
@@ -23,7 +26,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
@@ -39,6 +42,9 @@ DEVICES = "orchestrator_devices"
 SESSIONS = "orchestrator_sessions"
 POLICIES = "policies"
 JOBS = "jobs"
+WALKS = "orchestrator_walks"
+# The items of a walk that never finished, or of a big walk's result the API reads, are kept this long.
+WALK_TTL_SECONDS = 7 * 24 * 3600
 # A session whose SessionEnded never came is forgotten after this long (the device's next Inform
 # closes it anyway; this only keeps the collection small).
 SESSION_TTL_SECONDS = 24 * 3600
@@ -73,6 +79,7 @@ class Store:
         self.sessions = db[SESSIONS]
         self.policies = db[POLICIES]
         self.jobs = db[JOBS]
+        self.walks = db[WALKS]
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("device_id", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)])
@@ -85,6 +92,8 @@ class Store:
         await self.tasks.create_index([("status", ASCENDING), ("expires_at", ASCENDING)])
         await self.tasks.create_index([("status", ASCENDING), ("completion_deadline", ASCENDING)])
         await self.tasks.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
+        await self.walks.create_index([("walk", ASCENDING), ("type", ASCENDING), ("seq", ASCENDING)])
+        await self.walks.create_index([("at", ASCENDING)], expireAfterSeconds=WALK_TTL_SECONDS)
         await self.sessions.create_index([("device_id", ASCENDING)])
         await self.sessions.create_index([("updated_at", ASCENDING)], expireAfterSeconds=SESSION_TTL_SECONDS)
         await self.policies.create_index([("name", ASCENDING)], unique=True)
@@ -241,7 +250,9 @@ class Store:
         ids = list(dict.fromkeys(device_ids))
         pipeline: list[dict[str, Any]] = [
             {"$documents": [{"_id": device_id} for device_id in ids]},
-            {"$lookup": {"from": DEVICES, "localField": "_id", "foreignField": "_id", "as": "device"}},
+            # known_names: a name cache that earlier versions kept per device (never read now).
+            {"$lookup": {"from": DEVICES, "localField": "_id", "foreignField": "_id", "as": "device",
+                         "pipeline": [{"$project": {"known_names": 0}}]}},
             {"$lookup": {"from": TASKS, "localField": "_id", "foreignField": "device_id", "as": "tasks",
                          "pipeline": [{"$match": {"status": {"$in": [s.value for s in OPEN]}}},
                                       {"$sort": {"created_at": ASCENDING}}, {"$limit": MAX_OPEN_TASKS}]}},
@@ -258,7 +269,8 @@ class Store:
         """A live session with its device's state and its tasks (in the session's order)."""
         pipeline: list[dict[str, Any]] = [
             {"$match": {"_id": session_id}},
-            {"$lookup": {"from": DEVICES, "localField": "device_id", "foreignField": "_id", "as": "_device"}},
+            {"$lookup": {"from": DEVICES, "localField": "device_id", "foreignField": "_id", "as": "_device",
+                         "pipeline": [{"$project": {"known_names": 0}}]}},
             {"$lookup": {"from": TASKS, "localField": "task_ids", "foreignField": "_id", "as": "_tasks"}},
         ]
         rows = await (await self.sessions.aggregate(pipeline)).to_list(1)
@@ -291,10 +303,69 @@ class Store:
         found = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]}})
         return [Task.from_document(d) async for d in found.sort("created_at", ASCENDING).limit(limit)]
 
+    async def open_heals(self, device_id: str) -> list[Task]:
+        """The device's open self-heal walks (a 9005 is healed once per subtree)."""
+        found = self.tasks.find({"device_id": device_id, "status": {"$in": [s.value for s in OPEN]},
+                                 "origin": "self-heal"})
+        return [Task.from_document(d) async for d in found.limit(MAX_OPEN_TASKS)]
+
+    async def tasks_awaiting_heal(self, device_id: str, healer_id: str) -> list[Task]:
+        """Pending tasks of the device that wait for the self-heal walk ``healer_id``."""
+        found = self.tasks.find({"device_id": device_id, "status": TaskStatus.PENDING.value,
+                                 "progress.heal.waiting": healer_id})
+        return [Task.from_document(d) async for d in found.limit(MAX_OPEN_TASKS)]
+
     # --- sessions --------------------------------------------------------------------------
 
-    async def save_session(self, session: SessionState) -> None:
-        await self.sessions.replace_one({"_id": session.session_id}, session.to_document(), upsert=True)
+    async def save_session(self, session: SessionState, before: SessionState | None = None) -> None:
+        """Write the session; given the session as it was loaded, only the fields that changed."""
+        document = session.to_document()
+        if before is None:
+            await self.sessions.replace_one({"_id": session.session_id}, document, upsert=True)
+            return
+        old = before.to_document()
+        changes = {k: v for k, v in document.items() if k not in ("_id", "rpcs") and old.get(k) != v}
+        changes.update({f"rpcs.{i}": ref for i, ref in document["rpcs"].items() if old["rpcs"].get(i) != ref})
+        gone = {f"rpcs.{i}": "" for i in old["rpcs"] if i not in document["rpcs"]}
+        update: dict[str, Any] = {}
+        if changes:
+            update["$set"] = changes
+        if gone:
+            update["$unset"] = gone
+        if update:
+            await self.sessions.update_one({"_id": session.session_id}, update)
+
+    # --- walks -----------------------------------------------------------------------------
+
+    async def insert_walk_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """Insert walk items; an item already there (a decision made again) is left as it is."""
+        if not items:
+            return
+        now = datetime.now(UTC)
+        try:
+            await self.walks.insert_many([{**item, "at": now} for item in items], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def walk_upcoming(self, cursors: dict[str, int], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """Per walk: its next ``limit`` queued RPC items from the cursor on."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for walk_id, taken in cursors.items():
+            found = self.walks.find({"walk": walk_id, "type": "rpc", "seq": {"$gte": taken}}, {"at": 0})
+            out[walk_id] = [d async for d in found.sort("seq", ASCENDING).limit(limit)]
+        return out
+
+    async def walk_records(self, walk_id: str) -> list[dict[str, Any]]:
+        found = self.walks.find({"walk": walk_id, "type": "rec"}, {"at": 0}).sort("seq", ASCENDING)
+        return [d async for d in found]
+
+    async def finish_walk(self, walk_id: str, *, keep_records: bool) -> None:
+        """A walk ended well: its queue goes, and its records too unless its result refers to them."""
+        query: dict[str, Any] = {"walk": walk_id}
+        if keep_records:
+            query["type"] = "rpc"
+        await self.walks.delete_many(query)
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> None:
         if session_ids:

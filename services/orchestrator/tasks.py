@@ -31,7 +31,8 @@ class TaskStatus(StrEnum):
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
-    S.PENDING: frozenset({S.IN_PROGRESS, S.CANCELLED, S.EXPIRED}),
+    # pending -> failed: a task waiting to retry a 9005 whose self-heal walk found the name absent.
+    S.PENDING: frozenset({S.IN_PROGRESS, S.CANCELLED, S.EXPIRED, S.FAILED}),
     S.IN_PROGRESS: frozenset({S.SUCCEEDED, S.FAILED, S.PENDING, S.PENDING_COMPLETION, S.CANCELLED}),
     S.PENDING_COMPLETION: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     # Operators may try again what did not succeed.
@@ -50,6 +51,9 @@ PERMANENT_FAULTS = frozenset({9000, 9003, 9006, 9007, 9008, 9009, 9013})
 # How many faults a task keeps; older ones are dropped so a document cannot grow without bound.
 MAX_FAULTS_KEPT = 20
 TIMEOUT_REASON = "no TransferComplete within the download timeout"
+REBOOT_TIMEOUT_REASON = ("the device did not come back (1 BOOT with M Reboot and the task's CommandKey) "
+                         "within the reboot timeout")
+RESET_TIMEOUT_REASON = "the device did not come back (0 BOOTSTRAP) within the reboot timeout"
 
 
 class TransitionError(ValueError):
@@ -230,8 +234,8 @@ def retry(task: Task, now: datetime) -> Task:
                  session_id=None, expires_at=expires_at, completion_deadline=None)
 
 
-def time_out_completion(task: Task, now: datetime) -> Task:
-    return _move(task, S.FAILED, now, reason=TIMEOUT_REASON, completion_deadline=None)
+def time_out_completion(task: Task, now: datetime, reason: str = TIMEOUT_REASON) -> Task:
+    return _move(task, S.FAILED, now, reason=reason, completion_deadline=None)
 
 
 def settle_late_transfer(task: Task, now: datetime, ok: bool, result: dict[str, Any],

@@ -60,6 +60,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         "ACS_SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
         "ACS_CPE_USERNAME": "testcpe", "ACS_CPE_PASSWORD": "e2e-cpe-password",
         "ACS_PERIODIC_INFORM_INTERVAL": "300",
+        # A reboot the simulator does not come back from fails within seconds (tests/e2e/test_reboot.py).
+        "ACS_REBOOT_TIMEOUT": "8", "ACS_SWEEP_INTERVAL": "1",
         "ACS_LOG_LEVEL": "INFO",
     })
     data_dir = tmp_path_factory.mktemp("stack")

@@ -26,6 +26,7 @@ from services.bus.events import (
     TOPIC_INBOUND,
     TOPIC_REPLIES,
     CpeRequestReceived,
+    DeviceDeleted,
     DeviceEvent,
     DeviceIdentity,
     InformEventCode,
@@ -43,6 +44,7 @@ from services.bus.events import (
 from services.bus.kafka import ensure_topics, make_producer, topic_name
 from services.common.settings import Settings
 from services.orchestrator.app import create_app
+from services.orchestrator.engine import DELETED_REASON
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.tasks import Task
@@ -349,3 +351,16 @@ async def test_a_firmware_download_is_closed_by_the_transfer_complete_of_a_later
     assert task["result"]["transfer"]["fault_code"] == 0
     upgrade = await gateway.device_event("firmware_upgraded")
     assert (upgrade.details["from"], upgrade.details["to"]) == ("Rev 1.9.82.342.17", "Rev 2")
+
+
+async def test_deleting_a_device_announces_each_task_it_cancels(orchestrator: Any) -> None:
+    _, api, gateway = orchestrator
+    url = f"/api/v1/devices/{quote(gateway.device_id, safe='')}/tasks"
+    queued = [(await api.post(url, headers=ADMIN, params={"preprovision": "true"}, json=spec)).json()
+              for spec in ({"name": "reboot"}, {"name": "getRPCMethods"})]
+    assert all("id" in task for task in queued), queued
+    await gateway.publish(DeviceDeleted(device_id=gateway.device_id, deleted_by="ops"))
+    announced = [await gateway.device_event("task_cancelled") for _ in queued]
+    assert sorted((e.details["task_id"], e.details["name"], e.details["origin"]) for e in announced) == sorted(
+        (t["id"], t["name"], "api") for t in queued)
+    assert all(e.details["reason"] == DELETED_REASON and e.device_id == gateway.device_id for e in announced)

@@ -21,7 +21,8 @@ from services.bus.events import (
     SessionPlan,
     SetParameterValuesFaultEntry,
 )
-from services.orchestrator import planner
+from services.orchestrator import planner, steps
+from services.orchestrator import provisioning as prov
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy
 from services.orchestrator.state import DeviceState, Env, PlanConfig, SessionState
@@ -134,12 +135,21 @@ class Harness:
         self.sessions: dict[str, SessionState] = {}
         self.events: list[DeviceEvent] = []
         self.notes: list[str] = []
+        self.walk_items: dict[str, dict[str, Any]] = {}
 
     def add(self, task: Task) -> Task:
         self.tasks[task.id] = task
         return task
 
     def apply(self, decision: Decision) -> SessionPlan | None:
+        # As Engine._commit: finished walks get their result from their items, then all is written.
+        for item in decision.walk_writes:
+            self.walk_items.setdefault(item["_id"], item)
+        for i, task in enumerate(decision.tasks):
+            if (walk := decision.assemble.get(task.id)) is not None:
+                records = [it for it in self.walk_items.values() if it["walk"] == walk["id"] and it["type"] == "rec"]
+                result = {**task.result, **prov.walk_result(walk, records, self.cfg.walk_result_inline)}
+                decision.tasks[i] = task.model_copy(update={"result": result})
         if decision.device is not None:
             self.device = decision.device
         for task in [*decision.tasks, *decision.new_tasks]:
@@ -150,6 +160,12 @@ class Harness:
             self.sessions.pop(ended_id, None)
         self.events += decision.events
         self.notes += decision.notes
+        for task in decision.tasks:  # as Engine._commit does: a finished self-heal settles its waiters
+            if task.origin == planner.HEAL_ORIGIN and not task.open:
+                waiters = [t for t in self.tasks.values() if task.id in (t.progress.get("heal") or {}).get(
+                    "waiting", []) and t.status.value == "pending"]
+                if waiters:
+                    self.apply(planner.on_heal_finished(task, waiters, self.clock.env(), self.cfg))
         return decision.plan
 
     def inform(self, event: InformReceived) -> SessionPlan:
@@ -163,17 +179,31 @@ class Harness:
     def _session_tasks(self, session: SessionState) -> list[Task]:
         return [self.tasks[i] for i in session.task_ids if i in self.tasks]
 
+    def _walks(self, session: SessionState) -> dict[str, list[dict[str, Any]]]:
+        """The next queued RPC items of the session's walks, as Engine._upcoming_walk_rpcs loads them."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for task in self._session_tasks(session):
+            walk = steps.walk_of(task)
+            if walk is not None and task.open:
+                queued = sorted((i for i in self.walk_items.values() if i["walk"] == walk["id"]
+                                 and i["type"] == "rpc" and i["seq"] >= walk["taken"]), key=lambda i: i["seq"])
+                out[walk["id"]] = queued[:self.cfg.walk_fanout]
+        return out
+
     def respond(self, rpc_id: str, rpc: dict[str, Any], session: str = "s1") -> SessionPlan | None:
         state = self.sessions[session]
         assert self.device is not None
         return self.apply(planner.on_response(response(rpc_id, rpc, session), state, self.device,
-                                              self._session_tasks(state), self.clock.env(), self.cfg))
+                                              self._session_tasks(state), self.clock.env(), self.cfg,
+                                              self._walks(state)))
 
     def fault(self, rpc_id: str, code: int, session: str = "s1", **kwargs: Any) -> SessionPlan | None:
         state = self.sessions[session]
         assert self.device is not None
+        heals = [t for t in self.tasks.values() if t.origin == planner.HEAL_ORIGIN and t.open]
         return self.apply(planner.on_fault(fault(rpc_id, code, session=session, **kwargs), state, self.device,
-                                           self._session_tasks(state), self.clock.env(), self.cfg))
+                                           self._session_tasks(state), self.clock.env(), self.cfg, heals,
+                                           self._walks(state)))
 
     def end(self, outcome: str = "completed", unsent: Iterable[str] = (), session: str = "s1",
             unanswered: Iterable[str] | None = None) -> None:

@@ -57,20 +57,22 @@ def test_first_plan_sets_unique_credentials_and_periodic_inform_and_starts_the_w
     assert h.device.data_model == IGD
 
 
-def test_the_walk_goes_level_by_level_then_reads_values_in_batches(clock: Clock, cfg: PlanConfig) -> None:
+def test_the_walk_goes_level_by_level_and_reads_values_as_batches_fill(clock: Clock, cfg: PlanConfig) -> None:
     h = Harness(clock, cfg)
     plan = h.inform(inform("0 BOOTSTRAP", "1 BOOT"))
     second = h.answer_all(plan, _walk_answers)
     assert second is not None and second.in_reply_to != plan.in_reply_to
-    assert [(p.rpc["method"], p.rpc.get("parameter_path")) for p in second.rpcs] == [
-        ("GetParameterNames", f"{DI}X_Vendor.")]
+    # The next level, and the values of each full batch (gpv_batch_size=2) of names found so far.
+    assert [(p.rpc["method"], p.rpc.get("parameter_path"), len(p.rpc.get("parameter_names", [])))
+            for p in second.rpcs] == [("GetParameterValues", None, 2), ("GetParameterNames", f"{DI}X_Vendor.", 0),
+                                      ("GetParameterValues", None, 2)]
     assert second.more is True
 
     third = h.answer_all(second, _walk_answers)
     assert third is not None
-    batches = [p.rpc["parameter_names"] for p in third.rpcs]
-    assert all(p.rpc["method"] == "GetParameterValues" for p in third.rpcs)
-    assert [len(b) for b in batches] == [2, 2, 1]  # five leaves, gpv_batch_size=2
+    # Nothing left to walk: the names still short of a batch are read.
+    assert [(p.rpc["method"], p.rpc["parameter_names"]) for p in third.rpcs] == [
+        ("GetParameterValues", [f"{DI}X_Vendor.Mode"])]
     assert third.more is False
 
     assert h.answer_all(third, _walk_answers) is None  # more=False: the gateway ends the session
@@ -84,7 +86,7 @@ def test_the_walk_goes_level_by_level_then_reads_values_in_batches(clock: Clock,
     assert h.device is not None and h.device.cr_password
     assert h.device.cr_password not in repr(task.public())
     assert h.device.cr_username and h.device.pending_cr_username is None
-    assert f"{DI}X_Vendor." in h.device.known_names
+    assert f"{DI}X_Vendor." in task.result["objects"]
 
 
 def test_an_inform_without_parameters_asks_for_the_root_object_first(clock: Clock, cfg: PlanConfig) -> None:

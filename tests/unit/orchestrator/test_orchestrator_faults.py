@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from services.bus.events import SessionPlan
 from services.orchestrator.state import PlanConfig
 from services.orchestrator.tasks import TaskStatus
-from tests.unit.orchestrator.orchestrator_builders import IGD, Clock, Harness, gpn_response, inform, make_task
+from tests.unit.orchestrator.orchestrator_builders import (
+    IGD,
+    Clock,
+    Harness,
+    gpn_response,
+    gpv_response,
+    inform,
+    make_task,
+)
 
 NAME = f"{IGD}WANDevice.1.WANConnectionDevice.2.WANIPConnection.1.ExternalIPAddress"
 
@@ -72,28 +81,130 @@ def test_a_fault_that_asking_again_cannot_fix_fails_at_once(clock: Clock, cfg: P
 
 def test_9005_forgets_the_stale_path_and_rediscovers_its_parent(clock: Clock, cfg: PlanConfig) -> None:
     h = _provisioned(clock, cfg)
-    assert h.device is not None
-    h.device = h.device.model_copy(update={"known_names": [
-        f"{IGD}WANDevice.1.WANConnectionDevice.2.WANIPConnection.1.", NAME, f"{IGD}DeviceInfo.SoftwareVersion"]})
     task = h.add(make_task("getParameterValues", {"parameter_names": [NAME]}))
     plan = h.inform(inform("2 PERIODIC"))
     h.fault(plan.rpcs[0].rpc_id, 9005, string="Invalid parameter name")
 
-    assert h.tasks[task.id].status is TaskStatus.PENDING  # the name may come back: retry later
+    assert h.tasks[task.id].status is TaskStatus.PENDING  # the name may come back: it waits for the walk
     healer = next(t for t in h.tasks.values() if t.origin == "self-heal")
     parent = f"{IGD}WANDevice.1.WANConnectionDevice.2.WANIPConnection.1."
     assert (healer.name, healer.args["parameter_path"], healer.status) == ("getParameterNames", parent,
                                                                            TaskStatus.PENDING)
-    assert h.device.known_names == [f"{IGD}DeviceInfo.SoftwareVersion"]
 
-    # The next session rediscovers the path; a second 9005 on it does not queue a second healer.
+    # The next session rediscovers the path; the parent itself is gone (9005): the name is absent,
+    # the task fails at once, and healing does not climb to the grandparent.
     plan = h.inform(inform("2 PERIODIC", session="s2"))
     assert (plan.rpcs[0].rpc["method"], plan.rpcs[0].rpc["parameter_path"]) == ("GetParameterNames", parent)
     h.fault(plan.rpcs[0].rpc_id, 9005, session="s2", method="GetParameterNames")
+    assert [t.args["parameter_path"] for t in h.tasks.values() if t.origin == "self-heal"] == [parent]
+    done = h.tasks[task.id]
+    assert (done.status, done.reason, done.attempts) == (TaskStatus.FAILED, f"no such parameter: {NAME}", 1)
+    assert [e.kind for e in h.events if e.details.get("task_id") == task.id] == ["task_failed"]
+
+
+def _walk_answers(h: Harness, plan: SessionPlan, names: dict[str, bool], session: str) -> SessionPlan | None:
+    """Answer a self-heal walk's GetParameterNames with ``names`` and its GetParameterValues with 'x'."""
+    follow: SessionPlan | None = plan
+    while follow is not None and follow.rpcs:
+        last = None
+        for planned in follow.rpcs:
+            rpc = planned.rpc
+            if rpc["method"] == "GetParameterNames":
+                path = rpc["parameter_path"]
+                answer = gpn_response({n: w for n, w in names.items() if n.startswith(path) and n != path
+                                       and n[len(path):].rstrip(".").count(".") == 0})
+            else:
+                answer = gpv_response({n: "x" for n in rpc["parameter_names"]})
+            last = h.respond(planned.rpc_id, answer, session)
+        follow = last
+    return follow
+
+
+def test_a_name_the_fresh_walk_does_not_find_fails_at_once_and_one_walk_serves_all(
+        clock: Clock, cfg: PlanConfig) -> None:
+    h = _provisioned(clock, cfg)
+    info = f"{IGD}DeviceInfo."
+    first = h.add(make_task("setParameterValues", {"parameter_values": [
+        {"name": f"{info}NoSuchThing", "value": "1", "type": "xsd:string"}]}, task_id="t1"))
+    plan = h.inform(inform("2 PERIODIC", session="a"))
+    h.fault(plan.rpcs[0].rpc_id, 9003, session="a", method="SetParameterValues",
+            parameter_faults=[(f"{info}NoSuchThing", 9005)])
+    h.end(session="a")
+    # A second task of a missing name in the same subtree, before the walk ran: no second walk.
+    second = h.add(make_task("getParameterValues", {"parameter_names": [f"{info}AlsoMissing"]}, task_id="t2",
+                             created=clock.now))
+    plan = h.inform(inform("2 PERIODIC", session="b"))
+    gpv = next(p for p in plan.rpcs if p.rpc["method"] == "GetParameterValues")
+    h.fault(gpv.rpc_id, 9005, session="b")
     healers = [t for t in h.tasks.values() if t.origin == "self-heal"]
-    # The vanished instance's own parent table is rediscovered next: healing climbs the tree.
-    assert sorted(t.args["parameter_path"] for t in healers) == [
-        f"{IGD}WANDevice.1.WANConnectionDevice.2.WANIPConnection.", parent]
+    assert [t.args["parameter_path"] for t in healers] == [info]
+    assert all(h.tasks[i].progress["heal"]["waiting"] == [healers[0].id] for i in ("t1", "t2"))
+
+    walk = next(p for p in plan.rpcs if p.rpc["method"] == "GetParameterNames")
+    _walk_answers(h, SessionPlan(**{**plan.model_dump(), "rpcs": [walk]}),
+                  {f"{info}Manufacturer": False, f"{info}SoftwareVersion": False}, session="b")
+    assert h.tasks[healers[0].id].status is TaskStatus.SUCCEEDED
+    for task, name in ((first, "NoSuchThing"), (second, "AlsoMissing")):
+        done = h.tasks[task.id]
+        assert (done.status, done.reason) == (TaskStatus.FAILED, f"no such parameter: {info}{name}")
+        assert done.attempts == 1  # no retries, no backoff
+
+
+def test_a_name_the_walk_confirms_is_tried_again_at_once(clock: Clock, cfg: PlanConfig) -> None:
+    h = _provisioned(clock, cfg)
+    name = f"{IGD}LANDevice.1.Hosts.HostNumberOfEntries"
+    task = h.add(make_task("getParameterValues", {"parameter_names": [name]}))
+    plan = h.inform(inform("2 PERIODIC", session="a"))
+    h.fault(plan.rpcs[0].rpc_id, 9005, session="a")
+    assert h.tasks[task.id].next_attempt_at is not None
+    h.end(session="a")
+    plan = h.inform(inform("2 PERIODIC", session="b"))
+    assert [p.rpc["method"] for p in plan.rpcs] == ["GetParameterNames"]
+    _walk_answers(h, plan, {name: False}, session="b")
+    back = h.tasks[task.id]
+    assert (back.status, back.next_attempt_at, back.progress) == (TaskStatus.PENDING, None, {})
+    h.end(session="b")
+    plan = h.inform(inform("2 PERIODIC", session="c"))  # no backoff left to wait for
+    assert [p.rpc["method"] for p in plan.rpcs] == ["GetParameterValues"]
+
+
+def test_self_heal_walks_are_bounded_per_device(clock: Clock, cfg: PlanConfig) -> None:
+    h = _provisioned(clock, cfg)
+    names = [f"{IGD}LANDevice.1.WLANConfiguration.{i}.SSID" for i in range(1, 7)]
+    for i, name in enumerate(names):
+        h.add(make_task("getParameterValues", {"parameter_names": [name]}, task_id=f"t{i}"))
+    plan = h.inform(inform("2 PERIODIC"))
+    assert len(plan.rpcs) == 6
+    for planned in plan.rpcs:
+        h.fault(planned.rpc_id, 9005)
+    healers = [t for t in h.tasks.values() if t.origin == "self-heal"]
+    assert len(healers) == 3
+    # A walk of an ancestor covers the subtrees below it.
+    h.end()
+    h.add(make_task("getParameterValues", {"parameter_names": [f"{IGD}LANDevice.1.WLANConfiguration.1.Enable"]},
+                    task_id="t9", created=clock.now))
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    gpv = next(p for p in plan.rpcs if p.rpc["method"] == "GetParameterValues")
+    h.fault(gpv.rpc_id, 9005, session="s2")
+    assert len([t for t in h.tasks.values() if t.origin == "self-heal"]) == 3
+
+
+def test_names_of_the_other_data_model_fail_at_once_without_an_rpc(clock: Clock, cfg: PlanConfig) -> None:
+    h = _provisioned(clock, cfg)  # a TR-098 device
+    task = h.add(make_task("setParameterValues", {"parameter_values": [
+        {"name": "Device.DeviceInfo.ProvisioningCode", "value": "X", "type": "xsd:string"}]}))
+    plan = h.inform(inform("2 PERIODIC"))
+    assert plan.rpcs == []
+    done = h.tasks[task.id]
+    assert done.status is TaskStatus.FAILED and done.attempts == 1
+    assert done.reason.startswith("wrong data model root: 'Device.DeviceInfo.ProvisioningCode'")
+    assert not [t for t in h.tasks.values() if t.origin == "self-heal"]
+
+    walk = h.add(make_task("getParameterNames", {"parameter_path": "Device.Hosts."}, task_id="walk",
+                           created=clock.now))
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []
+    assert h.tasks[walk.id].status is TaskStatus.FAILED
+    assert not [i for i in h.walk_items.values() if i["walk"].startswith("walk:")]  # nothing of it written
 
 
 def test_9005_inside_a_set_names_the_parameters_to_heal(clock: Clock, cfg: PlanConfig) -> None:

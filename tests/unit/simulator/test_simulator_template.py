@@ -85,3 +85,15 @@ def test_malformed_templates_are_refused_with_the_line(text: str, message: str) 
 def test_unknown_template_name_lists_the_available_ones() -> None:
     with pytest.raises(TemplateError, match="tr098, tr181"):
         load_template("tr999")
+
+
+def test_a_big_template_has_the_parameters_asked_for_in_a_vendor_table() -> None:
+    from simulator.template import load_big_template
+
+    base = load_template("tr181").parameter_count()
+    big = load_big_template("tr181", 20_000)
+    assert 20_000 <= big.parameter_count() < 20_020
+    names = [path for path, node in big.walk() if isinstance(node, ParamSpec)]
+    assert "Device.X_SIM_Bulk.Entry.1.Param1" in names and len(names) == big.parameter_count()
+    assert load_big_template("tr181", 10) is load_template("tr181")  # already big enough
+    assert big.parameter_count() - base == len([n for n in names if n.startswith("Device.X_SIM_Bulk.")])
