@@ -16,6 +16,7 @@ import zlib
 from typing import Any
 
 import httpx
+from aiokafka.errors import MessageSizeTooLargeError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
@@ -25,7 +26,7 @@ from services.bus.kafka import kafka_reachable, make_producer, topic_name
 from services.common.settings import Settings
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
-from services.gateway.core import Gateway, GatewayDeps
+from services.gateway.core import EventTooLarge, Gateway, GatewayDeps
 from services.gateway.http import (
     BodyTimeout,
     BodyTooLarge,
@@ -51,6 +52,9 @@ HOP_BY_HOP = {"host", "connection", "keep-alive", "content-length", "transfer-en
 FORWARDED_RESPONSE_HEADERS = {"content-type", "set-cookie", "www-authenticate", "retry-after"}
 # A take-over notice waits at most this long: the new Inform waits for it.
 TAKE_OVER_NOTICE_TIMEOUT = 2.0
+# The largest event the gateway publishes: below the producer's max_request_size and the
+# broker's message.max.bytes (both about 1 MiB by default), with room for the record overhead.
+MAX_EVENT_BYTES = 1_000_000
 
 
 
@@ -162,7 +166,13 @@ class GatewayApp:
                     log.exception("expiring idle sessions failed")
 
     async def _publish(self, topic: str, key: str, event: BaseModel) -> None:
-        await self._producer.send_and_wait(topic_name(self.settings, topic), encode(event), key=key.encode())
+        data = encode(event)
+        if len(data) > MAX_EVENT_BYTES:
+            raise EventTooLarge(len(data), MAX_EVENT_BYTES)
+        try:
+            await self._producer.send_and_wait(topic_name(self.settings, topic), data, key=key.encode())
+        except MessageSizeTooLargeError:  # a broker configured with a smaller limit
+            raise EventTooLarge(len(data), MAX_EVENT_BYTES) from None
 
     # --- HTTP ------------------------------------------------------------------------------------
 

@@ -96,6 +96,24 @@ class PublishFailed(Exception):
     """The broker did not acknowledge in time: the CPE must not be told its message was taken."""
 
 
+class EventTooLarge(Exception):
+    """The event would exceed what the bus takes in one message: no retry can succeed, so the
+    CPE gets a 413 at once (not 503 + Retry-After, which it would obey forever)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"event of {size} bytes exceeds the bus limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# The longest excerpt of a CPE-chosen text (a device id) put in a log line.
+LOG_EXCERPT = 128
+
+
+def excerpt(text: str) -> str:
+    return text if len(text) <= LOG_EXCERPT else f"{text[:LOG_EXCERPT]}... ({len(text)} characters)"
+
+
 @dataclass
 class GatewayDeps:
     settings: Settings
@@ -181,7 +199,8 @@ class Gateway:
             if auth.wrong_credentials:
                 self.throttle.failed(address)
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
-                log.info("CPE authentication failed", extra={"remote": address, "reason": auth.reason})
+                log.info("CPE authentication failed", extra={"remote": address, "reason": excerpt(auth.reason),
+                                                             "username": excerpt(auth.username or "")})
             metrics.REJECTED.labels("401", "auth").inc()
             return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")])
         now = time.monotonic()
@@ -239,10 +258,12 @@ class Gateway:
             remote_address=address)
         try:
             await self._publish(published)
-        except PublishFailed:
+        except (PublishFailed, EventTooLarge) as exc:
             self._forget(session)
             with contextlib.suppress(Exception):  # it expires on its own otherwise
                 await self.deps.locks.release(device_id, session.session_id)
+            if isinstance(exc, EventTooLarge):
+                return self._reject(413, f"Inform too large for the message bus: {exc}", close=True)
             return self._reject(503, "message bus unavailable", retry_after=30)
         metrics.SESSIONS_STARTED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
@@ -334,6 +355,9 @@ class Gateway:
             except PublishFailed:
                 await self._end(session, "error", "message bus unavailable")
                 return self._reject(503, "message bus unavailable", retry_after=30, close=True)
+            except EventTooLarge as exc:
+                await self._end(session, "error", f"answer too large for the message bus: {exc}")
+                return self._reject(413, f"answer too large for the message bus: {exc}", close=True)
         elif isinstance(event, EmptyPostReceived) and event.abandoned:
             log.info("CPE sent an empty POST with requests outstanding",
                      extra={"session_id": session.session_id, "abandoned": len(event.abandoned)})
@@ -371,6 +395,10 @@ class Gateway:
                 # 8005: the CPE sends the same request again (TR-069 3.7.1.6); nothing is lost.
                 return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.RETRY_REQUEST),
                                                         now=time.monotonic()))
+            except EventTooLarge as exc:
+                # Asking for it again (8005) would loop: the same request is as large next time.
+                await self._end(session, "error", f"{method} too large for the message bus: {exc}")
+                return self._reject(413, f"{method} too large for the message bus: {exc}", close=True)
         return self._send(machine.respond(default_response(event.request), now=time.monotonic()))
 
     async def _next_rpc_or_end(self, session: GatewaySession) -> HttpAnswer:
@@ -509,9 +537,14 @@ class Gateway:
         try:
             await asyncio.wait_for(self.deps.publish(TOPIC_INBOUND, event.device_id, event),
                                    self.settings.kafka_publish_timeout)
+        except EventTooLarge as exc:
+            log.warning("event too large for the bus, refused", extra={
+                "device_id": excerpt(event.device_id), "event_type": event.type, "size": exc.size,
+                "limit": exc.limit})
+            raise
         except Exception as exc:
-            log.warning("publishing to Kafka failed", extra={"device_id": event.device_id,
-                                                             "error": repr(exc)})
+            log.warning("publishing to Kafka failed", extra={"device_id": excerpt(event.device_id),
+                                                             "error": repr(exc)[:500]})
             raise PublishFailed from exc
         metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
 
