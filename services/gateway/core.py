@@ -133,7 +133,8 @@ class Gateway:
         self.deps = deps
         self.settings = deps.settings
         self.throttle = AuthThrottle(self.settings.auth_failures_before_throttle,
-                                     self.settings.auth_throttle_seconds)
+                                     self.settings.auth_throttle_seconds,
+                                     max_per_address=self.settings.auth_failures_per_address)
         self.sessions: dict[str, GatewaySession] = {}
         self.by_connection: dict[str, str] = {}
         self.draining = False
@@ -189,15 +190,16 @@ class Gateway:
         address = request.client[0]
         if self.draining:
             return self._reject(503, "shutting down", retry_after=10)
-        if wait := self.throttle.retry_after(address):
+        authorization = request.headers.get("authorization")
+        claimed = self.deps.authenticator.claimed_username(authorization)
+        if wait := self.throttle.retry_after(claimed, address):
             return self._reject(503, "too many authentication failures", retry_after=wait)
         if is_empty_body(request.body):
             return self._reject(400, "no session: the first message must be an Inform", close=True)
-        auth = await self.deps.authenticator.authenticate("POST", request.target,
-                                                          request.headers.get("authorization"), request.tls)
+        auth = await self.deps.authenticator.authenticate("POST", request.target, authorization, request.tls)
         if not auth.ok:
             if auth.wrong_credentials:
-                self.throttle.failed(address)
+                self.throttle.failed(auth.username or claimed, address)
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
                 log.info("CPE authentication failed", extra={"remote": address, "reason": excerpt(auth.reason),
                                                              "username": excerpt(auth.username or "")})
@@ -222,11 +224,11 @@ class Gateway:
         if (self.settings.cpe_credentials == "per-device" and auth.username is not None
                 and not username_matches_device(auth.username, identity.oui, identity.product_class,
                                                 identity.serial_number)):
-            self.throttle.failed(address)
+            self.throttle.failed(auth.username, address)
             metrics.AUTH_FAILURES.labels("device-mismatch").inc()
             return self._reject(403, "the authenticated username does not belong to this device",
                                 close=True)
-        self.throttle.succeeded(address)
+        self.throttle.succeeded(auth.username, address)
         if len(self.sessions) >= self.settings.max_sessions:
             return self._reject(503, "gateway saturated", retry_after=30)
 
@@ -329,7 +331,7 @@ class Gateway:
             auth = await self.deps.authenticator.authenticate(
                 "POST", request.target, request.headers["authorization"], request.tls)
             if not auth.ok and auth.wrong_credentials:
-                self.throttle.failed(request.client[0])
+                self.throttle.failed(auth.username or session.username, request.client[0])
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
                 await self._end(session, "error", "wrong credentials inside a session")
                 return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)

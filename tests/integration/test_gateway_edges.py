@@ -110,3 +110,83 @@ async def test_a_fault_code_beyond_64_bits_ends_the_session_with_400_and_nothing
         ended = await orchestrator.wait_for(lambda e: isinstance(e, SessionEnded))
         assert ended.outcome == "error" and "FaultCode" in ended.reason
         assert orchestrator.of_type("rpc_fault") == []
+
+
+# --- the brute-force throttle (issue 15 item 7) -----------------------------------------------
+
+
+async def wrong_guesses(url: str, username: str, count: int, headers: dict[str, str] | None = None,
+                        serial: str = "GUESS") -> list[int]:
+    """``count`` Digest Informs with a wrong password, as a guesser sends them: their statuses."""
+    guesser = TestCpe(url, username, "not-the-password")
+    try:
+        challenge = (await guesser.post(seed_inform(serial=serial), headers=headers, authenticate=False)
+                     ).headers["www-authenticate"]
+        assert guesser.digest is not None
+        statuses = []
+        for _ in range(count):
+            wrong = {**(headers or {}), "authorization": guesser.digest.authorization("POST", "/", challenge)}
+            statuses.append((await guesser.post(seed_inform(serial=serial), headers=wrong,
+                                                authenticate=False)).status_code)
+        return statuses
+    finally:
+        await guesser.aclose()
+
+
+async def login(url: str, serial: str, headers: dict[str, str] | None = None) -> int:
+    cpe = TestCpe(url, "testcpe", "testcpe-password")
+    try:
+        status = (await cpe.post(seed_inform(serial=serial), headers=headers)).status_code
+        if status == 200:
+            assert (await cpe.post(None, headers=headers)).status_code == 204
+        return status
+    finally:
+        await cpe.aclose()
+
+
+async def test_forwarding_headers_from_an_untrusted_peer_do_not_reset_the_throttle(
+        gateway_settings: Settings) -> None:
+    """No ACS_TRUSTED_PROXIES (the default): a guesser rotating X-Forwarded-For / Forwarded is
+    still one address, and the Inform's remote address is the TCP peer's."""
+    settings = gateway_settings.model_copy(update={"auth_failures_before_throttle": 3})
+    async with ScriptedOrchestrator(settings, plan_on_inform([])) as orchestrator, running_gateway(settings) as url:
+        statuses = []
+        for i in range(5):
+            spoof = {"x-forwarded-for": f"198.51.100.{i}", "forwarded": f"for=198.51.100.{i}"}
+            statuses += await wrong_guesses(url, "testcpe", 1, headers=spoof)
+        assert statuses == [401, 401, 401, 503, 503]
+        assert await login(url, "SPOOF1", headers={"x-forwarded-for": "198.51.100.77"}) == 503  # same pair
+        assert await login(url, "SPOOF2", headers={"x-forwarded-for": "198.51.100.78"}) == 503
+    assert orchestrator.of_type("inform") == []
+
+
+async def test_a_correct_login_behind_a_guessers_address_is_never_refused(gateway_settings: Settings) -> None:
+    settings = gateway_settings.model_copy(update={"auth_failures_before_throttle": 3,
+                                                   "auth_failures_per_address": 4})
+    async with ScriptedOrchestrator(settings, plan_on_inform([])) as orchestrator, running_gateway(settings) as url:
+        # One guesser, one username: throttled after three.
+        assert await wrong_guesses(url, "admin", 4) == [401, 401, 401, 503]
+        # The CPEs behind the same address log in as ever: their pair never failed.
+        assert await login(url, "NAT1") == 200
+        # ... and that good login reset nothing of the guesser's.
+        assert await wrong_guesses(url, "admin", 1) == [503]
+        # Rotating usernames meets the per-address ceiling (4 failures): one guess per username.
+        assert await wrong_guesses(url, "root", 2) == [401, 503]
+        assert await wrong_guesses(url, "support", 2) == [401, 503]
+        # Still: a correct login is never refused. Its X-Forwarded-For is ignored (no trusted proxy).
+        assert await login(url, "NAT2", headers={"x-forwarded-for": "198.51.100.50"}) == 200
+    informs = {e.device_id: e for e in orchestrator.of_type("inform")}
+    assert set(informs) == {"09D021-IGD%20Simulator-NAT1", "09D021-IGD%20Simulator-NAT2"}
+    assert informs["09D021-IGD%20Simulator-NAT2"].remote_address == "127.0.0.1"
+
+
+async def test_forwarding_headers_from_a_trusted_proxy_name_the_client(gateway_settings: Settings) -> None:
+    settings = gateway_settings.model_copy(update={"auth_failures_before_throttle": 2,
+                                                   "trusted_proxies": "127.0.0.1/32"})
+    async with ScriptedOrchestrator(settings, plan_on_inform([])) as orchestrator, running_gateway(settings) as url:
+        attacker = {"x-forwarded-for": "203.0.113.9"}
+        assert await wrong_guesses(url, "testcpe", 3, headers=attacker) == [401, 401, 503]
+        # Another client of the proxy with the same (shared) username is another pair.
+        assert await login(url, "PROXIED1", headers={"x-forwarded-for": "6.6.6.6, 198.51.100.7"}) == 200
+        inform = await orchestrator.wait_for(lambda e: e.type == "inform")
+    assert inform.remote_address == "198.51.100.7"  # the proxy's word, not the spoofed head
