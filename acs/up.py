@@ -204,6 +204,7 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     lines = [
         f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
+        f"  gateway metrics               http://{host}:{settings.gateway_admin_port}/metrics",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
         f"  API docs (all services)       http://{host}:{settings.api_port}/api/v1/docs",
         f"  CPE file downloads            {settings.files_public_url}/download/",

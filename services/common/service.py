@@ -28,8 +28,8 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """Mount /healthz, /readyz and /metrics on ``app``."""
+def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck], *, metrics: bool = True) -> None:
+    """Mount /healthz, /readyz and (unless ``metrics`` is False: CPE-facing ports) /metrics on ``app``."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -44,8 +44,11 @@ def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
             return JSONResponse({"ready": False, "failing": failing}, status_code=503)
         return JSONResponse({"ready": True})
 
+    if not metrics:
+        return
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # --- listeners ------------------------------------------------------------------------------
     bind_host: str = "127.0.0.1"
     gateway_port: int = 7547
+    # The gateway's /metrics (and probes): never on the CPE-facing port.
+    gateway_admin_port: int = 7548
     api_port: int = 7557
     orchestrator_port: int = 7560
     inventory_port: int = 7561

@@ -201,5 +201,7 @@ def create_download_app(runtime: FileServerRuntime, *, allow_basic: bool | None 
     async def upload(request: Request) -> Response:
         return await uploads.handle(request)
 
-    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
+    # CPE-facing: downloads, uploads and the probes only. /metrics is on the API port
+    # (ACS_FILESERVER_PORT), the same process's registry.
+    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready}, metrics=False)
     return app

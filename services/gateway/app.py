@@ -1,4 +1,4 @@
-"""The gateway process's ASGI application: CWMP on POST, health and metrics on GET.
+"""The gateway process's ASGI application: CWMP on POST, health probes on GET (metrics: admin.py).
 
 Start-up connects the Kafka producer, MongoDB (session locks, per-device credentials) and the
 reply channel; shutdown refuses new sessions, lets the ones in progress finish, and flushes the
@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 from aiokafka.errors import MessageSizeTooLargeError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
@@ -257,16 +256,18 @@ class GatewayApp:
                         extra={"owner": previous.owner_url, "error": repr(exc)})
 
     async def _get(self, path: str, send: Send) -> None:
+        # The CPE-facing port: CWMP and the two bare probes, nothing else. /metrics is on the
+        # admin port only (admin.py).
         if path == "/healthz":
             await send_answer(send, plain(200, "ok"))
         elif path == "/readyz":
-            ready = self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
+            ready = await self.ready()
             await send_answer(send, plain(200 if ready else 503, "ready" if ready else "not ready"))
-        elif path == "/metrics":
-            metrics_answer = HttpAnswer(200, generate_latest(), [("content-type", CONTENT_TYPE_LATEST)])
-            await send_answer(send, metrics_answer)
         else:
             await send_answer(send, plain(405, "CWMP needs POST", headers=[("allow", "POST")]))
+
+    async def ready(self) -> bool:
+        return self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
 
     async def _dependencies_ok(self) -> bool:
         assert self._mongo is not None

@@ -56,7 +56,8 @@ def acs_up(env: dict[str, str], data_dir: Path) -> Iterator[None]:
 def test_download_credentials_minted_before_a_restart_work_after_it(
         tmp_path: Path, kafka_bootstrap: str, mongodb_url: str, s3_server: S3Server) -> None:
     name = "sk" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "DOWNLOADS")}
+    ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
+                                      "DOWNLOADS")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}  # no ACS_SECRET_KEY
     env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
     env.update({

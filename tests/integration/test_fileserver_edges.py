@@ -51,3 +51,13 @@ async def test_range_numbers_of_5000_digits_answer_416_or_the_clamped_range_neve
             assert (suffix.status_code, suffix.content) == (206, data)
             backwards = await get(f"bytes={HUGE}-3")
             assert (backwards.status_code, backwards.content) == (200, data)  # invalid: ignored
+
+
+async def test_the_downloads_port_exposes_transfers_only_and_metrics_stay_on_the_api_port(
+        fileserver: RunningFileServer) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        for path in ("/metrics", "/docs", "/redoc", "/openapi.json", "/api/v1/files"):
+            assert (await client.get(fileserver.downloads_url + path)).status_code == 404, path
+        assert (await client.get(fileserver.downloads_url + "/healthz")).status_code == 200
+        metrics = await client.get(fileserver.api_url + "/metrics")
+        assert metrics.status_code == 200 and "acs_file_downloads_active" in metrics.text

@@ -1,18 +1,28 @@
-"""The CPE-facing edge of the gateway refuses what it must not pass on (issue 15, items 3, 4, 12):
-numbers beyond xs:int/xs:unsignedInt, an Inform or answer too large for the bus, two cwmp:ID
-headers, and a DeviceId that names no device. Each gets a clear 4xx at once, nothing reaches the
-bus, and the logs carry bounded excerpts only. Real broker and MongoDB, scripted orchestrator.
+"""The CPE-facing edge of the gateway (issue 15): it refuses what it must not pass on (numbers
+beyond xs:int/xs:unsignedInt, an Inform or answer too large for the bus, two cwmp:ID headers, a
+DeviceId that names no device), each with a clear 4xx at once, nothing on the bus, bounded log
+excerpts; it throttles password guessing per (username, address) and believes forwarding headers
+only from trusted proxies; and it exposes CWMP only, metrics being on the admin port. Real broker
+and MongoDB, scripted orchestrator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+import uvicorn
 
+from acs.infra import free_port
 from services.bus.events import SessionEnded
+from services.bus.kafka import ensure_topics
 from services.common.settings import Settings
+from services.gateway.admin import GatewayAdminApp
+from services.gateway.app import GatewayApp
 from tests.integration.gateway_harness import ScriptedOrchestrator, TestCpe, plan_on_inform, running_gateway
 from tests.integration.test_gateway_sessions import envelope, rpc_of, seed_inform
 
@@ -190,3 +200,46 @@ async def test_forwarding_headers_from_a_trusted_proxy_name_the_client(gateway_s
         assert await login(url, "PROXIED1", headers={"x-forwarded-for": "6.6.6.6, 198.51.100.7"}) == 200
         inform = await orchestrator.wait_for(lambda e: e.type == "inform")
     assert inform.remote_address == "198.51.100.7"  # the proxy's word, not the spoofed head
+
+
+# --- what the CPE-facing port exposes (issue 15 item 11) -------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gateway_and_admin(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    """The gateway's two listeners as `acs gateway` runs them: CWMP, and the admin port."""
+    await ensure_topics(settings)
+    port, admin_port = free_port(), free_port()
+    settings = settings.model_copy(update={"gateway_port": port, "gateway_admin_port": admin_port})
+    gateway = GatewayApp(settings, gateway_id="gw-admin-test")
+    servers = [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=p, log_config=None, lifespan="on",
+                                             proxy_headers=False))
+               for app, p in ((gateway, port), (GatewayAdminApp(gateway), admin_port))]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    try:
+        async with asyncio.timeout(30):
+            while not all(server.started for server in servers):
+                for task in tasks:
+                    if task.done():
+                        task.result()
+                await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    finally:
+        for server in servers:
+            server.should_exit = True
+        await asyncio.wait_for(asyncio.gather(*tasks), 40)
+
+
+async def test_metrics_are_on_the_admin_port_and_the_cwmp_port_exposes_nothing_else(
+        gateway_settings: Settings) -> None:
+    async with gateway_and_admin(gateway_settings) as (cwmp, admin), httpx.AsyncClient(timeout=10) as client:
+        for path in ("/metrics", "/docs", "/openapi.json", "/redoc", "/anything"):
+            answer = await client.get(cwmp + path)
+            assert answer.status_code == 405 and "acs_gateway" not in answer.text, path
+        metrics = await client.get(admin + "/metrics")
+        assert metrics.status_code == 200 and "acs_gateway_sessions_started_total" in metrics.text
+        for base in (cwmp, admin):  # the bare probes, for load balancers on either port
+            assert (await client.get(base + "/healthz")).text.strip() == "ok"
+            assert (await client.get(base + "/readyz")).status_code == 200
+        assert (await client.get(admin + "/docs")).status_code == 404
+        assert (await client.post(admin + "/", content=seed_inform())).status_code == 405  # no CWMP there
