@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     download_credentials_ttl: float = Field(21600.0, gt=0)
     # Basic sends the password in clear: off unless downloads are served over TLS.
     downloads_allow_basic: bool = False
+    # Minted credentials are honoured only from the address their device last informed from
+    # (fileserver/cpe.py DeviceBinding). Off only where a NAT between the ports hides it.
+    downloads_check_address: bool = True
     max_file_bytes: int = Field(4 * 1024**3, ge=1)
 
     # --- inventory ------------------------------------------------------------------------------
