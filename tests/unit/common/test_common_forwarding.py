@@ -64,3 +64,48 @@ async def test_the_middleware_rewrites_client_and_scheme_keeping_the_port() -> N
     await wrapped({"type": "http", "client": ("203.0.113.7", 1), "scheme": "http", "headers": headers}, None, None)
     assert (seen[0]["client"], seen[0]["scheme"]) == (("198.51.100.1", 4242), "https")
     assert (seen[1]["client"], seen[1]["scheme"]) == (("203.0.113.7", 1), "http")
+
+
+async def _echo_client(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = f"{scope['client'][0]} {scope['scheme']}".encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [("", "127.0.0.1 http"), ("127.0.0.1/32", "198.51.100.1 https")])
+async def test_serve_believes_forwarding_headers_only_from_configured_proxies(trusted: str, expected: str) -> None:
+    """serve(), as every service runs: uvicorn's own proxy handling (which trusts loopback) is off."""
+    import asyncio
+    import os
+    import signal
+
+    import httpx
+
+    from acs.infra import free_port
+    from services.common.service import serve
+
+    port = free_port()
+    settings = Settings(trusted_proxies=trusted)
+    server = asyncio.create_task(serve([(_echo_client, port)], settings))
+    loop = asyncio.get_running_loop()
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for _ in range(100):
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{port}/", headers={
+                        "X-Forwarded-For": "198.51.100.1", "X-Forwarded-Proto": "https"})
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.05)
+        assert answer.text == expected
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # serve()'s own handler stops its servers
+        await asyncio.wait_for(server, 30)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
