@@ -469,7 +469,7 @@ class Gateway:
     async def _publish_quietly(self, ended: SessionEnded) -> None:
         try:
             await self._publish(ended)
-        except PublishFailed:
+        except (PublishFailed, EventTooLarge):
             log.warning("could not publish the end of a session", extra={"session_id": ended.session_id})
 
     def _forget(self, session: GatewaySession) -> bool:
