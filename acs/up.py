@@ -42,6 +42,23 @@ def _admin_key(data_dir: Path) -> str:
     return key
 
 
+def _secret_key(data_dir: Path) -> str:
+    """ACS_SECRET_KEY (signs download credentials, Digest nonces, session cookies): from the
+    environment, else generated once and kept in the data folder, as the admin key is, so that
+    credentials minted before a restart still work after it."""
+    if key := os.environ.get("ACS_SECRET_KEY"):
+        return key
+    path = data_dir / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    # Created 0600 from the start: the key is never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
 def _service_ports(settings: Settings) -> dict[str, tuple[int, str]]:
     """Port each service answers /readyz on, and the setting that moves it."""
     return {
@@ -86,7 +103,7 @@ class LocalAcs:
             os.environ.update(self.stack.environment())
         # The children inherit this environment, so every process reads the same settings.
         os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
-        os.environ.setdefault("ACS_SECRET_KEY", secrets.token_urlsafe(32))
+        os.environ["ACS_SECRET_KEY"] = _secret_key(self.root)
         self.settings = Settings()
         from services.bus.kafka import ensure_topics
 
@@ -187,6 +204,7 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     lines = [
         f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
+        f"  gateway metrics               http://{host}:{settings.gateway_admin_port}/metrics",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
         f"  API docs (all services)       http://{host}:{settings.api_port}/api/v1/docs",
         f"  CPE file downloads            {settings.files_public_url}/download/",

@@ -10,8 +10,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.forwarding import Network, parse_networks
 
 # The host of the URLs derived from port settings: every process of `acs up` runs on this machine.
 LOCAL_HOST = "127.0.0.1"
@@ -41,6 +43,8 @@ class Settings(BaseSettings):
     # --- listeners ------------------------------------------------------------------------------
     bind_host: str = "127.0.0.1"
     gateway_port: int = 7547
+    # The gateway's /metrics (and probes): never on the CPE-facing port.
+    gateway_admin_port: int = 7548
     api_port: int = 7557
     orchestrator_port: int = 7560
     inventory_port: int = 7561
@@ -66,6 +70,10 @@ class Settings(BaseSettings):
     cpe_username: str = "testcpe"
     cpe_password: str = "testcpe"
     cpe_realm: str = "acs"
+    # Reverse proxies whose X-Forwarded-For / Forwarded (and -Proto) are believed: CIDRs or
+    # addresses, comma-separated. Default none, not even loopback: from anyone else the headers
+    # are ignored, or a CPE could rotate them past every per-address limit.
+    trusted_proxies: str = ""
 
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
@@ -84,8 +92,14 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
-    auth_failures_before_throttle: int = 5
-    auth_throttle_seconds: float = 60.0
+    # Wrong passwords per (username, address) in ACS_AUTH_THROTTLE_SECONDS before that pair is
+    # refused (503 + Retry-After) until the window ends.
+    auth_failures_before_throttle: int = Field(5, ge=1)
+    # Wrong passwords per address (any username) before the address is throttled too: then a
+    # username that already failed from it is refused at once, while a username without
+    # failures there is still checked, so a correct login behind a busy NAT always gets in.
+    auth_failures_per_address: int = Field(50, ge=1)
+    auth_throttle_seconds: float = Field(60.0, gt=0)
 
     # --- orchestrator ---------------------------------------------------------------------------
     periodic_inform_interval: int = Field(3600, ge=0)
@@ -113,6 +127,9 @@ class Settings(BaseSettings):
     download_credentials_ttl: float = Field(21600.0, gt=0)
     # Basic sends the password in clear: off unless downloads are served over TLS.
     downloads_allow_basic: bool = False
+    # Minted credentials are honoured only from the address their device last informed from
+    # (fileserver/cpe.py DeviceBinding). Off only where a NAT between the ports hides it.
+    downloads_check_address: bool = True
     max_file_bytes: int = Field(4 * 1024**3, ge=1)
 
     # --- inventory ------------------------------------------------------------------------------
@@ -122,6 +139,19 @@ class Settings(BaseSettings):
     startup_wait: float = Field(30.0, ge=0)
 
     log_level: str = "INFO"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"ACS_TRUSTED_PROXIES: {exc}") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @model_validator(mode="after")
     def _urls_follow_ports(self) -> Settings:

@@ -45,6 +45,23 @@ class CpeAuthenticator:
         self.ha1_source = ha1_source
         self.digest = DigestServer(settings.cpe_realm, settings.secret_key, nonce_ttl=300.0)
 
+    @staticmethod
+    def claimed_username(authorization: str | None) -> str | None:
+        """The username an ``Authorization`` header claims, before anything is verified (the
+        throttle's key); None when there is none or the header does not parse."""
+        if not authorization:
+            return None
+        scheme = authorization.split(None, 1)[0].lower()
+        if scheme == "basic":
+            pair = parse_basic(authorization)
+            return pair[0] if pair is not None else None
+        if scheme == "digest":
+            try:
+                return parse_authorization(authorization).username
+            except DigestError:
+                return None
+        return None
+
     def challenge(self, stale: bool = False) -> str:
         if self.mode == "basic":
             return f'Basic realm="{self.settings.cpe_realm}"'

@@ -158,7 +158,8 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             await mongo.close()
 
     app = create_api(title="ACS inventory", lifespan=lifespan,
-                     description="Devices, device queries, tags and per-device CPE credentials.")
+                     description="Devices, device queries, tags and per-device CPE credentials.",
+                     openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(mongo), **(checks or {})})
 
     @app.exception_handler(QueryError)

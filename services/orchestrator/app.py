@@ -81,7 +81,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
 
     app = create_api(title="ACS orchestrator", lifespan=lifespan,
                      description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
-                                 "See docs/orchestrator.md.")
+                                 "See docs/orchestrator.md.", openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "kafka": runtime.kafka_ready})
     # The whole API's document and docs page under /api/v1: in Kubernetes, where no router runs,
     # the Ingress sends /api/v1/openapi.json, /api/v1/docs and /api/v1/redoc here.

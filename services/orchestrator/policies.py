@@ -269,12 +269,21 @@ def _number(value: Any) -> float | None:
         return None
 
 
-_NATURAL = re.compile(r"(\d+)")
+_NATURAL = re.compile(r"([0-9]+)")
 
 
-def _natural(text: str) -> list[tuple[int, int | str]]:
+def _natural(text: str) -> list[tuple[int, tuple[int, str] | str]]:
     # (0, number) sorts before (1, text) so that "1.10" > "1.9" and mixed parts still compare.
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in _NATURAL.split(text) if part]
+    # A run of digits compares as a number without int(): by length once leading zeros are
+    # gone, then by its digits. A CPE's version string may hold thousands of digits, which
+    # int() refuses (and a bound on it would be arbitrary).
+    return [(0, _digits_key(part)) if part.isascii() and part.isdigit() else (1, part)
+            for part in _NATURAL.split(text) if part]
+
+
+def _digits_key(digits: str) -> tuple[int, str]:
+    significant = digits.lstrip("0") or "0"
+    return len(significant), significant
 
 
 def _compare(actual: str, expected: Any) -> int:

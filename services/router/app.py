@@ -13,9 +13,7 @@ no router: its Ingress sends those paths to the orchestrator, which serves the s
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,8 +30,6 @@ from services.common.settings import Settings
 from services.router.openapi import UPSTREAMS, merge_documents
 
 OPENAPI_PATH = "/api/v1/openapi.json"
-# The merged document is rebuilt at most this often (a deployment rolls its services rarely).
-OPENAPI_CACHE_SECONDS = 30.0
 # (path pattern, setting holding the upstream base URL). Kept in sync with deploy/ Ingress rules.
 ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
@@ -57,9 +53,12 @@ def upstream_for(path: str, settings: Settings) -> str | None:
 
 
 def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient) -> None:
-    """The merged API document at /api/v1/openapi.json and its pages at /api/v1/docs and /api/v1/redoc."""
-    cache: dict[str, Any] = {"at": -OPENAPI_CACHE_SECONDS, "document": None}
-    lock = asyncio.Lock()
+    """The merged API document at /api/v1/openapi.json and its pages at /api/v1/docs and /api/v1/redoc.
+
+    The document needs a read API key, as each service's own does: the caller's key goes with
+    each service's document request, so every service checks it (a revoked key is refused by
+    the services' own rules), and nothing is cached across callers.
+    """
 
     def routed_there(path: str, service: str) -> bool:
         return upstream_for(path, settings) == str(getattr(settings, UPSTREAMS[service])).rstrip("/")
@@ -67,21 +66,30 @@ def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient
     @app.get(OPENAPI_PATH, include_in_schema=False)
     async def openapi(request: Request) -> Response:
         """The services' documents merged into one; 503 while any of them does not answer."""
-        async with lock:
-            if cache["document"] is None or time.monotonic() - cache["at"] > OPENAPI_CACHE_SECONDS:
-                documents: dict[str, dict[str, Any]] = {}
-                for service, setting in UPSTREAMS.items():
-                    url = f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json"
-                    try:
-                        response = await client.get(url, timeout=5.0)
-                        response.raise_for_status()
-                        documents[service] = response.json()
-                    except (httpx.HTTPError, ValueError) as exc:
-                        return problem(503, f"the {service} did not give its API document "
-                                            f"({type(exc).__name__}); try again", request=request,
-                                       headers={"Retry-After": "5"})
-                cache.update(at=time.monotonic(), document=merge_documents(documents, routed_there))
-        return JSONResponse(cache["document"])
+        credentials = {name: value for name, value in request.headers.items()
+                       if name in ("authorization", "x-api-key")}
+        if not credentials:
+            return problem(401, "missing API key", request=request, headers={"WWW-Authenticate": "Bearer"})
+        documents: dict[str, dict[str, Any]] = {}
+        for service, setting in UPSTREAMS.items():
+            url = f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json"
+            try:
+                response = await client.get(url, headers=credentials, timeout=5.0)
+            except httpx.HTTPError as exc:
+                return problem(503, f"the {service} did not give its API document "
+                                    f"({type(exc).__name__}); try again", request=request,
+                               headers={"Retry-After": "5"})
+            if response.status_code in (401, 403):
+                headers = {"WWW-Authenticate": "Bearer"} if response.status_code == 401 else None
+                return problem(response.status_code, "the API key was refused", request=request, headers=headers)
+            try:
+                response.raise_for_status()
+                documents[service] = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                return problem(503, f"the {service} did not give its API document "
+                                    f"({type(exc).__name__}); try again", request=request,
+                               headers={"Retry-After": "5"})
+        return JSONResponse(merge_documents(documents, routed_there))
 
     add_docs(app, OPENAPI_PATH, "ACS northbound API", prefix="/api/v1")
 

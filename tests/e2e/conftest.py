@@ -44,7 +44,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
           s3_server: S3Server) -> Iterator[Stack]:
     name = "e2e" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "DOWNLOADS")}
+    ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
+                                      "DOWNLOADS")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
     env.update({

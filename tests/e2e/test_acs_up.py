@@ -32,8 +32,8 @@ def status(url: str) -> int:
 
 
 def test_acs_up_starts_everything_ready_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
-                                           "DOWNLOADS")}
+    ports = {name: free_port() for name in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY",
+                                           "FILESERVER", "DOWNLOADS")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{name}_PORT": str(port) for name, port in ports.items()})
     env.update({

@@ -58,6 +58,14 @@ def test_query_language(query: dict[str, Any], expected: bool) -> None:
     assert query_matches(query, VALUES, IGD) is expected
 
 
+def test_versions_with_thousands_of_digits_compare_without_failing() -> None:
+    huge = {f"{IGD}DeviceInfo.SoftwareVersion": "1." + "9" * 5000 + ".0"}
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$gt": "1.10"}}, huge, IGD) is True
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$lt": "2." + "0" * 4999 + "1"}}, huge, IGD) is True
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$gte": "1.0009"}}, {f"{IGD}DeviceInfo.SoftwareVersion":
+                                                                           "1.10"}, IGD) is True  # 10 >= 9
+
+
 @pytest.mark.parametrize(("query", "message"), [
     ({"x": {"$near": 1}}, "unknown operator $near"),
     ({"$nor": []}, "unknown logical operator $nor"),
