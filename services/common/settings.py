@@ -62,10 +62,21 @@ class Settings(BaseSettings):
     cpe_auth: Literal["digest", "basic", "none"] = "digest"
     # Basic sends the password in clear: allowed only behind TLS unless explicitly enabled.
     cpe_allow_basic_without_tls: bool = False
-    cpe_credentials: Literal["shared", "per-device"] = "shared"
+    # How CPEs authenticate (docs/security.md#cpe-credentials). "provisioned": the shared pair
+    # below is good for the first contact of a device only; at bootstrap the ACS sets the device's
+    # own ManagementServer.Username/Password and from then on accepts only those for it.
+    # "per-device": only credentials imported through the API. "shared": everyone uses the pair.
+    cpe_credentials: Literal["provisioned", "shared", "per-device"] = "provisioned"
     cpe_username: str = "testcpe"
     cpe_password: str = "testcpe"
     cpe_realm: str = "acs"
+    # Which addresses the orchestrator may send connection requests to (the URL and UDP address a
+    # CPE reports), comma-separated networks. Loopback, link-local, unspecified, multicast and the
+    # orchestrator host's own addresses are refused unless a network given here lies within them
+    # (e.g. 127.0.0.0/8 for simulated CPEs on this machine); the refused networks always win.
+    connection_request_allowed_networks: str = "0.0.0.0/0,::/0"
+    # Networks never called, whatever the allow-list says: the ACS's own (pod, service, management).
+    connection_request_refused_networks: str = ""
 
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).

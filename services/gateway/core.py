@@ -37,7 +37,6 @@ from cwmp.httputil import (
     is_empty_body,
     make_device_id,
     parse_cookie_header,
-    username_matches_device,
 )
 from cwmp.models import Inform, InformResponse, rpc_from_dict, rpc_to_dict
 from cwmp.session import (
@@ -175,8 +174,12 @@ class Gateway:
             return self._reject(503, "too many authentication failures", retry_after=wait)
         if is_empty_body(request.body):
             return self._reject(400, "no session: the first message must be an Inform", close=True)
-        auth = await self.deps.authenticator.authenticate("POST", request.target,
-                                                          request.headers.get("authorization"), request.tls)
+        try:
+            auth = await self.deps.authenticator.authenticate("POST", request.target,
+                                                              request.headers.get("authorization"), request.tls)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"remote": address, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
         if not auth.ok:
             if auth.wrong_credentials:
                 self.throttle.failed(address)
@@ -200,13 +203,24 @@ class Gateway:
         assert isinstance(event, InformArrived)
         identity = event.inform.device_id
         device_id = make_device_id(identity.oui, identity.product_class, identity.serial_number)
-        if (self.settings.cpe_credentials == "per-device" and auth.username is not None
-                and not username_matches_device(auth.username, identity.oui, identity.product_class,
-                                                identity.serial_number)):
+        try:
+            refusal = await self.deps.authenticator.admits(auth, device_id, identity.oui, identity.product_class,
+                                                           identity.serial_number)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
+        if refusal is not None:
             self.throttle.failed(address)
+            if refusal.status == 401:
+                # The shared pair for a device that has its own: a wrong password, to the CPE too.
+                metrics.AUTH_FAILURES.labels("shared-refused").inc()
+                log.info("CPE authentication failed", extra={"remote": address, "device_id": device_id,
+                                                             "reason": refusal.reason})
+                metrics.REJECTED.labels("401", "auth").inc()
+                challenge = self.deps.authenticator.challenge()
+                return HttpAnswer(401, b"", [("www-authenticate", challenge)])
             metrics.AUTH_FAILURES.labels("device-mismatch").inc()
-            return self._reject(403, "the authenticated username does not belong to this device",
-                                close=True)
+            return self._reject(refusal.status, refusal.reason, close=True)
         self.throttle.succeeded(address)
         if len(self.sessions) >= self.settings.max_sessions:
             return self._reject(503, "gateway saturated", retry_after=30)
