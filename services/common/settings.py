@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     connection_request_allowed_networks: str = "0.0.0.0/0,::/0"
     # Networks never called, whatever the allow-list says: the ACS's own (pod, service, management).
     connection_request_refused_networks: str = ""
+    # More secret parameters (beside *Password, *Passphrase, *PreSharedKey, *KeyPassphrase, *WEPKey*),
+    # comma-separated globs: redacted in every API answer, event and log line (redaction.py).
+    redacted_parameters: str = ""
 
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
