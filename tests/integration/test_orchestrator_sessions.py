@@ -373,3 +373,39 @@ async def test_a_firmware_download_is_closed_by_the_transfer_complete_of_a_later
     assert task["result"]["transfer"]["fault_code"] == 0
     upgrade = await gateway.device_event("firmware_upgraded")
     assert (upgrade.details["from"], upgrade.details["to"]) == ("Rev 1.9.82.342.17", "Rev 2")
+
+
+async def test_secret_values_go_to_the_cpe_but_no_api_answer_or_event_shows_them(orchestrator: Any) -> None:
+    runtime, api, gateway = orchestrator
+    await runtime.store.save_device(DeviceState(id=gateway.device_id, data_model=IGD, cr_username="u",
+                                                cr_password="p"))
+    psk = f"{IGD}LANDevice.1.WLANConfiguration.1.PreSharedKey.1.KeyPassphrase"
+    history = f"/api/v1/devices/{quote(gateway.device_id, safe='')}/tasks"
+    reader = await api.post("/api/v1/apikeys", headers=ADMIN, json={"name": "ro", "role": "read-only"})
+    read_only = {"X-API-Key": reader.json()["key"]}
+    created = await api.post(history, headers=ADMIN, json={"name": "setParameterValues", "parameter_values": [
+        [psk, "wifi-secret-1"], [f"{IGD}ManagementServer.ConnectionRequestPassword", "cr-secret-2"],
+        [f"{IGD}DeviceInfo.ProvisioningCode", "visible"]]})
+    assert created.status_code == 201 and "secret-" not in created.text  # not even to its author
+    task_id = created.json()["id"]
+
+    # The plan to the gateway carries the values: the CPE must get them.
+    plan = await gateway.inform("6 CONNECTION REQUEST", parameters=_seed_parameters())
+    (planned,) = plan.rpcs
+    sent = {p["name"]: p["value"]["value"] for p in planned.rpc["parameter_list"]}
+    assert sent[psk] == "wifi-secret-1"
+    await gateway.answer(planned.rpc_id, models.SetParameterValuesResponse(status=0))
+    await gateway.publish(SessionEnded(**gateway.ref(), outcome="completed"))
+    done = await _task(api, task_id, "succeeded")
+
+    for headers in (ADMIN, read_only):  # every role
+        answers = [await api.get(f"/api/v1/tasks/{task_id}", headers=headers), await api.get(history, headers=headers),
+                   await api.get("/api/v1/tasks", headers=headers)]
+        for answer in answers:
+            assert answer.status_code == 200
+            assert "secret-1" not in answer.text and "cr-secret-2" not in answer.text, answer.text
+    values = {v["name"]: v["value"] for v in done["args"]["parameter_values"]}
+    assert values == {psk: "<redacted>", f"{IGD}ManagementServer.ConnectionRequestPassword": "<redacted>",
+                      f"{IGD}DeviceInfo.ProvisioningCode": "visible"}
+    event = await gateway.device_event("task_succeeded")
+    assert "secret" not in event.model_dump_json()
