@@ -27,6 +27,15 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(12, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_topic_prefix: str = ""
+    # How the services reach the brokers: PLAINTEXT, or TLS (SSL) and SASL to protect the internal
+    # topics (docs/deploy.md#protecting-the-internal-topics). Files are PEM paths.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
     # How long a service waits for the broker to acknowledge a message before giving up on it.
     kafka_publish_timeout: float = Field(5.0, gt=0)
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
