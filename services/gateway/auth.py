@@ -50,6 +50,8 @@ class AuthOutcome:
     shared: bool = False
     # The device the (own) credentials were stored for, when the store says.
     device_id: str | None = None
+    # (algorithm "MD5" | "SHA-256", HA1) that matched, for own credentials.
+    matched_ha1: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,19 +113,21 @@ class CpeAuthenticator:
         return self.digest.challenge(stale=stale)
 
     async def authenticate(self, method: str, uri: str, authorization: str | None,
-                           tls: bool) -> AuthOutcome:
+                           tls: bool, session_ha1: tuple[str, str] | None = None) -> AuthOutcome:
+        """``session_ha1``: inside a session, the HA1 its Inform authenticated with (see GatewaySession)."""
         if self.mode == "none":
             return AuthOutcome(ok=True)
         if not authorization:
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="no credentials")
         scheme = authorization.split(None, 1)[0].lower()
         if scheme == "basic":
-            return await self._basic(authorization, tls)
+            return await self._basic(authorization, tls, session_ha1)
         if scheme == "digest" and self.mode == "digest":
-            return await self._digest(method, uri, authorization)
+            return await self._digest(method, uri, authorization, session_ha1)
         return AuthOutcome(ok=False, challenge=self.challenge(), reason=f"{scheme} authentication not accepted")
 
-    async def _basic(self, authorization: str, tls: bool) -> AuthOutcome:
+    async def _basic(self, authorization: str, tls: bool, session_ha1: tuple[str, str] | None = None,
+                     ) -> AuthOutcome:
         # Basic sends the password in clear: only over TLS, unless the operator allowed it.
         if self.mode != "basic" or not (tls or self.settings.cpe_allow_basic_without_tls):
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="Basic not accepted here")
@@ -139,8 +143,10 @@ class CpeAuthenticator:
         elif self.provisioned:
             assert self.candidates is not None
             device_id, stored_ha1s = await self.candidates(username, "MD5")
+            stored_ha1s = _with_session_ha1(stored_ha1s, "MD5", session_ha1)
             given = compute_ha1("MD5", username, self.settings.cpe_realm, password)
             ok = any(hmac.compare_digest(stored, given) for stored in stored_ha1s)
+            matched = ("MD5", given) if ok else None
         elif self.per_device:
             assert self.ha1_source is not None
             stored = await self.ha1_source(username, "MD5")
@@ -152,11 +158,13 @@ class CpeAuthenticator:
         if not ok:
             return AuthOutcome(ok=False, username=username, challenge=self.challenge(),
                                wrong_credentials=True, reason="wrong Basic credentials")
-        return AuthOutcome(ok=True, username=username, shared=shared, device_id=device_id)
+        return AuthOutcome(ok=True, username=username, shared=shared, device_id=device_id,
+                           matched_ha1=matched if self.provisioned and not shared else None)
 
-    async def _digest(self, method: str, uri: str, authorization: str) -> AuthOutcome:
+    async def _digest(self, method: str, uri: str, authorization: str,
+                      session_ha1: tuple[str, str] | None = None) -> AuthOutcome:
         if self.provisioned:
-            return await self._digest_provisioned(method, uri, authorization)
+            return await self._digest_provisioned(method, uri, authorization, session_ha1)
         if self.per_device:
             assert self.ha1_source is not None
             try:
@@ -172,7 +180,8 @@ class CpeAuthenticator:
             result = self.digest.verify(method, uri, authorization, self._shared_password)
         return self._digest_outcome(result)
 
-    async def _digest_provisioned(self, method: str, uri: str, authorization: str) -> AuthOutcome:
+    async def _digest_provisioned(self, method: str, uri: str, authorization: str,
+                                  session_ha1: tuple[str, str] | None) -> AuthOutcome:
         try:
             credentials = parse_authorization(authorization)
         except DigestError as exc:
@@ -183,18 +192,22 @@ class CpeAuthenticator:
         assert self.candidates is not None
         algorithm = (credentials.algorithm or "MD5").upper().removesuffix("-SESS")
         device_id, stored_ha1s = await self.candidates(credentials.username, algorithm)
+        stored_ha1s = _with_session_ha1(stored_ha1s, algorithm, session_ha1)
         # The confirmed pair first, then one the ACS is setting now. A mismatch records nothing
         # (the nonce count is taken only by a match), so trying the next HA1 is safe.
+        matched = None
         for stored in stored_ha1s or [None]:
             result = self.digest.verify(method, uri, credentials, lookup_ha1=lambda _user, _alg, h=stored: h)
             if not result.wrong_password:
+                matched = (algorithm, stored) if stored is not None else None
                 break
-        return self._digest_outcome(result, device_id=device_id)
+        return self._digest_outcome(result, device_id=device_id, matched_ha1=matched)
 
-    def _digest_outcome(self, result: DigestResult, *, shared: bool = False,
-                        device_id: str | None = None) -> AuthOutcome:
+    def _digest_outcome(self, result: DigestResult, *, shared: bool = False, device_id: str | None = None,
+                        matched_ha1: tuple[str, str] | None = None) -> AuthOutcome:
         if result.ok:
-            return AuthOutcome(ok=True, username=result.username, shared=shared, device_id=device_id)
+            return AuthOutcome(ok=True, username=result.username, shared=shared, device_id=device_id,
+                               matched_ha1=matched_ha1)
         if result.stale or result.replayed:
             # The password was right: a fresh nonce is all the CPE needs (RFC 7616 stale=true).
             return AuthOutcome(ok=False, username=result.username, challenge=self.challenge(stale=True),
@@ -206,3 +219,10 @@ class CpeAuthenticator:
         if self._is_shared_username(username):
             return self.settings.cpe_password
         return None
+
+
+def _with_session_ha1(stored: list[str], algorithm: str, session_ha1: tuple[str, str] | None) -> list[str]:
+    """The store's HA1s, and the one the session started with (replaced by a bootstrap since)."""
+    if session_ha1 is None or session_ha1[0] != algorithm or session_ha1[1] in stored:
+        return stored
+    return [*stored, session_ha1[1]]

@@ -226,7 +226,8 @@ class Gateway:
             return self._reject(503, "gateway saturated", retry_after=30)
 
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
-                                 request.connection_key, address, machine, username=auth.username)
+                                 request.connection_key, address, machine, username=auth.username,
+                                 auth_ha1=auth.matched_ha1)
         try:
             # An authenticated Inform of this device: it takes the lock whoever held it.
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
@@ -319,9 +320,13 @@ class Gateway:
             # The cookie (or connection) already proves the session; a CPE may still send
             # credentials on any request. A wrong password ends the session; a stale nonce or a
             # reused nonce count (sloppy Digest clients resend nc=00000001) is no reason to.
-            auth = await self.deps.authenticator.authenticate(
-                "POST", request.target, request.headers["authorization"], request.tls)
-            if not auth.ok and auth.wrong_credentials:
+            try:
+                auth = await self.deps.authenticator.authenticate(
+                    "POST", request.target, request.headers["authorization"], request.tls,
+                    session_ha1=session.auth_ha1)
+            except PyMongoError:
+                auth = None  # the cookie proves the session; the store being down ends nothing
+            if auth is not None and not auth.ok and auth.wrong_credentials:
                 self.throttle.failed(request.client[0])
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
                 await self._end(session, "error", "wrong credentials inside a session")

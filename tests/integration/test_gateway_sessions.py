@@ -497,6 +497,38 @@ async def test_the_shared_pair_is_for_first_contacts_and_own_credentials_for_the
             await client.close()
 
 
+async def test_a_session_goes_on_with_the_pair_it_started_with_when_a_bootstrap_replaces_it(
+        gateway_settings: Settings) -> None:
+    """A device with its own pair bootstraps again: the ACS sets a new pair and confirms it while the
+    CPE, in the same session, still authenticates its requests with the old one."""
+    from pymongo import AsyncMongoClient
+
+    from services.inventory import credentials
+
+    own_id = "09D021-IGD%20Simulator-ROT1"
+    client: AsyncMongoClient = AsyncMongoClient(gateway_settings.mongodb_url)
+    db = client[gateway_settings.mongodb_database]
+    await credentials.confirm(db, own_id, own_id, gateway_settings.cpe_realm, "old-pair")
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform([{"method": "GetRPCMethods"}])), \
+            running_gateway(gateway_settings) as url:
+        cpe = TestCpe(url, own_id, "old-pair")
+        try:
+            assert (await cpe.post(seed_inform(serial="ROT1"))).status_code == 200
+            # The bootstrap's SPV was answered: the new pair is the device's now.
+            await credentials.confirm(db, own_id, own_id, gateway_settings.cpe_realm, "new-pair")
+            request = await cpe.post(None)  # still signed with the old pair
+            assert request.status_code == 200, request.text
+            method, rpc_id, _ = rpc_of(request.content)
+            assert method == "GetRPCMethods"
+            assert (await cpe.post(get_rpc_methods_response(rpc_id))).status_code == 204
+            # A new session needs the new pair.
+            assert (await cpe.post(seed_inform(serial="ROT1"))).status_code == 401
+        finally:
+            await cpe.aclose()
+            await client.drop_database(gateway_settings.mongodb_database)
+            await client.close()
+
+
 async def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(gateway_settings: Settings) -> None:
     settings = gateway_settings.model_copy(update={"request_header_timeout": 0.5, "request_body_timeout": 0.5})
     async with running_gateway(settings) as url:
