@@ -104,6 +104,9 @@ class LocalAcs:
         # The children inherit this environment, so every process reads the same settings.
         os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
         os.environ["ACS_SECRET_KEY"] = _secret_key(self.root)
+        # Simulated CPEs of a local trial answer connection requests on this machine: loopback
+        # is allowed here explicitly (a deployment refuses it by default).
+        os.environ.setdefault("ACS_CONNECTION_REQUEST_ALLOWED_NETWORKS", LOCAL_CONNECTION_REQUEST_NETWORKS)
         self.settings = Settings()
         from services.bus.kafka import ensure_topics
 
@@ -220,6 +223,9 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
         ]
     lines += [
         f"  CPE credentials               {_cpe_credentials(settings)}",
+        f"  connection requests to        {settings.connection_request_allowed_networks}"
+        + (f" (not {settings.connection_request_refused_networks})"
+           if settings.connection_request_refused_networks else ""),
         f"  simulated CPEs                {simulator_command(settings)}",
         f"  admin API key                 in {root / 'admin-api-key'}",
         f"  logs                          {root / 'logs'}",
@@ -230,11 +236,18 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     print("\n".join(lines), flush=True)
 
 
+# Any address, loopback included (simulated CPEs on this machine); link-local and others stay refused.
+LOCAL_CONNECTION_REQUEST_NETWORKS = "0.0.0.0/0,::/0,127.0.0.0/8,::1/128"
+
+
 def _cpe_credentials(settings: Settings) -> str:
     if settings.cpe_auth == "none":
         return "none (ACS_CPE_AUTH=none)"
     if settings.cpe_credentials == "per-device":
         return f"{settings.cpe_auth}, per device (imported through the inventory API)"
+    if settings.cpe_credentials == "provisioned":
+        return (f"{settings.cpe_auth}, first contact: username {settings.cpe_username}, password "
+                f"{settings.cpe_password}; each device gets its own at bootstrap")
     return f"{settings.cpe_auth}, shared: username {settings.cpe_username}, password {settings.cpe_password}"
 
 
@@ -246,7 +259,8 @@ def simulator_command(settings: Settings, devices: int = 10) -> str:
     words = ["--acs-url", f"http://{host}:{settings.gateway_port}/", "--devices", str(devices)]
     if settings.cpe_auth == "none":
         words += ["--auth", "none"]
-    elif settings.cpe_credentials == "shared":
+    elif settings.cpe_credentials in ("shared", "provisioned"):
+        # Provisioned: the first-contact pair; the simulator then uses what the bootstrap sets.
         words += ["--username", settings.cpe_username, "--password", settings.cpe_password]
     else:
         return " ".join([acs, "sim", *map(shlex.quote, words), "--username '{device_id}' --password ..."])

@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(12, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_topic_prefix: str = ""
+    # How the services reach the brokers: PLAINTEXT, or TLS (SSL) and SASL to protect the internal
+    # topics (docs/deploy.md#protecting-the-internal-topics). Files are PEM paths.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
     # How long a service waits for the broker to acknowledge a message before giving up on it.
     kafka_publish_timeout: float = Field(5.0, gt=0)
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
@@ -66,7 +75,11 @@ class Settings(BaseSettings):
     cpe_auth: Literal["digest", "basic", "none"] = "digest"
     # Basic sends the password in clear: allowed only behind TLS unless explicitly enabled.
     cpe_allow_basic_without_tls: bool = False
-    cpe_credentials: Literal["shared", "per-device"] = "shared"
+    # How CPEs authenticate (docs/security.md#cpe-credentials). "provisioned": the shared pair
+    # below is good for the first contact of a device only; at bootstrap the ACS sets the device's
+    # own ManagementServer.Username/Password and from then on accepts only those for it.
+    # "per-device": only credentials imported through the API. "shared": everyone uses the pair.
+    cpe_credentials: Literal["provisioned", "shared", "per-device"] = "provisioned"
     cpe_username: str = "testcpe"
     cpe_password: str = "testcpe"
     cpe_realm: str = "acs"
@@ -74,6 +87,16 @@ class Settings(BaseSettings):
     # addresses, comma-separated. Default none, not even loopback: from anyone else the headers
     # are ignored, or a CPE could rotate them past every per-address limit.
     trusted_proxies: str = ""
+    # Which addresses the orchestrator may send connection requests to (the URL and UDP address a
+    # CPE reports), comma-separated networks. Loopback, link-local, unspecified, multicast and the
+    # orchestrator host's own addresses are refused unless a network given here lies within them
+    # (e.g. 127.0.0.0/8 for simulated CPEs on this machine); the refused networks always win.
+    connection_request_allowed_networks: str = "0.0.0.0/0,::/0"
+    # Networks never called, whatever the allow-list says: the ACS's own (pod, service, management).
+    connection_request_refused_networks: str = ""
+    # More secret parameters (beside *Password, *Passphrase, *PreSharedKey, *KeyPassphrase, *WEPKey*),
+    # comma-separated globs: redacted in every API answer, event and log line (redaction.py).
+    redacted_parameters: str = ""
 
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).

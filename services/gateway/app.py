@@ -118,16 +118,21 @@ class GatewayApp:
         self._locks = locks
         self._producer = make_producer(settings)
         await self._producer.start()
-        ha1_source = None
-        if settings.cpe_credentials == "per-device":
-            from services.inventory.credentials import lookup_ha1
+        from services.inventory import credentials
 
-            async def ha1_source(username: str, algorithm: str) -> str | None:
-                return await lookup_ha1(db, username, algorithm, settings.cpe_realm)
+        async def ha1_source(username: str, algorithm: str) -> str | None:
+            return await credentials.lookup_ha1(db, username, algorithm, settings.cpe_realm)
 
+        async def candidates(username: str, algorithm: str) -> tuple[str | None, list[str]]:
+            return await credentials.lookup_candidates(db, username, algorithm, settings.cpe_realm)
+
+        async def has_own(device_id: str) -> bool:
+            return await credentials.has_own_credentials(db, device_id)
+
+        authenticator = CpeAuthenticator(settings, ha1_source, candidates=candidates, has_own_credentials=has_own)
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
-            authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to,
+            authenticator=authenticator, reply_to=lambda: replies.reply_to,
             advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over))
         self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)

@@ -37,7 +37,6 @@ from cwmp.httputil import (
     is_empty_body,
     make_device_id,
     parse_cookie_header,
-    username_matches_device,
 )
 from cwmp.models import Inform, InformResponse, rpc_from_dict, rpc_to_dict
 from cwmp.session import (
@@ -196,7 +195,12 @@ class Gateway:
             return self._reject(503, "too many authentication failures", retry_after=wait)
         if is_empty_body(request.body):
             return self._reject(400, "no session: the first message must be an Inform", close=True)
-        auth = await self.deps.authenticator.authenticate("POST", request.target, authorization, request.tls)
+        try:
+            auth = await self.deps.authenticator.authenticate("POST", request.target,
+                                                              authorization, request.tls)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"remote": address, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
         if not auth.ok:
             if auth.wrong_credentials:
                 self.throttle.failed(auth.username or claimed, address)
@@ -221,19 +225,31 @@ class Gateway:
         assert isinstance(event, InformArrived)
         identity = event.inform.device_id
         device_id = make_device_id(identity.oui, identity.product_class, identity.serial_number)
-        if (self.settings.cpe_credentials == "per-device" and auth.username is not None
-                and not username_matches_device(auth.username, identity.oui, identity.product_class,
-                                                identity.serial_number)):
+        try:
+            refusal = await self.deps.authenticator.admits(auth, device_id, identity.oui, identity.product_class,
+                                                           identity.serial_number)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
+        if refusal is not None:
             self.throttle.failed(auth.username, address)
+            if refusal.status == 401:
+                # The shared pair for a device that has its own: a wrong password, to the CPE too.
+                metrics.AUTH_FAILURES.labels("shared-refused").inc()
+                log.info("CPE authentication failed", extra={"remote": address, "device_id": device_id,
+                                                             "reason": refusal.reason})
+                metrics.REJECTED.labels("401", "auth").inc()
+                challenge = self.deps.authenticator.challenge()
+                return HttpAnswer(401, b"", [("www-authenticate", challenge)])
             metrics.AUTH_FAILURES.labels("device-mismatch").inc()
-            return self._reject(403, "the authenticated username does not belong to this device",
-                                close=True)
+            return self._reject(refusal.status, refusal.reason, close=True)
         self.throttle.succeeded(auth.username, address)
         if len(self.sessions) >= self.settings.max_sessions:
             return self._reject(503, "gateway saturated", retry_after=30)
 
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
-                                 request.connection_key, address, machine, username=auth.username)
+                                 request.connection_key, address, machine, username=auth.username,
+                                 auth_ha1=auth.matched_ha1)
         try:
             # An authenticated Inform of this device: it takes the lock whoever held it.
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
@@ -328,9 +344,13 @@ class Gateway:
             # The cookie (or connection) already proves the session; a CPE may still send
             # credentials on any request. A wrong password ends the session; a stale nonce or a
             # reused nonce count (sloppy Digest clients resend nc=00000001) is no reason to.
-            auth = await self.deps.authenticator.authenticate(
-                "POST", request.target, request.headers["authorization"], request.tls)
-            if not auth.ok and auth.wrong_credentials:
+            try:
+                auth = await self.deps.authenticator.authenticate(
+                    "POST", request.target, request.headers["authorization"], request.tls,
+                    session_ha1=session.auth_ha1)
+            except PyMongoError:
+                auth = None  # the cookie proves the session; the store being down ends nothing
+            if auth is not None and not auth.ok and auth.wrong_credentials:
                 self.throttle.failed(auth.username or session.username, request.client[0])
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
                 await self._end(session, "error", "wrong credentials inside a session")

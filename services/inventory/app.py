@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -129,6 +129,11 @@ class CredentialInfo(BaseModel):
     device_id: str | None
     realm: str
     updated_at: datetime
+    source: Literal["import", "bootstrap"] = Field(
+        "import", description="import: through this API; bootstrap: set on the device by the ACS")
+    state: Literal["active", "pending", "active, new pending"] = Field(
+        "active", description="pending: the ACS is setting them on the device, the shared pair still "
+                              "works; active: only these are accepted for the device")
 
 
 class CredentialList(BaseModel):
@@ -328,7 +333,8 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         documents = documents[:limit]
         return CredentialList(
             credentials=[CredentialInfo(username=d["_id"], device_id=d.get("device_id"), realm=d["realm"],
-                                        updated_at=d["updated_at"]) for d in documents],
+                                        updated_at=d["updated_at"], source=d["source"], state=d["state"])
+                         for d in documents],
             next_cursor=documents[-1]["_id"] if more else None)
 
     @app.delete("/api/v1/credentials/{username}", summary="Delete a CPE's credentials", dependencies=admin,

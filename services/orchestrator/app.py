@@ -23,6 +23,7 @@ from services.bus.events import new_id, utcnow
 from services.common.api import create_api
 from services.common.apikeys import NameTaken, Principal
 from services.common.errors import validation_problem
+from services.common.redaction import redact
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
 from services.orchestrator import clients, jobs, specs
@@ -284,11 +285,11 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         except DuplicateKeyError:
             raise HTTPException(status.HTTP_409_CONFLICT, f"a policy named {body.name!r} exists") from None
         runtime.policies.invalidate()
-        return policy.model_dump()
+        return redact(policy.model_dump())
 
     @app.get("/api/v1/policies", response_model=PolicyList, tags=["policies"], summary="List policies")
     async def list_policies(_: Reader) -> dict[str, Any]:
-        return {"policies": [p.model_dump() for p in await store.list_policies()]}
+        return {"policies": [redact(p.model_dump()) for p in await store.list_policies()]}
 
     @app.get("/api/v1/policies/{policy_id}", response_model=PolicyOut, tags=["policies"],
              responses={404: {"description": "unknown policy"}})
@@ -296,7 +297,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         policy = await store.get_policy(policy_id)
         if policy is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
-        return policy.model_dump()
+        return redact(policy.model_dump())
 
     @app.delete("/api/v1/policies/{policy_id}", status_code=204, tags=["policies"],
                 responses={404: {"description": "unknown policy"}})
@@ -385,7 +386,7 @@ async def _job_views(store: Any, found: list[dict[str, Any]]) -> list[dict[str, 
         if state in ("running", "finished"):
             # A finished job whose task an operator retried runs again.
             state = "running" if any(tally[s.value] for s in T.OPEN) else "finished"
-        views.append({"id": job["_id"], "query": job["query"], "task": job["task"], "status": state,
+        views.append({"id": job["_id"], "query": job["query"], "task": redact(job["task"]), "status": state,
                       "device_count": sum(tally.values()), "pages": job.get("pages", 0), "counts": tally,
                       "created_at": job["created_at"], "created_by": job.get("created_by"),
                       "reason": job.get("reason", "")})

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.common.redaction import redact
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -114,8 +116,9 @@ class Task(BaseModel):
         return self.status in OPEN
 
     def public(self) -> dict[str, Any]:
-        """The document as the API shows it: no internal progress, no concurrency counter."""
-        return self.model_dump(mode="json", exclude={"progress", "version"})
+        """The document as the API shows it: no internal progress, no concurrency counter, and no
+        secret parameter value in its arguments or result (services.common.redaction)."""
+        return redact(self.model_dump(mode="json", exclude={"progress", "version"}))
 
     def to_document(self) -> dict[str, Any]:
         document = self.model_dump(exclude={"id"})

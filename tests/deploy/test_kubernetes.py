@@ -384,7 +384,7 @@ def test_servicemonitor_component_selects_every_service(
         assert endpoint_ports <= {p["name"] for p in service["spec"]["ports"]}
 
 
-OPERATOR_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "MongoDBCommunity", "Tenant", "Secret"}
+OPERATOR_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "MongoDBCommunity", "Tenant", "Secret"}
 
 
 def test_operator_examples_are_wellformed_and_match_the_settings(
@@ -410,6 +410,20 @@ def test_operator_examples_are_wellformed_and_match_the_settings(
     topics = {d["spec"]["topicName"]: d["spec"] for d in docs if d["kind"] == "KafkaTopic"}
     assert set(topics) == TOPICS
     assert topics["cwmp.inbound"]["partitions"] == int(config["ACS_KAFKA_PARTITIONS"])
+    # One Kafka user per service, allowed exactly what it does: no service but the ACS's own
+    # reads the internal topics (they carry the secrets of plans), and only the topics Job creates.
+    acls = {d["metadata"]["name"]: {(a["resource"]["type"], a["resource"]["name"], op)
+                                    for a in d["spec"]["authorization"]["acls"] for op in a["operations"]}
+            for d in docs if d["kind"] == "KafkaUser"}
+    assert {("topic", "cwmp.inbound", "Write"), ("topic", "cwmp.replies", "Read")} <= acls["acs-gateway"]
+    assert {("topic", "cwmp.inbound", "Read"), ("group", "orchestrator", "Read"),
+            ("topic", "cwmp.replies", "Write"), ("topic", "device.events", "Write")} <= acls["acs-orchestrator"]
+    assert {("topic", "cwmp.inbound", "Read"), ("topic", "cwmp.inbound", "Write"), ("group", "inventory", "Read"),
+            ("topic", "device.events", "Write")} <= acls["acs-inventory"]
+    readers = {user for user, granted in acls.items() for kind, name, op in granted
+               if kind == "topic" and name in ("cwmp.inbound", "cwmp.replies") and op == "Read"}
+    assert readers == {"acs-gateway", "acs-orchestrator", "acs-inventory"}
+    assert {user for user, granted in acls.items() if any(op == "Create" for *_, op in granted)} == {"acs-topics"}
     (tenant,) = [d for d in docs if d["kind"] == "Tenant"]
     assert {b["name"] for b in tenant["spec"]["buckets"]} == {config["ACS_S3_BUCKET"]}
     assert tenant["spec"]["requestAutoCert"] is False and config["ACS_S3_ENDPOINT"] == "minio:80"

@@ -8,7 +8,9 @@ docs pages that load nothing from outside, and headers the router does not doubl
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -185,3 +187,34 @@ async def test_the_router_sends_each_header_once(stack: Stack) -> None:
     assert response.status_code == 200
     names = [name.lower() for name, _ in response.headers.multi_items()]
     assert names.count("date") == 1 and names.count("server") == 1, names
+
+
+async def test_a_revoked_key_is_refused_by_every_service_within_seconds(stack: Stack) -> None:
+    # Each service caches the keys it saw (30 s); a revoke must still reach all of them at once.
+    routes = {"orchestrator": "/api/v1/tasks", "inventory": "/api/v1/devices", "fileserver": "/api/v1/files",
+              "router": "/api/v1/devices"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await client.post(f"{stack.urls['router']}/api/v1/apikeys", headers=ADMIN,
+                                    json={"name": "soon-revoked", "role": "read-only"})
+        assert created.status_code == 201, created.text
+        key = {"X-API-Key": created.json()["key"]}
+        for service, path in routes.items():  # every service has the key in its cache now
+            assert (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code == 200, service
+        assert (await client.delete(f"{stack.urls['router']}/api/v1/apikeys/soon-revoked",
+                                    headers=ADMIN)).status_code == 204
+        revoked_at = time.monotonic()
+        refused: dict[str, float] = {}
+        while len(refused) < len(routes) and time.monotonic() - revoked_at < 10:
+            for service, path in routes.items():
+                if service not in refused:
+                    status = (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code
+                    if status == 401:
+                        refused[service] = time.monotonic() - revoked_at
+                    else:
+                        assert status == 200, (service, status)
+            await asyncio.sleep(0.1)
+        assert set(refused) == set(routes), refused
+        assert max(refused.values()) < 5.0, refused
+        # And it stays refused (the negative answer is cached, not the old one).
+        for service, path in routes.items():
+            assert (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code == 401
