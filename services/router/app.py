@@ -1,5 +1,7 @@
 """The single northbound entry point of `acs up` and docker-compose (an Ingress in Kubernetes).
 
+It also serves the operator console: ``/`` and ``/console/*`` go to the console service.
+
 Each service serves its own part of ``/api/v1``; this proxy picks the service by path, in the
 order of ``ROUTES`` (first match wins), and streams bodies both ways so a firmware upload of
 hundreds of MB passes through without being held in memory.
@@ -39,6 +41,8 @@ ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/(tasks|jobs|policies|campaigns|apikeys)(/|$)"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/tasks$"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/devices$"), "inventory_url"),
     (re.compile(r"^/api/v1/(devices|credentials)(/|$)"), "inventory_url"),
     (re.compile(r"^/api/v1/files(/|$)"), "fileserver_url"),
 ]
@@ -115,6 +119,16 @@ def create_app(settings: Settings) -> FastAPI:
         base = upstream_for(request.url.path, settings)
         if base is None:
             return problem(404, f"no service serves {request.url.path}", request=request)
+        return await forward(request, base)
+
+    # The operator console (services/console): its page at /, its assets and session API below /console/.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/console/{rest:path}", methods=["GET", "POST", "DELETE", "HEAD"], include_in_schema=False)
+    @any_query
+    async def console(request: Request, rest: str = "") -> Response:
+        return await forward(request, str(settings.console_url).rstrip("/"))
+
+    async def forward(request: Request, base: str) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("x-forwarded-for", request.client.host if request.client else ""))
         # The path exactly as received: device ids are percent-encoded, and decoding them here
