@@ -146,10 +146,13 @@ export async function devicePage(view, session, deviceId) {
   function valueCell(name, entry) {
     const shown = entry.value === undefined ? "" : String(entry.value);
     const pending = pendingEdits.get(name);
-    const cell = el("td", { class: "value" + (entry.writable && session.canWrite ? " editable" : ""), title: entry.writable ? "click to edit" : "" }, shown);
-    if (entry.writable && session.canWrite) {
+    const cell = el("td", { class: "value" + (entry.writable && session.canWrite ? " editable" : ""),
+                            title: session.canWrite ? (entry.writable ? "click to edit" : "read-only: click to try a write anyway") : "" }, shown);
+    if (session.canWrite) {
       cell.addEventListener("click", () => {
         if (cell.querySelector("input")) return;
+        // The record's writable flag is what the CPE last said; the CPE has the last word (its fault is shown).
+        if (!entry.writable && !confirm(`${name} is read-only on this device. Send the write anyway?`)) return;
         const input = el("input", { class: "edit", value: shown, "aria-label": "new value of " + name });
         input.addEventListener("keydown", async (e) => {
           if (e.key === "Escape") return renderTree();

@@ -1,6 +1,7 @@
 // The search box's shorthand, turned into the inventory query language (JSON, docs/inventory.md).
 //   SIM000123                    serial number starting with it
 //   serial_number:SIM000123      equal;  name:value*  starts with;  name!=v  name>v  name>=v  name<v  name<=v
+//   has:Device.  !has:Name       the parameter (or object) exists / does not
 //   tags:lab  product_class:"IGD SIM"  Device.DeviceInfo.SoftwareVersion:1.0.0
 // Text starting with "{" is taken as the JSON query itself.
 
@@ -35,6 +36,11 @@ export function toQuery(text) {
   for (const raw of tokens(trimmed)) {
     const quoted = raw.includes("\u0000");
     const token = raw.replace("\u0000", "");
+    if (token.startsWith("has:") || token.startsWith("!has:")) {
+      const negated = token.startsWith("!");
+      conditions.push({ [token.slice(negated ? 5 : 4)]: { $exists: !negated } });
+      continue;
+    }
     const match = token.match(/^([A-Za-z_][\w.{}-]*?)(:|!=|>=|<=|>|<)(.*)$/);
     if (!match) {
       conditions.push({ serial_number: { $prefix: token } });
@@ -60,6 +66,7 @@ export const HELP = [
   ["software_version:2.*", "starts with 2."],
   ["tags:lab", "has the tag lab"],
   ["last_inform>2025-06-01T00:00:00Z", "comparisons: != > >= < <="],
+  ["has:Device.   !has:Device.ManagementServer.UDPConnectionRequestAddress", "has (or lacks) a parameter or object"],
   ["Device.DeviceInfo.ProvisioningCode:ABC", "any parameter (numbers and true/false are typed)"],
   ["{\"$or\": [{\"oui\": \"00259E\"}, {\"tags\": \"lab\"}]}", "or the JSON query language itself"],
 ];
