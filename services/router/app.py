@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -90,8 +91,14 @@ def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient
     add_docs(app, OPENAPI_PATH, "ACS northbound API", prefix="/api/v1")
 
 
+def no_cookie_jar() -> CookieJar:
+    """A jar that keeps nothing: a proxy that stored the Set-Cookie it passes on (httpx clients keep
+    cookies by default) would send one user's console session along with everybody's requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_app(settings: Settings) -> FastAPI:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), cookies=no_cookie_jar(),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100))
 
     @asynccontextmanager

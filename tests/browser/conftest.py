@@ -29,6 +29,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "ui"
 @dataclass
 class Recorded:
     urls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught errors of the page's scripts
 
     def hosts(self) -> set[str]:
         return {urlsplit(url).hostname or urlsplit(url).scheme for url in self.urls}
@@ -69,6 +70,7 @@ def recorded() -> Recorded:
 async def new_context(browser: Browser, recorded: Recorded) -> BrowserContext:
     context = await browser.new_context(viewport={"width": 1280, "height": 820})
     context.on("request", lambda request: recorded.urls.append(request.url))
+    context.on("page", lambda page: page.on("pageerror", lambda error: recorded.errors.append(str(error))))
     return context
 
 

@@ -206,7 +206,7 @@ async def test_start_a_job_over_a_query_and_watch_it_reach_100(admin_page: Page,
     devices = [cpe(fleet, 1), cpe(fleet, 3)]
     await admin_page.click("#nav a[href='#/jobs']")
     await admin_page.fill("#job-form input[aria-label='job query']",
-                          f"serial_number:{devices[0].serial[:-6]}* has:Device.")
+                          f"serial_number:{devices[0].serial[:-6]}* has:Device.DeviceInfo.")
     await admin_page.select_option("#job-form select[name=task]", "getParameterValues")
     await admin_page.fill("#job-form input[name=parameter_names]", "Device.DeviceInfo.UpTime")
     await admin_page.click("#job-form button[type=submit]")
@@ -244,6 +244,7 @@ async def test_a_read_only_key_sees_no_write_control_and_a_forged_write_is_refus
     page = await context.new_page()
     try:
         await sign_in(page, stack, key)
+        assert not recorded.errors, recorded.errors
         await expect(page.locator("#who")).to_contain_text("(read-only)")
         assert await page.locator("#nav a[href='#/admin']").is_hidden()
         device = cpe(fleet, 0)
@@ -286,3 +287,4 @@ async def test_sign_out_ends_the_session(admin_page: Page, stack: Stack) -> None
 def test_no_request_of_the_page_left_127_0_0_1(recorded: Recorded) -> None:
     assert len(recorded.urls) > 50
     assert recorded.hosts() <= {"127.0.0.1", "data"}, sorted(recorded.hosts())
+    assert not recorded.errors, recorded.errors

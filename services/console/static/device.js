@@ -1,7 +1,7 @@
 // One device: summary, actions, the parameter tree (lazy, searchable, inline edit), its tasks
 // (live), its faults.
 import { api, devicePath } from "./api.js";
-import { ENDED, ago, clear, el, problemBox, statusBadge, table, when } from "./ui.js";
+import { ENDED, ago, clear, el, every, problemBox, statusBadge, table, when } from "./ui.js";
 import { faultText, liveTasks } from "./tasklist.js";
 
 const INSTANCE = /\.\d+\.$/;
@@ -45,7 +45,8 @@ export async function devicePage(view, session, deviceId) {
   const path = devicePath(deviceId);
   let device = await api.get(path);
   const expanded = new Set();
-  const pendingEdits = new Map(); // parameter name -> {task, note}
+  const pendingEdits = new Map(); // parameter name -> {task, note, status}
+  const watching = new Set(); // ids of the tasks this page queued and has not seen end
   const summary = el("div");
   const actions = el("div", { class: "toolbar", id: "device-actions" });
   const message = el("div", { id: "device-message" });
@@ -65,6 +66,17 @@ export async function devicePage(view, session, deviceId) {
     } catch (error) {
       message.replaceChildren(problemBox(error));
     }
+  }
+
+  // The summary follows the device (boots, Informs, a new software version) without the tree.
+  const SUMMARY_FIELDS = "oui,product_class,serial_number,manufacturer,software_version,tags,first_seen,last_inform," +
+    "last_boot,last_bootstrap,silent_since,inform_interval,connection_request_url,remote_address,reboot_pending";
+  async function refreshSummary() {
+    try {
+      const fresh = await api.get(path, { fields: SUMMARY_FIELDS });
+      device = { ...device, ...fresh, parameters: device.parameters };
+      renderSummary();
+    } catch { /* the next refresh tries again; errors of actions are shown where they happen */ }
   }
 
   function online() {
@@ -101,6 +113,7 @@ export async function devicePage(view, session, deviceId) {
     message.replaceChildren();
     try {
       const task = await api.post(`${path}/tasks`, body, { connection_request: "true" });
+      watching.add(task.id);
       const outcome = task.connection_request ? ` (connection request: ${task.connection_request.outcome})` : "";
       message.replaceChildren(el("div", { class: "notice" }, `${note}: task ${task.name} queued${outcome}.`));
       return task;
@@ -240,20 +253,26 @@ export async function devicePage(view, session, deviceId) {
   renderSummary();
   renderTree();
   await renderActions();
+  every(5000, refreshSummary);
 
   const tasksBox = el("div", { id: "device-tasks" });
   const faultsBox = el("div", { id: "device-faults" });
   view.append(el("h2", {}, "Tasks (live)"), tasksBox, el("h2", {}, "Faults"), faultsBox);
   await liveTasks(tasksBox, session, () => api.get(`${path}/tasks`, { limit: 30 }), {
     showDevice: false,
-    onEnded: (task) => {
-      for (const [name, edit] of pendingEdits) {
-        if (edit.task === task.id) {
-          pendingEdits.set(name, { ...edit, status: task.status, note: task.status === "succeeded" ? "set" : `fault: ${faultText(task)}` });
+    onTasks: (tasks) => {
+      // A task this page queued has ended (or any task changed the device): show the record as it is now.
+      const ended = tasks.filter((t) => ENDED.has(t.status) && watching.has(t.id));
+      if (!ended.length) return;
+      for (const task of ended) {
+        watching.delete(task.id);
+        for (const [name, edit] of pendingEdits) {
+          if (edit.task === task.id) {
+            pendingEdits.set(name, { ...edit, status: task.status, note: task.status === "succeeded" ? "set" : `fault: ${faultText(task)}` });
+          }
         }
       }
-      reload();
-      renderFaults();
+      reload().then(renderFaults);
     },
   });
   async function renderFaults() {

@@ -1,7 +1,7 @@
 // The search box's shorthand, turned into the inventory query language (JSON, docs/inventory.md).
 //   SIM000123                    serial number starting with it
 //   serial_number:SIM000123      equal;  name:value*  starts with;  name!=v  name>v  name>=v  name<v  name<=v
-//   has:Device.  !has:Name       the parameter (or object) exists / does not
+//   has:Device.DeviceInfo.  !has:Name       the parameter (or object) exists / does not
 //   tags:lab  product_class:"IGD SIM"  Device.DeviceInfo.SoftwareVersion:1.0.0
 // Text starting with "{" is taken as the JSON query itself.
 
@@ -66,7 +66,7 @@ export const HELP = [
   ["software_version:2.*", "starts with 2."],
   ["tags:lab", "has the tag lab"],
   ["last_inform>2025-06-01T00:00:00Z", "comparisons: != > >= < <="],
-  ["has:Device.   !has:Device.ManagementServer.UDPConnectionRequestAddress", "has (or lacks) a parameter or object"],
+  ["has:Device.DeviceInfo.   !has:Device.ManagementServer.UDPConnectionRequestAddress", "has (or lacks) a parameter or object"],
   ["Device.DeviceInfo.ProvisioningCode:ABC", "any parameter (numbers and true/false are typed)"],
   ["{\"$or\": [{\"oui\": \"00259E\"}, {\"tags\": \"lab\"}]}", "or the JSON query language itself"],
 ];

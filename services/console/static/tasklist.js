@@ -23,8 +23,7 @@ function argsText(task) {
 }
 
 // Renders the tasks ``fetchPage()`` returns into ``node`` and refreshes them every 2 s.
-export function liveTasks(node, session, fetchPage, { showDevice = true, onEnded } = {}) {
-  const seen = new Map();
+export function liveTasks(node, session, fetchPage, { showDevice = true, onTasks } = {}) {
   const message = el("div");
   const body = el("div");
   node.append(message, body);
@@ -36,11 +35,7 @@ export function liveTasks(node, session, fetchPage, { showDevice = true, onEnded
       clear(body, problemBox(error));
       return;
     }
-    for (const task of page.tasks) {
-      const before = seen.get(task.id);
-      if (before && !ENDED.has(before) && ENDED.has(task.status) && onEnded) onEnded(task);
-      seen.set(task.id, task.status);
-    }
+    if (onTasks) onTasks(page.tasks);
     const headers = ["Created", ...(showDevice ? ["Device"] : []), "Task", "Arguments", "Status", "Origin", "Attempts", "Outcome / fault", ""];
     clear(body, table(headers, page.tasks.map((task) => el("tr", { dataset: { task: task.id, status: task.status } },
       el("td", { title: task.id }, when(task.created_at)),
