@@ -86,7 +86,7 @@ async def admin_page(browser: Browser, recorded: Recorded) -> AsyncIterator[Page
         await context.close()
 
 
-async def screenshot(page: Page, name: str) -> None:
+async def screenshot(page: Page, name: str, full: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.wait_for_timeout(300)  # the last poll's rendering
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full)

@@ -129,7 +129,7 @@ async def test_edit_a_writable_value_and_see_the_task_succeed(admin_page: Page, 
     await expect(cell.locator(".param-note")).to_have_text("set")
     assert device.values([name])[0].value.value == "UI-CODE-1"
     await admin_page.fill("#tree-search", "")
-    await screenshot(admin_page, "device")
+    await screenshot(admin_page, "device", full=True)
 
 
 async def test_a_read_only_parameter_edit_shows_the_cpe_fault(admin_page: Page, fleet: Fleet) -> None:

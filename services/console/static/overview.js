@@ -12,7 +12,7 @@ export async function overviewPage(view) {
   const outcomes = el("div", { id: "task-outcomes" });
   const versions = el("div", { id: "versions-chart" });
   const faults = el("div", { id: "recent-faults" });
-  const stamp = el("span", { class: "muted" });
+  const stamp = el("span", { class: "stamp" });
   async function refresh() {
     try {
       const [devices, tasks, failed] = await Promise.all([api.get("/stats/devices"), api.get("/stats/tasks"),

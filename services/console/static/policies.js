@@ -18,7 +18,7 @@ export async function policiesPage(view, session) {
     description: el("input", { name: "description", "aria-label": "description" }),
     priority: el("input", { name: "priority", type: "number", value: "100", "aria-label": "priority" }),
     enabled: el("input", { name: "enabled", type: "checkbox", checked: true, "aria-label": "enabled" }),
-    events: el("span", {}, EVENTS.map((e) => el("label", {}, el("input", { type: "checkbox", value: e, checked: e === "bootstrap" }), " ", e, " "))),
+    events: el("span", { class: "events" }, EVENTS.map((e) => el("label", {}, el("input", { type: "checkbox", value: e, checked: e === "bootstrap" }), " ", e, " "))),
     match: el("textarea", { name: "match", rows: 3, cols: 80, "aria-label": "match" }, '{"product_class": "IGD-SIM"}'),
     tasks: el("textarea", { name: "tasks", rows: 5, cols: 80, "aria-label": "tasks" },
       '[{"name": "setParameterValues", "parameter_values": [["InternetGatewayDevice.DeviceInfo.ProvisioningCode", "POLICY"]]}]'),

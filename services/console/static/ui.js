@@ -41,7 +41,7 @@ export function when(value) {
   if (!value) return "";
   const date = new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
-  return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/Z$/, " UTC");
+  return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z").replace(/Z$/, "");
 }
 
 export function ago(value) {
