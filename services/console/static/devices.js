@@ -74,14 +74,14 @@ export async function devicesPage(view, session) {
     const fields = ["id", ...state.columns.filter((c) => c !== "id"), "silent_since"].join(",");
     const started = performance.now();
     let page;
+    // The count is a request of its own, beside the page: the page shows as soon as it is read.
+    const counting = state.page === 0 && state.total === null ? api.get("/devices/count", { q }).catch(() => null) : null;
     try {
-      page = await api.get("/devices", { q, fields, sort: state.sort, limit: PAGE, cursor: state.cursors[state.page],
-                                         count: state.page === 0 ? "true" : "" });
+      page = await api.get("/devices", { q, fields, sort: state.sort, limit: PAGE, cursor: state.cursors[state.page] });
     } catch (error) {
       clear(results, problemBox(error));
       return;
     }
-    if (page.count !== undefined && page.count !== null) state.total = page.count;
     state.cursors[state.page + 1] = page.next_cursor;
     const headers = [el("th", {}, el("input", { type: "checkbox", "aria-label": "select all", onchange: (e) => {
       for (const d of page.devices) e.target.checked ? state.selected.add(d.id) : state.selected.delete(d.id);
@@ -107,10 +107,19 @@ export async function devicesPage(view, session) {
       table(headers, rows, { id: "device-table" }),
       el("div", { class: "pager" },
         el("button", { disabled: state.page === 0, onclick: () => { state.page -= 1; load(); } }, "‹ Previous"),
-        el("span", {}, `${first}–${state.page * PAGE + page.devices.length}` + (state.total !== null ? ` of ${state.total}` : "")),
+        el("span", { id: "page-range" }, `${first}–${state.page * PAGE + page.devices.length}`),
+        el("span", { id: "match-count" }, state.total !== null ? ` of ${state.total}` : ""),
         el("button", { id: "next-page", disabled: !page.next_cursor, onclick: () => { state.page += 1; load(); } }, "Next ›"),
         el("span", { class: "muted" }, `${Math.round(performance.now() - started)} ms`)));
     renderActions();
+    if (counting) {
+      const counted = await counting;
+      if (counted) {
+        state.total = counted.count;
+        const node = results.querySelector("#match-count");
+        if (node) node.textContent = ` of ${counted.count}`;
+      }
+    }
   }
 
   function renderActions() {
