@@ -36,7 +36,7 @@ from services.common.apikeys import ApiKeyAuth, Principal
 from services.common.errors import problem
 from services.common.service import ReadinessCheck, add_health_routes, mongo_check
 from services.common.settings import Settings
-from services.inventory import credentials, stats, store
+from services.inventory import credentials, stats, store, timeline
 from services.inventory.metrics import QUERY_SECONDS
 from services.inventory.query import (
     FULL,
@@ -212,6 +212,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         return Count(count=total)
 
     stats.add_routes(app, db, reader)
+    timeline.add_routes(app, db, reader)
 
     @app.get("/api/v1/devices/{device_id}", summary="Read one device", dependencies=reader,
              responses={200: {"model": Device}, 404: {"description": "Unknown device"}})

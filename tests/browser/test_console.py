@@ -128,6 +128,9 @@ async def test_edit_a_writable_value_and_see_the_task_succeed(admin_page: Page, 
     await expect(cell).to_contain_text("UI-CODE-1", timeout=LONG)
     await expect(cell.locator(".param-note")).to_have_text("set")
     assert device.values([name])[0].value.value == "UI-CODE-1"
+    # The device.events timeline has the change, with its old and new value.
+    change = admin_page.locator("#device-events tr[data-kind='value_changed']", has_text=name)
+    await expect(change.first).to_contain_text("→ UI-CODE-1", timeout=LONG)
     await admin_page.fill("#tree-search", "")
     await screenshot(admin_page, "device", full=True)
 
@@ -182,6 +185,8 @@ async def test_upload_firmware_push_it_and_see_the_version_change(admin_page: Pa
     await expect(admin_page.locator("#device-tasks tr[data-status='succeeded']", has_text="download")).to_have_count(
         1, timeout=LONG)
     await expect(admin_page.locator("#software-version")).to_have_text("3.1.0", timeout=LONG)
+    upgraded = admin_page.locator("#device-events tr[data-kind='firmware_upgraded']")
+    await expect(upgraded.first).to_contain_text("1.0.0 → 3.1.0", timeout=LONG)
 
 
 async def test_create_a_policy_and_see_a_bad_one_refused(admin_page: Page) -> None:

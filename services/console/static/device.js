@@ -257,7 +257,12 @@ export async function devicePage(view, session, deviceId) {
 
   const tasksBox = el("div", { id: "device-tasks" });
   const faultsBox = el("div", { id: "device-faults" });
-  view.append(el("h2", {}, "Tasks (live)"), tasksBox, el("h2", {}, "Faults"), faultsBox);
+  const eventsBox = el("div", { id: "device-events" });
+  const eventKind = el("select", { "aria-label": "event kind", onchange: () => renderEvents() },
+    ["", "value_changed", "booted", "bootstrapped", "informed", "went_silent", "task_succeeded", "task_failed",
+     "fault_raised", "firmware_upgraded", "registered"].map((k) => el("option", { value: k }, k || "every kind")));
+  view.append(el("h2", {}, "Tasks (live)"), tasksBox, el("h2", {}, "Faults"), faultsBox,
+    el("h2", {}, "Events ", eventKind), eventsBox);
   await liveTasks(tasksBox, session, () => api.get(`${path}/tasks`, { limit: 30 }), {
     showDevice: false,
     onTasks: (tasks) => {
@@ -284,4 +289,26 @@ export async function devicePage(view, session, deviceId) {
     } catch (error) { clear(faultsBox, problemBox(error)); }
   }
   await renderFaults();
+
+  function eventText(event) {
+    if (event.changes && event.changes.length) {
+      return event.changes.map((c) => `${c.name}: ${c.old ?? "∅"} → ${c.new ?? "∅"}`).join("; ");
+    }
+    const d = event.details || {};
+    if (event.kind === "informed") return (d.events || []).join(", ");
+    if (event.kind.startsWith("task_")) return `${d.name || ""} ${d.reason || ""}`.trim();
+    if (event.kind === "fault_raised") return `${d.code ?? ""} ${d.string || ""} ${d.method || ""}`.trim();
+    if (event.kind === "firmware_upgraded") return `${d.from || d.from_version || ""} → ${d.to || d.to_version || ""}`;
+    return Object.keys(d).length ? JSON.stringify(d) : "";
+  }
+  async function renderEvents() {
+    try {
+      const page = await api.get(`${path}/events`, { limit: 50, kind: eventKind.value });
+      clear(eventsBox, page.events.length ? table(["Time", "Kind", "What"], page.events.map((e) => el("tr", { dataset: { kind: e.kind } },
+        el("td", {}, when(e.time)), el("td", {}, e.kind.replace("_", " ")), el("td", { class: "mono" }, eventText(e)))), { class: "events" })
+        : el("p", { class: "muted" }, "No events."));
+    } catch (error) { clear(eventsBox, problemBox(error)); }
+  }
+  every(5000, renderEvents);
+  await renderEvents();
 }
