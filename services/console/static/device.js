@@ -79,6 +79,17 @@ export async function devicePage(view, session, deviceId) {
     } catch { /* the next refresh tries again; errors of actions are shown where they happen */ }
   }
 
+  let credentials = null; // what the credentials API says (admin keys only; never the secrets)
+  function credentialsText() {
+    if (credentials) return `per-device: username ${credentials.username}, realm ${credentials.realm}, set ${when(credentials.updated_at)}`;
+    return device.cpe_credentials ? "per-device credentials stored" : "the shared credentials (none stored for this device)";
+  }
+  if (session.isAdmin) {
+    try {
+      credentials = (await api.get("/credentials", { device_id: device.id, limit: 1 })).credentials[0] || null;
+    } catch { credentials = null; }
+  }
+
   function online() {
     if (device.silent_since) return "silent";
     return "online";
@@ -104,7 +115,7 @@ export async function devicePage(view, session, deviceId) {
         el("dt", {}, "Inform interval"), el("dd", {}, device.inform_interval ? `${device.inform_interval} s` : ""),
         el("dt", {}, "Address"), el("dd", {}, device.remote_address || ""),
         el("dt", {}, "Connection request"), el("dd", {}, device.connection_request_url || ""),
-        el("dt", {}, "CPE credentials"), el("dd", {}, device.cpe_credentials ? "per-device credentials stored" : "shared credentials"),
+        el("dt", {}, "CPE credentials"), el("dd", { id: "cpe-credentials" }, credentialsText()),
         el("dt", {}, "Tags"), el("dd", { id: "device-tags" }, (device.tags || []).join(", ") || "none"),
         device.reboot_pending ? [el("dt", {}, "Pending reboot"), el("dd", {}, device.reboot_pending.join(", "))] : null)));
   }
@@ -292,7 +303,8 @@ export async function devicePage(view, session, deviceId) {
 
   function eventText(event) {
     if (event.changes && event.changes.length) {
-      return event.changes.map((c) => `${c.name}: ${c.old ?? "∅"} → ${c.new ?? "∅"}`).join("; ");
+      const shown = (v) => (v === null || v === undefined ? "∅" : v === "" ? '""' : v);
+      return event.changes.map((c) => `${c.name}: ${shown(c.old)} → ${shown(c.new)}`).join("; ");
     }
     const d = event.details || {};
     if (event.kind === "informed") return (d.events || []).join(", ");
