@@ -263,6 +263,14 @@ async def test_a_read_only_key_sees_no_write_control_and_a_forged_write_is_refus
         await page.click("#nav a[href='#/devices']")
         await expect(page.locator("#device-table")).to_be_visible()
         assert await page.locator("#start-job").count() == 0
+        # No other page offers a write either.
+        for nav, gone in (("#/files", "#upload-form"), ("#/jobs", "#job-form"), ("#/tasks", "#task-list button"),
+                          ("#/policies", "#policy-list button")):
+            await page.click(f"#nav a[href='{nav}']")
+            await expect(page.locator("#view h1")).to_be_visible()
+            await page.wait_for_timeout(300)
+            assert await page.locator(gone).count() == 0, nav
+        assert await page.locator("#policy-form").is_hidden()
         # A forged write with the session's own CSRF token: the server refuses the role.
         status = await page.evaluate("""async (path) => {
             const session = await (await fetch('/console/api/session')).json();
