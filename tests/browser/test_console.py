@@ -100,6 +100,27 @@ async def test_find_a_device_by_serial_and_open_its_tree(admin_page: Page, api: 
     await admin_page.fill("#device-search", device.serial[:-1])  # bare text: a serial prefix
     await admin_page.press("#device-search", "Enter")
     await expect(rows).to_have_count(4)
+    await expect(admin_page.locator("#match-count")).to_have_text(" of 4")
+    # Sort by serial, descending on the second click.
+    await admin_page.click("#device-table th:has-text('Serial')")
+    await admin_page.click("#device-table th:has-text('Serial')")
+    await expect(rows.first).to_contain_text(cpe(fleet, 3).serial)
+    # A parameter as a column.
+    await admin_page.click("text=Columns")
+    await admin_page.fill("input[aria-label='parameter column']", "InternetGatewayDevice.DeviceInfo.ModelName")
+    await admin_page.press("input[aria-label='parameter column']", "Enter")
+    await expect(admin_page.locator("#device-table thead")).to_contain_text("InternetGatewayDevice.DeviceInfo.ModelName")
+    await expect(admin_page.locator(f"#device-table tr[data-id$='{device.serial}']")).to_contain_text("SimGW-098")
+    # Multi-select and tag.
+    for index in (0, 2):
+        await admin_page.check(f"#device-table input[aria-label='select {cpe(fleet, index).id_string}']")
+    await admin_page.fill("#selection-actions input[aria-label=tag]", "ui-lab")
+    await admin_page.click("#selection-actions button:has-text('Add tag')")
+    await expect(admin_page.locator(".notice")).to_contain_text("Tagged 2 device(s) ui-lab")
+    tagged = (await api.get("/devices", params={"q": '{"tags": "ui-lab"}'})).json()["devices"]
+    assert sorted(d["id"] for d in tagged) == sorted(cpe(fleet, i).id_string for i in (0, 2))
+    await admin_page.click("text=Help")
+    await expect(admin_page.locator(".help")).to_contain_text("has:")
     await screenshot(admin_page, "devices")
     await admin_page.click(f"#device-table a:text-is('{device.serial}')")
     tree = admin_page.locator("#parameter-tree")

@@ -122,32 +122,36 @@ export async function devicesPage(view, session) {
     }
   }
 
-  function renderActions() {
-    if (!session.canWrite) return actions.replaceChildren();
-    const tag = el("input", { placeholder: "tag", "aria-label": "tag", size: 12 });
-    const chooser = taskChooser();
+  // Made once, so that a tag or a task typed in survives the selection changing.
+  const tagInput = el("input", { placeholder: "tag", "aria-label": "tag", size: 12 });
+  const chooser = taskChooser();
+  const selectedText = el("span", { class: "muted" });
+  const tagButton = el("button", { onclick: async () => {
     const n = state.selected.size;
-    actions.replaceChildren(
-      el("span", { class: "muted" }, n ? `${n} selected:` : "Select devices, or use the whole search:"),
-      tag,
-      el("button", { disabled: !n, onclick: async () => {
-        message.replaceChildren();
-        try {
-          for (const id of state.selected) await api.post(`/devices/${encodeURIComponent(id)}/tags/${encodeURIComponent(tag.value.trim())}`);
-          message.replaceChildren(el("div", { class: "notice" }, `Tagged ${n} device(s) ${tag.value.trim()}.`));
-          load();
-        } catch (error) { message.replaceChildren(problemBox(error)); }
-      } }, "Add tag"),
-      el("span", { class: "muted" }, " | job:"), chooser,
-      el("button", { id: "start-job", onclick: async () => {
-        message.replaceChildren();
-        const query = n ? { id: { $in: [...state.selected] } } : (toQuery(state.text) || "{}");
-        try {
-          const job = await api.post("/jobs", { query, task: chooser.taskSpec(), connection_request: true });
-          sessionStorage.setItem("acs.job", job.id);
-          location.hash = "#/jobs";
-        } catch (error) { message.replaceChildren(problemBox(error)); }
-      } }, n ? `Start job on ${n} selected` : "Start job on every match"));
+    const tag = tagInput.value.trim();
+    try {
+      for (const id of state.selected) await api.post(`/devices/${encodeURIComponent(id)}/tags/${encodeURIComponent(tag)}`);
+      await load();
+      message.replaceChildren(el("div", { class: "notice" }, `Tagged ${n} device(s) ${tag}.`));
+    } catch (error) { message.replaceChildren(problemBox(error)); }
+  } }, "Add tag");
+  const jobButton = el("button", { id: "start-job", onclick: async () => {
+    message.replaceChildren();
+    const n = state.selected.size;
+    const query = n ? { id: { $in: [...state.selected] } } : (toQuery(state.text) || "{}");
+    try {
+      const job = await api.post("/jobs", { query, task: chooser.taskSpec(), connection_request: true });
+      sessionStorage.setItem("acs.job", job.id);
+      location.hash = "#/jobs";
+    } catch (error) { message.replaceChildren(problemBox(error)); }
+  } });
+  if (session.canWrite) actions.append(selectedText, tagInput, tagButton, el("span", { class: "muted" }, " | job:"), chooser, jobButton);
+
+  function renderActions() {
+    const n = state.selected.size;
+    selectedText.textContent = n ? `${n} selected:` : "Select devices, or use the whole search:";
+    tagButton.disabled = !n;
+    jobButton.textContent = n ? `Start job on ${n} selected` : "Start job on every match";
   }
 
   view.append(
