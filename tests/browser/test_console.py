@@ -225,6 +225,11 @@ async def test_create_a_policy_and_see_a_bad_one_refused(admin_page: Page) -> No
     field_error = form.locator(".field-error[data-field=tasks]")
     await expect(field_error).to_contain_text("body.tasks")
     await expect(admin_page.locator("#policy-list tr[data-policy='ui-bad']")).to_have_count(0)
+    # Disable the good one (the API has no update: the console replaces it).
+    good = admin_page.locator("#policy-list tr[data-policy='ui-provisioning-code']")
+    await good.locator("button:has-text('Disable')").click()
+    await expect(good.locator("td").nth(1)).to_have_text("no")
+    await expect(good.locator("button:has-text('Enable')")).to_be_visible()
     await screenshot(admin_page, "policies")
 
 

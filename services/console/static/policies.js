@@ -5,6 +5,15 @@ import { clear, el, problemBox, table, when } from "./ui.js";
 const EVENTS = ["any", "registered", "bootstrap", "boot", "periodic", "scheduled", "value_change", "kicked",
   "connection_request", "transfer_complete"];
 
+// What the orchestrator added when it resolved a task (a download's file facts): not part of a spec.
+const RESOLVED = { download: ["file_size", "url", "version"] };
+
+function specOf({ name, args }) {
+  const spec = { name, ...(args || {}) };
+  for (const key of RESOLVED[name] || []) delete spec[key];
+  return spec;
+}
+
 function summaryOf(policy) {
   return policy.tasks.map((t) => t.name).join(", ");
 }
@@ -33,7 +42,7 @@ export async function policiesPage(view, session) {
     inputs.enabled.checked = policy.enabled;
     for (const box of inputs.events.querySelectorAll("input")) box.checked = policy.events.includes(box.value);
     inputs.match.value = JSON.stringify(policy.match, null, 1);
-    inputs.tasks.value = JSON.stringify(policy.tasks.map(({ name, args }) => ({ name, ...(args || {}) })), null, 1);
+    inputs.tasks.value = JSON.stringify(policy.tasks.map(specOf), null, 1);
   }
 
   function body() {
@@ -70,7 +79,7 @@ export async function policiesPage(view, session) {
           await api.post("/policies", wanted);
         } catch (error) {
           const { id, created_at, created_by, ...old } = replacing;
-          old.tasks = old.tasks.map(({ name, args }) => ({ name, ...(args || {}) }));
+          old.tasks = old.tasks.map(specOf);
           await api.post("/policies", old).catch(() => {});
           throw error;
         }
