@@ -107,9 +107,10 @@ async def test_find_a_device_by_serial_and_open_its_tree(admin_page: Page, api: 
     await expect(rows.first).to_contain_text(cpe(fleet, 3).serial)
     # A parameter as a column.
     await admin_page.click("text=Columns")
-    await admin_page.fill("input[aria-label='parameter column']", "InternetGatewayDevice.DeviceInfo.ModelName")
+    column = "InternetGatewayDevice.DeviceInfo.ModelName"
+    await admin_page.fill("input[aria-label='parameter column']", column)
     await admin_page.press("input[aria-label='parameter column']", "Enter")
-    await expect(admin_page.locator("#device-table thead")).to_contain_text("InternetGatewayDevice.DeviceInfo.ModelName")
+    await expect(admin_page.locator("#device-table thead")).to_contain_text(column)
     await expect(admin_page.locator(f"#device-table tr[data-id$='{device.serial}']")).to_contain_text("SimGW-098")
     # Multi-select and tag.
     for index in (0, 2):
@@ -225,12 +226,12 @@ async def test_create_a_policy_and_see_a_bad_one_refused(admin_page: Page) -> No
     field_error = form.locator(".field-error[data-field=tasks]")
     await expect(field_error).to_contain_text("body.tasks")
     await expect(admin_page.locator("#policy-list tr[data-policy='ui-bad']")).to_have_count(0)
+    await screenshot(admin_page, "policies")
     # Disable the good one (the API has no update: the console replaces it).
     good = admin_page.locator("#policy-list tr[data-policy='ui-provisioning-code']")
     await good.locator("button:has-text('Disable')").click()
     await expect(good.locator("td").nth(1)).to_have_text("no")
     await expect(good.locator("button:has-text('Enable')")).to_be_visible()
-    await screenshot(admin_page, "policies")
 
 
 async def test_start_a_job_over_a_query_and_watch_it_reach_100(admin_page: Page, fleet: Fleet) -> None:

@@ -14,6 +14,12 @@ function specOf({ name, args }) {
   return spec;
 }
 
+// A match without its empty criteria (the API lists every criterion, most of them empty).
+function compact(match) {
+  return Object.fromEntries(Object.entries(match || {}).filter(([, v]) =>
+    v !== null && v !== undefined && !(Array.isArray(v) && !v.length) && !(typeof v === "object" && !Array.isArray(v) && !Object.keys(v).length)));
+}
+
 function summaryOf(policy) {
   return policy.tasks.map((t) => t.name).join(", ");
 }
@@ -41,7 +47,7 @@ export async function policiesPage(view, session) {
     inputs.priority.value = policy.priority;
     inputs.enabled.checked = policy.enabled;
     for (const box of inputs.events.querySelectorAll("input")) box.checked = policy.events.includes(box.value);
-    inputs.match.value = JSON.stringify(policy.match, null, 1);
+    inputs.match.value = JSON.stringify(compact(policy.match));
     inputs.tasks.value = JSON.stringify(policy.tasks.map(specOf), null, 1);
   }
 
@@ -97,7 +103,7 @@ export async function policiesPage(view, session) {
       const policies = (await api.get("/policies")).policies;
       clear(list, table(["Name", "Enabled", "Priority", "Events", "Match", "Tasks", "Created", ""], policies.map((p) => el("tr", { dataset: { policy: p.name } },
         el("td", { class: "mono" }, p.name), el("td", {}, p.enabled ? "yes" : "no"), el("td", {}, p.priority), el("td", {}, p.events.join(", ")),
-        el("td", { class: "mono" }, JSON.stringify(p.match)), el("td", {}, summaryOf(p)), el("td", {}, `${when(p.created_at)} ${p.created_by || ""}`),
+        el("td", { class: "mono" }, JSON.stringify(compact(p.match))), el("td", {}, summaryOf(p)), el("td", {}, `${when(p.created_at)} ${p.created_by || ""}`),
         el("td", {}, session.isAdmin ? [
           el("button", { onclick: () => { replacing = p; fill(p); form.scrollIntoView(); } }, "Edit"),
           el("button", { onclick: async () => { replacing = p; fill({ ...p, enabled: !p.enabled }); form.requestSubmit(); } }, p.enabled ? "Disable" : "Enable"),
