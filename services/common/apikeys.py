@@ -187,8 +187,8 @@ async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Princ
     if auth.db is None or not token:
         raise unauthorized
     session = await auth.db[SESSIONS].find_one({"_id": hash_key(token)})
-    if session is None or _when(session.get("expires_at")) is None or \
-            _when(session.get("expires_at")) <= datetime.now(UTC):  # type: ignore[operator]
+    expires = _when(session.get("expires_at")) if session is not None else None
+    if session is None or expires is None or expires <= datetime.now(UTC):
         raise unauthorized
     key_id = str(session.get("key_id", ""))
     if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
