@@ -7,7 +7,7 @@ import { toQuery } from "./querytext.js";
 export async function jobsPage(view, session) {
   const list = el("div", { id: "job-list" });
   const message = el("div");
-  const highlight = sessionStorage.getItem("acs.job");
+  let highlight = sessionStorage.getItem("acs.job");
   async function refresh() {
     try {
       const jobs = (await api.get("/jobs", { limit: 50 })).jobs;
@@ -38,6 +38,7 @@ export async function jobsPage(view, session) {
       try {
         const job = await api.post("/jobs", { query: toQuery(query.value) || "{}", task: chooser.taskSpec(), connection_request: true });
         sessionStorage.setItem("acs.job", job.id);
+        highlight = job.id;
         message.replaceChildren(el("div", { class: "notice" }, `Job ${job.id} started.`));
         refresh();
       } catch (error) { message.replaceChildren(problemBox(error)); }
