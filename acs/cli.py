@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SERVICES = ("gateway", "orchestrator", "inventory", "fileserver", "router")
+SERVICES = ("gateway", "orchestrator", "inventory", "fileserver", "console", "router")
 
 
 def _settings():  # type: ignore[no-untyped-def]

@@ -66,6 +66,7 @@ def _service_ports(settings: Settings) -> dict[str, tuple[int, str]]:
         "orchestrator": (settings.orchestrator_port, "ACS_ORCHESTRATOR_PORT"),
         "fileserver": (settings.fileserver_port, "ACS_FILESERVER_PORT"),
         "gateway": (settings.gateway_port, "ACS_GATEWAY_PORT"),
+        "console": (settings.console_port, "ACS_CONSOLE_PORT"),
         "router": (settings.api_port, "ACS_API_PORT"),
     }
 
@@ -181,7 +182,7 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     # The gateway first: CPE sessions end before the services they feed.
-    for name in ("gateway", "router", "orchestrator", "inventory", "fileserver"):
+    for name in ("gateway", "router", "console", "orchestrator", "inventory", "fileserver"):
         child = children.get(name)
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -207,6 +208,7 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     lines = [
         f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
+        f"  operator console              http://{host}:{settings.api_port}/",
         f"  gateway metrics               http://{host}:{settings.gateway_admin_port}/metrics",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
         f"  API docs (all services)       http://{host}:{settings.api_port}/api/v1/docs",

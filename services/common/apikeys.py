@@ -162,6 +162,12 @@ class ApiKeyAuth:
 
         async def dependency(request: Request) -> Principal:
             key = _key_from(request)
+            if not key and request.cookies.get(SESSION_COOKIE):
+                # The operator console's session: see console_session_principal.
+                principal = await console_session_principal(self, request)
+                if ROLE_RANK[principal.role] < ROLE_RANK[role]:
+                    raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
+                return principal
             if not key:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key",
                                     headers={"WWW-Authenticate": "Bearer"})
@@ -190,3 +196,42 @@ def _key_from(request: Request) -> str | None:
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     return request.headers.get("x-api-key") or None
+
+
+# --- operator console sessions (services/console) --------------------------------------------------
+# The console signs an operator in with an API key and keeps a server-side session instead of the
+# key: collection ``console_sessions``, ``_id`` = SHA-256 of the cookie's token, with the key's
+# name, role and id (the key's own hash, so a revoked key ends its sessions), the SHA-256 of the
+# session's CSRF token, and ``expires_at`` (a TTL index deletes it). Every API service accepts
+# the cookie as an alternative to the key headers; a write made with it must carry the CSRF token
+# in ``X-CSRF-Token`` (the cookie is SameSite=Strict as well). No cache: a signed-out or revoked
+# session is refused at once, at the price of one indexed read (two for a stored key) per request.
+
+SESSION_COOKIE = "acs_session"
+SESSIONS = "console_sessions"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Principal:
+    """The principal of the request's console session cookie; 401 when it names no live session,
+    403 for a write without the session's CSRF token."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    unauthorized = HTTPException(status.HTTP_401_UNAUTHORIZED, "no console session (signed out or expired)",
+                                 headers={"WWW-Authenticate": "Bearer"})
+    if auth.db is None or not token:
+        raise unauthorized
+    session = await auth.db[SESSIONS].find_one({"_id": hash_key(token)})
+    expires = _when(session.get("expires_at")) if session is not None else None
+    if session is None or expires is None or expires <= datetime.now(UTC):
+        raise unauthorized
+    key_id = str(session.get("key_id", ""))
+    if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
+        if await auth.db[COLLECTION].find_one({"_id": key_id}, {"_id": 1}) is None:
+            raise unauthorized  # the key it was opened with has been revoked
+    if request.method.upper() not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(hash_key(sent), str(session.get("csrf_hash", ""))):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a write with a console session needs its "
+                                "CSRF token in the X-CSRF-Token header")
+    return Principal(str(session["principal"]), session["role"])

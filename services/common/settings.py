@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     orchestrator_port: int = 7560
     inventory_port: int = 7561
     fileserver_port: int = 7562
+    # The operator console (web UI); the router serves it at / on ACS_API_PORT.
+    console_port: int = 7563
     downloads_port: int = 7567
     # Where the services reach each other, and the base URL that CPEs fetch files from (put in
     # Download RPCs). Unset, each is http://127.0.0.1:<its port setting>, so that moving a port
@@ -66,6 +68,7 @@ class Settings(BaseSettings):
     orchestrator_url: str = ""
     fileserver_url: str = ""
     files_public_url: str = ""
+    console_url: str = ""
 
     # --- security -------------------------------------------------------------------------------
     # HMAC key shared by the instances of a deployment: Digest nonces, minted download credentials.
@@ -155,6 +158,10 @@ class Settings(BaseSettings):
     downloads_check_address: bool = True
     max_file_bytes: int = Field(4 * 1024**3, ge=1)
 
+    # --- console --------------------------------------------------------------------------------
+    # How long a console sign-in lasts (the session is server-side; sign-out ends it at once).
+    console_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
 
@@ -179,7 +186,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _urls_follow_ports(self) -> Settings:
         for url, port in (("inventory_url", self.inventory_port), ("orchestrator_url", self.orchestrator_port),
-                          ("fileserver_url", self.fileserver_port), ("files_public_url", self.downloads_port)):
+                          ("fileserver_url", self.fileserver_port), ("files_public_url", self.downloads_port),
+                          ("console_url", self.console_port)):
             if not getattr(self, url):
                 setattr(self, url, f"http://{LOCAL_HOST}:{port}")
         return self

@@ -36,7 +36,7 @@ from services.common.apikeys import ApiKeyAuth, Principal
 from services.common.errors import problem
 from services.common.service import ReadinessCheck, add_health_routes, mongo_check
 from services.common.settings import Settings
-from services.inventory import credentials, store
+from services.inventory import credentials, stats, store, timeline
 from services.inventory.metrics import QUERY_SECONDS
 from services.inventory.query import (
     FULL,
@@ -216,6 +216,9 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         total = await store.devices(db).count_documents(parse_query(q), maxTimeMS=QUERY_TIMEOUT_MS)
         QUERY_SECONDS.labels("count").observe(time.perf_counter() - started)
         return Count(count=total)
+
+    stats.add_routes(app, db, reader)
+    timeline.add_routes(app, db, reader)
 
     @app.get("/api/v1/devices/{device_id}", summary="Read one device", dependencies=reader,
              responses={200: {"model": Device}, 404: {"description": "Unknown device"}})

@@ -26,7 +26,7 @@ from services.common.errors import validation_problem
 from services.common.redaction import redact
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
-from services.orchestrator import clients, jobs, specs
+from services.orchestrator import clients, jobs, specs, stats
 from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
@@ -306,6 +306,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
         runtime.policies.invalidate()
         return Response(status_code=204)
+
+    stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
 
     # --- API keys --------------------------------------------------------------------------
 

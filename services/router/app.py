@@ -1,5 +1,7 @@
 """The single northbound entry point of `acs up` and docker-compose (an Ingress in Kubernetes).
 
+It also serves the operator console: ``/`` and ``/console/*`` go to the console service.
+
 Each service serves its own part of ``/api/v1``; this proxy picks the service by path, in the
 order of ``ROUTES`` (first match wins), and streams bodies both ways so a firmware upload of
 hundreds of MB passes through without being held in memory.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -35,6 +38,8 @@ ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/(tasks|jobs|policies|campaigns|apikeys)(/|$)"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/tasks$"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/devices$"), "inventory_url"),
     (re.compile(r"^/api/v1/(devices|credentials)(/|$)"), "inventory_url"),
     (re.compile(r"^/api/v1/files(/|$)"), "fileserver_url"),
 ]
@@ -94,8 +99,14 @@ def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient
     add_docs(app, OPENAPI_PATH, "ACS northbound API", prefix="/api/v1")
 
 
+def no_cookie_jar() -> CookieJar:
+    """A jar that keeps nothing: a proxy that stored the Set-Cookie it passes on (httpx clients keep
+    cookies by default) would send one user's console session along with everybody's requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_app(settings: Settings) -> FastAPI:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), cookies=no_cookie_jar(),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100))
 
     @asynccontextmanager
@@ -123,6 +134,16 @@ def create_app(settings: Settings) -> FastAPI:
         base = upstream_for(request.url.path, settings)
         if base is None:
             return problem(404, f"no service serves {request.url.path}", request=request)
+        return await forward(request, base)
+
+    # The operator console (services/console): its page at /, its assets and session API below /console/.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/console/{rest:path}", methods=["GET", "POST", "DELETE", "HEAD"], include_in_schema=False)
+    @any_query
+    async def console(request: Request, rest: str = "") -> Response:
+        return await forward(request, str(settings.console_url).rstrip("/"))
+
+    async def forward(request: Request, base: str) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("x-forwarded-for", request.client.host if request.client else ""))
         # The path exactly as received: device ids are percent-encoded, and decoding them here
