@@ -208,3 +208,34 @@ async def test_bootstrap_gives_each_device_its_own_acs_credentials_and_the_share
         assert created.status_code == 201, created.text
         done = await eventually(lambda created=created: task_done(api, created.json()["id"]))
         assert done["status"] == "succeeded", done
+
+
+async def test_a_fleet_run_again_remembers_the_credentials_its_devices_were_given(
+        api: httpx.AsyncClient, stack: Stack, tmp_path: Any) -> None:
+    """`acs sim` run twice against one ACS: the second run's devices inform with their own pair.
+
+    Without a memory they would come back with the shared pair, which the ACS refuses for a
+    device that has its own: every re-run of the documented example would fail with 401.
+    """
+    settings = FleetSettings(acs_url=stack.gateway_url + "/", devices=2, model="mixed",
+                             serial_prefix="MEM" + uuid.uuid4().hex[:6].upper(),
+                             acs_username=stack.cpe_username, acs_password=stack.cpe_password,
+                             periodic_interval=3600, seed=1, memory_file=str(tmp_path / "sim-memory.json"))
+    first = Fleet(settings)
+    await first.start()
+    try:
+        for index in (0, 1):
+            await eventually(lambda index=index: bootstrapped(api, device(first, index)))
+        own = {d.id_string: d.acs_credentials for d in first.devices}
+    finally:
+        await first.stop()
+    assert all(password != stack.cpe_password for _, password in own.values())
+    assert os.stat(settings.memory_file).st_mode & 0o077 == 0  # it holds passwords
+
+    again = Fleet(settings)
+    recalled: dict[str, tuple[str, str]] = {}
+    summary = await again.run(4.0, report_every=60, on_start=lambda: recalled.update(
+        {d.id_string: d.acs_credentials for d in again.devices}))
+    assert recalled == own
+    assert summary["sessions_failed"] == 0 and summary["sessions_ok"] >= 2, summary
+    assert summary["events"].get("0 BOOTSTRAP", 0) == 0 and summary["events"]["1 BOOT"] >= 2, summary
