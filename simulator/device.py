@@ -654,7 +654,9 @@ class Device:
     def _cancel_transfer(self, req: CancelTransfer) -> CwmpMessage:
         for transfer in self.rt.transfers:
             if transfer.command_key == req.command_key:
-                if transfer.state != 1 or transfer.started:
+                # Still waiting for its delay or time window (state 1): it may go; once the
+                # transfer runs (2) or ran (3), 9021.
+                if transfer.state != 1:
                     raise CwmpFault.from_code(CpeFault.CANCEL_NOT_PERMITTED)
                 self.rt.transfers.remove(transfer)
                 return CancelTransferResponse()

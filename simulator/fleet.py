@@ -316,6 +316,8 @@ class Fleet:
         s = self.settings
         if transfer.delay > 0:
             await asyncio.sleep(transfer.delay)
+        if transfer not in device.rt.transfers:
+            return  # cancelled (CancelTransfer) while it waited
         transfer.state = 2
         start = now_iso()
         if transfer.is_download:

@@ -213,6 +213,20 @@ class Engine:
             if fresh and ref is not None:
                 decision.events.insert(0, fault_raised(event, ref.task_id))
         await self._commit(decision, view.session.reply_to, event.type, before)
+        for task in decision.tasks:
+            if task.name == "cancelTransfer" and task.status is T.TaskStatus.SUCCEEDED:
+                await self._cancel_transfer_task(task)
+
+    async def _cancel_transfer_task(self, canceller: T.Task) -> None:
+        """The CPE dropped a queued transfer (CancelTransfer): the task waiting for its
+        TransferComplete will get none, so it is cancelled now rather than timed out later."""
+        target = await self.store.task_by_command_key(canceller.device_id, str(canceller.args.get("command_key")))
+        if target is None or target.status is not T.TaskStatus.PENDING_COMPLETION:
+            return
+        cancelled = T.cancel(target, utcnow(), f"cancelled on the CPE by the cancelTransfer task {canceller.id}")
+        if not await self.store.save_tasks([cancelled]):
+            TASK_OUTCOMES.labels(cancelled.name, cancelled.status.value).inc()
+            await self.publisher.device_events([task_event(cancelled)])
 
     async def _upcoming_walk_rpcs(self, view: SessionView, rpc_id: str) -> dict[str, list[dict[str, Any]]]:
         """The next queued RPCs of the session's walks, when this answer may lead to the next plan."""

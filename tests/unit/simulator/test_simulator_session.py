@@ -7,6 +7,8 @@ import pytest
 from cwmp.codec import CWMP_NS_1_0, CWMP_NS_1_2, build_envelope, parse_envelope
 from cwmp.faults import CwmpFault
 from cwmp.models import (
+    CancelTransfer,
+    CancelTransferResponse,
     ChangeDUState,
     ChangeDUStateResponse,
     Download,
@@ -15,6 +17,8 @@ from cwmp.models import (
     DUStateChangeCompleteResponse,
     FactoryReset,
     FaultStruct,
+    GetAllQueuedTransfers,
+    GetAllQueuedTransfersResponse,
     GetParameterValues,
     GetParameterValuesResponse,
     GetRPCMethodsResponse,
@@ -23,8 +27,10 @@ from cwmp.models import (
     InstallOpStruct,
     ParameterValueStruct,
     Reboot,
+    ScheduleDownload,
     ScheduleInform,
     SetParameterValues,
+    TimeWindowStruct,
     TransferComplete,
     TransferCompleteResponse,
     UninstallOpStruct,
@@ -441,3 +447,19 @@ def test_change_du_state_installs_updates_uninstalls_and_reports_in_a_new_sessio
     assert [(r.current_state, r.version, r.fault.fault_code) for r in done.results] == [
         ("Installed", "1.1", 0), ("Failed", "", 9026), ("Uninstalled", "1.1", 0)]
     assert device.model.get_parameter_names(table, True) == []
+
+
+def test_a_transfer_waiting_for_its_window_can_be_cancelled_a_running_one_cannot(device: Device) -> None:
+    device.handle(ScheduleDownload(command_key="sd1", url="http://files/fw.bin", file_size=10,
+                                   time_window_list=(TimeWindowStruct(3600, 7200),)))
+    assert [t.command_key for t in device.transfers_to_start()] == ["sd1"]  # handed to the runner, waiting
+    queued = device.handle(GetAllQueuedTransfers())
+    assert isinstance(queued, GetAllQueuedTransfersResponse)
+    assert [(t.command_key, t.state, t.is_download) for t in queued.transfer_list] == [("sd1", 1, True)]
+    assert isinstance(device.handle(CancelTransfer("sd1")), CancelTransferResponse)
+    assert device.rt.transfers == []
+    device.handle(Download(command_key="d1", url="http://files/fw.bin", file_size=10))
+    device.rt.transfers[0].state = 2  # the runner started it
+    with pytest.raises(CwmpFault) as excinfo:
+        device.handle(CancelTransfer("d1"))
+    assert excinfo.value.code == 9021
