@@ -27,6 +27,7 @@ from cwmp.models import (
     AddObject,
     AddObjectResponse,
     AllQueuedTransferStruct,
+    ArgStruct,
     CancelTransfer,
     CancelTransferResponse,
     ChangeDUState,
@@ -62,6 +63,7 @@ from cwmp.models import (
     QueuedTransferStruct,
     Reboot,
     RebootResponse,
+    RequestDownload,
     ScheduleDownload,
     ScheduleDownloadResponse,
     ScheduleInform,
@@ -99,8 +101,9 @@ MAX_QUEUED_TRANSFERS = 16  # GetAllQueuedTransfers lists at most 16 (R20)
 MAX_EVENTS = 64  # EventStruct[64] in the Inform (T23)
 _TRANSFER_EVENTS = frozenset({"M Download", "M Upload", "M ScheduleDownload", "M ChangeDUState"})
 # The single event each kind of pending CPE request is announced with.
-_REQUEST_EVENT = {"TransferComplete": "7 TRANSFER COMPLETE", "DUStateChangeComplete": "11 DU STATE CHANGE COMPLETE"}
-PendingRequest = TransferComplete | DUStateChangeComplete
+_REQUEST_EVENT = {"TransferComplete": "7 TRANSFER COMPLETE", "DUStateChangeComplete": "11 DU STATE CHANGE COMPLETE",
+                  "RequestDownload": "9 REQUEST DOWNLOAD"}
+PendingRequest = TransferComplete | DUStateChangeComplete | RequestDownload
 
 CPE_METHODS: tuple[str, ...] = (
     "GetRPCMethods", "SetParameterValues", "GetParameterValues", "GetParameterNames",
@@ -343,9 +346,9 @@ class Device:
             rt.scheduled.clear()
         # Undelivered events do not survive a reboot, except the ones still owed an
         # acknowledgement (T26): a transfer result must reach the ACS whatever happens.
-        keep = {tc.command_key for _e, tc in rt.pending_tcs}
-        rt.events = [(c, k) for c, k in rt.events
-                     if (c == "7 TRANSFER COMPLETE" and rt.pending_tcs) or (c in _TRANSFER_EVENTS and k in keep)]
+        keep = {_key_of(tc) for _e, tc in rt.pending_tcs}
+        waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in rt.pending_tcs}
+        rt.events = [(c, k) for c, k in rt.events if c in waiting or (c in _TRANSFER_EVENTS and k in keep)]
         rt.delivered = [e for e in rt.delivered if e in rt.events]
         rt.value_changes.clear()
         self.add_event("1 BOOT")
@@ -510,7 +513,7 @@ class Device:
         delivered = {(e.event_code, e.command_key) for e in inform.event}
         if ("0 BOOTSTRAP", "") in delivered:
             self.bootstrapped_url = url
-        tc_keys = {tc.command_key for _e, tc in self.rt.pending_tcs}
+        tc_keys = {_key_of(tc) for _e, tc in self.rt.pending_tcs}
         waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in self.rt.pending_tcs}
         self.rt.events = [
             (c, k) for c, k in self.rt.events
@@ -528,7 +531,7 @@ class Device:
         for i, (event, tc) in enumerate(rt.pending_tcs):
             if tc is message:
                 del rt.pending_tcs[i]
-                rt.events = [(c, k) for c, k in rt.events if not (c == event and k == (tc.command_key or ""))]
+                rt.events = [(c, k) for c, k in rt.events if not (c == event and k == _key_of(tc))]
                 break
         waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in rt.pending_tcs}
         rt.events = [(c, k) for c, k in rt.events if c not in set(_REQUEST_EVENT.values()) - waiting]
@@ -663,6 +666,13 @@ class Device:
         raise CwmpFault.from_code(CpeFault.INVALID_ARGUMENTS,
                                   f"Invalid arguments: no transfer with CommandKey {req.command_key!r}")
 
+    def request_download(self, file_type: str, args: dict[str, str] | None = None) -> None:
+        """Ask the ACS for a file (RequestDownload, A.4.2.2) in a new session ("9 REQUEST DOWNLOAD")."""
+        message = RequestDownload(file_type, tuple(ArgStruct(k, v) for k, v in (args or {}).items()))
+        self.rt.pending_tcs.append(("9 REQUEST DOWNLOAD", message))
+        self.add_event("9 REQUEST DOWNLOAD")
+        self._wake(self, self.settings.clock())
+
     # -- deployment units (TR-157 SoftwareModules.DeploymentUnit.) --------------------------------
 
     def _change_du_state(self, req: ChangeDUState) -> CwmpMessage:
@@ -758,12 +768,17 @@ class Device:
             "index": self.index, "serial": self.serial, "state": self.state,
             "events": list(self.rt.events), "retry_count": self.retry_count,
             "sw_version": self.sw_version or self.settings.sw_version,
-            "pending_tcs": [tc.command_key for _e, tc in self.rt.pending_tcs],
+            "pending_tcs": [_key_of(tc) for _e, tc in self.rt.pending_tcs],
             "transfers": [t.command_key for t in self.rt.transfers],
         }
 
     def values(self, names: list[str]) -> list[ParameterValueStruct]:
         return self.model.get_parameter_values(names)
+
+
+def _key_of(request: PendingRequest) -> str:
+    """The CommandKey a pending request reports on ("" for a RequestDownload, which has none)."""
+    return "" if isinstance(request, RequestDownload) else request.command_key or ""
 
 
 def _uuid_for(url: str) -> str:

@@ -127,3 +127,22 @@ async def test_change_du_state_installs_then_uninstalls_and_the_inventory_follow
     failed = await _ended(api, cpe, await _queue(api, cpe, {"name": "changeDUState", "operations": [
         {"type": "uninstall", "uuid": op["uuid"]}]}))
     assert failed["status"] == "failed" and failed["faults"][-1]["code"] == 9028, failed
+
+
+async def _served(api: httpx.AsyncClient, cpe: Device) -> dict[str, Any] | None:
+    found = (await api.get(f"/devices/{device_path(cpe)}/tasks", params={"limit": 50})).json()["tasks"]
+    return next((t for t in found if t["origin"] == "request-download"), None)
+
+
+async def test_request_download_is_served_the_newest_catalogued_file_of_its_type(
+        api: httpx.AsyncClient, cpe: Device) -> None:
+    await _ready(api, cpe)
+    file_type = f"X SIMCPE Profile{cpe.serial}"
+    await _put_file(api, f"old-{cpe.serial}.prof", file_type)
+    await _put_file(api, f"new-{cpe.serial}.prof", file_type)
+    cpe.request_download(file_type, {"Version": "2"})  # the simulator opens a session of its own
+    task = await eventually(lambda: _served(api, cpe))
+    assert (task["name"], task["args"]["file_name"]) == ("download", f"new-{cpe.serial}.prof")
+    assert cpe.rt.pending_tcs == []  # answered with RequestDownloadResponse
+    done = await _ended(api, cpe, task["id"])
+    assert done["status"] == "succeeded" and done["result"]["transfer"]["fault_code"] == 0, done
