@@ -212,6 +212,7 @@ def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -
         # Forced inform parameters (checklist T25/T27): the freshest word on where to reach the CPE.
         for param, attribute in ((f"{ms}ConnectionRequestURL", "connection_request_url"),
                                  (f"{ms}UDPConnectionRequestAddress", "udp_connection_request_address"),
+                                 (f"{ms}ConnReqJabberID", "xmpp_jid"),
                                  (f"{root}DeviceInfo.SoftwareVersion", "software_version")):
             if param in values:
                 updates[attribute] = values[param] or None

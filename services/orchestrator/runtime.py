@@ -18,6 +18,7 @@ from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, swee
 from services.orchestrator.engine import Engine, PolicyCache
 from services.orchestrator.jobs import JobConfig, JobEngine
 from services.orchestrator.store import Store
+from services.orchestrator.xmppconnreq import XmppRequester
 
 
 class NullPublisher:
@@ -44,7 +45,8 @@ class OrchestratorRuntime:
         self.store = Store(self.db)
         self.auth = ApiKeyAuth(self.db, settings.admin_api_key)
         self.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
-        self.requester = ConnectionRequester(self.http)
+        self.xmpp = XmppRequester.from_settings(settings)
+        self.requester = ConnectionRequester(self.http, xmpp=self.xmpp)
         self.policies = PolicyCache(self.store)
         self.producer = make_producer(settings) if with_kafka else None
         self.publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
@@ -78,6 +80,8 @@ class OrchestratorRuntime:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.xmpp is not None:
+            await self.xmpp.close()
         await self.http.aclose()
         await self.mongo.close()
 
