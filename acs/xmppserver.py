@@ -10,6 +10,7 @@ only): the local server allows SASL PLAIN without TLS.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -107,3 +108,15 @@ def start_prosody(directory: Path, *, port: int | None = None, domain: str = "ac
             time.sleep(0.1)
     server.stop()
     raise XmppServerError(f"prosody did not listen on 127.0.0.1:{port} within {wait:.0f} s")
+
+
+def start_for_local_acs(root: Path, environ: dict[str, str]) -> XmppServer | None:
+    """``acs up``: start prosody under ``root`` and point the orchestrator at it (``environ``), unless
+    ACS_XMPP_SERVER names another server already or prosody is not installed (None: XMPP off)."""
+    if environ.get("ACS_XMPP_SERVER") or not available():
+        return None
+    server = start_prosody(root)
+    environ.update({"ACS_XMPP_SERVER": server.address, "ACS_XMPP_JID": f"acs@{server.domain}",
+                    "ACS_XMPP_PASSWORD": environ.get("ACS_XMPP_PASSWORD") or secrets.token_urlsafe(18),
+                    "ACS_XMPP_REGISTER": "true"})
+    return server

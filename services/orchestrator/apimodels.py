@@ -15,9 +15,11 @@ from services.orchestrator.tasks import Fault, TaskStatus
 
 class ConnectionRequestOut(BaseModel):
     outcome: Literal["ok", "sent", "auth_failed", "busy", "timeout", "unreachable", "error", "rate_limited",
-                     "no_address"] = Field(description="ok: the CPE accepted (HTTP); sent: UDP datagrams sent; "
-                                                       "the others say why the device was not woken")
-    transport: Literal["http", "udp", "none"]
+                     "no_address"] = Field(description="ok: the CPE accepted (XMPP or HTTP); sent: UDP datagrams "
+                                                       "sent; the others say why the device was not woken")
+    transport: Literal["xmpp", "http", "udp", "none"] = Field(
+        description="the transport of the outcome: XMPP first when the device has a ConnReqJabberID, then HTTP, "
+                    "then UDP; detail says why an earlier one was passed over")
     detail: str = ""
     http_status: int | None = None
 
