@@ -54,6 +54,8 @@ BOOT_EVENT = "1 BOOT"
 REBOOT_EVENT = "M Reboot"
 FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
 HEAL_ORIGIN = "self-heal"
+# The walk of <root>SoftwareModules. queued after a (Autonomous)DUStateChangeComplete.
+SOFTWARE_MODULES_ORIGIN = "software-modules"
 # Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
 MAX_OPEN_HEALS = 3
 
@@ -651,9 +653,6 @@ def on_transfer_complete(event: CpeRequestReceived, device: DeviceState, task: T
     else:
         w.notes.append(f"TransferComplete for a {task.status.value} task ignored")
     return w.decision()
-
-
-SOFTWARE_MODULES_ORIGIN = "software-modules"
 
 
 def on_du_state_change_complete(event: CpeRequestReceived, device: DeviceState, task: Task | None,

@@ -11,7 +11,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from services.bus.events import CpeRequestReceived
-from services.orchestrator import planner, requestdownload, specs
+from services.orchestrator import planner, requestdownload, rpcs, specs
 from services.orchestrator.state import DeviceState, PlanConfig
 from services.orchestrator.tasks import TaskStatus
 from tests.unit.orchestrator.orchestrator_builders import DEVICE, REF, Clock, Harness, inform, make_task
@@ -263,3 +263,25 @@ def test_the_request_download_rule_serves_the_newest_file_of_the_type_meant_for_
     assert chosen is not None and chosen["name"] == "new.cfg"
     assert requestdownload.newest_matching(
         requestdownload.Ask(DEVICE, "2 Web Content", {}, "09D021", "IGD Simulator"), files) is None
+
+
+def test_a_software_modules_walk_on_a_cpe_without_them_fails_without_walking_the_root(
+        clock: Clock, cfg: PlanConfig) -> None:
+    h = _du_accepted(clock, cfg)
+    _du_complete(h, "AutonomousDUStateChangeComplete",
+                 {"results": [{**_op_result(), "operation_performed": "Install"}]})
+    plan = h.inform(inform("2 PERIODIC", session="s3"))
+    (planned,) = plan.rpcs
+    assert planned.rpc == {"method": "GetParameterNames", "parameter_path": "InternetGatewayDevice.SoftwareModules.",
+                           "next_level": True}
+    # One attempt (max_attempts=1): a 9005 fails it at once, and a failed task spawns no self-heal.
+    h.fault(planned.rpc_id, 9005, session="s3", method="GetParameterNames")
+    walk = next(t for t in h.tasks.values() if t.origin == planner.SOFTWARE_MODULES_ORIGIN)
+    assert walk.status is TaskStatus.FAILED
+    assert not [t for t in h.tasks.values() if t.origin == planner.HEAL_ORIGIN]
+
+
+def test_du_passwords_are_redacted_for_logs() -> None:
+    rpc = rpcs.change_du_state([{"type": "install", "url": "http://f.test/a", "username": "u", "password": "s3cret"}],
+                               "k")
+    assert "s3cret" not in repr(rpcs.redacted(rpc)) and "s3cret" in repr(rpc)
