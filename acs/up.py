@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from acs.infra import LocalStack
+from acs.xmppserver import XmppServer, start_for_local_acs
 from services.common.preflight import ConfigError, check_port_free
 from services.common.settings import Settings
 
@@ -88,6 +89,7 @@ class LocalAcs:
         self.stack: LocalStack | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.settings = Settings()
+        self.xmpp: XmppServer | None = None
 
     def start(self, should_stop: Callable[[], bool] = lambda: False) -> Settings:
         """Start everything and wait until every /readyz answers 200; the services' settings."""
@@ -102,6 +104,8 @@ class LocalAcs:
             print("starting Kafka (Tansu), MongoDB and S3 (SeaweedFS) on 127.0.0.1 ...", flush=True)
             self.stack.start()
             os.environ.update(self.stack.environment())
+            # XMPP connection requests (Annex K): a local prosody when installed (acs/xmppserver.py).
+            self.xmpp = start_for_local_acs(self.root / "servers" / "prosody", os.environ)  # type: ignore[arg-type]
         # The children inherit this environment, so every process reads the same settings.
         os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
         os.environ["ACS_SECRET_KEY"] = _secret_key(self.root)
@@ -148,6 +152,8 @@ class LocalAcs:
 
     def stop(self) -> None:
         _stop_children(self.children)
+        if self.xmpp is not None:
+            self.xmpp.stop()
         if self.stack is not None:
             self.stack.stop()
 
@@ -223,6 +229,8 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
             f"  MongoDB                       {stack.mongo.url}",
             f"  S3 (SeaweedFS)                http://{stack.s3.endpoint}",
         ]
+    if settings.xmpp_server:
+        lines.append(f"  XMPP (connection requests)    {settings.xmpp_server} as {settings.xmpp_jid}")
     lines += [
         f"  CPE credentials               {_cpe_credentials(settings)}",
         f"  connection requests to        {settings.connection_request_allowed_networks}"

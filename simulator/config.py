@@ -92,6 +92,10 @@ class FleetSettings:
     cr_host: str = "127.0.0.1"
     cr_port: int = 0  # 0: any free port
     cr_base_url: str = ""  # filled in once the listener is bound
+    # XMPP connection requests (Annex K, simulator/xmppmode.py): "host:port" of the XMPP server, or "".
+    xmpp_server: str = ""
+    xmpp_domain: str = "acs.local"
+    xmpp_password: str = "xmpp-{serial}"
     # Runtime behaviour.
     http_mode: HttpMode = HttpMode.SESSION
     max_sessions: int = 1000  # concurrent sessions (file descriptors and ACS load)

@@ -462,12 +462,14 @@ class DataModel:
                     else:
                         self.access_lists.pop(path, None)
 
-    def add_object(self, object_name: str, parameter_key: str) -> int:
+    def add_object(self, object_name: str, parameter_key: str, *, internal: bool = False) -> int:
+        """AddObject; ``internal``: the device adds a row itself (a read-only table such as
+        SoftwareModules.DeploymentUnit.), where the ACS may not."""
         resolved = self.resolve(object_name) if object_name.endswith(".") else None
         if resolved is None or not isinstance(resolved.node, TableSpec):
             raise _fault(CpeFault.INVALID_PARAMETER_NAME, f"{object_name} is not a multi-instance object")
         table = resolved.node
-        if not table.writable or table.prototype is None:
+        if not (table.writable or internal) or table.prototype is None:
             raise _fault(CpeFault.INVALID_PARAMETER_NAME, f"{object_name} does not allow AddObject")
         path = resolved.path
         existing = self._instance_numbers(path, table)
@@ -480,12 +482,12 @@ class DataModel:
         self._set_parameter_key(parameter_key)
         return number
 
-    def delete_object(self, object_name: str, parameter_key: str) -> None:
+    def delete_object(self, object_name: str, parameter_key: str, *, internal: bool = False) -> None:
         resolved = self.resolve(object_name) if object_name.endswith(".") else None
         segments = object_name[:-1].split(".")
         if resolved is None or not isinstance(resolved.node, ObjectSpec) or not segments[-1].isdigit():
             raise _fault(CpeFault.INVALID_PARAMETER_NAME, f"{object_name} is not an object instance")
-        if not resolved.writable:
+        if not (resolved.writable or internal):
             raise _fault(CpeFault.INVALID_PARAMETER_NAME, f"{object_name} cannot be deleted")
         table_path = object_name[: -len(segments[-1]) - 1]
         number = int(segments[-1])

@@ -14,6 +14,7 @@ the ACS acknowledges the matching TransferComplete.
 from __future__ import annotations
 
 import ipaddress
+import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,14 +27,19 @@ from cwmp.models import (
     AddObject,
     AddObjectResponse,
     AllQueuedTransferStruct,
+    ArgStruct,
     CancelTransfer,
     CancelTransferResponse,
+    ChangeDUState,
+    ChangeDUStateResponse,
     CwmpMessage,
     DeleteObject,
     DeleteObjectResponse,
+    DeploymentUnitFaultStruct,
     DeviceId,
     Download,
     DownloadResponse,
+    DUStateChangeComplete,
     EventStruct,
     FactoryReset,
     FactoryResetResponse,
@@ -51,10 +57,13 @@ from cwmp.models import (
     GetRPCMethods,
     GetRPCMethodsResponse,
     Inform,
+    InstallOpStruct,
+    OpResultStruct,
     ParameterValueStruct,
     QueuedTransferStruct,
     Reboot,
     RebootResponse,
+    RequestDownload,
     ScheduleDownload,
     ScheduleDownloadResponse,
     ScheduleInform,
@@ -64,6 +73,8 @@ from cwmp.models import (
     SetParameterValues,
     SetParameterValuesResponse,
     TransferComplete,
+    UninstallOpStruct,
+    UpdateOpStruct,
     Upload,
     UploadResponse,
 )
@@ -88,13 +99,17 @@ __all__ = [
 
 MAX_QUEUED_TRANSFERS = 16  # GetAllQueuedTransfers lists at most 16 (R20)
 MAX_EVENTS = 64  # EventStruct[64] in the Inform (T23)
-_TRANSFER_EVENTS = frozenset({"M Download", "M Upload", "M ScheduleDownload"})
+_TRANSFER_EVENTS = frozenset({"M Download", "M Upload", "M ScheduleDownload", "M ChangeDUState"})
+# The single event each kind of pending CPE request is announced with.
+_REQUEST_EVENT = {"TransferComplete": "7 TRANSFER COMPLETE", "DUStateChangeComplete": "11 DU STATE CHANGE COMPLETE",
+                  "RequestDownload": "9 REQUEST DOWNLOAD"}
+PendingRequest = TransferComplete | DUStateChangeComplete | RequestDownload
 
 CPE_METHODS: tuple[str, ...] = (
     "GetRPCMethods", "SetParameterValues", "GetParameterValues", "GetParameterNames",
     "SetParameterAttributes", "GetParameterAttributes", "AddObject", "DeleteObject", "Reboot",
     "Download", "Upload", "FactoryReset", "ScheduleInform", "GetQueuedTransfers",
-    "GetAllQueuedTransfers", "ScheduleDownload", "CancelTransfer",
+    "GetAllQueuedTransfers", "ScheduleDownload", "CancelTransfer", "ChangeDUState",
 )
 """What GetRPCMethodsResponse lists: every ACS request this simulator implements."""
 
@@ -155,7 +170,8 @@ class _Runtime:
     delivered: list[tuple[str, str]] = field(default_factory=list)
     value_changes: dict[str, None] = field(default_factory=dict)  # ordered set of names
     transfers: list[Transfer] = field(default_factory=list)
-    pending_tcs: list[tuple[str, TransferComplete]] = field(default_factory=list)  # (event, message)
+    # (event, message): TransferCompletes and DUStateChangeCompletes waiting for the ACS's answer.
+    pending_tcs: list[tuple[str, PendingRequest]] = field(default_factory=list)
     scheduled: list[tuple[float, str]] = field(default_factory=list)  # (due, command key)
 
 
@@ -330,9 +346,9 @@ class Device:
             rt.scheduled.clear()
         # Undelivered events do not survive a reboot, except the ones still owed an
         # acknowledgement (T26): a transfer result must reach the ACS whatever happens.
-        keep = {tc.command_key for _e, tc in rt.pending_tcs}
-        rt.events = [(c, k) for c, k in rt.events
-                     if (c == "7 TRANSFER COMPLETE" and rt.pending_tcs) or (c in _TRANSFER_EVENTS and k in keep)]
+        keep = {_key_of(tc) for _e, tc in rt.pending_tcs}
+        waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in rt.pending_tcs}
+        rt.events = [(c, k) for c, k in rt.events if c in waiting or (c in _TRANSFER_EVENTS and k in keep)]
         rt.delivered = [e for e in rt.delivered if e in rt.events]
         rt.value_changes.clear()
         self.add_event("1 BOOT")
@@ -497,29 +513,31 @@ class Device:
         delivered = {(e.event_code, e.command_key) for e in inform.event}
         if ("0 BOOTSTRAP", "") in delivered:
             self.bootstrapped_url = url
-        tc_keys = {tc.command_key for _e, tc in self.rt.pending_tcs}
+        tc_keys = {_key_of(tc) for _e, tc in self.rt.pending_tcs}
+        waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in self.rt.pending_tcs}
         self.rt.events = [
             (c, k) for c, k in self.rt.events
             if (c, k) not in delivered
-            or (c == "7 TRANSFER COMPLETE" and self.rt.pending_tcs)
+            or c in waiting
             or (c in _TRANSFER_EVENTS and k in tc_keys)
         ]
         self.rt.delivered = [e for e in self.rt.events if e in delivered or e in self.rt.delivered]
         for param in inform.parameter_list:
             self.rt.value_changes.pop(param.name, None)
 
-    def transfer_complete_acked(self, message: TransferComplete) -> None:
+    def transfer_complete_acked(self, message: PendingRequest) -> None:
+        """The ACS answered a TransferComplete or DUStateChangeComplete: its events may go."""
         rt = self.rt
         for i, (event, tc) in enumerate(rt.pending_tcs):
             if tc is message:
                 del rt.pending_tcs[i]
-                rt.events = [(c, k) for c, k in rt.events if not (c == event and k == tc.command_key)]
+                rt.events = [(c, k) for c, k in rt.events if not (c == event and k == _key_of(tc))]
                 break
-        if not rt.pending_tcs:
-            rt.events = [(c, k) for c, k in rt.events if c != "7 TRANSFER COMPLETE"]
+        waiting = {_REQUEST_EVENT[tc.METHOD] for _e, tc in rt.pending_tcs}
+        rt.events = [(c, k) for c, k in rt.events if c not in set(_REQUEST_EVENT.values()) - waiting]
         rt.delivered = [e for e in rt.delivered if e in rt.events]
 
-    def pending_requests(self) -> list[TransferComplete]:
+    def pending_requests(self) -> list[PendingRequest]:
         return [tc for _e, tc in self.rt.pending_tcs]
 
     def transfer_finished(self, transfer: Transfer, result: TransferComplete,
@@ -639,12 +657,93 @@ class Device:
     def _cancel_transfer(self, req: CancelTransfer) -> CwmpMessage:
         for transfer in self.rt.transfers:
             if transfer.command_key == req.command_key:
-                if transfer.state != 1 or transfer.started:
+                # Still waiting for its delay or time window (state 1): it may go; once the
+                # transfer runs (2) or ran (3), 9021.
+                if transfer.state != 1:
                     raise CwmpFault.from_code(CpeFault.CANCEL_NOT_PERMITTED)
                 self.rt.transfers.remove(transfer)
                 return CancelTransferResponse()
         raise CwmpFault.from_code(CpeFault.INVALID_ARGUMENTS,
                                   f"Invalid arguments: no transfer with CommandKey {req.command_key!r}")
+
+    def request_download(self, file_type: str, args: dict[str, str] | None = None) -> None:
+        """Ask the ACS for a file (RequestDownload, A.4.2.2) in a new session ("9 REQUEST DOWNLOAD")."""
+        message = RequestDownload(file_type, tuple(ArgStruct(k, v) for k, v in (args or {}).items()))
+        self.rt.pending_tcs.append(("9 REQUEST DOWNLOAD", message))
+        self.add_event("9 REQUEST DOWNLOAD")
+        self._wake(self, self.settings.clock())
+
+    # -- deployment units (TR-157 SoftwareModules.DeploymentUnit.) --------------------------------
+
+    def _change_du_state(self, req: ChangeDUState) -> CwmpMessage:
+        """Apply the operations at once (this simulator fetches no package from the URL: it checks
+        the URL's scheme only), then report them in a DUStateChangeComplete in a new session."""
+        start = now_iso()
+        results = tuple(self._du_operation(op, start) for op in req.operations)
+        message = DUStateChangeComplete(results=results, command_key=req.command_key)
+        self.rt.pending_tcs.append(("M ChangeDUState", message))
+        self.add_event("11 DU STATE CHANGE COMPLETE")
+        self.add_event("M ChangeDUState", req.command_key or "")
+        self._wake(self, self.settings.clock())
+        return ChangeDUStateResponse()
+
+    def _du_table(self) -> str:
+        return f"{self.model.root_path}SoftwareModules.DeploymentUnit."
+
+    def _du_row(self, uuid: str | None, url: str | None = None) -> str | None:
+        table = self._du_table()
+        if self.model.resolve(table) is None:
+            return None
+        for item in self.model.get_parameter_names(table, True):
+            if (uuid and self.model.get_or(item.name + "UUID", "") == uuid) or \
+                    (not uuid and url and self.model.get_or(item.name + "URL", "") == url):
+                return item.name
+        return None
+
+    def _du_operation(self, op: object, start: str) -> OpResultStruct:
+        def failed(code: CpeFault, text: str, uuid: str = "", version: str = "") -> OpResultStruct:
+            return OpResultStruct(uuid=uuid, version=version, current_state="Failed", resolved=False,
+                                  start_time=start, complete_time=now_iso(),
+                                  fault=DeploymentUnitFaultStruct(int(code), text))
+
+        model = self.model
+        if isinstance(op, InstallOpStruct):
+            if urlsplit(op.url).scheme.lower() not in ("http", "https"):
+                return failed(CpeFault.UNSUPPORTED_TRANSFER_PROTOCOL, "Unsupported protocol for file transfer")
+            uuid = op.uuid or _uuid_for(op.url)
+            if self._du_row(uuid) is not None:
+                return failed(CpeFault.DUPLICATE_DU, "Duplicate deployment unit", uuid)
+            table = self._du_table()
+            number = model.add_object(table, "", internal=True)
+            row = f"{table}{number}."
+            for name, value in (("UUID", uuid), ("URL", op.url), ("Name", op.url.rsplit("/", 1)[-1]),
+                                ("ExecutionEnvRef", op.execution_env_ref or ""), ("Status", "Installed")):
+                model.set_internal(row + name, value)
+            self.value_changed([f"{self.model.root_path}SoftwareModules.DeploymentUnitNumberOfEntries"])
+            return OpResultStruct(uuid=uuid, deployment_unit_ref=row[:-1], version=model.get(row + "Version"),
+                                  current_state="Installed", resolved=True, start_time=start,
+                                  complete_time=now_iso(), fault=DeploymentUnitFaultStruct(0, None))
+        if isinstance(op, UpdateOpStruct):
+            row = self._du_row(op.uuid, op.url)
+            if row is None:
+                return failed(CpeFault.UNKNOWN_DU, "Unknown deployment unit", op.uuid or "")
+            version = op.version or _next_version(model.get(row + "Version"))
+            model.set_internal(row + "Version", version)
+            if op.url:
+                model.set_internal(row + "URL", op.url)
+            return OpResultStruct(uuid=model.get(row + "UUID"), deployment_unit_ref=row[:-1], version=version,
+                                  current_state="Installed", resolved=True, start_time=start,
+                                  complete_time=now_iso(), fault=DeploymentUnitFaultStruct(0, None))
+        assert isinstance(op, UninstallOpStruct)
+        row = self._du_row(op.uuid)
+        if row is None or (op.version and model.get(row + "Version") != op.version):
+            return failed(CpeFault.UNKNOWN_DU, "Unknown deployment unit", op.uuid, op.version or "")
+        version = model.get(row + "Version")
+        model.delete_object(row, "", internal=True)
+        self.value_changed([f"{self.model.root_path}SoftwareModules.DeploymentUnitNumberOfEntries"])
+        return OpResultStruct(uuid=op.uuid, deployment_unit_ref=row[:-1], version=version,
+                              current_state="Uninstalled", resolved=False, start_time=start,
+                              complete_time=now_iso(), fault=DeploymentUnitFaultStruct(0, None))
 
     # -- helpers for transfers ------------------------------------------------------------------
 
@@ -669,12 +768,27 @@ class Device:
             "index": self.index, "serial": self.serial, "state": self.state,
             "events": list(self.rt.events), "retry_count": self.retry_count,
             "sw_version": self.sw_version or self.settings.sw_version,
-            "pending_tcs": [tc.command_key for _e, tc in self.rt.pending_tcs],
+            "pending_tcs": [_key_of(tc) for _e, tc in self.rt.pending_tcs],
             "transfers": [t.command_key for t in self.rt.transfers],
         }
 
     def values(self, names: list[str]) -> list[ParameterValueStruct]:
         return self.model.get_parameter_values(names)
+
+
+def _key_of(request: PendingRequest) -> str:
+    """The CommandKey a pending request reports on ("" for a RequestDownload, which has none)."""
+    return "" if isinstance(request, RequestDownload) else request.command_key or ""
+
+
+def _uuid_for(url: str) -> str:
+    """TR-069 A.4.1.10: a CPE without a UUID from the ACS makes one (here a name-based UUID)."""
+    return str(uuid_module.uuid5(uuid_module.NAMESPACE_URL, url))
+
+
+def _next_version(version: str) -> str:
+    head, _, last = version.rpartition(".")
+    return f"{head}.{int(last) + 1}" if last.isdigit() and head else f"{version}.1"
 
 
 def _event_order(event: tuple[str, str]) -> tuple[int, int, str]:
@@ -710,4 +824,5 @@ _HANDLERS: dict[type, Callable[[Device, object], CwmpMessage]] = {
     GetQueuedTransfers: Device._get_queued_transfers,
     GetAllQueuedTransfers: Device._get_all_queued_transfers,
     CancelTransfer: Device._cancel_transfer,
+    ChangeDUState: Device._change_du_state,
 }  # type: ignore[dict-item]

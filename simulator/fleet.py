@@ -32,6 +32,7 @@ from .metrics import Metrics, SessionRecord
 from .session import CpeSession, OutKind, SessionFailed
 from .template import load_big_template, load_template
 from .transport import AcsChannel, credentials_through_url, download, ssl_context, upload
+from .xmppmode import DeviceXmpp
 
 __all__ = ["Fleet"]
 
@@ -61,6 +62,7 @@ class Fleet:
         self._reused_auth: dict[int, tuple[str, str]] = {}  # digest_reuse_nc: index -> header
         self._dropped: set[int] = set()  # drop_mid_session: the devices that did (once each)
         self._cookie_jar: dict[int, dict[str, str]] = {}  # ... and the cookies their next session sends
+        self.xmpp: dict[int, DeviceXmpp] = {}  # XMPP client mode: device index -> its XMPP link
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -92,16 +94,30 @@ class Fleet:
             # Spread the first boots over `ramp` seconds, in index order.
             self._wake(device, now + (s.ramp * pos / s.devices if s.devices > 1 else 0.0))
         self._scheduler = asyncio.create_task(self._schedule())
+        if s.xmpp_server:
+            await self._start_xmpp()
         while not self._cr_server.started:
             if self._cr_task.done():
                 self._cr_task.result()
                 raise RuntimeError("connection-request listener did not start")
             await asyncio.sleep(0.005)
 
+    async def _start_xmpp(self) -> None:
+        """XMPP client mode: every device logs in to the XMPP server (simulator/xmppmode.py)."""
+        s = self.settings
+        host, _, port = s.xmpp_server.rpartition(":")
+        for device in self.devices:
+            link = DeviceXmpp(device, host, int(port), s.xmpp_domain,
+                              s.xmpp_password.replace("{serial}", device.serial), self._accept_connection_request)
+            await link.start()
+            self.xmpp[device.index] = link
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling, let running sessions finish for ``grace`` seconds, then cancel."""
         s = self.settings
         self._stopping = True
+        for link in self.xmpp.values():
+            await link.stop()
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -322,6 +338,8 @@ class Fleet:
         s = self.settings
         if transfer.delay > 0:
             await asyncio.sleep(transfer.delay)
+        if transfer not in device.rt.transfers:
+            return  # cancelled (CancelTransfer) while it waited
         transfer.state = 2
         start = now_iso()
         if transfer.is_download:

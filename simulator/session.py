@@ -38,8 +38,10 @@ from cwmp.codec import (
 from cwmp.faults import AcsFault, CpeFault, CwmpFault
 from cwmp.models import (
     CwmpMessage,
+    DUStateChangeComplete,
     Inform,
     MessageKind,
+    RequestDownload,
     TransferComplete,
 )
 
@@ -106,7 +108,7 @@ class CpeSession:
         self.messages = 0
         self.use_cwmp_version: str | None = None
         self._phase = _Phase.INFORM
-        self._requests: list[TransferComplete] = []
+        self._requests: list[TransferComplete | DUStateChangeComplete | RequestDownload] = []
         self._current: tuple[CwmpMessage, bytes] | None = None  # our outstanding request
         self._retries = 0
         self._hold = False
@@ -210,7 +212,7 @@ class CpeSession:
                 self.use_cwmp_version = envelope.header.use_cwmp_version
                 self.device.inform_acked(request, self.url)
             else:
-                assert isinstance(request, TransferComplete)
+                assert isinstance(request, TransferComplete | DUStateChangeComplete | RequestDownload)
                 self.device.transfer_complete_acked(request)
                 self._requests.pop(0)
             return self._next_own()

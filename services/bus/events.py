@@ -240,13 +240,19 @@ class DeviceEvent(Contract):
     ``task_expired`` (a task ended; details: task id, name, origin, job id, reason, last fault),
     ``firmware_upgraded`` (details: from/to software version), ``fault_raised`` (the CPE answered
     an RPC with a fault; details: code, string, method, task id, and the per-parameter faults of a
-    SetParameterValues). Subscribers should ignore kinds they do not know: new ones may be added.
+    SetParameterValues), ``software_modules_changed`` (a DUStateChangeComplete or
+    AutonomousDUStateChangeComplete; details: ``autonomous``, the CPE's ``results`` per deployment
+    unit, ``task_id``), ``autonomous_transfer_completed`` (an AutonomousTransferComplete; details:
+    URLs, file type and size, fault), ``download_requested`` (a RequestDownload; details: file type,
+    the file the rule chose or why none). Subscribers should ignore kinds they do not know: new
+    ones may be added.
     """
 
     type: Literal["device_event"] = "device_event"
     kind: Literal["registered", "booted", "bootstrapped", "informed", "value_changed", "went_silent",
                   "task_succeeded", "task_failed", "task_cancelled", "task_expired", "firmware_upgraded",
-                  "fault_raised"]
+                  "fault_raised", "software_modules_changed", "autonomous_transfer_completed",
+                  "download_requested"]
     device_id: str
     changes: list[ValueChange] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)

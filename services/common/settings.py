@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     # comma-separated globs: redacted in every API answer, event and log line (redaction.py).
     redacted_parameters: str = ""
 
+    # --- XMPP connection requests (TR-069 Annex K) ------------------------------------------------
+    # The XMPP server the orchestrator logs in to ("host:port"; empty: no XMPP), its account, and
+    # whether to register that account in-band first (the local prosody of `acs up` only).
+    xmpp_server: str = ""
+    xmpp_jid: str = ""
+    xmpp_password: str = ""
+    xmpp_register: bool = False
+
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
     # Defaults to this host's address and ACS_GATEWAY_PORT.

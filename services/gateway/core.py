@@ -408,6 +408,12 @@ class Gateway:
         machine = session.machine
         method = event.request.METHOD
         metrics.CPE_REQUESTS.labels(method).inc()
+        if method == "Kicked":
+            # Kicked (A.4.2.1, deprecated) is optional for an ACS and this one has no web-portal
+            # flow to send a NextURL from: 8000 Method not supported, as for any method not in
+            # its GetRPCMethods list. The session goes on.
+            return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.METHOD_NOT_SUPPORTED),
+                                                    now=time.monotonic()))
         if method != "GetRPCMethods":
             try:
                 await self._publish(CpeRequestReceived(

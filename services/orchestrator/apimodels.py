@@ -16,10 +16,12 @@ from services.orchestrator.tasks import Fault, TaskStatus
 class ConnectionRequestOut(BaseModel):
     outcome: Literal["ok", "sent", "auth_failed", "busy", "timeout", "unreachable", "error", "rate_limited",
                      "no_address", "refused_address"] = Field(
-        description="ok: the CPE accepted (HTTP); sent: UDP datagrams sent; the others say why the device "
+        description="ok: the CPE accepted (XMPP or HTTP); sent: UDP datagrams sent; the others say why the device "
                     "was not woken (refused_address: the address it reported is not in "
                     "ACS_CONNECTION_REQUEST_ALLOWED_NETWORKS, or is refused)")
-    transport: Literal["http", "udp", "none"]
+    transport: Literal["xmpp", "http", "udp", "none"] = Field(
+        description="the transport of the outcome: XMPP first when the device has a ConnReqJabberID, then HTTP, "
+                    "then UDP; detail says why an earlier one was passed over")
     detail: str = ""
     http_status: int | None = None
 

@@ -95,13 +95,22 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     async def resolve(spec: BaseModel) -> tuple[str, dict[str, Any]]:
         """The task's stored args; a download's file is looked up now, so the task is ready to send."""
         args = specs.task_args(spec)
-        if isinstance(spec, specs.Download):
+
+        async def facts_of(file_name: str) -> clients.FileFacts:
             try:
-                facts = await clients.file_facts(runtime.http, settings, spec.file_name)
+                return await clients.file_facts(runtime.http, settings, file_name)
             except clients.UpstreamError as exc:
                 raise HTTPException(exc.status, exc.message) from None
+
+        if isinstance(spec, specs.Download | specs.ScheduleDownload):
+            facts = await facts_of(spec.file_name)
             args.update(file_type=spec.file_type or facts.file_type, file_size=facts.size,
                         url=download_url(settings, spec.file_name), version=facts.version)
+        elif isinstance(spec, specs.ChangeDUState):
+            for op in args["operations"]:
+                if op.get("file_name"):
+                    await facts_of(op["file_name"])  # an unknown file is a 422 now, not a CPE fault later
+                    op["url"] = download_url(settings, op["file_name"])
         return str(getattr(spec, "name")), args  # noqa: B009 - every spec has a literal name
 
     def new_task(device_id: str, name: str, args: dict[str, Any], spec: Any, principal: Principal,

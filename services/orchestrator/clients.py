@@ -98,3 +98,17 @@ def _detail(response: httpx.Response) -> str:
         return str(response.json().get("detail", response.text))
     except ValueError:
         return response.text[:200]
+
+
+async def files_of_type(client: httpx.AsyncClient, settings: Settings, file_type: str,
+                        limit: int = 200) -> list[dict[str, Any]]:
+    """Operator files of one FileType (``GET {fileserver}/api/v1/files?file_type=&kind=file``)."""
+    url = f"{settings.fileserver_url.rstrip('/')}/api/v1/files"
+    try:
+        response = await client.get(url, params={"file_type": file_type, "kind": "file", "limit": limit},
+                                    headers=_headers(settings.admin_api_key), timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(503, f"the fileserver did not answer ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise UpstreamError(503, f"the fileserver answered {response.status_code} listing files")
+    return list(response.json().get("files") or [])

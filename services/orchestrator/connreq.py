@@ -20,8 +20,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,7 +45,7 @@ UDP_COPIES = 3
 @dataclass(frozen=True, slots=True)
 class ConnectionRequestResult:
     outcome: Outcome
-    transport: Literal["http", "udp", "none"]
+    transport: Literal["xmpp", "http", "udp", "none"]
     detail: str = ""
     http_status: int | None = None
 
@@ -158,16 +158,26 @@ async def udp_connection_request(address: str, username: str, password: str,
     return ConnectionRequestResult("sent", "udp")
 
 
+class XmppSender(Protocol):
+    async def request(self, jid: str, username: str, password: str) -> ConnectionRequestResult: ...
+
+
 class ConnectionRequester:
-    """Wakes devices: HTTP first; UDP when HTTP cannot reach the CPE and it reported a UDP address."""
+    """Wakes devices. The order: XMPP when the device reported a ConnReqJabberID and the ACS has an
+    XMPP login (services/orchestrator/xmppconnreq.py); then HTTP when XMPP did not get the CPE's
+    yes (its server down, no answer, the CPE not online on XMPP) or was not tried; then UDP when
+    HTTP cannot reach the CPE and it reported a UDP address. The outcome's detail says why an
+    earlier transport was passed over."""
 
     def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter | None = None,
-                 answer_within: float = 5.0, targets: TargetPolicy | None = None) -> None:
+                 answer_within: float = 5.0, targets: TargetPolicy | None = None,
+                 xmpp: XmppSender | None = None) -> None:
         self.client = client
         self.limiter = limiter or RateLimiter()
         self.answer_within = answer_within
         # Which addresses may be called (the CPE reports them itself): strict unless configured.
         self.targets = targets or TargetPolicy()
+        self.xmpp = xmpp
 
     async def wake(self, device: DeviceState | None) -> ConnectionRequestResult:
         outcome = await self._wake(device)
@@ -178,11 +188,24 @@ class ConnectionRequester:
         return outcome
 
     async def _wake(self, device: DeviceState | None) -> ConnectionRequestResult:
-        if device is None or not (device.connection_request_url or device.udp_connection_request_address):
+        if device is None or not (device.connection_request_url or device.udp_connection_request_address
+                                  or (device.xmpp_jid and self.xmpp)):
             return ConnectionRequestResult("no_address", "none", "the device never reported a ConnectionRequestURL")
         if not self.limiter.allow(device.id):
             return ConnectionRequestResult("rate_limited", "none", "too many connection requests; try later")
         username, password = device.cr_username, device.cr_password
+        result: ConnectionRequestResult | None = None
+        if device.xmpp_jid and self.xmpp is not None and username and password:
+            result = await self.xmpp.request(device.xmpp_jid, username, password)
+            if result.ok or result.outcome in ("auth_failed", "busy") or not (
+                    device.connection_request_url or device.udp_connection_request_address):
+                return result  # the CPE itself answered: asking again over HTTP would not change it
+            fallback = await self._http_then_udp(device, username, password)
+            return replace(fallback, detail=f"XMPP failed ({result.outcome}: {result.detail}); {fallback.detail}")
+        return await self._http_then_udp(device, username, password)
+
+    async def _http_then_udp(self, device: DeviceState, username: str | None,
+                             password: str | None) -> ConnectionRequestResult:
         result: ConnectionRequestResult | None = None
         if device.connection_request_url:
             try:

@@ -37,9 +37,9 @@ from services.bus.events import (
     utcnow,
 )
 from services.common.settings import Settings
-from services.fileserver.credentials import mint_download_credentials
+from services.fileserver.credentials import download_url, mint_download_credentials
 from services.inventory import credentials
-from services.orchestrator import clients, cpecreds, planner, rpcs, steps
+from services.orchestrator import clients, cpecreds, planner, requestdownload, rpcs, steps
 from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.jobs import task_event
@@ -218,6 +218,20 @@ class Engine:
                 decision.events.insert(0, fault_raised(event, ref.task_id))
         await self._store_cpe_credentials(view.device, decision)
         await self._commit(decision, view.session.reply_to, event.type, before)
+        for task in decision.tasks:
+            if task.name == "cancelTransfer" and task.status is T.TaskStatus.SUCCEEDED:
+                await self._cancel_transfer_task(task)
+
+    async def _cancel_transfer_task(self, canceller: T.Task) -> None:
+        """The CPE dropped a queued transfer (CancelTransfer): the task waiting for its
+        TransferComplete will get none, so it is cancelled now rather than timed out later."""
+        target = await self.store.task_by_command_key(canceller.device_id, str(canceller.args.get("command_key")))
+        if target is None or target.status is not T.TaskStatus.PENDING_COMPLETION:
+            return
+        cancelled = T.cancel(target, utcnow(), f"cancelled on the CPE by the cancelTransfer task {canceller.id}")
+        if not await self.store.save_tasks([cancelled]):
+            TASK_OUTCOMES.labels(cancelled.name, cancelled.status.value).inc()
+            await self.publisher.device_events([task_event(cancelled)])
 
     async def _upcoming_walk_rpcs(self, view: SessionView, rpc_id: str) -> dict[str, list[dict[str, Any]]]:
         """The next queued RPCs of the session's walks, when this answer may lead to the next plan."""
@@ -239,6 +253,26 @@ class Engine:
 
     async def on_cpe_request(self, event: CpeRequestReceived) -> None:
         # The gateway acknowledged the request to the CPE already; here we act on it.
+        if event.method in ("DUStateChangeComplete", "AutonomousDUStateChangeComplete"):
+            key = str(event.rpc.get("command_key") or "")
+            device, task, open_tasks = await asyncio.gather(
+                self.store.get_device(event.device_id),
+                self.store.task_by_command_key(event.device_id, key)
+                if key and event.method == "DUStateChangeComplete" else _nothing(),
+                self.store.open_tasks_of(event.device_id))
+            decision = planner.on_du_state_change_complete(
+                event, device or DeviceState(id=event.device_id), task, open_tasks, self.env(), self.config)
+            await self._commit(decision, event.reply_to, event.type)
+            return
+        if event.method == "AutonomousTransferComplete":
+            device = await self.store.get_device(event.device_id)
+            decision = planner.on_autonomous_transfer_complete(event, device or DeviceState(id=event.device_id),
+                                                               self.env(), self.config)
+            await self._commit(decision, event.reply_to, event.type)
+            return
+        if event.method == "RequestDownload":
+            await self.on_request_download(event)
+            return
         if event.method != "TransferComplete":
             log.info("CPE request noted", extra={"device_id": event.device_id, "method": event.method})
             return
@@ -249,6 +283,31 @@ class Engine:
         decision = planner.on_transfer_complete(event, device or DeviceState(id=event.device_id), task,
                                                 self.env(), self.config)
         await self._commit(decision, event.reply_to, event.type)
+
+    async def on_request_download(self, event: CpeRequestReceived) -> None:
+        """RequestDownload: serve the file the rule picks (services/orchestrator/requestdownload.py)
+        as a ``download`` task for the device's next session, and say what was decided."""
+        device = await self.store.get_device(event.device_id) or DeviceState(id=event.device_id)
+        ask = requestdownload.read_ask(event.device_id, event.rpc, device.oui, device.product_class)
+        details: dict[str, Any] = {"file_type": ask.file_type, "file_type_args": ask.file_type_args}
+        try:
+            chosen = requestdownload.RULE(ask, await clients.files_of_type(self.http, self.settings, ask.file_type))
+        except clients.UpstreamError as exc:
+            chosen, details["reason"] = None, exc.message
+        if chosen is None:
+            details.setdefault("reason", f"no catalogued file of type {ask.file_type!r} for this device")
+        else:
+            now = utcnow()
+            # The id comes from the event: a redelivered RequestDownload queues nothing twice.
+            task = T.Task(id=f"rd-{event.event_id}", device_id=event.device_id, name="download",
+                          args=requestdownload.download_args(chosen, download_url(self.settings, chosen["name"])),
+                          origin=requestdownload.ORIGIN, created_at=now, updated_at=now,
+                          max_attempts=self.config.max_attempts)
+            await self.store.insert_new_tasks([task])
+            details.update(file_name=chosen["name"], task_id=task.id)
+        log.info("RequestDownload answered", extra={"device_id": event.device_id, **details})
+        await self.publisher.device_events([DeviceEvent(kind="download_requested", device_id=event.device_id,
+                                                        details=details)])
 
     async def on_device_deleted(self, event: DeviceDeleted) -> None:
         """Forget a deleted device: its next Inform is a first contact (bootstrap and discovery again).

@@ -54,6 +54,8 @@ BOOT_EVENT = "1 BOOT"
 REBOOT_EVENT = "M Reboot"
 FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
 HEAL_ORIGIN = "self-heal"
+# The walk of <root>SoftwareModules. queued after a (Autonomous)DUStateChangeComplete.
+SOFTWARE_MODULES_ORIGIN = "software-modules"
 # Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
 MAX_OPEN_HEALS = 3
 
@@ -212,6 +214,7 @@ def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -
         # Forced inform parameters (checklist T25/T27): the freshest word on where to reach the CPE.
         for param, attribute in ((f"{ms}ConnectionRequestURL", "connection_request_url"),
                                  (f"{ms}UDPConnectionRequestAddress", "udp_connection_request_address"),
+                                 (f"{ms}ConnReqJabberID", "xmpp_jid"),
                                  (f"{root}DeviceInfo.SoftwareVersion", "software_version")):
             if param in values:
                 updates[attribute] = values[param] or None
@@ -357,7 +360,7 @@ def _finish(w: _Work, task: Task, result: dict[str, Any] | None = None) -> None:
         w.assemble[task.id] = walk  # its parameters are in its items: the service adds them
     done = w.put(T.succeed(task, w.now, result))
     w.announce(done)
-    if done.name == "download" and done.args.get("file_type") in FIRMWARE_FILE_TYPES:
+    if done.name in ("download", "scheduleDownload") and done.args.get("file_type") in FIRMWARE_FILE_TYPES:
         # After a TransferComplete, the Inform just before it carried the new SoftwareVersion;
         # after a DownloadResponse with Status 0, only the file's own metadata knows it.
         to = w.device.software_version if "transfer" in done.result else done.args.get("version")
@@ -404,7 +407,7 @@ def on_response(event: RpcResponseReceived, session: SessionState, device: Devic
         task = task.model_copy(update={"result": absorbed.result, "progress": progress})
         if absorbed.outcome == "pending_completion":
             wait = cfg.reboot_timeout if task.name in steps.TERMINAL_KINDS else cfg.download_timeout
-            deadline = w.now + timedelta(seconds=wait)
+            deadline = w.now + timedelta(seconds=wait + absorbed.extra_wait)
             w.put(T.await_completion(task, w.now, deadline))
         elif absorbed.outcome == "succeeded":
             _finish(w, task)
@@ -653,6 +656,63 @@ def on_transfer_complete(event: CpeRequestReceived, device: DeviceState, task: T
     return w.decision()
 
 
+def on_du_state_change_complete(event: CpeRequestReceived, device: DeviceState, task: Task | None,
+                                open_tasks: Sequence[Task], env: Env, cfg: PlanConfig) -> Decision:
+    """DUStateChangeComplete settles the ChangeDUState task of its CommandKey (every operation
+    without a fault = succeeded); AutonomousDUStateChangeComplete settles nothing. Either way the
+    device's deployment units changed: ``software_modules_changed`` is announced with the CPE's
+    results, and a walk of ``SoftwareModules.`` is queued so that the inventory records the CPE's
+    own table (TR-157) in the device's next session. ``open_tasks``: the device's open tasks (one
+    refresh walk at a time)."""
+    w = _Work(env, cfg, device, device, [t for t in [task, *open_tasks] if t is not None])
+    autonomous = event.method == "AutonomousDUStateChangeComplete"
+    results = [r.public() for r in rpcs.read_du_results(event.rpc)]
+    details: dict[str, Any] = {"autonomous": autonomous, "results": results[:64]}
+    if task is not None and not autonomous:
+        details["task_id"] = task.id
+        failed = [r for r in results if r["fault_code"]]
+        if task.name != "changeDUState":
+            w.notes.append(f"DUStateChangeComplete for a {task.name} task ignored")
+        elif task.status in (S.PENDING_COMPLETION, S.IN_PROGRESS):
+            result = {**task.result, "operations": results}
+            if not failed:
+                _finish(w, task.model_copy(update={"result": result}))
+            else:
+                first = failed[0]
+                fault = Fault(code=first["fault_code"], string=first["fault_string"],
+                              method="DUStateChangeComplete", at=w.now)
+                w.announce(w.put(T.fail(task.model_copy(update={"result": result}), w.now,
+                                        f"{len(failed)} of {len(results)} operations failed; first: "
+                                        f"{first['fault_code']} {first['fault_string']}".strip(), fault)))
+        else:
+            w.notes.append(f"DUStateChangeComplete for a {task.status.value} task ignored")
+    elif not autonomous:
+        w.notes.append("DUStateChangeComplete for an unknown CommandKey")
+    w.events.append(DeviceEvent(kind="software_modules_changed", device_id=device.id, details=details))
+    root = device.data_model
+    busy = any(t.origin == SOFTWARE_MODULES_ORIGIN and t.open for t in open_tasks)
+    if root and not busy:
+        w.new_task("getParameterNames", {"parameter_path": f"{root}SoftwareModules.", "read_values": True},
+                   origin=SOFTWARE_MODULES_ORIGIN, max_attempts=1)
+    return w.decision()
+
+
+def on_autonomous_transfer_complete(event: CpeRequestReceived, device: DeviceState, env: Env,
+                                    cfg: PlanConfig) -> Decision:
+    """A transfer the CPE made on its own: announced as ``autonomous_transfer_completed``."""
+    w = _Work(env, cfg, device, device, [])
+    rpc = event.rpc
+    transfer = rpcs.read_transfer_complete(rpc)
+    details = {"announce_url": str(rpc.get("announce_url") or ""), "transfer_url": str(rpc.get("transfer_url") or ""),
+               "is_download": bool(rpc.get("is_download")), "file_type": str(rpc.get("file_type") or ""),
+               "file_size": int(rpc.get("file_size") or 0),
+               "target_file_name": str(rpc.get("target_file_name") or ""),
+               "fault_code": transfer.fault_code, "fault_string": transfer.fault_string,
+               "start_time": transfer.start_time, "complete_time": transfer.complete_time}
+    w.events.append(DeviceEvent(kind="autonomous_transfer_completed", device_id=device.id, details=details))
+    return w.decision()
+
+
 # --- periodic sweep ---------------------------------------------------------------------------
 
 
@@ -674,7 +734,8 @@ def sweep(candidates: Iterable[Task], env: Env, stale_after: float) -> tuple[lis
                 **({"job_id": task.job_id} if task.job_id else {})}))
         elif task.status is S.PENDING_COMPLETION and task.completion_deadline is not None \
                 and task.completion_deadline <= now:
-            reason = {"reboot": T.REBOOT_TIMEOUT_REASON, "factoryReset": T.RESET_TIMEOUT_REASON}.get(
+            reason = {"reboot": T.REBOOT_TIMEOUT_REASON, "factoryReset": T.RESET_TIMEOUT_REASON,
+                      "changeDUState": T.DU_TIMEOUT_REASON}.get(
                 task.name, T.TIMEOUT_REASON)
             failed = T.time_out_completion(task, now, reason)
             changed.append(failed)

@@ -19,18 +19,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.orchestrator.state import TR098_ROOT, TR181_ROOT
 from services.orchestrator.tasks import aware
 
-PolicyEvent = Literal[
+NamedPolicyEvent = Literal[
     "any", "registered", "bootstrap", "boot", "periodic", "scheduled", "value_change", "kicked",
     "connection_request", "transfer_complete", "diagnostics_complete", "request_download",
     "autonomous_transfer_complete", "du_state_change_complete", "autonomous_du_state_change_complete",
     "wakeup", "heartbeat",
+]
+# Besides the names above, an Inform event code itself: "M <method>" (M Download, M ScheduleDownload,
+# M X_ACME_Method) or a vendor code "X <OUI or vendor> <event>" (TR-069 3.7.1.5), matched exactly.
+RAW_EVENT_RE = re.compile(r"^(M [A-Za-z_][\w\-]{0,63}|X [0-9A-Za-z_\-]{1,64} \S.{0,62})$")
+PolicyEvent = Annotated[
+    NamedPolicyEvent | Annotated[str, Field(pattern=RAW_EVENT_RE.pattern, max_length=80)],
+    Field(description="an event name, or an Inform event code 'M <method>' / 'X <OUI> <event>'"),
 ]
 EVENT_NAMES: dict[str, str] = {
     "0 BOOTSTRAP": "bootstrap", "1 BOOT": "boot", "2 PERIODIC": "periodic", "3 SCHEDULED": "scheduled",
@@ -133,6 +140,8 @@ def inform_events(codes: Iterable[str], first_contact: bool) -> set[str]:
     for code in codes:
         if name := EVENT_NAMES.get(code):
             events.add(name)
+        elif code.startswith(("M ", "X ")):
+            events.add(code)  # a policy may name the code itself
     if first_contact:
         events.add("registered")
     return events

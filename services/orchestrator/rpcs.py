@@ -105,6 +105,48 @@ def upload(*, command_key: str, file_type: str, url: str, username: str, passwor
             "username": username, "password": password, "delay_seconds": delay_seconds}
 
 
+def schedule_download(*, command_key: str, file_type: str, url: str, username: str, password: str,
+                      file_size: int, time_windows: Iterable[Mapping[str, Any]],
+                      target_file_name: str = "") -> dict[str, Any]:
+    """``time_windows``: 1 or 2 of {window_start, window_end, window_mode, user_message, max_retries}."""
+    return {"method": "ScheduleDownload", "command_key": command_key, "file_type": file_type, "url": url,
+            "username": username, "password": password, "file_size": file_size,
+            "target_file_name": target_file_name,
+            "time_window_list": [{"window_start": int(w["window_start"]), "window_end": int(w["window_end"]),
+                                  "window_mode": str(w.get("window_mode") or "1 At Any Time"),
+                                  "user_message": str(w.get("user_message") or ""),
+                                  "max_retries": int(w.get("max_retries") or 0)} for w in time_windows]}
+
+
+def cancel_transfer(command_key: str) -> dict[str, Any]:
+    return {"method": "CancelTransfer", "command_key": command_key}
+
+
+def get_queued_transfers() -> dict[str, Any]:
+    return {"method": "GetQueuedTransfers"}
+
+
+def get_all_queued_transfers() -> dict[str, Any]:
+    return {"method": "GetAllQueuedTransfers"}
+
+
+_DU_FIELDS = {
+    "install": ("InstallOpStruct", ("url", "uuid", "username", "password", "execution_env_ref")),
+    "update": ("UpdateOpStruct", ("uuid", "version", "url", "username", "password")),
+    "uninstall": ("UninstallOpStruct", ("uuid", "version", "execution_env_ref")),
+}
+
+
+def change_du_state(operations: Iterable[Mapping[str, Any]], command_key: str) -> dict[str, Any]:
+    """``operations``: {type: install|update|uninstall, url?, uuid?, version?, username?, password?,
+    execution_env_ref?}; absent (None) fields are left out of the envelope."""
+    ops = []
+    for op in operations:
+        xsi_type, fields = _DU_FIELDS[str(op["type"])]
+        ops.append({"type": xsi_type, **{f: str(op[f]) for f in fields if op.get(f) is not None}})
+    return {"method": "ChangeDUState", "operations": ops, "command_key": command_key}
+
+
 # Arguments that must never reach a log line or the task history.
 SECRET_ARGUMENTS = ("password",)
 
@@ -115,6 +157,9 @@ def redacted(rpc: Mapping[str, Any]) -> dict[str, Any]:
     for key in SECRET_ARGUMENTS:
         if out.get(key):
             out[key] = "***"
+    if isinstance(out.get("operations"), list):
+        out["operations"] = [{**op, "password": "***"} if isinstance(op, Mapping) and op.get("password") else op
+                             for op in out["operations"]]
     if isinstance(out.get("parameter_list"), list):
         out["parameter_list"] = [
             {**item, "value": {"value": "***", "type": "xsd:string"}}
@@ -207,3 +252,63 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true")
     return bool(value)
+
+
+def read_queued_transfers(rpc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Get(All)QueuedTransfersResponse -> [{command_key, state, ...}] (state 1 not yet started,
+    2 in progress, 3 completed and waiting to be reported)."""
+    out = []
+    for item in rpc.get("transfer_list") or []:
+        if isinstance(item, Mapping):
+            out.append({k: item[k] for k in ("command_key", "state", "is_download", "file_type", "file_size",
+                                             "target_file_name") if k in item})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DuResult:
+    """One OpResultStruct of a (Autonomous)DUStateChangeComplete."""
+
+    uuid: str
+    deployment_unit_ref: str
+    version: str
+    current_state: str
+    resolved: bool
+    execution_unit_refs: list[str]
+    start_time: str
+    complete_time: str
+    fault_code: int
+    fault_string: str
+    operation: str | None = None  # AutonomousDUStateChangeComplete: OperationPerformed
+
+    def public(self) -> dict[str, Any]:
+        return {"uuid": self.uuid, "deployment_unit_ref": self.deployment_unit_ref, "version": self.version,
+                "current_state": self.current_state, "resolved": self.resolved,
+                "execution_unit_refs": self.execution_unit_refs, "start_time": self.start_time,
+                "complete_time": self.complete_time, "fault_code": self.fault_code,
+                "fault_string": self.fault_string,
+                **({"operation": self.operation} if self.operation is not None else {})}
+
+
+def read_du_results(rpc: Mapping[str, Any]) -> list[DuResult]:
+    out = []
+    for item in rpc.get("results") or []:
+        if not isinstance(item, Mapping):
+            continue
+        fault = item.get("fault") if isinstance(item.get("fault"), Mapping) else {}
+        try:
+            code = int(fault.get("fault_code") or 0)
+        except (TypeError, ValueError):
+            code = 9002
+        refs = [r for r in str(item.get("execution_unit_ref_list") or "").split(",") if r]
+        out.append(DuResult(uuid=str(item.get("uuid") or ""),
+                            deployment_unit_ref=str(item.get("deployment_unit_ref") or ""),
+                            version=str(item.get("version") or ""),
+                            current_state=str(item.get("current_state") or ""),
+                            resolved=_truthy(item.get("resolved")), execution_unit_refs=refs,
+                            start_time=str(item.get("start_time") or ""),
+                            complete_time=str(item.get("complete_time") or ""),
+                            fault_code=code, fault_string=str(fault.get("fault_string") or ""),
+                            operation=(str(item["operation_performed"]) if item.get("operation_performed")
+                                       else None)))
+    return out

@@ -19,6 +19,7 @@ from services.orchestrator.engine import Engine, PolicyCache
 from services.orchestrator.jobs import JobConfig, JobEngine
 from services.orchestrator.store import Store
 from services.orchestrator.targets import TargetPolicy
+from services.orchestrator.xmppconnreq import XmppRequester
 
 
 class NullPublisher:
@@ -45,7 +46,8 @@ class OrchestratorRuntime:
         self.store = Store(self.db)
         self.auth = ApiKeyAuth(self.db, settings.admin_api_key)
         self.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
-        self.requester = ConnectionRequester(self.http, targets=TargetPolicy.from_settings(settings))
+        self.xmpp = XmppRequester.from_settings(settings)
+        self.requester = ConnectionRequester(self.http, xmpp=self.xmpp, targets=TargetPolicy.from_settings(settings))
         self.policies = PolicyCache(self.store)
         self.producer = make_producer(settings) if with_kafka else None
         self.publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
@@ -79,6 +81,8 @@ class OrchestratorRuntime:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.xmpp is not None:
+            await self.xmpp.close()
         await self.http.aclose()
         await self.mongo.close()
 

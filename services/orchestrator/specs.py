@@ -210,15 +210,119 @@ class Upload(_Spec):
                          "'3 Vendor Configuration File <i>', '4 Vendor Log File <i>' or 'X <vendor> <name>'")
 
 
+class TimeWindow(BaseModel):
+    """One TimeWindowStruct of a ScheduleDownload (TR-069 A.4.1.8): seconds from the CPE's receipt."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    window_start: int = Field(ge=0, le=2**32 - 1)
+    window_end: int = Field(ge=0, le=2**32 - 1)
+    window_mode: Literal["1 At Any Time", "2 Immediately", "3 When Idle", "4 Confirmation Needed"] = \
+        "1 At Any Time"
+    user_message: str = Field("", max_length=256)
+    max_retries: int = Field(0, ge=-1, description="-1: the CPE decides; 0: no retry")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.window_end < self.window_start:
+            raise ValueError("window_end must not be before window_start")
+        return self
+
+
+class ScheduleDownload(_Spec):
+    """A file from the fileserver, downloaded by the CPE within one or two time windows (CWMP 1.2+)."""
+
+    name: Literal["scheduleDownload"]
+    file_name: str = Field(min_length=1, max_length=255)
+    file_type: str | None = Field(None, max_length=64, description="overrides the type stored with the file")
+    target_file_name: str = Field("", max_length=256)
+    time_windows: list[TimeWindow] = Field(min_length=1, max_length=2)
+
+    @field_validator("time_windows")
+    @classmethod
+    def _apart(cls, windows: list[TimeWindow]) -> list[TimeWindow]:
+        # A.4.1.8: the windows do not overlap, the second one starts after the first one ends.
+        if len(windows) == 2 and windows[1].window_start < windows[0].window_end:
+            raise ValueError("the second time window must start at or after the end of the first")
+        return windows
+
+
+class CancelTransfer(_Spec):
+    """Cancel a Download/Upload/ScheduleDownload the CPE has queued, by its CommandKey (CWMP 1.2+)."""
+
+    name: Literal["cancelTransfer"]
+    command_key: str = Field(min_length=1, max_length=32,
+                             description="the transfer's CommandKey: a download task's command_key")
+
+
+class GetQueuedTransfers(_Spec):
+    name: Literal["getQueuedTransfers"]
+
+
+class GetAllQueuedTransfers(_Spec):
+    name: Literal["getAllQueuedTransfers"]
+
+
+class DuOperation(BaseModel):
+    """One ChangeDUState operation (TR-069 A.4.1.10): install, update or uninstall a deployment unit."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    type: Literal["install", "update", "uninstall"]
+    file_name: str | None = Field(None, min_length=1, max_length=255,
+                                  description="install/update: a file on the fileserver (URL and one-off "
+                                              "credentials are made for it, as for a download)")
+    url: str | None = Field(None, max_length=1024,
+                            description="install/update: an external URL instead of file_name (no credentials)")
+    uuid: str | None = Field(None, max_length=36)
+    version: str | None = Field(None, max_length=32, description="update and uninstall only")
+    execution_env_ref: str | None = Field(None, max_length=256, description="install and uninstall only")
+
+    @model_validator(mode="after")
+    def _shape(self) -> DuOperation:
+        if self.file_name and self.url:
+            raise ValueError("give file_name or url, not both")
+        if self.type == "install":
+            if not (self.url or self.file_name):
+                raise ValueError("an install needs the file_name (or url) of the deployment unit")
+            if self.version is not None:
+                raise ValueError("an install takes no version")
+        if self.type == "update" and self.execution_env_ref is not None:
+            raise ValueError("an update takes no execution_env_ref")
+        if self.type == "uninstall":
+            if not self.uuid:
+                raise ValueError("an uninstall needs the uuid of the deployment unit")
+            if self.url or self.file_name:
+                raise ValueError("an uninstall takes no file_name or url")
+        if self.uuid is not None and not _UUID_RE.match(self.uuid):
+            raise ValueError(f"{self.uuid!r} is not a UUID")
+        if self.url is not None and not re.match(r"^https?://\S+$", self.url):
+            raise ValueError("url must be an http(s) URL")
+        return self
+
+
+_UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+
+
+class ChangeDUState(_Spec):
+    """Install, update or uninstall deployment units (TR-157 software modules; CWMP 1.2+)."""
+
+    name: Literal["changeDUState"]
+    operations: list[DuOperation] = Field(min_length=1, max_length=16)
+
+
 TaskSpec = Annotated[
     GetParameterValues | SetParameterValues | GetParameterNames | AddObject | DeleteObject
     | GetParameterAttributes | SetParameterAttributes | Reboot | FactoryReset | GetRPCMethods
-    | ScheduleInform | Download | Upload,
+    | ScheduleInform | Download | Upload | ScheduleDownload | CancelTransfer | GetQueuedTransfers
+    | GetAllQueuedTransfers | ChangeDUState,
     Field(discriminator="name"),
 ]
 TASK_NAMES = ("getParameterValues", "setParameterValues", "getParameterNames", "addObject", "deleteObject",
               "getParameterAttributes", "setParameterAttributes", "reboot", "factoryReset",
-              "getRPCMethods", "scheduleInform", "download", "upload")
+              "getRPCMethods", "scheduleInform", "download", "upload", "scheduleDownload", "cancelTransfer",
+              "getQueuedTransfers", "getAllQueuedTransfers", "changeDUState")
+
 
 
 def task_args(spec: BaseModel) -> dict[str, Any]:
@@ -226,4 +330,7 @@ def task_args(spec: BaseModel) -> dict[str, Any]:
     args = spec.model_dump(mode="json", exclude={"name", "expires_in", "expires_at"})
     if isinstance(spec, SetParameterValues | AddObject):
         args["parameter_values"] = [v.as_wire() for v in spec.parameter_values]
+    if isinstance(spec, ChangeDUState):
+        # Absent fields stay absent on the wire (the XSD's optional elements).
+        args["operations"] = [op.model_dump(exclude_none=True) for op in spec.operations]
     return args

@@ -39,6 +39,7 @@ class DeviceState(BaseModel):
     software_version: str | None = None
     connection_request_url: str | None = None
     udp_connection_request_address: str | None = None
+    xmpp_jid: str | None = None  # ManagementServer.ConnReqJabberID (Annex K)
     cr_username: str | None = None
     cr_password: str | None = None
     # Minted at bootstrap, used once the CPE has accepted them (SetParameterValues succeeded).

@@ -22,7 +22,10 @@ from services.orchestrator.tasks import Task
 # Tasks after which the CPE goes away: planned last, when nothing else of the session is left.
 TERMINAL_KINDS = frozenset({"reboot", "factoryReset"})
 # Tasks whose RPC carries a CommandKey that the CPE echoes back later (M events, TransferComplete).
-COMMAND_KEY_KINDS = frozenset({"reboot", "scheduleInform", "download", "upload"})
+COMMAND_KEY_KINDS = frozenset({"reboot", "scheduleInform", "download", "upload", "scheduleDownload",
+                               "changeDUState"})
+# Transfers the CPE reports on later with a TransferComplete carrying the task's CommandKey.
+TRANSFER_KINDS = frozenset({"download", "upload", "scheduleDownload"})
 # Internal task names, created by the ACS itself and never accepted from the API.
 BOOTSTRAP_TASK = "bootstrap"
 
@@ -49,6 +52,8 @@ class Absorbed:
     result: dict[str, Any]
     outcome: Literal["continue", "succeeded", "pending_completion"] = "continue"
     device_updates: dict[str, Any] = field(default_factory=dict)
+    # pending_completion: seconds on top of the usual completion timeout (a ScheduleDownload's windows).
+    extra_wait: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,29 @@ def _single_rpc(task: Task, ctx: StepContext) -> Step:
                               url=ctx.env.upload_url(name), username=username, password=password,
                               delay_seconds=int(a.get("delay_seconds", 0)))
             return Step(progress={"upload_name": name}, rpcs=[Outgoing("upload", rpc)], final=True)
+        case "scheduleDownload":
+            username, password = ctx.env.mint_credentials(a["file_name"], task.device_id)
+            rpc = rpcs.schedule_download(command_key=task.command_key or "", file_type=a["file_type"],
+                                         url=a["url"], username=username, password=password,
+                                         file_size=int(a.get("file_size") or 0), time_windows=a["time_windows"],
+                                         target_file_name=a.get("target_file_name", ""))
+            progress = {"software_version_before": ctx.device.software_version}
+            return Step(progress=progress, rpcs=[Outgoing("schedule_download", rpc)], final=True)
+        case "cancelTransfer":
+            return _one("cancel_transfer", rpcs.cancel_transfer(a["command_key"]))
+        case "getQueuedTransfers":
+            return _one("queued", rpcs.get_queued_transfers())
+        case "getAllQueuedTransfers":
+            return _one("queued", rpcs.get_all_queued_transfers())
+        case "changeDUState":
+            operations = []
+            for op in a["operations"]:
+                op = dict(op)
+                if op.get("file_name"):
+                    # The unit is a fileserver file: one-off credentials, as for a Download.
+                    op["username"], op["password"] = ctx.env.mint_credentials(op["file_name"], task.device_id)
+                operations.append(op)
+            return _one("du", rpcs.change_du_state(operations, task.command_key or ""))
     raise ValueError(f"unknown task name {task.name!r}")
 
 
@@ -145,6 +173,21 @@ def _absorb_single(task: Task, key: str, response: dict[str, Any], ctx: StepCont
             outcome: Literal["succeeded", "pending_completion"] = (
                 "pending_completion" if status == 1 else "succeeded")
             return Absorbed(progress=task.progress, result=result, outcome=outcome)
+        case "schedule_download":
+            # No Status: the CPE always reports the outcome later, in a TransferComplete, at the
+            # latest after its last window closes.
+            result["command_key"] = task.command_key
+            last_end = max((int(w["window_end"]) for w in task.args.get("time_windows", [])), default=0)
+            return Absorbed(progress=task.progress, result=result, outcome="pending_completion",
+                            extra_wait=float(last_end))
+        case "cancel_transfer":
+            result["cancelled"] = task.args["command_key"]
+        case "queued":
+            result["transfers"] = rpcs.read_queued_transfers(response)
+        case "du":
+            # Done when the CPE's DUStateChangeComplete with this CommandKey arrives.
+            result["command_key"] = task.command_key
+            return Absorbed(progress=task.progress, result=result, outcome="pending_completion")
     return Absorbed(progress=task.progress, result=result)
 
 
@@ -339,7 +382,9 @@ KINDS: dict[str, Kind] = {
                          tolerates=lambda task, key: key.startswith(("gpn:", "gpv:")) or key == "cpe"),
     **{name: _SINGLE for name in ("setParameterValues", "deleteObject", "getParameterAttributes",
                                   "setParameterAttributes", "reboot", "factoryReset", "getRPCMethods",
-                                  "scheduleInform", "download", "upload")},
+                                  "scheduleInform", "download", "upload", "scheduleDownload",
+                                  "cancelTransfer", "getQueuedTransfers", "getAllQueuedTransfers",
+                                  "changeDUState")},
 }
 
 

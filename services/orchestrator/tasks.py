@@ -56,6 +56,7 @@ TIMEOUT_REASON = "no TransferComplete within the download timeout"
 REBOOT_TIMEOUT_REASON = ("the device did not come back (1 BOOT with M Reboot and the task's CommandKey) "
                          "within the reboot timeout")
 RESET_TIMEOUT_REASON = "the device did not come back (0 BOOTSTRAP) within the reboot timeout"
+DU_TIMEOUT_REASON = "no DUStateChangeComplete within the download timeout"
 
 
 class TransitionError(ValueError):

@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 from acs.infra import free_port
+from acs.xmppserver import XmppServer
 from tests.conftest import S3Server
+from tests.xmpp_server import xmpp_server
+
+__all__ = ["xmpp_server"]  # fixture
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,13 +40,17 @@ class Stack:
     env: dict[str, str]
 
     @property
+    def xmpp_server(self) -> str:
+        return self.env["ACS_XMPP_SERVER"]
+
+    @property
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_key}"}
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
-          s3_server: S3Server) -> Iterator[Stack]:
+          s3_server: S3Server, xmpp_server: XmppServer) -> Iterator[Stack]:
     name = "e2e" + uuid.uuid4().hex[:8]
     ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
                                       "DOWNLOADS", "CONSOLE")}
@@ -65,6 +73,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         # A reboot the simulator does not come back from fails within seconds (tests/e2e/test_reboot.py).
         "ACS_REBOOT_TIMEOUT": "8", "ACS_SWEEP_INTERVAL": "1",
         "ACS_LOG_LEVEL": "INFO",
+        # XMPP connection requests (Annex K) through the test run's prosody.
+        "ACS_XMPP_SERVER": xmpp_server.address, "ACS_XMPP_JID": f"acs-{name}@{xmpp_server.domain}",
+        "ACS_XMPP_PASSWORD": "e2e-xmpp-" + uuid.uuid4().hex, "ACS_XMPP_REGISTER": "true",
     })
     data_dir = tmp_path_factory.mktemp("stack")
     up = subprocess.Popen([sys.executable, "-m", "acs.cli", "up", "--external", "--data-dir", str(data_dir)],

@@ -20,6 +20,7 @@ from cwmp import (
     ParameterValueStruct,
     SetParameterValues,
     build_envelope,
+    rpc_from_dict,
 )
 from cwmp.models import CwmpMessage
 from tests.unit.cwmp.cwmp_samples import (
@@ -120,3 +121,68 @@ def test_base64_values_use_the_cwmp_type_name() -> None:
         assert xsd.validate(element) is valid
         if not valid:
             assert "does not resolve to a type definition" in str(xsd.error_log.last_error)
+
+
+def _planned_by_the_orchestrator() -> list[object]:
+    """The RPCs the orchestrator's transfer and deployment-unit tasks send, built by its own
+    builders (services/orchestrator/rpcs.py) exactly as a plan carries them."""
+    from services.orchestrator import rpcs
+
+    built = [
+        rpcs.schedule_download(command_key="task-0123456789abcdef.1", file_type="1 Firmware Upgrade Image",
+                               url="http://files.test/download/fw.bin", username="u", password="p",
+                               file_size=83687, target_file_name="fw.bin",
+                               time_windows=[{"window_start": 0, "window_end": 3600},
+                                             {"window_start": 7200, "window_end": 10800,
+                                              "window_mode": "4 Confirmation Needed",
+                                              "user_message": "Upgrade?", "max_retries": -1}]),
+        rpcs.cancel_transfer("task-0123456789abcdef.1"),
+        rpcs.get_queued_transfers(),
+        rpcs.get_all_queued_transfers(),
+        rpcs.change_du_state([
+            {"type": "install", "url": "http://files.test/download/app.ipk", "username": "u", "password": "p"},
+            {"type": "install", "url": "http://x.test/b.ipk", "uuid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+             "execution_env_ref": "Device.SoftwareModules.ExecEnv.1"},
+            {"type": "update", "uuid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "version": "2.0"},
+            {"type": "update", "url": "http://x.test/b2.ipk"},
+            {"type": "uninstall", "uuid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "version": "2.0",
+             "execution_env_ref": "Device.SoftwareModules.ExecEnv.1"},
+        ], "task-0123456789abcdef.1"),
+    ]
+    cases = []
+    for rpc in built:
+        message = rpc_from_dict(rpc)
+        assert isinstance(message, CwmpMessage)
+        for version in SCHEMA_VERSIONS:
+            if version_key(type(message).SINCE) <= version_key(version):
+                cases.append(pytest.param(version, message, id=f"{version}-{message.METHOD}"))
+    return cases
+
+
+@pytest.mark.parametrize(("version", "message"), _planned_by_the_orchestrator())
+def test_orchestrator_transfer_and_du_rpcs_validate(version: str, message: CwmpMessage) -> None:
+    """Every cwmp version that defines the method (ScheduleDownload, CancelTransfer and
+    ChangeDUState from 1-2, GetAllQueuedTransfers from 1-1, GetQueuedTransfers from 1-0)."""
+    body = build_envelope(message, cwmp_ns=SCHEMA_NAMESPACE[version], cwmp_id="id-1")
+    _assert_valid(version, _rpc_element(body))
+
+
+def test_orchestrator_rpcs_cover_the_versions_that_define_them() -> None:
+    versions: dict[str, set[str]] = {}
+    for case in _planned_by_the_orchestrator():
+        version, message = case.values  # type: ignore[attr-defined]
+        versions.setdefault(message.METHOD, set()).add(version)
+    assert versions == {"ScheduleDownload": {"1-2", "1-3", "1-4"}, "CancelTransfer": {"1-2", "1-3", "1-4"},
+                        "ChangeDUState": {"1-2", "1-3", "1-4"}, "GetAllQueuedTransfers": {"1-1", "1-2", "1-3", "1-4"},
+                        "GetQueuedTransfers": set(SCHEMA_VERSIONS)}
+
+
+def test_a_schedule_download_with_three_windows_is_caught_by_the_schema() -> None:
+    """Negative control: TimeWindowList holds at most two windows (the task spec refuses a third)."""
+    from services.orchestrator import rpcs
+
+    windows = [{"window_start": 10 * i, "window_end": 10 * i + 5} for i in range(3)]
+    rpc = rpcs.schedule_download(command_key="k", file_type="1 Firmware Upgrade Image", url="http://f.test/x",
+                                 username="", password="", file_size=1, time_windows=windows)
+    with pytest.raises(AssertionError, match="TimeWindowStruct"):
+        _assert_valid("1-2", _rpc_element(build_envelope(rpc_from_dict(rpc), cwmp_ns=CWMP_NS_1_2, cwmp_id="1")))

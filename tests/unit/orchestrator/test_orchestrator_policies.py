@@ -91,8 +91,9 @@ def test_device_criteria_and_tags() -> None:
 
 
 def test_inform_events_map_codes_to_policy_event_names() -> None:
+    # M and vendor X codes stand for themselves (tests/unit/orchestrator/test_orchestrator_event_triggers.py).
     assert inform_events(["0 BOOTSTRAP", "1 BOOT", "M Reboot", "X 00256D Custom"], first_contact=True) == {
-        "any", "bootstrap", "boot", "registered"}
+        "any", "bootstrap", "boot", "registered", "M Reboot", "X 00256D Custom"}
     assert inform_events(["4 VALUE CHANGE"], first_contact=False) == {"any", "value_change"}
 
 

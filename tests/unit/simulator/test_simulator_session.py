@@ -7,21 +7,34 @@ import pytest
 from cwmp.codec import CWMP_NS_1_0, CWMP_NS_1_2, build_envelope, parse_envelope
 from cwmp.faults import CwmpFault
 from cwmp.models import (
+    CancelTransfer,
+    CancelTransferResponse,
+    ChangeDUState,
+    ChangeDUStateResponse,
     Download,
     DownloadResponse,
+    DUStateChangeComplete,
+    DUStateChangeCompleteResponse,
     FactoryReset,
     FaultStruct,
+    GetAllQueuedTransfers,
+    GetAllQueuedTransfersResponse,
     GetParameterValues,
     GetParameterValuesResponse,
     GetRPCMethodsResponse,
     Inform,
     InformResponse,
+    InstallOpStruct,
     ParameterValueStruct,
     Reboot,
+    ScheduleDownload,
     ScheduleInform,
     SetParameterValues,
+    TimeWindowStruct,
     TransferComplete,
     TransferCompleteResponse,
+    UninstallOpStruct,
+    UpdateOpStruct,
     Upload,
 )
 from cwmp.values import ParameterValue
@@ -380,3 +393,73 @@ def test_retry_backoff_and_retry_count(device: Device, clock: Clock, wakes: list
     assert device.build_inform(URL).retry_count == 2
     device.session_ended(True, clock())
     assert device.retry_count == 0
+
+
+# -- ChangeDUState (TR-157 deployment units) -----------------------------------------------------
+
+
+def _answer_acs(session: CpeSession, message: object) -> object:
+    out = session.receive(200, acs(message))
+    assert out is not None and out.kind is OutKind.RESPONSE
+    return parse_envelope(out.body).message
+
+
+def test_change_du_state_installs_updates_uninstalls_and_reports_in_a_new_session(
+        clock: Clock, wakes: list[float]) -> None:
+    device = make_device(clock, wakes, "tr181")
+    session = CpeSession(device, url=URL)
+    run_until_idle(session)
+    table = "Device.SoftwareModules.DeploymentUnit."
+    answer = _answer_acs(session, ChangeDUState((
+        InstallOpStruct("http://files.test/download/app.ipk"),
+        InstallOpStruct("ftp://files.test/other.ipk"),
+        UninstallOpStruct("6ba7b810-9dad-11d1-80b4-00c04fd430c8"),
+    ), "du-1"))
+    assert isinstance(answer, ChangeDUStateResponse)
+    rows = device.model.get_parameter_names(table, True)
+    assert [r.name for r in rows] == [f"{table}1."]
+    uuid = device.model.get(f"{table}1.UUID")
+    assert device.model.get(f"{table}1.URL") == "http://files.test/download/app.ipk"
+    assert device.model.get("Device.SoftwareModules.DeploymentUnitNumberOfEntries") == "1"
+    assert wakes, "the device wants a new session to report"
+
+    report = CpeSession(device, url=URL)
+    inform = parse_envelope(report.start().body).message
+    assert {("11 DU STATE CHANGE COMPLETE", ""), ("M ChangeDUState", "du-1")} <= set(events(inform))  # type: ignore[arg-type]
+    out = report.receive(200, inform_response(report))
+    assert out is not None and out.method == "DUStateChangeComplete"
+    sent = parse_envelope(out.body)
+    message = sent.message
+    assert isinstance(message, DUStateChangeComplete) and message.command_key == "du-1"
+    assert [(r.current_state, r.fault.fault_code) for r in message.results] == [
+        ("Installed", 0), ("Failed", 9013), ("Failed", 9028)]
+    assert message.results[0].uuid == uuid and message.results[0].deployment_unit_ref == f"{table}1"
+    empty = report.receive(200, acs(DUStateChangeCompleteResponse(), cwmp_id=sent.header.id))
+    assert empty is not None and empty.kind is OutKind.EMPTY
+    assert device.rt.pending_tcs == []
+    assert all(c not in ("11 DU STATE CHANGE COMPLETE", "M ChangeDUState") for c, _k in device.rt.events)
+
+    # Update bumps the version, uninstall removes the row; a second install of the same URL is 9026.
+    _answer_acs(report, ChangeDUState((UpdateOpStruct(uuid=uuid), InstallOpStruct("http://files.test/download/app.ipk"),
+                                       UninstallOpStruct(uuid, "1.1")), "du-2"))
+    (_event, done) = device.rt.pending_tcs[-1]
+    assert isinstance(done, DUStateChangeComplete)
+    assert [(r.current_state, r.version, r.fault.fault_code) for r in done.results] == [
+        ("Installed", "1.1", 0), ("Failed", "", 9026), ("Uninstalled", "1.1", 0)]
+    assert device.model.get_parameter_names(table, True) == []
+
+
+def test_a_transfer_waiting_for_its_window_can_be_cancelled_a_running_one_cannot(device: Device) -> None:
+    device.handle(ScheduleDownload(command_key="sd1", url="http://files/fw.bin", file_size=10,
+                                   time_window_list=(TimeWindowStruct(3600, 7200),)))
+    assert [t.command_key for t in device.transfers_to_start()] == ["sd1"]  # handed to the runner, waiting
+    queued = device.handle(GetAllQueuedTransfers())
+    assert isinstance(queued, GetAllQueuedTransfersResponse)
+    assert [(t.command_key, t.state, t.is_download) for t in queued.transfer_list] == [("sd1", 1, True)]
+    assert isinstance(device.handle(CancelTransfer("sd1")), CancelTransferResponse)
+    assert device.rt.transfers == []
+    device.handle(Download(command_key="d1", url="http://files/fw.bin", file_size=10))
+    device.rt.transfers[0].state = 2  # the runner started it
+    with pytest.raises(CwmpFault) as excinfo:
+        device.handle(CancelTransfer("d1"))
+    assert excinfo.value.code == 9021
