@@ -21,9 +21,6 @@ import pytest
 from acs.infra import free_port
 from acs.xmppserver import XmppServer
 from tests.conftest import S3Server
-from tests.xmpp_server import xmpp_server
-
-__all__ = ["xmpp_server"]  # fixture
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,10 +18,8 @@ from simulator.config import FleetSettings
 from simulator.device import Device
 from simulator.fleet import Fleet
 from simulator.miniacs import MiniAcs, eventually, serving
-from tests.xmpp_server import xmpp_server
 
 pytestmark = pytest.mark.integration
-__all__ = ["xmpp_server"]  # fixture
 
 
 def _events(acs: MiniAcs, serial: str) -> list[list[str]]:
