@@ -44,6 +44,7 @@ from services.orchestrator.apimodels import (
     TaskList,
     TaskOut,
 )
+from services.orchestrator.campaign_api import add_campaign_routes
 from services.orchestrator.connreq import ConnectionRequestResult
 from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
@@ -305,6 +306,9 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
         runtime.policies.invalidate()
         return Response(status_code=204)
+
+    # Firmware campaigns: /api/v1/campaigns (services/orchestrator/campaign_api.py).
+    add_campaign_routes(app, runtime)
 
     # --- API keys --------------------------------------------------------------------------
 
