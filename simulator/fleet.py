@@ -200,6 +200,8 @@ class Fleet:
         if device.state == DeviceState.OFF:
             device.boot(now)
             return
+        if device.state == DeviceState.GONE:
+            return
         if device.state != DeviceState.IDLE:
             return  # checked again when the session or reboot ends
         if device.factory_reset_pending or device.reboot_key is not None or device.firmware_pending:
@@ -316,8 +318,21 @@ class Fleet:
         s = self.settings
         if transfer.delay > 0:
             await asyncio.sleep(transfer.delay)
+        firmware = transfer.is_download and transfer.file_type.startswith("1 ")
+        if firmware and s.goes_offline(device.index):
+            device.state = DeviceState.GONE  # offline for good: the scheduler never runs it again
+            self.metrics.transfers["download offline"] += 1
+            return
         transfer.state = 2
         start = now_iso()
+        if transfer.is_download and s.download_seconds > 0:
+            await asyncio.sleep(s.download_seconds)
+        if firmware and s.fail_stage == "transfer" and s.fails(device.index):
+            transfer.state = 3
+            self.metrics.transfers[f"download {s.fail_fault}"] += 1
+            device.transfer_finished(transfer, device.transfer_result(transfer, start, s.fail_fault,
+                                                                      "firmware download failed (fail_share)"), None)
+            return
         if transfer.is_download:
             url, username, password = transfer.url, transfer.username, transfer.password
             if s.credentials_in_url:
