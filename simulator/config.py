@@ -101,7 +101,7 @@ class FleetSettings:
     # A share of the devices (spread the same way, counted from the other end) that accept a
     # firmware Download and then go offline for good: no transfer, no session, no Inform.
     offline_share: float = 0.0
-    # Slow downloads: seconds every download takes beyond the transfer itself.
+    # Slow downloads: every download's body is read over this many seconds (a thin line).
     download_seconds: float = 0.0
     # Connection requests.
     cr_host: str = "127.0.0.1"

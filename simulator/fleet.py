@@ -325,8 +325,6 @@ class Fleet:
             return
         transfer.state = 2
         start = now_iso()
-        if transfer.is_download and s.download_seconds > 0:
-            await asyncio.sleep(s.download_seconds)
         if firmware and s.fail_stage == "transfer" and s.fails(device.index):
             transfer.state = 3
             self.metrics.transfers[f"download {s.fail_fault}"] += 1
@@ -338,7 +336,8 @@ class Fleet:
             if s.credentials_in_url:
                 url, username, password = credentials_through_url(url, username, password)
             outcome = await download(url, username, password, transfer.file_size, transfer.target_file_name,
-                                     io_timeout=s.transfer_timeout, user_agent=s.user_agent)
+                                     io_timeout=s.transfer_timeout, user_agent=s.user_agent,
+                                     slow_seconds=s.download_seconds)
         else:
             outcome = await upload(transfer.url, transfer.username, transfer.password,
                                    device.config_dump(), io_timeout=s.transfer_timeout, user_agent=s.user_agent)

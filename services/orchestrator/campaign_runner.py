@@ -290,7 +290,9 @@ class CampaignRunner:
         if to_cancel:
             await self.store.save_tasks(to_cancel)
         if missing:
-            await self.store.insert_new_tasks([self._task(doc, row, now) for row in missing])
+            created = set(await self.store.insert_new_tasks([self._task(doc, row, now) for row in missing]))
+            await self._wake_devices([r["device_id"] for r in missing if r["task_id"] in created],
+                                     spec.limits.connection_requests_per_second)
 
     async def _tasks(self, ids: list[str]) -> list[Task]:
         found = self.store.tasks.find({"_id": {"$in": ids}})
@@ -447,9 +449,10 @@ class CampaignRunner:
             attempt = int(row.get("attempt", 0))
             task_id = C.campaign_task_id(cid, row["device_id"], attempt)
             # The decision first: the device is in progress with this task, then the task exists.
-            if await self.devices.move(row, {"state": "in_progress", "task_id": task_id, "started_at": now,
-                                             "deadline": now + timeout, "reason": ""}):
-                started.append({**row, "task_id": task_id, "state": "in_progress"})
+            changes = {"state": "in_progress", "task_id": task_id, "started_at": now, "deadline": now + timeout,
+                       "reason": ""}
+            if await self.devices.move(row, changes):
+                started.append({**row, **changes})
         if not started:
             return
         if doc.get("note"):
