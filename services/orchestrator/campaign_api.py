@@ -163,7 +163,7 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
             "total": total, "cursor": None, "selection_done": False, "wave": 0, "active_waves": [],
             "waves": [{"target": t, "seen": 0, "taken": 0, "counts": {}, "approved": False,
                        "started_at": now if i == 0 else None, "completed_at": None} for i, t in enumerate(targets)],
-            "start_at": body.start_at or now, "lease_owner": None, "lease_until": None,
+            "start_at": body.start_at, "lease_owner": None, "lease_until": None,
             "created_at": now, "created_by": principal.name}
         if not body.draft:
             doc["work"] = TICK

@@ -203,8 +203,8 @@ class CampaignRunner:
         state = doc.get("state")
         now = self.now()
         if state == "scheduled":
-            start_at = aware(doc["start_at"]) if doc.get("start_at") else now
-            if now < start_at:
+            start_at = aware(doc["start_at"]) if doc.get("start_at") else None
+            if start_at is not None and now < start_at:
                 return self._later(min(start_at, now + timedelta(seconds=60)))
             if not await self._advance(doc, owner, {"state": "running", "started_at": now, "reason": ""}):
                 return None
