@@ -19,7 +19,7 @@ BROKEN = Path(__file__).resolve().parent / "broken"
 OVERLAYS = ("small", "large")  # the `rendered` and `manifests` fixtures (conftest.py) hold these
 SERVICES = {"gateway": 7547, "orchestrator": 7560, "inventory": 7561, "fileserver": 7562}
 CONSUMERS = ("acs-orchestrator", "acs-inventory")  # Kafka consumer groups on cwmp.inbound
-TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events"}
+TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events", "campaign.events"}
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
 SESSIONS_METRIC = "acs_gateway_sessions_per_second"
 
