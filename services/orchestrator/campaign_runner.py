@@ -25,7 +25,6 @@ conditional on the lease and on the state the round read: an operator's pause or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +58,7 @@ TICK = "tick"
 SWEEP = "sweep"
 # Devices looked at per round (in progress) and started per round, at most.
 OBSERVE_LIMIT = 5000
+EVENT_TIMEOUT = 5.0
 
 CAMPAIGN_DEVICE_STATES = Gauge("acs_campaign_devices", "Devices of a campaign per state", ["campaign", "state"])
 CAMPAIGN_IN_FLIGHT = Gauge("acs_campaign_downloads_in_flight", "Devices of a campaign with a Download in progress",
@@ -508,5 +508,9 @@ class CampaignRunner:
         event = CampaignEvent(kind=kind, campaign_id=doc["_id"], name=doc.get("name", ""),  # type: ignore[arg-type]
                               state=doc.get("state", ""), wave=wave, reason=doc.get("reason", ""),
                               counts=C.progress(doc), details=details or {})
-        with contextlib.suppress(Exception):
-            await self.send(event)
+        # The decision is stored already; a broker that does not answer must not hold the round.
+        try:
+            async with asyncio.timeout(EVENT_TIMEOUT):
+                await self.send(event)
+        except Exception:  # noqa: BLE001 - logged; the event is lost, the campaign goes on
+            log.warning("could not publish a campaign event", extra={"campaign_id": doc["_id"], "kind": kind})
