@@ -133,7 +133,8 @@ class CampaignIn(_Model):
     firmware: list[FirmwareIn] = Field(min_length=1, max_length=100)
     eligibility: Eligibility = Field(default_factory=Eligibility)
     canary: WaveSpec = Field(default_factory=lambda: WaveSpec(size=1))
-    waves: list[WaveSpec] = Field(default_factory=lambda: [WaveSpec(percent=100)], max_length=100)
+    waves: list[WaveSpec] = Field(default_factory=lambda: [WaveSpec(percent=100)], max_length=100,
+                                  description="after the canary; the last wave (the canary when none) takes the rest")
     gates: Gates = Field(default_factory=Gates)
     stop: StopRules = Field(default_factory=StopRules)
     windows: list[MaintenanceWindow] = Field(default_factory=list, description="none: at any time")

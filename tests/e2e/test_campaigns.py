@@ -55,7 +55,13 @@ async def start_fleet(stack: Stack, api: httpx.AsyncClient, devices: int, **opti
         return sum(t["device_id"].endswith(tuple(f"-{prefix}{i:06d}" for i in range(devices)))
                    for t in found["tasks"]) >= devices
 
+    async def all_in_the_inventory() -> bool:
+        # The inventory consumes the Informs on its own: it may be behind the orchestrator.
+        found = (await api.get("/devices/count", params={"q": json.dumps({"serial_number": {"$prefix": prefix}})}))
+        return bool(found.json()["count"] == devices)
+
     await eventually(all_bootstrapped, seconds=90, step=0.5)
+    await eventually(all_in_the_inventory, seconds=30, step=0.2)
     return fleet, prefix
 
 
@@ -214,3 +220,37 @@ async def test_a_failing_share_pauses_the_campaign_in_its_second_wave_and_it_res
 
 async def _settled(api: httpx.AsyncClient, campaign_id: str) -> bool:
     return (await progress(api, campaign_id))["counts"]["in_progress"] == 0
+
+
+async def test_offline_devices_fail_by_the_timeout_and_refused_downloads_with_the_cpe_fault(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    # 10 devices: 4 and 9 answer the Download RPC with 9010; 0 and 5 accept it, then go offline.
+    fleet, prefix = await start_fleet(stack, api, 10, model="tr098", fail_share=0.2, fail_stage="download",
+                                      offline_share=0.2)
+    try:
+        firmware = await upload_firmware(api, "IGD-SIM")
+        created = await api.post("/campaigns", json={
+            "name": "offline and refused", "query": {"serial_number": {"$prefix": prefix}},
+            "firmware": [{"product_class": "IGD-SIM", "file_name": firmware}],
+            "canary": {"percent": 100}, "waves": [],
+            "limits": {"max_in_flight": 10, "connection_requests_per_second": 50, "device_timeout_seconds": 6}})
+        assert created.status_code == 201, created.text
+        assert created.json()["total"] == 10
+        campaign_id = created.json()["id"]
+        done = await watch(api, campaign_id, lambda p: p["state"] == "completed", 45, [])
+        assert (done["counts"]["upgraded"], done["counts"]["failed"]) == (6, 4), str(
+            (done["counts"], done["waves"], [(r["device_id"][-2:], r["state"], r["reason"])
+                                             for r in await campaign_devices(api, campaign_id)]))
+        rows = {int(r["device_id"][-6:]): r for r in await campaign_devices(api, campaign_id)}
+        for index in (0, 5):
+            assert rows[index]["state"] == "failed"
+            assert rows[index]["reason"] == "no upgrade within the device timeout"
+        for index in (4, 9):
+            assert rows[index]["state"] == "failed" and rows[index]["fault"]["code"] == 9010
+            assert rows[index]["fault"]["method"] == "Download"
+        tasks = (await api.get("/tasks", params={"job_id": campaign_id, "limit": 100})).json()["tasks"]
+        offline = [t for t in tasks if int(t["device_id"][-6:]) in (0, 5)]
+        # The campaign gave up on them: their Downloads are cancelled, not left waiting forever.
+        assert {t["status"] for t in offline} == {"cancelled"}
+    finally:
+        await fleet.stop()
