@@ -56,7 +56,7 @@ CAMPAIGN_DEVICES = "campaign_devices"
 KIND = "campaign"
 TICK = "tick"
 SWEEP = "sweep"
-# Devices looked at per round (in progress) and started per round, at most.
+# Devices in progress looked at per round, at most (the in-flight cap's upper bound, campaigns.Limits).
 OBSERVE_LIMIT = 5000
 EVENT_TIMEOUT = 5.0
 

@@ -120,7 +120,7 @@ class MaintenanceWindow(_Model):
 
 
 class Limits(_Model):
-    max_in_flight: int = Field(100, ge=1, description="devices with a Download in progress, at most")
+    max_in_flight: int = Field(100, ge=1, le=5000, description="devices with a Download in progress, at most")
     connection_requests_per_second: float = Field(10.0, gt=0, le=10_000)
     device_timeout_seconds: float = Field(3600.0, gt=0, description="from the Download's creation until the "
                                                                     "device is back on the target version")
