@@ -374,7 +374,7 @@ async def _change(store: Any, task_id: str, change: Any) -> Task:
 
 async def _job_or_404(store: Any, job_id: str) -> dict[str, Any]:
     job = await store.get_job(job_id)
-    if job is None:
+    if job is None or job.get("kind") == "campaign":  # campaigns share the collection: /api/v1/campaigns
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job
 

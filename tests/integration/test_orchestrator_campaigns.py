@@ -140,6 +140,9 @@ async def test_nothing_starts_outside_the_window_then_at_most_the_cap_ineligible
             assert reasons["SN02"] == "software version 2.1 is not eligible"
             # The canary is 3 eligible devices: SN00 (1.0), SN01 (2.0), SN03 (1.0); SN02 was skipped.
             assert set(reasons) == {"SN02"}
+            # A campaign lives in the jobs engine's collection, but it is not a job.
+            assert (await api.get(f"/api/v1/jobs/{cid}", headers=ADMIN)).status_code == 404
+            assert cid not in {j["id"] for j in (await api.get("/api/v1/jobs", headers=ADMIN)).json()["jobs"]}
             waiting = (await api.get(f"/api/v1/campaigns/{cid}/devices", headers=ADMIN)).json()["devices"]
             assert sorted(r["device_id"].split("-")[-1] for r in waiting if r["state"] != "skipped") == \
                 ["SN00", "SN01", "SN03"]
@@ -217,3 +220,50 @@ async def test_an_orchestrator_killed_mid_wave_is_continued_without_a_second_dow
         ended = max(datetime.fromisoformat(r["ended_at"]) for r in failed if r["wave"] == wave - 1)
         assert all(datetime.fromisoformat(r["started_at"]) >= ended - timedelta(milliseconds=1)
                    for r in failed if r["wave"] == wave)
+
+
+async def test_draft_approval_gate_operator_pause_and_cancel(servers: Servers) -> None:
+    runtime = OrchestratorRuntime(servers.settings, with_kafka=False,
+                                  job_config=JobConfig(lease_seconds=5, claim_interval=0.1),
+                                  campaign_config=CampaignConfig(tick_seconds=0.1))
+    await runtime.start()
+    try:
+        app = orchestrator_app(runtime, manage_runtime=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orchestrator") as api:
+            created = await api.post("/api/v1/campaigns", headers=ADMIN, json=campaign(
+                draft=True, gates={"manual_approval": True}))
+            assert created.status_code == 201 and created.json()["state"] == "draft", created.text
+            cid = created.json()["id"]
+            assert (await api.post(f"/api/v1/campaigns/{cid}/resume", headers=ADMIN)).status_code == 409
+            await asyncio.sleep(0.5)
+            assert (await runtime.store.get_job(cid) or {}).get("state") == "draft"  # a draft is not worked
+            assert (await api.post(f"/api/v1/campaigns/{cid}/start", headers=ADMIN)).json()["state"] == "scheduled"
+            # The canary (3 devices) ends by the device timeout; the next wave waits for an approval.
+            gated = await wait_for(api, cid, lambda p: p.get("note", "").startswith("waiting for an operator"))
+            assert (gated["wave"], gated["counts"]["failed"]) == (0, 3)
+            approved = await api.post(f"/api/v1/campaigns/{cid}/approve", headers=ADMIN)
+            assert approved.status_code == 200 and approved.json()["waves"][1]["approved"], approved.text
+            await wait_for(api, cid, lambda p: p["wave"] == 1 and p["counts"]["in_progress"] > 0)
+            paused = await api.post(f"/api/v1/campaigns/{cid}/pause", headers=ADMIN)
+            assert (paused.json()["state"], paused.json()["paused_by"]) == ("paused", "bootstrap-admin")
+            settled = await wait_for(api, cid, lambda p: p["counts"]["in_progress"] == 0)
+            await asyncio.sleep(0.5)  # paused: nothing starts
+            assert (await api.get(f"/api/v1/campaigns/{cid}/progress", headers=ADMIN)).json()["counts"] == \
+                settled["counts"]
+            cancelled = await api.post(f"/api/v1/campaigns/{cid}/cancel", headers=ADMIN)
+            assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+            assert (await api.post(f"/api/v1/campaigns/{cid}/resume", headers=ADMIN)).status_code == 409
+            async with asyncio.timeout(20):
+                while (await runtime.store.get_job(cid) or {}).get("work"):  # noqa: ASYNC110 - the engine sweeps
+                    await asyncio.sleep(0.05)
+            done = (await api.get(f"/api/v1/campaigns/{cid}/progress", headers=ADMIN)).json()
+            assert done["counts"]["waiting"] == done["counts"]["in_progress"] == 0
+            rows = (await api.get(f"/api/v1/campaigns/{cid}/devices", headers=ADMIN,
+                                  params={"state": "skipped", "limit": 1000})).json()["devices"]
+            assert any(r["reason"] == "campaign cancelled by bootstrap-admin" for r in rows)
+            listed = (await api.get("/api/v1/campaigns", headers=ADMIN, params={"state": "cancelled"})).json()
+            assert [c["id"] for c in listed["campaigns"]] == [cid]
+        assert await servers.db["tasks"].count_documents({"job_id": cid, "status": {"$in": [
+            "pending", "in_progress", "pending_completion"]}}) == 0
+    finally:
+        await runtime.close()
