@@ -272,7 +272,7 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         if doc["state"] not in ("running", "paused", "completed"):
             raise HTTPException(status.HTTP_409_CONFLICT, f"a {doc['state']} campaign has no devices to retry")
         waves = await devices.retry_failed(campaign_id)
-        changes: dict[str, Any] = {"work": TICK}
+        changes: dict[str, Any] = {"work": TICK, "recount": True}
         if doc["state"] == "completed":
             changes["state"] = "running"
         updated = await change(campaign_id, (doc["state"],), changes, "retried", unset=("completed_at",),

@@ -72,6 +72,9 @@ Send = Callable[[CampaignEvent], Awaitable[None]]
 class CampaignConfig:
     tick_seconds: float = 2.0
     page_size: int = 500
+    # A started device whose Download is still queued this long after its last connection request
+    # (it was busy in a session, or the request was lost) is woken again.
+    rewake_seconds: float = 30.0
     clock: Clock = utcnow
 
 
@@ -121,6 +124,16 @@ class CampaignStore:
     async def counts_by_wave(self, campaign_id: str, waves: Sequence[int]) -> dict[int, dict[str, int]]:
         counts = {w: dict.fromkeys(C.STORED_DEVICE_STATES, 0) for w in waves}
         pipeline = [{"$match": {"campaign_id": campaign_id, "wave": {"$in": list(waves)}}},
+                    {"$group": {"_id": {"w": "$wave", "s": "$state"}, "n": {"$sum": 1}}}]
+        async for row in await self.devices.aggregate(pipeline):
+            counts[row["_id"]["w"]][row["_id"]["s"]] = row["n"]
+        return counts
+
+    async def open_counts(self, campaign_id: str, waves: Sequence[int]) -> dict[int, dict[str, int]]:
+        """Waiting and in-progress devices per wave: bounded by the cap and the lazy materialisation."""
+        counts = {w: dict.fromkeys(C.OPEN_DEVICE_STATES, 0) for w in waves}
+        pipeline = [{"$match": {"campaign_id": campaign_id, "state": {"$in": list(C.OPEN_DEVICE_STATES)},
+                                "wave": {"$in": list(waves)}}},
                     {"$group": {"_id": {"w": "$wave", "s": "$state"}, "n": {"$sum": 1}}}]
         async for row in await self.devices.aggregate(pipeline):
             counts[row["_id"]["w"]][row["_id"]["s"]] = row["n"]
@@ -266,11 +279,15 @@ class CampaignRunner:
         versions = await self.devices.reported_versions([r["device_id"] for r in rows])
         missing: list[dict[str, Any]] = []
         to_cancel: list[Task] = []
+        rewake: list[dict[str, Any]] = []
+        again = timedelta(seconds=self.config.rewake_seconds)
         for row in rows:
             task = tasks.get(row["task_id"])
             if task is None:
                 missing.append(row)  # the start was stored, the task not yet: create it now
                 continue
+            if task.status is T.TaskStatus.PENDING and now - aware(row.get("woken_at") or row["started_at"]) >= again:
+                rewake.append(row)
             target = row["target_version"]
             outcome, why = C.device_outcome(task.status.value, task.reason, versions.get(row["device_id"]),
                                             target, now, aware(row["deadline"]), int(row.get("attempt", 0)),
@@ -281,14 +298,22 @@ class CampaignRunner:
                 to_cancel.append(T.cancel(task, now, why))
             fault = task.faults[-1].model_dump(mode="json") if task.faults else None
             if outcome == "upgraded":
-                await self.devices.move(row, {"state": "upgraded", "ended_at": now, "reason": ""})
+                if await self.devices.move(row, {"state": "upgraded", "ended_at": now, "reason": ""}):
+                    self._ended(doc, row, "upgraded")
             elif outcome == "retry":
                 await self.devices.move(row, {"state": "waiting", "reason": f"trying again after: {why}",
                                               "fault": fault}, inc={"attempt": 1})
-            else:
-                await self.devices.move(row, {"state": "failed", "ended_at": now, "reason": why, "fault": fault})
+            elif await self.devices.move(row, {"state": "failed", "ended_at": now, "reason": why, "fault": fault}):
+                self._ended(doc, row, "failed")
         if to_cancel:
             await self.store.save_tasks(to_cancel)
+        ended = {t.id for t in to_cancel}
+        rate = spec.limits.connection_requests_per_second
+        rewake = [r for r in rewake if r["task_id"] not in ended][:max(1, math.ceil(rate * self.config.tick_seconds))]
+        if rewake:
+            await self.devices.devices.update_many({"_id": {"$in": [r["_id"] for r in rewake]}},
+                                                   {"$set": {"woken_at": now}})
+            await self._wake_devices([r["device_id"] for r in rewake], rate)
         if missing:
             created = set(await self.store.insert_new_tasks([self._task(doc, row, now) for row in missing]))
             await self._wake_devices([r["device_id"] for r in missing if r["task_id"] in created],
@@ -300,24 +325,46 @@ class CampaignRunner:
 
     # --- 2. counts -------------------------------------------------------------------------------
 
-    async def _recount(self, doc: dict[str, Any], owner: str) -> None:
+    async def _recount(self, doc: dict[str, Any], owner: str, full: Sequence[int] = ()) -> None:
+        """Store the counts of the waves that still move.
+
+        Waiting and in-progress devices are counted every round (few: the cap and the lazy
+        materialisation bound them); the ended states are kept by the round that ends devices, and
+        counted afresh (``full``) when a wave is done, after a retry, and after a cancel: a round
+        cut off between its device writes and this one is off by at most its own devices until then.
+        """
         current = int(doc.get("wave", 0))
         active = sorted({current, *[int(w) for w in doc.get("active_waves", [])]})
-        counts = await self.devices.counts_by_wave(doc["_id"], active)
-        changes = {f"waves.{w}.counts": counts[w] for w in active if w < len(doc["waves"])}
+        active = [w for w in active if w < len(doc["waves"])]
+        full = sorted(set(full) | (set(active) if doc.get("recount") else set()))
+        exact = await self.devices.counts_by_wave(doc["_id"], full) if full else {}
+        open_ = await self.devices.open_counts(doc["_id"], active)
+        counts: dict[int, dict[str, int]] = {}
+        for w in {*active, *full}:
+            if w in exact:
+                counts[w] = exact[w]
+            else:
+                counts[w] = {**dict.fromkeys(C.STORED_DEVICE_STATES, 0), **(doc["waves"][w].get("counts") or {}),
+                             **open_[w]}
+        changes: dict[str, Any] = {f"waves.{w}.counts": c for w, c in counts.items()}
         # A wave other than the current one leaves the active set once nothing in it moves.
-        still = [w for w in active if w == current
-                 or counts[w]["waiting"] or counts[w]["in_progress"]]
+        still = [w for w in active if w == current or counts[w]["waiting"] or counts[w]["in_progress"]]
         changes["active_waves"] = still
-        if await self.store.advance_job(doc["_id"], owner, {}, changes):
-            for w in active:
-                if w < len(doc["waves"]):
-                    doc["waves"][w]["counts"] = counts[w]
+        if await self.store.advance_job(doc["_id"], owner, {}, changes, unset=("recount",) if doc.get("recount")
+                                        else ()):
+            for w, c in counts.items():
+                doc["waves"][w]["counts"] = c
             doc["active_waves"] = still
+            doc.pop("recount", None)
         totals = C.progress(doc)
         for state, n in totals.items():
             CAMPAIGN_DEVICE_STATES.labels(doc["_id"], state).set(n)
         CAMPAIGN_IN_FLIGHT.labels(doc["_id"]).set(totals["in_progress"])
+
+    def _ended(self, doc: dict[str, Any], row: dict[str, Any], state: str) -> None:
+        """A device of this round ended: its wave's stored count follows at the round's recount."""
+        counts = doc["waves"][int(row["wave"])].setdefault("counts", {})
+        counts[state] = int(counts.get(state, 0)) + 1
 
     # --- 3. pausing ------------------------------------------------------------------------------
 
@@ -350,7 +397,12 @@ class CampaignRunner:
                          for a in {w, *doc.get("active_waves", [])} for s in C.OPEN_DEVICE_STATES)
         if not full or still_open:
             return True
-        # The wave is done: the gate decides.
+        # The wave is done: counted afresh (once), then the gate decides.
+        if not wave.get("completed_at"):
+            await self._recount(doc, owner, full=[w])
+            counts = doc["waves"][w].get("counts") or {}
+            if counts.get("waiting") or counts.get("in_progress"):
+                return True
         if not wave.get("completed_at"):
             if not await self._advance(doc, owner, {f"waves.{w}.completed_at": now}):
                 return False
@@ -412,17 +464,20 @@ class CampaignRunner:
                         "target_version": targets.get(row.get("product_class") or ""),
                         **({} if ok else {"ended_at": now})})
         await self.devices.insert(new)
+        counts = {**dict.fromkeys(C.STORED_DEVICE_STATES, 0), **(wave.get("counts") or {})}
+        counts["waiting"] += taken
+        counts["skipped"] += len(rows) - taken
+        # The page's counts are stored with its cursor: a page counts once.
         changes: dict[str, Any] = {"cursor": next_cursor, "selection_done": next_cursor is None,
                                    f"waves.{w}.seen": int(wave.get("seen", 0)) + len(rows),
-                                   f"waves.{w}.taken": int(wave.get("taken", 0)) + taken}
+                                   f"waves.{w}.taken": int(wave.get("taken", 0)) + taken,
+                                   f"waves.{w}.counts": counts}
         # Conditional on the cursor read: a page worked twice (after a lost lease) counts once.
         if not await self._advance(doc, owner, changes, expect={"cursor": cursor}):
             return False
         doc["cursor"], doc["selection_done"] = next_cursor, next_cursor is None
         wave["seen"], wave["taken"] = changes[f"waves.{w}.seen"], changes[f"waves.{w}.taken"]
-        counts = wave.setdefault("counts", dict.fromkeys(C.STORED_DEVICE_STATES, 0))
-        counts["waiting"] = counts.get("waiting", 0) + taken
-        counts["skipped"] = counts.get("skipped", 0) + len(rows) - taken
+        wave["counts"] = counts
         return True
 
     # --- 5. starting devices ---------------------------------------------------------------------

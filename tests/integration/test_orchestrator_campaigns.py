@@ -105,7 +105,8 @@ async def test_nothing_starts_outside_the_window_then_at_most_the_cap_ineligible
     now = [NOON]
     runtime = OrchestratorRuntime(servers.settings, with_kafka=False,
                                   job_config=JobConfig(lease_seconds=5, claim_interval=0.1),
-                                  campaign_config=CampaignConfig(tick_seconds=0.1, clock=lambda: now[0]))
+                                  campaign_config=CampaignConfig(tick_seconds=0.1, rewake_seconds=0.3,
+                                                                 clock=lambda: now[0]))
     await runtime.start()
     try:
         app = orchestrator_app(runtime, manage_runtime=False)
@@ -133,6 +134,14 @@ async def test_nothing_starts_outside_the_window_then_at_most_the_cap_ineligible
                 assert (await api.get(f"/api/v1/campaigns/{cid}/progress",
                                       headers=ADMIN)).json()["counts"]["in_progress"] == 2
             assert await servers.db["tasks"].count_documents({"job_id": cid, "name": "download"}) == 2
+            # Their Downloads are still queued (no device answers): they are woken again, on the clock.
+            assert await servers.db["campaign_devices"].count_documents(
+                {"campaign_id": cid, "state": "in_progress", "woken_at": {"$exists": True}}) == 0
+            now[0] = NIGHT + timedelta(seconds=1)
+            async with asyncio.timeout(10):
+                while await servers.db["campaign_devices"].count_documents(  # noqa: ASYNC110 - the engine writes
+                        {"campaign_id": cid, "state": "in_progress", "woken_at": now[0]}) < 2:
+                    await asyncio.sleep(0.05)
 
             rows = (await api.get(f"/api/v1/campaigns/{cid}/devices", headers=ADMIN,
                                   params={"state": "skipped", "limit": 1000})).json()["devices"]
