@@ -271,6 +271,9 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         log.info("job cancelled", extra={"job_id": job_id, "by": principal.name})
         return (await _job_views(store, [await _job_or_404(store, job_id)]))[0]
 
+    # Firmware campaigns: /api/v1/campaigns (services/orchestrator/campaign_api.py).
+    add_campaign_routes(app, runtime)
+
     # --- policies --------------------------------------------------------------------------
 
     @app.post("/api/v1/policies", status_code=201, response_model=PolicyOut, tags=["policies"],
@@ -306,9 +309,6 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
         runtime.policies.invalidate()
         return Response(status_code=204)
-
-    # Firmware campaigns: /api/v1/campaigns (services/orchestrator/campaign_api.py).
-    add_campaign_routes(app, runtime)
 
     # --- API keys --------------------------------------------------------------------------
 
