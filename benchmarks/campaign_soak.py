@@ -83,7 +83,22 @@ async def run(args: argparse.Namespace) -> bool:
                 return bool(count == args.devices)
 
             await wait(registered, 600, "every device in the inventory")
-            await asyncio.sleep(5)  # the last bootstraps finish
+
+            async def bootstrapped() -> bool:
+                # A device is woken with the connection-request credentials its bootstrap sets.
+                done = 0
+                cursor = None
+                while True:
+                    params: dict[str, Any] = {"name": "bootstrap", "status": "succeeded", "limit": 500}
+                    if cursor:
+                        params["cursor"] = cursor
+                    page = (await api.get("/tasks", params=params)).json()
+                    done += sum(prefix in t["device_id"] for t in page["tasks"])
+                    cursor = page["next_cursor"]
+                    if not cursor:
+                        return done >= args.devices
+
+            await wait(bootstrapped, 600, "every device bootstrapped", step=3.0)
             print(f"{args.devices} devices registered in {time.monotonic() - began:.0f} s")
             name = f"soak-{prefix}-{TARGET}.bin"
             put = await api.put(f"/files/{name}", content=os.urandom(300_000),
