@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="download as wget/curl agents do: Username/Password pasted into the URL, then decoded")
     p.add_argument("--parameters", type=int, default=0, metavar="N",
                    help="grow each device's data model to at least N parameters (a vendor table)")
+    p.add_argument("--fail-share", type=float, default=0.0, metavar="SHARE",
+                   help="share of the devices (0..1, spread evenly) whose firmware download fails")
+    p.add_argument("--fail-fault", type=int, default=9010, help="the fault code of a failing download")
+    p.add_argument("--fail-stage", choices=("transfer", "download"), default="transfer",
+                   help="transfer: TransferComplete carries the fault; download: the Download RPC is faulted")
+    p.add_argument("--offline-share", type=float, default=0.0, metavar="SHARE",
+                   help="share of the devices that accept a firmware download, then go offline for good")
+    p.add_argument("--download-seconds", type=float, default=0.0, help="extra seconds every download takes")
     p.add_argument("--seed", type=int, default=None, help="random seed (jitter, backoff)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between report lines")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
@@ -96,6 +104,8 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed, product_class=args.product_class,
         digest_reuse_nc=args.digest_reuse_nc, drop_mid_session=args.drop_mid_session,
         credentials_in_url=args.credentials_in_url, parameters=args.parameters,
+        fail_share=args.fail_share, fail_fault=args.fail_fault, fail_stage=args.fail_stage,
+        offline_share=args.offline_share, download_seconds=args.download_seconds,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -9,6 +10,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = ["AuthMode", "FleetSettings", "HttpMode"]
+
+
+def _in_share(index: int, share: float) -> bool:
+    """Spread ``share`` evenly over the integers: index i is in it when floor((i+1)s) > floor(i s)."""
+    return share > 0 and math.floor((index + 1) * share + 1e-9) > math.floor(index * share + 1e-9)
 
 
 class AuthMode(StrEnum):
@@ -85,6 +91,18 @@ class FleetSettings:
     # with a vendor table of 20 parameters per entry (simulator.template.load_big_template); a
     # session may then carry at least that many messages (a discovery walk of it needs them).
     parameters: int = 0
+    # Firmware campaigns' trouble (docs/simulator.md). A share of the devices, spread evenly over the
+    # indexes (any run of consecutive devices holds that share), whose firmware download fails with
+    # ``fail_fault``: at ``fail_stage`` "transfer" the CPE accepts the Download and reports the fault
+    # in its TransferComplete; at "download" it answers the Download RPC with the fault.
+    fail_share: float = 0.0
+    fail_fault: int = 9010
+    fail_stage: str = "transfer"
+    # A share of the devices (spread the same way, counted from the other end) that accept a
+    # firmware Download and then go offline for good: no transfer, no session, no Inform.
+    offline_share: float = 0.0
+    # Slow downloads: every download's body is read over this many seconds (a thin line).
+    download_seconds: float = 0.0
     # Connection requests.
     # Where the devices keep what they must remember across runs (their own ACS credentials, the
     # acknowledged BOOTSTRAP), as a CPE's flash does (memory.py); "" keeps nothing.
@@ -124,8 +142,20 @@ class FleetSettings:
         if self.parameters < 0:
             raise ValueError("parameters must be 0 (the template's own) or a parameter count")
         self.max_messages = max(self.max_messages, self.parameters)
+        if not (0 <= self.fail_share <= 1 and 0 <= self.offline_share <= 1):
+            raise ValueError("fail_share and offline_share are shares of the devices, from 0 to 1")
+        if self.fail_stage not in ("transfer", "download"):
+            raise ValueError(f"fail_stage must be transfer or download, not {self.fail_stage!r}")
         if self.drop_mid_session < 0:
             raise ValueError("drop_mid_session must be 0 (never) or the number of an ACS request")
+
+    def fails(self, index: int) -> bool:
+        """Whether the device at ``index`` is in the failing share (an even spread: 0.3 fails 3 in 10)."""
+        return _in_share(index, self.fail_share)
+
+    def goes_offline(self, index: int) -> bool:
+        """Whether the device at ``index`` goes offline after accepting a firmware Download."""
+        return _in_share(-1 - index, self.offline_share)
 
     def template_for(self, index: int) -> str:
         if self.model == "mixed":

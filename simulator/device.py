@@ -139,6 +139,7 @@ class DeviceState:
     IDLE = "idle"
     SESSION = "session"  # in a session, or waiting for a session slot
     REBOOTING = "rebooting"
+    GONE = "gone"  # offline for good (FleetSettings.offline_share)
 
 
 @dataclass(slots=True)
@@ -622,6 +623,9 @@ class Device:
         self.rt.transfers.append(transfer)
 
     def _download(self, req: Download) -> CwmpMessage:
+        s = self.settings
+        if req.file_type.startswith("1 ") and s.fail_stage == "download" and s.fails(self.index):
+            raise CwmpFault.from_code(s.fail_fault)
         self._queue_transfer(Transfer(req.command_key, True, req.file_type, req.url, req.username,
                                       req.password, req.file_size, req.target_file_name,
                                       float(req.delay_seconds), "M Download"))

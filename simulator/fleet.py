@@ -222,6 +222,8 @@ class Fleet:
         if device.state == DeviceState.OFF:
             device.boot(now)
             return
+        if device.state == DeviceState.GONE:
+            return
         if device.state != DeviceState.IDLE:
             return  # checked again when the session or reboot ends
         if device.factory_reset_pending or device.reboot_key is not None or device.firmware_pending:
@@ -340,14 +342,26 @@ class Fleet:
             await asyncio.sleep(transfer.delay)
         if transfer not in device.rt.transfers:
             return  # cancelled (CancelTransfer) while it waited
+        firmware = transfer.is_download and transfer.file_type.startswith("1 ")
+        if firmware and s.goes_offline(device.index):
+            device.state = DeviceState.GONE  # offline for good: the scheduler never runs it again
+            self.metrics.transfers["download offline"] += 1
+            return
         transfer.state = 2
         start = now_iso()
+        if firmware and s.fail_stage == "transfer" and s.fails(device.index):
+            transfer.state = 3
+            self.metrics.transfers[f"download {s.fail_fault}"] += 1
+            device.transfer_finished(transfer, device.transfer_result(transfer, start, s.fail_fault,
+                                                                      "firmware download failed (fail_share)"), None)
+            return
         if transfer.is_download:
             url, username, password = transfer.url, transfer.username, transfer.password
             if s.credentials_in_url:
                 url, username, password = credentials_through_url(url, username, password)
             outcome = await download(url, username, password, transfer.file_size, transfer.target_file_name,
-                                     io_timeout=s.transfer_timeout, user_agent=s.user_agent)
+                                     io_timeout=s.transfer_timeout, user_agent=s.user_agent,
+                                     slow_seconds=s.download_seconds)
         else:
             outcome = await upload(transfer.url, transfer.username, transfer.password,
                                    device.config_dump(), io_timeout=s.transfer_timeout, user_agent=s.user_agent)

@@ -17,6 +17,7 @@ authentication failure, 9018 corrupted (size differs from FileSize). :func:`uplo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import ssl
@@ -295,8 +296,12 @@ def credentials_through_url(url: str, username: str, password: str) -> tuple[str
 
 
 async def download(url: str, username: str, password: str, file_size: int, target_file_name: str,
-                   *, io_timeout: float, user_agent: str) -> TransferOutcome:
-    """Fetch ``url`` and check it; the body is streamed and only counted and hashed."""
+                   *, io_timeout: float, user_agent: str, slow_seconds: float = 0.0) -> TransferOutcome:
+    """Fetch ``url`` and check it; the body is streamed and only counted and hashed.
+
+    ``slow_seconds``: read the body slowly, that long in all (spread by the announced size), as a
+    CPE on a thin line does; the file server sees the download last that long.
+    """
     async with httpx.AsyncClient(timeout=httpx.Timeout(io_timeout), follow_redirects=True,
                                  verify=ssl_context(), headers={"User-Agent": user_agent}) as client:
         try:
@@ -313,6 +318,8 @@ async def download(url: str, username: str, password: str, file_size: int, targe
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     digest.update(chunk)
+                    if slow_seconds > 0:
+                        await asyncio.sleep(slow_seconds * len(chunk) / max(file_size, size, 1))
                 header_version = response.headers.get("x-file-version")
             finally:
                 await response.aclose()

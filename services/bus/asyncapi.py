@@ -14,11 +14,13 @@ from services.bus.events import (
     FILE_EVENT_ADAPTER,
     INBOUND_ADAPTER,
     SCHEMA_VERSION,
+    TOPIC_CAMPAIGN_EVENTS,
     TOPIC_DEVICE_EVENTS,
     TOPIC_FILE_EVENTS,
     TOPIC_INBOUND,
     TOPIC_REPLIES,
     TOPIC_RETENTION_MS,
+    CampaignEvent,
     DeviceEvent,
     SessionPlan,
 )
@@ -45,6 +47,10 @@ CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
      TypeAdapter(DeviceEvent), "inventory, orchestrator"),
     (TOPIC_FILE_EVENTS, "FileEvent", "CPE file downloads and uploads, completed or failed. Key: file name.",
      FILE_EVENT_ADAPTER, "fileserver"),
+    (TOPIC_CAMPAIGN_EVENTS, "CampaignEvent", "Public. Firmware campaigns: created, started, waves started and "
+     "completed, paused (by a stop rule or a gate, with the reason, or by an operator), resumed, completed, "
+     "cancelled, with the devices per state. Key: campaign id.",
+     TypeAdapter(CampaignEvent), "orchestrator"),
     (TOPIC_INBOUND, "InboundEvent", "Internal. What CPEs sent, acknowledged by the broker before the CPE's "
      "answer, and device deletions (device_deleted, from the inventory API). Key: device id.",
      INBOUND_ADAPTER, "gateway, inventory"),

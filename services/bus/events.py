@@ -29,7 +29,8 @@ TOPIC_INBOUND = "cwmp.inbound"
 TOPIC_REPLIES = "cwmp.replies"
 TOPIC_DEVICE_EVENTS = "device.events"
 TOPIC_FILE_EVENTS = "file.events"
-ALL_TOPICS = (TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_FILE_EVENTS)
+TOPIC_CAMPAIGN_EVENTS = "campaign.events"
+ALL_TOPICS = (TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_FILE_EVENTS, TOPIC_CAMPAIGN_EVENTS)
 # How long each topic keeps messages. Inbound messages are consumed within seconds, but a day
 # covers a consumer outage; replies are useless once their session is over; the public streams
 # keep a week for subscribers that were away.
@@ -38,6 +39,7 @@ TOPIC_RETENTION_MS = {
     TOPIC_REPLIES: 3600 * 1000,
     TOPIC_DEVICE_EVENTS: 7 * 24 * 3600 * 1000,
     TOPIC_FILE_EVENTS: 7 * 24 * 3600 * 1000,
+    TOPIC_CAMPAIGN_EVENTS: 7 * 24 * 3600 * 1000,
 }
 
 
@@ -284,6 +286,30 @@ class FileUploadEvent(Contract):
     sha256: str | None = None
     duration_seconds: float
     reason: str = ""
+
+
+# --- campaign.events ------------------------------------------------------------------------------
+
+
+class CampaignEvent(Contract):
+    """A firmware campaign changed (docs/campaigns.md); key: campaign id.
+
+    kind: ``campaign_created``, ``campaign_started``, ``campaign_wave_started`` /
+    ``campaign_wave_completed`` (details: wave number), ``campaign_paused`` (reason; paused_by
+    ``rule`` or an operator's name), ``campaign_resumed``, ``campaign_completed``,
+    ``campaign_cancelled``. ``counts``: devices per state when the event was made.
+    """
+
+    type: Literal["campaign_event"] = "campaign_event"
+    kind: Literal["campaign_created", "campaign_started", "campaign_wave_started", "campaign_wave_completed",
+                  "campaign_paused", "campaign_resumed", "campaign_completed", "campaign_cancelled"]
+    campaign_id: str
+    name: str = ""
+    state: str
+    wave: int | None = None
+    reason: str = ""
+    counts: dict[str, int] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 FileEvent = Annotated[FileDownloadEvent | FileUploadEvent, Field(discriminator="type")]

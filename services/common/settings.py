@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     # holds a job without renewing it (another instance takes the job over after that).
     job_page_size: int = Field(500, ge=1, le=1000)
     job_lease_seconds: float = Field(30.0, gt=0)
+    # Firmware campaigns: seconds between two rounds of a running campaign (docs/campaigns.md).
+    campaign_tick_seconds: float = Field(2.0, gt=0)
 
     # --- fileserver -----------------------------------------------------------------------------
     # Lifetime of the credentials minted for one Download (the CPE may start it late).

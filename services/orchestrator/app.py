@@ -45,6 +45,7 @@ from services.orchestrator.apimodels import (
     TaskList,
     TaskOut,
 )
+from services.orchestrator.campaign_api import add_campaign_routes
 from services.orchestrator.connreq import ConnectionRequestResult
 from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
@@ -280,6 +281,9 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         log.info("job cancelled", extra={"job_id": job_id, "by": principal.name})
         return (await _job_views(store, [await _job_or_404(store, job_id)]))[0]
 
+    # Firmware campaigns: /api/v1/campaigns (services/orchestrator/campaign_api.py).
+    add_campaign_routes(app, runtime)
+
     # --- policies --------------------------------------------------------------------------
 
     @app.post("/api/v1/policies", status_code=201, response_model=PolicyOut, tags=["policies"],
@@ -382,7 +386,7 @@ async def _change(store: Any, task_id: str, change: Any) -> Task:
 
 async def _job_or_404(store: Any, job_id: str) -> dict[str, Any]:
     job = await store.get_job(job_id)
-    if job is None:
+    if job is None or job.get("kind") == "campaign":  # campaigns share the collection: /api/v1/campaigns
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job
 

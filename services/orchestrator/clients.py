@@ -112,3 +112,41 @@ async def files_of_type(client: httpx.AsyncClient, settings: Settings, file_type
     if response.status_code != 200:
         raise UpstreamError(503, f"the fileserver answered {response.status_code} listing files")
     return list(response.json().get("files") or [])
+
+
+async def device_rows(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
+                      fields: str, cursor: str | None, page_size: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Like :func:`device_page`, with the devices' ``fields`` (campaigns: product class and software
+    version), read with the service key (ACS_ADMIN_API_KEY)."""
+    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices"
+    params: dict[str, Any] = {"q": query if isinstance(query, str) else json.dumps(query), "fields": fields,
+                              "limit": page_size}
+    if cursor:
+        params["cursor"] = cursor
+    try:
+        response = await client.get(url, params=params, headers=_headers(settings.admin_api_key), timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+    if response.status_code != 200:
+        raise UpstreamError(422 if response.status_code == 400 else 503,
+                            f"the inventory answered {response.status_code}: {_detail(response)}")
+    body = response.json()
+    return [d for d in body.get("devices", []) if "id" in d], body.get("next_cursor") or None
+
+
+async def device_count(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
+                       api_key: str | None) -> int:
+    """``GET /api/v1/devices/count?q=``: how many devices the query matches."""
+    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices/count"
+    params = {"q": query if isinstance(query, str) else json.dumps(query)}
+    try:
+        response = await client.get(url, params=params, headers=_headers(api_key), timeout=60.0)
+    except httpx.HTTPError as exc:
+        raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+    if response.status_code == 400:
+        raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
+    if response.status_code in (401, 403):
+        raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
+    if response.status_code != 200:
+        raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
+    return int(response.json()["count"])

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ JOB_TASKS = Counter("acs_orchestrator_job_tasks_total", "Tasks created by jobs")
 
 PAGE = "page"
 SWEEP = "sweep"
+# Another kind of bulk work (a firmware campaign): a round of it under the lease, and when the next is due.
+KindHandler = Callable[[dict[str, Any], asyncio.Event], Awaitable[datetime | None]]
 # Connection requests sent at once for one page of a job (the requester rate-limits them too).
 WAKE_CONCURRENCY = 20
 
@@ -95,6 +98,11 @@ class JobEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, int] = {}
+        self._kinds: dict[str, KindHandler] = {}
+
+    def register(self, kind: str, handler: KindHandler) -> None:
+        """Work documents of ``kind`` (field ``kind``) with ``handler`` instead of paging a job's selection."""
+        self._kinds[kind] = handler
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -140,7 +148,10 @@ class JobEngine:
         heartbeat = asyncio.create_task(self._heartbeat(job["_id"], lost))
         retry_at: datetime | None = None
         try:
-            if job.get("work") == SWEEP:
+            handler = self._kinds.get(str(job.get("kind") or "job"))
+            if handler is not None:
+                retry_at = await handler(job, lost)
+            elif job.get("work") == SWEEP:
                 await self._sweep(job)
             else:
                 retry_at = await self._walk(job, lost)

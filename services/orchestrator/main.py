@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.bus.events import TOPIC_DEVICE_EVENTS, TOPIC_INBOUND, TOPIC_REPLIES
+from services.bus.events import TOPIC_CAMPAIGN_EVENTS, TOPIC_DEVICE_EVENTS, TOPIC_INBOUND, TOPIC_REPLIES
 from services.bus.kafka import ensure_topics
 from services.common.preflight import check_kafka, check_mongodb, check_port_free
 from services.common.service import serve
@@ -18,7 +18,7 @@ async def run(settings: Settings) -> None:
     await check_mongodb(settings, PREFLIGHT_SECONDS)
     await check_kafka(settings, PREFLIGHT_SECONDS)
     # The consumer cannot join a group on a topic that does not exist yet (first start).
-    await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS])
+    await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_CAMPAIGN_EVENTS])
     runtime = OrchestratorRuntime(settings, sweep_interval=settings.sweep_interval)
     # The app's lifespan starts the runtime and closes it on SIGTERM: consumer stopped (offsets
     # of handled events committed), producer flushed, clients closed.

@@ -9,10 +9,12 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from services.bus.events import DeviceEvent, SessionPlan
-from services.bus.kafka import make_producer
+from services.bus.events import TOPIC_CAMPAIGN_EVENTS, CampaignEvent, DeviceEvent, SessionPlan, encode
+from services.bus.kafka import make_producer, topic_name
 from services.common.apikeys import ApiKeyAuth
 from services.common.settings import Settings
+from services.orchestrator.campaign_runner import KIND as CAMPAIGN
+from services.orchestrator.campaign_runner import CampaignConfig, CampaignRunner, CampaignStore
 from services.orchestrator.connreq import ConnectionRequester
 from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, sweep_forever
 from services.orchestrator.engine import Engine, PolicyCache
@@ -35,7 +37,7 @@ class NullPublisher:
 class OrchestratorRuntime:
     def __init__(self, settings: Settings, *, with_kafka: bool = True, http: httpx.AsyncClient | None = None,
                  consumer_options: dict[str, Any] | None = None, sweep_interval: float | None = None,
-                 job_config: JobConfig | None = None) -> None:
+                 job_config: JobConfig | None = None, campaign_config: CampaignConfig | None = None) -> None:
         self.settings = settings
         self.with_kafka = with_kafka
         # A short server selection timeout: during an outage the consumer's retry loop, not a
@@ -57,12 +59,22 @@ class OrchestratorRuntime:
         self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester,
                               config=job_config or JobConfig.from_settings(settings),
                               max_attempts=self.engine.config.max_attempts)
+        # Firmware campaigns: another kind of the same engine (services/orchestrator/campaign_runner.py).
+        self.campaign_devices = CampaignStore(self.db)
+        self.campaigns = CampaignRunner(settings, self.store, self.campaign_devices, self.http, self.requester,
+                                        self.publisher, self.campaign_event,
+                                        config=campaign_config or CampaignConfig(
+                                            tick_seconds=settings.campaign_tick_seconds,
+                                            page_size=settings.job_page_size),
+                                        wake=self.jobs.wake)
+        self.jobs.register(CAMPAIGN, self.campaigns.tick)
         self.sweep_interval = sweep_interval
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.ensure_indexes()
         await self.auth.ensure_indexes()
+        await self.campaign_devices.ensure_indexes()
         if self.producer is not None:
             await self.producer.start()
         if self.consumer is not None:
@@ -73,6 +85,7 @@ class OrchestratorRuntime:
 
     async def close(self) -> None:
         await self.jobs.stop()
+        self.campaigns.cancel_timers()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -85,6 +98,12 @@ class OrchestratorRuntime:
             await self.xmpp.close()
         await self.http.aclose()
         await self.mongo.close()
+
+    async def campaign_event(self, event: CampaignEvent) -> None:
+        """campaign.events, keyed by campaign id (nowhere without Kafka)."""
+        if self.producer is not None:
+            await self.producer.send_and_wait(topic_name(self.settings, TOPIC_CAMPAIGN_EVENTS), encode(event),
+                                              key=event.campaign_id.encode())
 
     async def kafka_ready(self) -> bool:
         return self.consumer is None or self.consumer.running()

@@ -397,8 +397,10 @@ class Store:
 
     async def list_jobs(self, *, status: str | None = None, limit: int = 50,
                         cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, keyset-paged like the tasks."""
-        query: dict[str, Any] = {} if status is None else {"status": status}
+        """Newest first, keyset-paged like the tasks (campaigns, another kind in the collection, left out)."""
+        query: dict[str, Any] = {"kind": {"$ne": "campaign"}}
+        if status is not None:
+            query["status"] = status
         if cursor:
             created, last_id = _decode_cursor(cursor)
             query["$or"] = [{"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": last_id}}]

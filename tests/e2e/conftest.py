@@ -69,6 +69,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         "ACS_PERIODIC_INFORM_INTERVAL": "300",
         # A reboot the simulator does not come back from fails within seconds (tests/e2e/test_reboot.py).
         "ACS_REBOOT_TIMEOUT": "8", "ACS_SWEEP_INTERVAL": "1",
+        # Campaign rounds often enough for tests of a few minutes' worth of waves (tests/e2e/test_campaigns.py).
+        "ACS_CAMPAIGN_TICK_SECONDS": "0.5",
         "ACS_LOG_LEVEL": "INFO",
         # XMPP connection requests (Annex K) through the test run's prosody.
         "ACS_XMPP_SERVER": xmpp_server.address, "ACS_XMPP_JID": f"acs-{name}@{xmpp_server.domain}",
