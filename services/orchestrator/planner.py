@@ -172,7 +172,8 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     facts = DeviceFacts(oui=inform.device.oui, product_class=inform.device.product_class,
                         manufacturer=inform.device.manufacturer, software_version=w.device.software_version,
                         data_model=w.device.data_model,
-                        parameters={p.name: p.value for p in inform.parameters}, tags=tags)
+                        parameters={p.name: p.value for p in inform.parameters}, tags=tags,
+                        parameter_types={p.name: p.type for p in inform.parameters})
     leading += _policy_tasks(w, policies, facts, inform_events(codes, first_contact))
 
     queued = sorted((t for t in w.tasks.values() if T.is_due(t, now) and t.id not in leading),
