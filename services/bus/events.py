@@ -240,13 +240,17 @@ class DeviceEvent(Contract):
     ``task_expired`` (a task ended; details: task id, name, origin, job id, reason, last fault),
     ``firmware_upgraded`` (details: from/to software version), ``fault_raised`` (the CPE answered
     an RPC with a fault; details: code, string, method, task id, and the per-parameter faults of a
-    SetParameterValues). Subscribers should ignore kinds they do not know: new ones may be added.
+    SetParameterValues), ``profile_applied`` / ``profile_failed`` (a configuration profile's
+    values were accepted / refused; details: task id, profile ids, parameters or fault),
+    ``drift_detected`` (the device reported a value other than its profiles want; details:
+    parameter, profile id, mode, corrected, and the values unless secret). Subscribers should
+    ignore kinds they do not know: new ones may be added.
     """
 
     type: Literal["device_event"] = "device_event"
     kind: Literal["registered", "booted", "bootstrapped", "informed", "value_changed", "went_silent",
                   "task_succeeded", "task_failed", "task_cancelled", "task_expired", "firmware_upgraded",
-                  "fault_raised"]
+                  "fault_raised", "profile_applied", "profile_failed", "drift_detected"]
     device_id: str
     changes: list[ValueChange] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,181 @@
+"""Configuration profiles in the planner: merge by priority, plan the difference, drift, report-only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.orchestrator import profiles as P
+from services.orchestrator.state import PlanConfig
+from services.orchestrator.tasks import TaskStatus
+from tests.unit.orchestrator.orchestrator_builders import IGD, SEED_PARAMETERS, T0, Clock, Harness, inform
+
+NTP = f"{IGD}Time.NTPServer1"
+INTERVAL = f"{IGD}ManagementServer.PeriodicInformInterval"
+
+
+def _profile(name: str, priority: int, parameters: list[dict[str, Any]], selector: dict[str, Any] | None = None,
+             mode: str = "enforce", **extra: Any) -> P.Profile:
+    return P.Profile(id=f"id-{name}", name=name, priority=priority, selector=selector or {}, mode=mode,  # type: ignore[arg-type]
+                     parameters=[P.DesiredParameter(**p) for p in parameters], created_at=T0, updated_at=T0,
+                     **extra)
+
+
+def _harness(clock: Clock, cfg: PlanConfig, *profiles: P.Profile, variables: P.Variables | None = None) -> Harness:
+    cfg = dataclasses.replace(cfg, bootstrap_provisioning=False)  # only the profiles' RPCs
+    h = Harness(clock, cfg)
+    h.profile_input = P.ProfileInput(P.ProfileSet(profiles), variables or P.Variables())
+    return h
+
+
+def _spv(plan: Any) -> list[dict[str, Any]]:
+    return [p.rpc for p in plan.rpcs if p.rpc["method"] == "SetParameterValues"
+            and p.rpc["parameter_key"] == P.PARAMETER_KEY]
+
+
+def _accept(rpc: dict[str, Any]) -> dict[str, Any]:
+    method = rpc["method"]
+    if method == "SetParameterValues":
+        return {"method": "SetParameterValuesResponse", "status": 0}
+    if method == "SetParameterAttributes":
+        return {"method": "SetParameterAttributesResponse"}
+    if method == "GetParameterNames":
+        return {"method": "GetParameterNamesResponse", "parameter_list": []}
+    return {"method": method + "Response"}
+
+
+def _session(h: Harness, *codes: str, session: str, parameters: dict[str, str] | None = None) -> Any:
+    plan = h.inform(inform(*codes, session=session, parameters=parameters))
+    while plan is not None and plan.rpcs:
+        follow = h.answer_all(plan, _accept, session=session)
+        plan = follow if follow is not None and follow.rpcs else None
+    h.end(session=session) if session in h.sessions else None
+    return plan
+
+
+def test_higher_priority_wins_per_parameter_and_templates_fill_in(clock: Clock, cfg: PlanConfig) -> None:
+    low = _profile("low", 10, [{"name": "Time.NTPServer1", "value": "low.example"},
+                               {"name": "ManagementServer.PeriodicInformInterval", "value": 600}])
+    high = _profile("high", 20, [{"name": "Time.NTPServer1", "value": "ntp-{serial_number}.{oui}"}])
+    h = _harness(clock, cfg, low, high)
+    plan = h.inform(inform("2 PERIODIC"))
+    (spv,) = _spv(plan)
+    values = {v["name"]: (v["value"]["value"], v["value"]["type"]) for v in spv["parameter_list"]}
+    assert values == {NTP: ("ntp-000000000012.09D021", "xsd:string"), INTERVAL: ("600", "xsd:unsignedInt")}
+    h.answer_all(plan, _accept)
+    h.end()
+    assert h.device is not None
+    assert {s["state"] for s in h.device.profile_status.values()} == {"compliant"}
+    assert [e.kind for e in h.events if e.kind.startswith("profile")] == ["profile_applied"]
+    # The next routine Inform plans nothing: the difference is empty.
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    assert plan.rpcs == []
+
+
+def test_drift_is_corrected_in_enforce_mode_and_reported_in_report_mode(clock: Clock, cfg: PlanConfig) -> None:
+    for mode in ("enforce", "report"):
+        h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}],
+                                          mode=mode))
+        _session(h, "2 PERIODIC", session="s1", parameters={**SEED_PARAMETERS, NTP: "pool.ntp.org"})
+        assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "compliant"
+        changed = {**SEED_PARAMETERS, NTP: "evil.example"}
+        plan = h.inform(inform("4 VALUE CHANGE", session="s2", parameters=changed))
+        drift = [e for e in h.events if e.kind == "drift_detected"]
+        assert drift and drift[-1].details["parameter"] == NTP and drift[-1].details["value"] == "evil.example"
+        if mode == "enforce":
+            assert [v["value"]["value"] for s in _spv(plan) for v in s["parameter_list"]] == ["pool.ntp.org"]
+            assert drift[-1].details["corrected"] is True
+        else:
+            assert _spv(plan) == [] and drift[-1].details["corrected"] is False
+            assert h.device.profile_status["id-ntp"]["state"] == "drifted"
+
+
+def test_report_mode_never_sets_anything(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "x"}], mode="report"))
+    plan = h.inform(inform("2 PERIODIC"))
+    assert _spv(plan) == []
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "pending"
+
+
+def test_selector_decides_and_variables_fill_per_device(clock: Clock, cfg: PlanConfig) -> None:
+    pppoe = _profile("pppoe", 5, [
+        {"name": "WANDevice.1.WANConnectionDevice.1.WANPPPConnection.1.Username", "value": "{vars.user}"},
+        {"name": "WANDevice.1.WANConnectionDevice.1.WANPPPConnection.1.Password", "value": "{vars.pass}"}],
+        selector={"product_class": "IGD Simulator", "DeviceInfo.ProvisioningCode": "WKSS"})
+    other = _profile("other", 6, [{"name": "Time.NTPServer1", "value": "x"}], selector={"product_class": "Else"})
+    h = _harness(clock, cfg, pppoe, other, variables=P.Variables({"user": "alice", "pass": "s3cret"},
+                                                                 frozenset({"pass"})))
+    plan = h.inform(inform("2 PERIODIC"))
+    (spv,) = _spv(plan)
+    assert [v["value"]["value"] for v in spv["parameter_list"]] == ["alice", "s3cret"]
+    task = next(t for t in h.tasks.values() if t.origin == P.PROFILE_ORIGIN)
+    shown = P.redact_task_args(task)
+    assert [v["value"] for v in shown["parameter_values"]] == ["alice", P.REDACTED]
+    assert set(h.device.profile_status) == {"id-pppoe"} if h.device else False
+
+    # Without the variables the parameters stay out, and the profile is pending ("unresolved").
+    bare = _harness(clock, cfg, pppoe)
+    assert _spv(bare.inform(inform("2 PERIODIC"))) == []
+    assert bare.device is not None and bare.device.profile_status["id-pppoe"]["state"] == "pending"
+
+
+def test_a_refused_value_fails_once_and_is_not_retried_until_the_profile_changes(clock: Clock,
+                                                                                  cfg: PlanConfig) -> None:
+    profile = _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "x"}])
+    h = _harness(clock, cfg, profile)
+    plan = h.inform(inform("2 PERIODIC"))
+    (rpc_id,) = [p.rpc_id for p in plan.rpcs]
+    h.fault(rpc_id, 9007, method="SetParameterValues", string="Invalid parameter value")
+    h.end()
+    assert [e.kind for e in h.events if e.kind.startswith("profile")] == ["profile_failed"]
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "failing"
+    assert h.device.profile_status["id-ntp"]["fault"]["code"] == 9007
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []
+    h.end(session="s2") if "s2" in h.sessions else None
+    changed = profile.model_copy(update={"parameters": [P.DesiredParameter(name="Time.NTPServer1", value="y")],
+                                         "version": 2})
+    h.profile_input = P.ProfileInput(P.ProfileSet([changed]))
+    plan = h.inform(inform("2 PERIODIC", session="s3"))
+    assert [v["value"]["value"] for s in _spv(plan) for v in s["parameter_list"]] == ["y"]
+
+
+def test_bootstrap_forgets_what_was_applied(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "x"}]))
+    _session(h, "2 PERIODIC", session="s1")
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []
+    h.end(session="s2") if "s2" in h.sessions else None
+    plan = h.inform(inform("0 BOOTSTRAP", session="s3"))
+    assert [v["value"]["value"] for s in _spv(plan) for v in s["parameter_list"]] == ["x"]
+
+
+def test_actions_run_on_their_events_once_while_open(clock: Clock, cfg: PlanConfig) -> None:
+    action = P.ProfileAction(events=["boot"], tasks=[{"name": "getParameterValues",  # type: ignore[list-item]
+                                                      "args": {"parameter_names": [f"{IGD}DeviceInfo."]}}])
+    h = _harness(clock, cfg, _profile("act", 1, [], actions=[action]))
+    assert h.inform(inform("2 PERIODIC")).rpcs == []
+    plan = h.inform(inform("1 BOOT", session="s2"))
+    assert [p.rpc["method"] for p in plan.rpcs] == ["GetParameterValues"]
+    assert next(t for t in h.tasks.values() if t.policy_id == "id-act:0").origin == "profile:act"
+
+
+def test_bad_profiles_are_refused() -> None:
+    with pytest.raises(ValidationError, match="unknown template"):
+        P.DesiredParameter(name="Device.X.Y", value="{nope}")
+    with pytest.raises(ValidationError, match="unknown operator"):
+        P.ProfileBody(name="x", priority=1, selector={"oui": {"$regex": "."}})
+    with pytest.raises(ValidationError, match="given twice"):
+        P.ProfileBody(name="x", priority=1, parameters=[{"name": "Device.A.B", "value": 1},  # type: ignore[list-item]
+                                                        {"name": "A.B", "value": 2}])
+
+
+def test_many_profiles_are_indexed_by_their_equalities() -> None:
+    many = [_profile(f"p{i}", i, [{"name": "Time.NTPServer1", "value": str(i)}],
+                     selector={"product_class": f"class-{i % 100}"}) for i in range(1000)]
+    pset = P.ProfileSet(many)
+    found = pset.applicable({"_id": "d", "product_class": "class-7", "params": {}})
+    assert len(found) == 10 and [c.profile.priority for c in found] == sorted(
+        (i for i in range(1000) if i % 100 == 7), reverse=True)
+    assert TaskStatus.PENDING  # the enum the tasks use (imported for the type checker)
