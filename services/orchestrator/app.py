@@ -47,6 +47,7 @@ from services.orchestrator.apimodels import (
 from services.orchestrator.connreq import ConnectionRequestResult
 from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
+from services.orchestrator.profiles_api import add_profile_routes
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError
@@ -305,6 +306,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
         runtime.policies.invalidate()
         return Response(status_code=204)
+
+    add_profile_routes(app, runtime)
 
     # --- API keys --------------------------------------------------------------------------
 

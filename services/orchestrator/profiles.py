@@ -217,6 +217,7 @@ class ProfileSet:
                 self._rest.append(compiled)
             else:
                 self._indexed.setdefault(key, []).append(compiled)
+        self.uses_variables = any(c.variables for c in self.all)
         self.uses_tags = any('"tags"' in repr(c.profile.selector).replace("'", '"') for c in self.all)
 
     def __len__(self) -> int:
@@ -405,7 +406,8 @@ class Outcome:
 
 def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[str, Any], root: str | None,
            state: ProfileState, reported: Mapping[str, tuple[str, str]], variables: Variables,
-           events: set[str], open_tasks: Iterable[Task], now: datetime, *, bootstrap: bool = False) -> Outcome:
+           events: set[str], open_tasks: Iterable[Task], now: datetime, *, bootstrap: bool = False,
+           match_all: bool = False) -> Outcome:
     """What the profiles want of this Inform.
 
     ``document``: the device as the selector sees it (see ``services.inventory.query.device_document``);
@@ -417,7 +419,7 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
     if pset is None or not pset.all:
         return Outcome(state=ProfileState(applied={}, status={}, failed=None) if state.status or state.applied
                        else state)
-    applicable = pset.applicable(document)
+    applicable = sorted(pset.all, key=lambda c: -c.profile.priority) if match_all else pset.applicable(document)
     eff = effective(applicable, facts, root, variables)
     out = Outcome(effective=eff)
     busy = any(t.origin == PROFILE_ORIGIN and t.open for t in open_tasks)

@@ -38,7 +38,8 @@ OPENAPI_CACHE_SECONDS = 30.0
 ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
-    (re.compile(r"^/api/v1/(tasks|jobs|policies|campaigns|apikeys)(/|$)"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/devices/[^/]+/(desired|variables)$"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/(tasks|jobs|policies|profiles|campaigns|apikeys)(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/(devices|credentials)(/|$)"), "inventory_url"),
     (re.compile(r"^/api/v1/files(/|$)"), "fileserver_url"),
 ]
