@@ -165,8 +165,9 @@ class ProfileStore:
         """Devices per state, from each device's last session since the profile applied to it."""
         key = f"profile_status.{profile_id}.state"
         counts = {"compliant": 0, "pending": 0, "drifted": 0, "failing": 0}
-        async for row in self.devices.aggregate([{"$match": {key: {"$exists": True}}},
-                                                 {"$group": {"_id": f"${key}", "n": {"$sum": 1}}}]):
+        rows = await self.devices.aggregate([{"$match": {key: {"$exists": True}}},
+                                             {"$group": {"_id": f"${key}", "n": {"$sum": 1}}}])
+        async for row in rows:
             counts[str(row["_id"])] = int(row["n"])
         return counts
 

@@ -111,7 +111,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         current = await one(profile_id)
         unknown = set(body) - set(P.ProfileBody.model_fields)
         if unknown:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 f"unknown fields: {', '.join(sorted(unknown))}; a profile has "
                                 f"{', '.join(P.ProfileBody.model_fields)}")
         return await save(current, {**current.body(), **body}, principal, "updated")
@@ -226,7 +226,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         rows, secret_names, errors = _parse_variables(raw, kind, secret)
         if errors:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "; ".join(errors[:20]))
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(errors[:20]))
         count = await pstore.import_variables(rows, secret_names, utcnow())
         log.info("profile variables imported", extra={"devices": count, "by": principal.name})
         return {"imported": count, "secret": sorted(secret_names)}
@@ -317,7 +317,7 @@ async def _inventory_page(runtime: OrchestratorRuntime, selector: dict[str, Any]
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"the inventory did not answer ({type(exc).__name__}); try again") from None
     if response.status_code == 400:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"the inventory refused the selector: "
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"the inventory refused the selector: "
                                                                   f"{response.text[:300]}")
     if response.status_code != 200:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"the inventory answered {response.status_code}")
@@ -384,4 +384,4 @@ def _json(value: dict[str, Any]) -> dict[str, Any]:
 def _invalid(exc: ValidationError) -> HTTPException:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{where}: {first.get('msg')}")
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{where}: {first.get('msg')}")
