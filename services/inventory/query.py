@@ -16,7 +16,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -502,6 +502,7 @@ def _cursor_value(value: Any, kind: Kind) -> Scalar:
 # only $ne, $nin and $exists: false.
 
 _MISSING = object()
+MISSING = _MISSING
 
 
 def device_document(fields: Mapping[str, Any], parameters: Iterable[tuple[str, str, str]] = ()) -> dict[str, Any]:
@@ -515,48 +516,90 @@ def device_document(fields: Mapping[str, Any], parameters: Iterable[tuple[str, s
 
 def matches(query_filter: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
     """Whether ``document`` (see :func:`device_document`) satisfies a filter made by :func:`compile_query`."""
+    return matcher(query_filter)(document)
+
+
+Test = Callable[[Mapping[str, Any]], bool]
+
+
+def matcher(query_filter: Mapping[str, Any]) -> Test:
+    """``query_filter`` turned into a function of a document, once (profiles are matched on every
+    Inform: interpreting the filter each time would cost several times more)."""
+    tests: list[Test] = []
     for key, condition in query_filter.items():
-        if key == "$and":
-            if not all(matches(sub, document) for sub in condition):
-                return False
-        elif key == "$or":
-            if not any(matches(sub, document) for sub in condition):
-                return False
-        elif not _satisfies(_lookup(document, key), condition):
-            return False
-    return True
+        if key in ("$and", "$or"):
+            subs = [matcher(sub) for sub in condition]
+            if key == "$and":
+                tests.append(lambda d, subs=subs: all(t(d) for t in subs))
+            else:
+                tests.append(lambda d, subs=subs: any(t(d) for t in subs))
+        else:
+            parts = tuple(key.split("."))  # encoded parameter names hold no "."
+            test = _condition_test(condition)
+            tests.append(lambda d, parts=parts, test=test: test(_lookup(d, parts)))
+    if not tests:
+        return lambda d: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda d: all(t(d) for t in tests)
 
 
-def _lookup(document: Mapping[str, Any], path: str) -> Any:
+def lookup(document: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a compiled filter's path (split on "."), or MISSING."""
+    return _lookup(document, parts)
+
+
+def value_key(value: Any) -> tuple[str, Any]:
+    """What equality compares, hashable: MongoDB's type bracket and the value."""
+    return _key(value)
+
+
+def _lookup(document: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     value: Any = document
-    for part in path.split("."):  # encoded parameter names hold no "."
-        if not isinstance(value, Mapping) or part not in value:
+    for part in parts:
+        if not isinstance(value, dict) or part not in value:
             return _MISSING
         value = value[part]
     return value
 
 
-def _satisfies(value: Any, condition: Any) -> bool:
+def _condition_test(condition: Any) -> Callable[[Any], bool]:
     if not isinstance(condition, Mapping) or not all(isinstance(k, str) and k.startswith("$") for k in condition):
-        return _any_of(value, lambda v: _same(v, condition))
-    return all(_operator(op, value, operand) for op, operand in condition.items())
+        return _one_of({_key(condition)})
+    tests = [_operator_test(op, operand) for op, operand in condition.items()]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda value: all(t(value) for t in tests)
 
 
-def _operator(op: str, value: Any, operand: Any) -> bool:
+def _key(value: Any) -> tuple[str, Any]:
+    return _bracket(value), _aware(value)
+
+
+def _one_of(wanted: set[tuple[str, Any]]) -> Callable[[Any], bool]:
+    def test(value: Any) -> bool:
+        if value is _MISSING:
+            return False
+        if isinstance(value, list):
+            return any(_key(item) in wanted for item in value)
+        return _key(value) in wanted
+    return test
+
+
+def _operator_test(op: str, operand: Any) -> Callable[[Any], bool]:
     if op == "$exists":
-        return (value is not _MISSING) == bool(operand)
-    if op == "$ne":
-        return not _any_of(value, lambda v: _same(v, operand))
-    if op == "$nin":
-        return not _any_of(value, lambda v: any(_same(v, o) for o in operand))
-    if op == "$eq":
-        return _any_of(value, lambda v: _same(v, operand))
-    if op == "$in":
-        return _any_of(value, lambda v: any(_same(v, o) for o in operand))
+        present = bool(operand)
+        return lambda value: (value is not _MISSING) == present
+    if op in ("$eq", "$ne"):
+        found = _one_of({_key(operand)})
+        return found if op == "$eq" else (lambda value: not found(value))
+    if op in ("$in", "$nin"):
+        found = _one_of({_key(o) for o in operand})
+        return found if op == "$in" else (lambda value: not found(value))
     if op == "$type":
-        return operand == "string" and _any_of(value, lambda v: isinstance(v, str))
+        return lambda value: operand == "string" and _any_of(value, lambda v: isinstance(v, str))
     if op in ("$gt", "$gte", "$lt", "$lte"):
-        return _any_of(value, lambda v: _ordered(op, v, operand))
+        return lambda value: _any_of(value, lambda v: _ordered(op, v, operand))
     raise QueryError(f"cannot evaluate operator {op!r}")
 
 
@@ -582,10 +625,6 @@ def _bracket(value: Any) -> str:
 
 def _aware(value: Any) -> Any:
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
-
-
-def _same(a: Any, b: Any) -> bool:
-    return _bracket(a) == _bracket(b) and _aware(a) == _aware(b)
 
 
 def _ordered(op: str, a: Any, b: Any) -> bool:

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.bus.events import DeviceEvent
 from services.inventory.params import encode_name, is_secret, stored_value
-from services.inventory.query import ROOTS, compile_query, matches
+from services.inventory.query import MISSING, ROOTS, compile_query, lookup, matcher, value_key
 from services.orchestrator.policies import PolicyEvent, PolicyTask
 from services.orchestrator.specs import _check_name
 from services.orchestrator.tasks import Task, TaskStatus, aware
@@ -50,8 +51,6 @@ DeviceProfileState = Literal["compliant", "pending", "drifted", "failing"]
 FACTS = ("serial_number", "oui", "product_class", "manufacturer", "device_id", "tags")
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?)\}")
 VARIABLE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# Device fields an equality selector is indexed on (always text, never a list).
-INDEXED_PATHS = ("product_class", "oui", "_id", "serial_number", "manufacturer", "software_version")
 MAX_PARAMETERS = 500
 REDACTED = "********"
 
@@ -195,28 +194,40 @@ class Compiled:
     profile: Profile
     filter: dict[str, Any]
     variables: frozenset[str]
+    test: Callable[[Mapping[str, Any]], bool]
 
 
 class ProfileSet:
-    """The enabled profiles, compiled once (the engine caches it until a profile changes)."""
+    """The enabled profiles, compiled once (the engine caches it until a profile changes).
+
+    Most selectors require some field or parameter to equal one of a few values (``product_class``,
+    ``oui``, a tag, ``DeviceInfo.ProvisioningCode``...). Such a profile is indexed under each
+    (path, value) that would satisfy that clause, so that an Inform looks at the profiles its own
+    values point to, and evaluates only the few selectors that have no such clause.
+    """
 
     def __init__(self, profiles: Iterable[Profile], generation: int = 0) -> None:
         self.generation = generation
         self.all: list[Compiled] = []
-        self._indexed: dict[tuple[str, Any], list[Compiled]] = {}
+        self._indexed: dict[tuple[tuple[str, ...], tuple[str, Any]], list[Compiled]] = {}
+        self._paths: list[tuple[str, ...]] = []
         self._rest: list[Compiled] = []
         for profile in profiles:
             if not profile.enabled:
                 continue
-            compiled = Compiled(profile, compile_query(profile.selector), frozenset(
+            query_filter = compile_query(profile.selector)
+            compiled = Compiled(profile, query_filter, frozenset(
                 ref[5:] for p in profile.parameters if isinstance(p.value, str)
-                for ref in _templates(p.value) if ref.startswith("vars.")))
+                for ref in _templates(p.value) if ref.startswith("vars.")), matcher(query_filter))
             self.all.append(compiled)
-            key = _index_key(compiled.filter)
-            if key is None:
+            keys = _index_keys(query_filter)
+            if keys is None:
                 self._rest.append(compiled)
-            else:
-                self._indexed.setdefault(key, []).append(compiled)
+                continue
+            for parts, key in keys:
+                self._indexed.setdefault((parts, key), []).append(compiled)
+                if parts not in self._paths:
+                    self._paths.append(parts)
         self.uses_variables = any(c.variables for c in self.all)
         self.uses_tags = any('"tags"' in repr(c.profile.selector).replace("'", '"') for c in self.all)
 
@@ -225,25 +236,48 @@ class ProfileSet:
 
     def applicable(self, document: Mapping[str, Any]) -> list[Compiled]:
         """The profiles whose selector matches, highest priority first."""
-        candidates = list(self._rest)
-        for path in INDEXED_PATHS:
-            value = document.get(path)
-            if value is not None:
-                candidates.extend(self._indexed.get((path, value), ()))
-        found = [c for c in candidates if matches(c.filter, document)]
+        candidates: dict[str, Compiled] = {c.profile.id: c for c in self._rest}
+        for parts in self._paths:
+            value = lookup(document, parts)
+            if value is MISSING:
+                continue
+            for item in (value if isinstance(value, list) else [value]):
+                for c in self._indexed.get((parts, value_key(item)), ()):
+                    candidates[c.profile.id] = c
+        found = [c for c in candidates.values() if c.test(document)]
         found.sort(key=lambda c: -c.profile.priority)
         return found
 
 
-def _index_key(query_filter: Mapping[str, Any]) -> tuple[str, Any] | None:
-    clauses = query_filter.get("$and", [query_filter]) if len(query_filter) == 1 else [query_filter]
+def _index_keys(query_filter: Mapping[str, Any]) -> list[tuple[tuple[str, ...], tuple[str, Any]]] | None:
+    """(path, value) pairs one of which a matching document must have; None if there is no such clause."""
+    clauses = query_filter["$and"] if set(query_filter) == {"$and"} else [{k: v} for k, v in query_filter.items()]
     for clause in clauses:
-        if len(clause) != 1:
-            continue
-        (path, condition), = clause.items()
-        if path in INDEXED_PATHS and isinstance(condition, Mapping) and set(condition) == {"$eq"} \
-                and isinstance(condition["$eq"], str):
-            return path, condition["$eq"]
+        keys = _clause_keys(clause)
+        if keys:
+            return keys
+    return None
+
+
+def _clause_keys(clause: Mapping[str, Any]) -> list[tuple[tuple[str, ...], tuple[str, Any]]] | None:
+    if len(clause) != 1:
+        return None
+    (path, condition), = clause.items()
+    if path == "$or":
+        keys: list[tuple[tuple[str, ...], tuple[str, Any]]] = []
+        for sub in condition:
+            sub_keys = _clause_keys(sub)
+            if not sub_keys:
+                return None
+            keys += sub_keys
+        return keys
+    if path.startswith("$") or not isinstance(condition, Mapping) or len(condition) != 1:
+        return None
+    (op, operand), = condition.items()
+    if op == "$eq":
+        return [(tuple(path.split(".")), value_key(operand))]
+    if op == "$in":
+        return [(tuple(path.split(".")), value_key(o)) for o in operand]
     return None
 
 
@@ -298,6 +332,7 @@ class Variables:
     secret: frozenset[str] = frozenset()
 
 
+@lru_cache(maxsize=65536)
 def value_digest(value: str, xsd_type: str) -> str:
     return hashlib.sha256(f"{xsd_type}\0{value}".encode()).hexdigest()[:16]
 
@@ -346,13 +381,13 @@ def effective(applicable: Sequence[Compiled], facts: Mapping[str, Any], root: st
                 out.overridden.append({"name": name, "profile_id": profile.id, "profile_name": profile.name,
                                        "by": out.values[name].profile_name})
                 continue
-            text, secret_var, missing = render(p.text(), facts, variables) if isinstance(p.value, str) \
-                else (p.text(), False, None)
+            text, secret_var, missing = render(p.text(), facts, variables) \
+                if isinstance(p.value, str) and "{" in p.value else (p.text(), False, None)
             if text is None:
                 out.unresolved.append({"name": name, "profile_name": profile.name, "missing": missing or ""})
                 continue
             out.values[name] = Desired(name, text, p.xsd_type(), profile.id, profile.name, profile.priority,
-                                       profile.mode, secret_var or is_secret(name))
+                                       profile.mode, secret_var or _secret_name(name))
         for a in profile.attributes:
             name = absolute(a.name, root)
             if name is None or name in out.attributes:
@@ -361,6 +396,11 @@ def effective(applicable: Sequence[Compiled], facts: Mapping[str, Any], root: st
                                                tuple(a.access_list) if a.access_list is not None else None,
                                                profile.id, profile.mode)
     return out
+
+
+@lru_cache(maxsize=65536)
+def _secret_name(name: str) -> bool:
+    return is_secret(name)
 
 
 def same_value(actual: str, actual_type: str, desired: Desired) -> bool:

@@ -179,3 +179,27 @@ def test_many_profiles_are_indexed_by_their_equalities() -> None:
     assert len(found) == 10 and [c.profile.priority for c in found] == sorted(
         (i for i in range(1000) if i % 100 == 7), reverse=True)
     assert TaskStatus.PENDING  # the enum the tasks use (imported for the type checker)
+
+
+def test_the_index_finds_exactly_what_evaluating_every_selector_finds() -> None:
+    from services.inventory.query import device_document, matches
+
+    selectors: list[dict[str, Any]] = [
+        {}, {"product_class": "A"}, {"product_class": {"$in": ["A", "B"]}}, {"tags": "lab"},
+        {"tags": {"$in": ["eu", "us"]}}, {"DeviceInfo.ProvisioningCode": "RES"},
+        {"DeviceInfo.UpTime": 5}, {"DeviceInfo.UpTime": {"$gt": 3}}, {"oui": "X", "product_class": "B"},
+        {"$or": [{"product_class": "C"}, {"tags": "lab"}]}, {"$or": [{"product_class": "C"}, {"oui": {"$ne": "X"}}]},
+        {"product_class": {"$ne": "A"}}, {"ManagementServer.PeriodicInformEnable": True},
+    ]
+    pset = P.ProfileSet([_profile(f"s{i}", i, [], selector=s) for i, s in enumerate(selectors)])
+    assert len(pset._rest) < len(selectors) / 2  # most are indexed
+    for pc in ("A", "B", "C"):
+        for tags in ([], ["lab"], ["eu", "x"]):
+            for uptime, code in (("5", "RES"), ("2", "BUS")):
+                document = device_document(
+                    {"id": "d", "oui": "X" if pc != "C" else "Y", "product_class": pc, "tags": tags},
+                    [(f"{IGD}DeviceInfo.UpTime", uptime, "xsd:unsignedInt"),
+                     (f"{IGD}DeviceInfo.ProvisioningCode", code, "xsd:string"),
+                     (f"{IGD}ManagementServer.PeriodicInformEnable", "1", "xsd:boolean")])
+                expected = sorted((c.profile.priority for c in pset.all if matches(c.filter, document)), reverse=True)
+                assert [c.profile.priority for c in pset.applicable(document)] == expected, (pc, tags, uptime)
