@@ -57,6 +57,9 @@ TASK_OUTCOMES = Counter("acs_orchestrator_task_outcomes_total", "Tasks that ende
 DECISION_SECONDS = Histogram("acs_orchestrator_decision_seconds", "Event in to plan out (load, decide, write)",
                              ["trigger"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 RACES = Counter("acs_orchestrator_task_races_total", "Plans trimmed after a concurrent task write")
+PROFILE_EVENTS = Counter("acs_orchestrator_profile_events_total",
+                         "Configuration profile outcomes: profile_applied, profile_failed, drift_detected",
+                         ["kind"])
 
 # How long a task may stay in_progress with no event before the sweep frees it.
 STALE_IN_PROGRESS_SECONDS = 600.0
@@ -337,7 +340,11 @@ class Engine:
             log.info(note, extra={"device_id": decision.plan.device_id if decision.plan else None})
         if decision.plan is not None:
             await self._publish_plan(reply_to, decision.plan, trigger)
-        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        published = [e for e in decision.events if e.details.get("task_id") not in lost]
+        await self.publisher.device_events(published)
+        for event in published:
+            if event.kind in ("profile_applied", "profile_failed", "drift_detected"):
+                PROFILE_EVENTS.labels(event.kind).inc()
         for task in [*decision.tasks, *decision.new_tasks]:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()
@@ -369,7 +376,11 @@ class Engine:
             return
         decision = planner.on_heal_finished(healer, waiters, self.env(), self.config)
         lost = set(await self.store.save_tasks(decision.tasks))
-        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        published = [e for e in decision.events if e.details.get("task_id") not in lost]
+        await self.publisher.device_events(published)
+        for event in published:
+            if event.kind in ("profile_applied", "profile_failed", "drift_detected"):
+                PROFILE_EVENTS.labels(event.kind).inc()
         for task in decision.tasks:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()
