@@ -112,6 +112,20 @@ class DesiredAttribute(BaseModel):
         return _check_name(name)
 
 
+class ProfileFirmware(BaseModel):
+    """The firmware devices should run (the selector says which: typically one product class)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file_name: str = Field(min_length=1, max_length=255, description="a file on the fileserver")
+    version: str | None = Field(None, max_length=64, description="the SoftwareVersion it installs "
+                                                                  "(default: the file's version)")
+    # Looked up on the fileserver when the profile is saved (save again after replacing the file).
+    file_type: str | None = Field(None, max_length=64)
+    file_size: int | None = None
+    url: str | None = None
+
+
 class ProfileAction(BaseModel):
     """On these Inform events, queue these tasks: what a policy did, now part of a profile."""
 
@@ -135,6 +149,8 @@ class ProfileBody(BaseModel):
     parameters: list[DesiredParameter] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     attributes: list[DesiredAttribute] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     actions: list[ProfileAction] = Field(default_factory=list, max_length=20)
+    firmware: ProfileFirmware | None = Field(None, description="devices whose SoftwareVersion is below "
+                                                               "its version download it")
 
     @field_validator("selector")
     @classmethod
@@ -398,6 +414,18 @@ def effective(applicable: Sequence[Compiled], facts: Mapping[str, Any], root: st
     return out
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def version_key(version: str) -> list[tuple[int, int | str]]:
+    """Software versions compare part by part, numbers as numbers: 1.9.2 < 1.10.0 < 2.0."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(version) if part]
+
+
+def below(current: str | None, wanted: str) -> bool:
+    return current is not None and version_key(current) < version_key(wanted)
+
+
 @lru_cache(maxsize=65536)
 def _secret_name(name: str) -> bool:
     return is_secret(name)
@@ -455,7 +483,8 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
     ``open_tasks``: the device's open tasks (one profile task at a time).
     """
     applied = {} if bootstrap else dict(state.applied)
-    failed = None if bootstrap else state.failed
+    failed_all = {} if bootstrap or not state.failed else dict(state.failed)
+    failed = failed_all.get("values")
     if pset is None or not pset.all:
         return Outcome(state=ProfileState(applied={}, status={}, failed=None) if state.status or state.applied
                        else state)
@@ -500,6 +529,21 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
                 "profile": {"digests": {"@" + encode_name(a.name): a.digest() for a in due_attrs},
                             "due": due_digest, "profiles": sorted({a.profile_id for a in due_attrs})}}))
 
+    # Firmware: the highest priority applicable profile that names one decides.
+    firmware = next((c.profile for c in applicable if c.profile.firmware is not None), None)
+    fw_below = fw_gave_up = False
+    if firmware is not None and firmware.firmware is not None and firmware.firmware.version:
+        fw = firmware.firmware
+        fw_below = below(facts.get("software_version"), fw.version or "")
+        fw_digest = value_digest(f"{fw.file_name}|{fw.version}", "firmware")
+        fw_gave_up = (failed_all.get("firmware") or {}).get("digest") == fw_digest
+        fw_busy = any(t.origin == PROFILE_ORIGIN and t.name == "download" and t.open for t in open_tasks)
+        if fw_below and firmware.mode == "enforce" and not fw_busy and not fw_gave_up:
+            out.tasks.append(("download", {
+                "file_name": fw.file_name, "file_type": fw.file_type or "1 Firmware Upgrade Image",
+                "file_size": fw.file_size or 0, "url": fw.url, "version": fw.version, "target_file_name": "",
+                "delay_seconds": 0, "profile": {"kind": "firmware", "due": fw_digest, "profiles": [firmware.id]}}))
+
     # Per profile: where the device stands.
     status: dict[str, dict[str, Any]] = {}
     due_names = {d.name for d in due} | {a.name for a in due_attrs}
@@ -513,6 +557,10 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
             entry = {"state": "drifted"}
         elif gave_up and any(d.name in due_names for d in mine) | any(a.name in due_names for a in mine_attrs):
             entry = {"state": "failing", "fault": (failed or {}).get("fault")}
+        elif firmware is not None and pid == firmware.id and fw_below and fw_gave_up:
+            entry = {"state": "failing", "fault": (failed_all.get("firmware") or {}).get("fault")}
+        elif firmware is not None and pid == firmware.id and fw_below:
+            entry = {"state": "pending", "firmware": facts.get("software_version")}
         elif any(applied.get(encode_name(d.name)) != d.digest() for d in mine) or \
                 any(applied.get("@" + encode_name(a.name)) != a.digest() for a in mine_attrs) or \
                 any(u["profile_name"] == compiled.profile.name for u in eff.unresolved):
@@ -531,7 +579,9 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
                     continue
                 for spec in action.tasks:
                     out.actions.append((action_id, f"{ACTION_ORIGIN_PREFIX}{compiled.profile.name}", spec))
-    out.state = ProfileState(applied=applied, status=status, failed=failed if gave_up else None)
+    kept = {**({"values": failed} if gave_up and failed else {}),
+            **({"firmware": failed_all["firmware"]} if fw_gave_up else {})}
+    out.state = ProfileState(applied=applied, status=status, failed=kept or None)
     for item in out.drifted:
         out.events.append(DeviceEvent(kind="drift_detected", device_id=str(document.get("_id", "")), details={
             "parameter": item["name"], "profile_id": item["profile_id"], "mode": item["mode"],
@@ -544,15 +594,24 @@ def settle(task: Task, state: ProfileState, now: datetime) -> tuple[ProfileState
     """A profile task ended: remember what the CPE accepted, or that it failed and why."""
     meta = task.args.get("profile") or {}
     profiles = list(meta.get("profiles", []))
+    kind = "firmware" if meta.get("kind") == "firmware" else "values"
+    failed = dict(state.failed or {})
     if task.status is TaskStatus.SUCCEEDED:
+        failed.pop(kind, None)
         applied = {**state.applied, **meta.get("digests", {})}
-        status = {pid: {**s, "state": "compliant", "at": now} if pid in profiles and s.get("state") == "pending"
-                  else s for pid, s in state.status.items()}
-        return ProfileState(applied=applied, status=status, failed=None), DeviceEvent(
-            kind="profile_applied", device_id=task.device_id, details={
-                "task_id": task.id, "profiles": profiles, "parameters": sorted(
-                    v["name"] for v in task.args.get("parameter_values", [])),
-                **({"status": task.result.get("status")} if "status" in task.result else {})})
+        # A firmware is there once the device informs with its version; values are there now.
+        status = state.status if kind == "firmware" else {
+            pid: {**s, "state": "compliant", "at": now} if pid in profiles and s.get("state") == "pending" else s
+            for pid, s in state.status.items()}
+        details: dict[str, Any] = {"task_id": task.id, "profiles": profiles}
+        if kind == "firmware":
+            details["firmware"] = {"file_name": task.args.get("file_name"), "version": task.args.get("version")}
+        else:
+            details["parameters"] = sorted(v["name"] for v in task.args.get("parameter_values", []))
+            if "status" in task.result:
+                details["status"] = task.result.get("status")
+        return ProfileState(applied=applied, status=status, failed=failed or None), DeviceEvent(
+            kind="profile_applied", device_id=task.device_id, details=details)
     if task.status is TaskStatus.FAILED:
         fault = None
         if task.faults:
@@ -561,8 +620,8 @@ def settle(task: Task, state: ProfileState, now: datetime) -> tuple[ProfileState
                      "parameter_faults": list(last.parameter_faults)[:20]}
         status = {pid: {**s, "state": "failing", "fault": fault, "at": now} if pid in profiles else s
                   for pid, s in state.status.items()}
-        return ProfileState(applied=state.applied, status=status, failed={
-            "digest": meta.get("due"), "fault": fault, "at": now}), DeviceEvent(
+        failed[kind] = {"digest": meta.get("due"), "fault": fault, "at": now}
+        return ProfileState(applied=state.applied, status=status, failed=failed), DeviceEvent(
             kind="profile_failed", device_id=task.device_id, details={
                 "task_id": task.id, "profiles": profiles, "reason": task.reason, "fault": fault})
     return state, None

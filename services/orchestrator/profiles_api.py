@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.bus.events import new_id, utcnow
 from services.common.apikeys import Principal
+from services.fileserver.credentials import download_url
 from services.inventory.query import device_document
 from services.orchestrator import clients
 from services.orchestrator import profiles as P
@@ -56,11 +57,29 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile {profile_id!r}")
         return profile
 
+    async def resolved(body: P.ProfileBody) -> P.ProfileBody:
+        """A firmware's file is looked up now, so that sessions have what a Download needs."""
+        if body.firmware is None:
+            return body
+        try:
+            facts = await clients.file_facts(runtime.http, runtime.settings, body.firmware.file_name)
+        except clients.UpstreamError as exc:
+            raise HTTPException(exc.status, f"firmware: {exc.message}") from None
+        version = body.firmware.version or facts.version
+        if not version:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"firmware: the file {facts.name!r} has no "
+                                "version; give firmware.version (the SoftwareVersion it installs)")
+        return body.model_copy(update={"firmware": body.firmware.model_copy(update={
+            "version": version, "file_type": body.firmware.file_type or facts.file_type, "file_size": facts.size,
+            "url": download_url(runtime.settings, body.firmware.file_name)})})
+
     async def save(current: P.Profile, body: dict[str, Any], principal: Principal, change: str) -> dict[str, Any]:
         try:
             validated = P.ProfileBody.model_validate(body)
         except ValidationError as exc:
             raise _invalid(exc) from None
+        if validated.firmware is not None and validated.firmware != current.firmware:
+            validated = await resolved(validated)
         now = utcnow()
         updated = P.Profile(**validated.model_dump(), id=current.id, version=current.version + 1,
                             created_at=current.created_at, created_by=current.created_by, updated_at=now,
@@ -77,6 +96,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     @app.post("/api/v1/profiles", status_code=201, tags=["profiles"], summary="Create a configuration profile",
               responses={409: {"description": "the name or the priority is taken (ties are refused)"}})
     async def create_profile(body: P.ProfileBody, principal: Admin) -> dict[str, Any]:
+        body = await resolved(body)
         now = utcnow()
         profile = P.Profile(**body.model_dump(), id=new_id(), created_at=now, created_by=principal.name,
                             updated_at=now, updated_by=principal.name)

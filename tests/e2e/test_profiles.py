@@ -35,11 +35,12 @@ PSK = {"tr098": "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.KeyPassph
        "tr181": "Device.WiFi.AccessPoint.1.Security.KeyPassphrase"}
 
 
-def _fleet(stack: Stack, model: str, product_class: str, devices: int) -> Fleet:
+def _fleet(stack: Stack, model: str, product_class: str, devices: int, serial_prefix: str | None = None,
+           **settings: Any) -> Fleet:
     return Fleet(FleetSettings(acs_url=stack.gateway_url + "/", devices=devices, model=model,
-                               product_class=product_class, serial_prefix=product_class[:6],
+                               product_class=product_class, serial_prefix=serial_prefix or product_class[:6],
                                acs_username=stack.cpe_username, acs_password=stack.cpe_password,
-                               periodic_interval=3600, seed=5, ramp=2.0))
+                               periodic_interval=3600, seed=5, ramp=2.0, reboot_delay=0.5, **settings))
 
 
 @pytest.fixture
@@ -223,3 +224,34 @@ async def test_a_value_changed_on_the_device_is_corrected_or_only_reported(
     finally:
         await fleet.stop()
         await api.delete(f"/profiles/{profile_id}")
+
+
+async def test_a_firmware_profile_upgrades_only_the_devices_below_its_version(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    pc = f"FW{uuid.uuid4().hex[:6].upper()}"
+    name = f"fw-{pc}-3.1.0.bin"
+    uploaded = await api.put(f"/files/{name}", content=os.urandom(50_000),
+                             params={"file_type": "1 Firmware Upgrade Image", "version": "3.1.0"})
+    assert uploaded.status_code == 201, uploaded.text
+    old = _fleet(stack, "tr181", pc, 3, serial_prefix="OLD", sw_version="3.0.9")
+    new = _fleet(stack, "tr181", pc, 2, serial_prefix="NEW", sw_version="3.10.0")  # above: 3.10 > 3.1
+    created = await api.post("/profiles", json={"name": f"fw-{pc}", "priority": 9000 + int(uuid.uuid4().hex[:4], 16),
+                                                "selector": {"product_class": pc},
+                                                "firmware": {"file_name": name}})
+    assert created.status_code == 201, created.text
+    profile = created.json()
+    assert profile["firmware"]["version"] == "3.1.0" and profile["firmware"]["file_size"] == 50_000
+    try:
+        await asyncio.gather(old.start(), new.start())
+        await eventually(lambda: asyncio.sleep(0, all(d.sw_version == "3.1.0" for d in old.devices)), seconds=60)
+        await eventually(lambda: _compliant(api, profile["id"], 5), seconds=60)
+        assert all((d.sw_version or d.settings.sw_version) == "3.10.0" for d in new.devices)  # untouched
+        for device in new.devices:
+            assert await _profile_tasks(api, device) == []
+        for device in old.devices:
+            tasks = await _profile_tasks(api, device)
+            assert [(t["name"], t["status"]) for t in tasks] == [("download", "succeeded")], tasks
+    finally:
+        await old.stop()
+        await new.stop()
+        await api.delete(f"/profiles/{profile['id']}")

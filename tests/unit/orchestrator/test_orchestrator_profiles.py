@@ -203,3 +203,25 @@ def test_the_index_finds_exactly_what_evaluating_every_selector_finds() -> None:
                      (f"{IGD}ManagementServer.PeriodicInformEnable", "1", "xsd:boolean")])
                 expected = sorted((c.profile.priority for c in pset.all if matches(c.filter, document)), reverse=True)
                 assert [c.profile.priority for c in pset.applicable(document)] == expected, (pc, tags, uptime)
+
+
+def test_firmware_is_downloaded_only_below_its_version(clock: Clock, cfg: PlanConfig) -> None:
+    firmware = P.ProfileFirmware(file_name="fw-2.10.bin", version="2.10.0", file_type="1 Firmware Upgrade Image",
+                                 file_size=1000, url="http://files/download/fw-2.10.bin")
+    sw = f"{IGD}DeviceInfo.SoftwareVersion"
+    for version, expected in (("2.9.5", ["Download"]), ("2.10.0", []), ("10.0", [])):  # natural order
+        h = _harness(clock, cfg, _profile("fw", 1, [], firmware=firmware))
+        plan = h.inform(inform("2 PERIODIC", parameters={**SEED_PARAMETERS, sw: version}))
+        assert [p.rpc["method"] for p in plan.rpcs] == expected, version
+        state = h.device.profile_status["id-fw"]["state"] if h.device else None
+        assert state == ("pending" if expected else "compliant")
+    # Refused: not asked again until the profile changes.
+    h = _harness(clock, cfg, _profile("fw", 1, [], firmware=firmware))
+    plan = h.inform(inform("2 PERIODIC", parameters={**SEED_PARAMETERS, sw: "1.0"}))
+    h.fault(plan.rpcs[0].rpc_id, 9013, method="Download", string="Unsupported protocol")  # permanent
+    h.end()
+    assert h.device is not None and h.device.profile_status["id-fw"]["state"] == "failing"
+    assert h.inform(inform("2 PERIODIC", session="s2", parameters={**SEED_PARAMETERS, sw: "1.0"})).rpcs == []
+    # Report-only: nothing is downloaded.
+    h = _harness(clock, cfg, _profile("fw", 1, [], firmware=firmware, mode="report"))
+    assert h.inform(inform("2 PERIODIC", parameters={**SEED_PARAMETERS, sw: "1.0"})).rpcs == []
