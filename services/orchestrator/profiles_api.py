@@ -298,8 +298,11 @@ def _preview_device(pset: P.ProfileSet, found: dict[str, Any], state: DeviceStat
     fields = {k: found.get(k) for k in ("id", "oui", "product_class", "serial_number", "manufacturer",
                                         "software_version")}
     fields["tags"] = sorted(tags)
-    document = device_document(fields)
     device = state or DeviceState(id=str(found["id"]))
+    if device.software_version:
+        # The orchestrator's own word (from the device's last Inform), which its sessions decide on.
+        fields["software_version"] = device.software_version
+    document = device_document(fields)
     root = device.data_model
     out = P.decide(pset, document, {**fields, "device_id": fields["id"], "tags": tags}, root,
                    P.ProfileState(dict(device.profile_applied), dict(device.profile_status), device.profile_failed),
@@ -318,6 +321,9 @@ def _preview_device(pset: P.ProfileSet, found: dict[str, Any], state: DeviceStat
         if name == "setParameterValues":
             rpcs.append({"method": "SetParameterValues", "parameters": [
                 {**v, "value": P.REDACTED if v["name"] in secret else v["value"]} for v in args["parameter_values"]]})
+        elif name == "download":
+            rpcs.append({"method": "Download", "file_name": args["file_name"], "version": args["version"],
+                         "file_type": args["file_type"]})
         else:
             rpcs.append({"method": "SetParameterAttributes", "parameters": args["parameters"]})
     return rpcs

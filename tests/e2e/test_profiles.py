@@ -149,7 +149,10 @@ async def test_a_fleet_converges_in_one_session_and_preview_tells_what_then_happ
             "name": f"inform-{pc181}", "priority": base + 4, "enabled": False, "selector": {"product_class": pc181},
             "parameters": [{"name": "ManagementServer.PeriodicInformInterval", "value": 7200}]})
         assert interval.status_code == 201, interval.text
-        preview = (await api.post(f"/profiles/{interval.json()['id']}/preview", params={"sample": 2})).json()
+        async def previewed() -> dict[str, Any] | None:  # once the inventory has recorded every device
+            found = (await api.post(f"/profiles/{interval.json()['id']}/preview", params={"sample": 2})).json()
+            return found if found["matched"] == PER_MODEL else None
+        preview = await eventually(previewed)
         assert (preview["matched"], preview["would_change"], preview["unchanged"]) == (PER_MODEL, PER_MODEL, 0)
         assert preview["changes"] == {"Device.ManagementServer.PeriodicInformInterval": PER_MODEL}
         assert preview["sample"][0]["rpcs"] == [{"method": "SetParameterValues", "parameters": [
@@ -244,6 +247,21 @@ async def test_a_firmware_profile_upgrades_only_the_devices_below_its_version(
     try:
         await asyncio.gather(old.start(), new.start())
         await eventually(lambda: asyncio.sleep(0, all(d.sw_version == "3.1.0" for d in old.devices)), seconds=60)
+        await eventually(lambda: _compliant(api, profile["id"], 5), seconds=60)
+        # Preview now: nothing left to do; with a newer file, only the devices below it would change.
+        async def settled() -> dict[str, Any] | None:  # the inventory records the devices a moment later
+            found = (await api.post(f"/profiles/{profile['id']}/preview")).json()
+            return found if found["matched"] == 5 else None
+        preview = await eventually(settled)
+        assert preview["would_change"] == 0, preview
+        newer = f"fw-{pc}-3.11.0.bin"
+        assert (await api.put(f"/files/{newer}", content=b"x" * 1000, params={
+            "file_type": "1 Firmware Upgrade Image", "version": "3.11.0"})).status_code == 201
+        await api.patch(f"/profiles/{profile['id']}", json={"enabled": False, "firmware": {"file_name": newer}})
+        preview = (await api.post(f"/profiles/{profile['id']}/preview")).json()
+        assert (preview["matched"], preview["would_change"]) == (5, 5)
+        assert preview["sample"][0]["rpcs"][0]["method"] == "Download"
+        await api.post(f"/profiles/{profile['id']}/rollback", json={"version": 1})
         await eventually(lambda: _compliant(api, profile["id"], 5), seconds=60)
         assert all((d.sw_version or d.settings.sw_version) == "3.10.0" for d in new.devices)  # untouched
         for device in new.devices:
