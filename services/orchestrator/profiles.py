@@ -581,6 +581,9 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
                     out.actions.append((action_id, f"{ACTION_ORIGIN_PREFIX}{compiled.profile.name}", spec))
     kept = {**({"values": failed} if gave_up and failed else {}),
             **({"firmware": failed_all["firmware"]} if fw_gave_up else {})}
+    # Only what some applicable profile still manages is remembered: the state stays small.
+    managed = {encode_name(n) for n in eff.values} | {"@" + encode_name(n) for n in eff.attributes}
+    applied = {k: v for k, v in applied.items() if k in managed}
     out.state = ProfileState(applied=applied, status=status, failed=kept or None)
     for item in out.drifted:
         out.events.append(DeviceEvent(kind="drift_detected", device_id=str(document.get("_id", "")), details={
