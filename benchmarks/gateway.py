@@ -183,8 +183,9 @@ def main() -> None:
         mongo.start()
         servers.append(mongo)
         env["ACS_MONGODB_URL"] = mongo.url
-    gateway_port, trivial_port = free_port(), free_port()
-    env.update({"ACS_GATEWAY_PORT": str(gateway_port), "ACS_CPE_AUTH": "none", "ACS_LOG_LEVEL": "WARNING",
+    gateway_port, admin_port, trivial_port = free_port(), free_port(), free_port()
+    env.update({"ACS_GATEWAY_PORT": str(gateway_port), "ACS_GATEWAY_ADMIN_PORT": str(admin_port),
+                "ACS_CPE_AUTH": "none", "ACS_LOG_LEVEL": "WARNING",
                 "ACS_SECRET_KEY": "benchmark-secret-key-0123456789", "ACS_MAX_SESSIONS": "100000"})
     children = [
         subprocess.Popen([sys.executable, "-m", "acs.cli", "gateway"], env=env, cwd=REPO),
@@ -203,7 +204,7 @@ def main() -> None:
         before = {pid: cpu_seconds([pid]) for pid in stack_pids}
         gateway = asyncio.run(drive(gateway_port, args.concurrency, args.duration))
         used = {pid: cpu_seconds([pid]) - before[pid] for pid in stack_pids}
-        breakdown = gateway_breakdown(gateway_port)
+        breakdown = gateway_breakdown(admin_port)  # /metrics is on the admin port
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)

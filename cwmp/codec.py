@@ -34,6 +34,8 @@ from lxml import etree
 
 from .faults import CwmpFault, SetParameterValuesFault
 from .models import (
+    INT_MAX,
+    INT_MIN,
     METHODS,
     OPERATION_TYPES,
     CwmpMessage,
@@ -183,6 +185,10 @@ class MissingBody(MalformedEnvelope):
     """A SOAP Envelope without a Body."""
 
 
+class DuplicateHeader(MalformedEnvelope):
+    """A SOAP header that may occur once (cwmp:ID) occurs twice: which one counts is ambiguous."""
+
+
 class UnknownMethod(MalformedEnvelope):
     """A method this library does not know. Answer a CPE request with fault 8000, same ID."""
 
@@ -293,6 +299,10 @@ def _parse_header(header_el: etree._Element) -> tuple[Header, str | None]:
         ns, local = _split(child.tag)
         raw = child.text or ""
         if local == "ID":
+            if "id" in values:
+                # Answering one ID and matching the other would split the CPE's and the ACS's
+                # view of the exchange; nothing sane sends two.
+                raise DuplicateHeader("two cwmp:ID headers in one envelope")
             values["id"] = raw
             if is_cwmp_namespace(ns):
                 header_ns = ns
@@ -365,14 +375,24 @@ def _parse_spv_fault(element: etree._Element) -> SetParameterValuesFault:
     return SetParameterValuesFault(name, code, string)
 
 
+# No number in range is longer than this ("-2147483648", or a few leading zeros): longer text
+# is refused before int() spends time on it.
+_MAX_INT_TEXT = 20
+
+
 def _to_int(raw: str | None, path: str) -> int:
     text = (raw or "").strip()
     if not text:
         return 0  # <FileSize/>: tolerated as 0 rather than failing a whole message
+    if len(text) > _MAX_INT_TEXT:
+        raise _FieldError(path, text)
     try:
-        return int(text)
+        number = int(text)
     except ValueError:
         raise _FieldError(path, text) from None
+    if not INT_MIN <= number <= INT_MAX:
+        raise _FieldError(path, text)
+    return number
 
 
 @dataclass(slots=True)

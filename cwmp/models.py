@@ -118,6 +118,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 
+# Every integer element of CWMP is an xs:int or an xs:unsignedInt (FaultCode, FileSize,
+# RetryCount, DelaySeconds, ...): one bound, the union of the two ranges, refuses what fits
+# neither (a FaultCode of 2**64 overflows MongoDB's 64-bit integers further on) and still
+# tolerates a CPE that writes -1 into an unsigned field. Parsing (XML and dict) enforces it.
+INT_MIN = -(2**31)
+INT_MAX = 2**32 - 1
+
+
 class FieldKind(Enum):
     STR = "str"  # xs:string and string-like simple types
     INT = "int"  # xs:int / xs:unsignedInt
@@ -1035,9 +1043,7 @@ def _fault_from_dict(data: Mapping[str, Any]) -> CwmpFault:
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"Fault: unknown field(s) {sorted(unknown)}")
-    code = data.get("code")
-    if type(code) is not int:
-        raise ValueError(f"Fault.code: expected int, got {code!r}")
+    code = _expect_int(data.get("code"), "Fault.code")
     details = []
     for i, raw in enumerate(
         _expect(data.get("set_parameter_values_faults", []), list, "Fault.set_parameter_values_faults")
@@ -1073,6 +1079,8 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
 def _expect_int(value: Any, where: str) -> int:
     if type(value) is not int:  # bool is an int subclass; refuse it
         raise ValueError(f"{where}: expected int, got {type(value).__name__}")
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(f"{where}: {value} is outside the range of xs:int and xs:unsignedInt")
     return value
 
 

@@ -89,6 +89,7 @@ __all__ = [
     "Event",
     "FaultReceived",
     "InformReceived",
+    "InvalidDeviceId",
     "Outgoing",
     "PendingRequest",
     "RequestReceived",
@@ -108,6 +109,10 @@ __all__ = [
 ACS_CWMP_VERSIONS: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4")
 DEFAULT_TIMEOUT = 30.0  # seconds; GenieACS's default and the CPE's minimum wait (T6, T15)
 _SNAPSHOT_VERSION = 1
+# DeviceIdStruct fields are string(64) in TR-069 (string(6) for the OUI, which some CPEs write
+# longer). OUI, ProductClass and SerialNumber make the device id, a bus key and a log field:
+# bounded here, a 900 KB SerialNumber is refused at once instead of failing further on.
+MAX_DEVICE_ID_FIELD = 64
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +206,11 @@ class UnmatchedResponse(CpeProtocolError):
 
 class SessionExpired(CpeProtocolError):
     """The session was idle longer than its timeout; it is now CLOSED."""
+
+
+class InvalidDeviceId(CpeProtocolError):
+    """An Inform whose DeviceId cannot name a device: an empty OUI or SerialNumber, or a field
+    longer than :data:`MAX_DEVICE_ID_FIELD`."""
 
 
 class AcsProtocolError(SessionError):
@@ -466,6 +476,7 @@ class AcsSession:
             raise SessionOver("Inform on a finished session: start a new session")
         if self._state is not State.AWAIT_INFORM:
             raise CpeProtocolError("CPE already in session: Inform occurs once per session")
+        _check_device_id(inform)
         header = envelope.header
         cpe_versions = header.supported_cwmp_versions
         use_version = None
@@ -713,3 +724,18 @@ class AcsSession:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a session snapshot: {exc!r}") from exc
         return session
+
+
+def _check_device_id(inform: Inform) -> None:
+    """Refuse a DeviceId that cannot name a device (``OUI-PC-`` would be shared by every CPE
+    with an empty serial) or whose fields exceed TR-069's sizes."""
+    identity = inform.device_id
+    for label, value in (("Manufacturer", identity.manufacturer), ("OUI", identity.oui),
+                         ("ProductClass", identity.product_class), ("SerialNumber", identity.serial_number)):
+        if len(value) > MAX_DEVICE_ID_FIELD:
+            raise InvalidDeviceId(f"Inform DeviceId/{label} is {len(value)} characters long "
+                                  f"(at most {MAX_DEVICE_ID_FIELD})")
+    if not identity.oui.strip():
+        raise InvalidDeviceId("Inform DeviceId/OUI is empty")
+    if not identity.serial_number.strip():
+        raise InvalidDeviceId("Inform DeviceId/SerialNumber is empty")

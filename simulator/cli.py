@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default="testcpe", help="ACS password pattern (same placeholders)")
     p.add_argument("--auth", choices=[m.value for m in AuthMode], default="digest",
                    help="digest: answer the ACS's challenge; basic: pre-emptive Basic; none")
+    p.add_argument("--memory", default=".acs/sim-memory.json", metavar="FILE",
+                   help="what the devices remember across runs, as a CPE's flash does: the ACS credentials "
+                        "they were given at bootstrap (the ACS refuses the shared pair afterwards); "
+                        "'' remembers nothing")
     p.add_argument("--serial-prefix", default="SIM", help="serial number = prefix + zero-padded index")
     p.add_argument("--first-index", type=int, default=0, help="index of the first device")
     p.add_argument("--cr-host", default="127.0.0.1", help="address of the connection-request listener")
@@ -85,7 +89,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         acs_url=args.acs_url, devices=args.devices, model=args.model, first_index=args.first_index,
         serial_prefix=args.serial_prefix, sw_version=args.sw_version, periodic_interval=args.interval,
         jitter=args.jitter, retry_min_wait=args.retry_min_wait, acs_username=args.username,
-        acs_password=args.password, cr_username=args.cr_username, cr_password=args.cr_password,
+        acs_password=args.password, memory_file=args.memory, cr_username=args.cr_username, cr_password=args.cr_password,
         auth=AuthMode(args.auth), ignore_cookies=args.ignore_cookies, cwmp_version=args.cwmp_version,
         strict_types=not args.lenient_types, cr_host=args.cr_host, cr_port=args.cr_port,
         http_mode=HttpMode(args.http_mode), max_sessions=args.max_sessions, http_timeout=args.timeout,

@@ -86,6 +86,9 @@ class FleetSettings:
     # session may then carry at least that many messages (a discovery walk of it needs them).
     parameters: int = 0
     # Connection requests.
+    # Where the devices keep what they must remember across runs (their own ACS credentials, the
+    # acknowledged BOOTSTRAP), as a CPE's flash does (memory.py); "" keeps nothing.
+    memory_file: str = ""
     cr_host: str = "127.0.0.1"
     cr_port: int = 0  # 0: any free port
     cr_base_url: str = ""  # filled in once the listener is bound

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import memory
 from .config import FleetSettings, HttpMode
 from .connreq import ConnectionRequestApp, bind_socket, make_server
 from .device import PROFILES, Device, DeviceState, Transfer, now_iso
@@ -80,11 +81,13 @@ class Fleet:
         now = s.clock()
         profiles = {name: dataclasses.replace(profile, product_class=s.product_class or profile.product_class)
                     for name, profile in PROFILES.items()}  # shared by the devices of a model
+        remembered = memory.load(s.memory_file, s.acs_url) if s.memory_file else {}
         for pos in range(s.devices):
             index = s.first_index + pos
             name = s.template_for(index)
             template = load_big_template(name, s.parameters) if s.parameters else load_template(name)
             device = Device(index, profiles[name], template, s, self._wake)
+            memory.recall(device, remembered)
             self.devices.append(device)
             # Spread the first boots over `ramp` seconds, in index order.
             self._wake(device, now + (s.ramp * pos / s.devices if s.devices > 1 else 0.0))
@@ -97,6 +100,7 @@ class Fleet:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling, let running sessions finish for ``grace`` seconds, then cancel."""
+        s = self.settings
         self._stopping = True
         if self._scheduler is not None:
             self._scheduler.cancel()
@@ -117,6 +121,8 @@ class Fleet:
         self._idle.clear()
         for connection in connections:
             await connection.close()
+        if s.memory_file:
+            memory.save(s.memory_file, s.acs_url, self.devices)
 
     async def run(self, duration: float | None, *, report_every: float = 5.0,
                   report: Callable[[dict[str, Any]], None] | None = None,

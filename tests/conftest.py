@@ -138,6 +138,8 @@ def settings(request: pytest.FixtureRequest, unique_name: str) -> Settings:
         "secret_key": "test-secret-key-0123456789",
         "admin_api_key": "test-admin-key",
         "session_plan_timeout": 5.0,
+        # The simulated CPEs of the tests answer connection requests on this machine.
+        "connection_request_allowed_networks": "0.0.0.0/0,::/0,127.0.0.0/8,::1/128",
     }
     names = set(request.fixturenames)
     if "kafka_bootstrap" in names:

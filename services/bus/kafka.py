@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from services.bus.events import ALL_TOPICS, TOPIC_RETENTION_MS
 from services.common.settings import Settings
@@ -25,9 +26,24 @@ def topic_name(settings: Settings, topic: str) -> str:
     return f"{settings.kafka_topic_prefix}{topic}"
 
 
+def client_options(settings: Settings) -> dict[str, object]:
+    """Where and how every Kafka client of the ACS connects: brokers, TLS, SASL."""
+    options: dict[str, object] = {"bootstrap_servers": settings.kafka_bootstrap,
+                                  "security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile,
+                                                    certfile=settings.kafka_ssl_certfile,
+                                                    keyfile=settings.kafka_ssl_keyfile)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_password)
+    return options
+
+
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **client_options(settings),
         "acks": "all",
         "enable_idempotence": settings.kafka_idempotence,
         "linger_ms": 2,
@@ -41,7 +57,7 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object,
                   ) -> AIOKafkaConsumer:
     options: dict[str, object] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
+        **client_options(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -61,7 +77,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
 async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
                         partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)  # type: ignore[arg-type]
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -84,7 +100,7 @@ async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
 
 async def topic_partitions(settings: Settings, topic: str) -> int:
     """How many partitions a topic has (it must exist: see ``ensure_topics``)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)  # type: ignore[arg-type]
     await admin.start()
     try:
         name = topic_name(settings, topic)
@@ -101,7 +117,7 @@ async def topic_partitions(settings: Settings, topic: str) -> int:
 
 async def kafka_reachable(settings: Settings, probe_seconds: float = 2.0) -> bool:
     """True when the bootstrap servers answer a metadata request."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+    admin = AIOKafkaAdminClient(**client_options(settings),  # type: ignore[arg-type]
                                 request_timeout_ms=int(probe_seconds * 1000))
     try:
         await asyncio.wait_for(admin.start(), probe_seconds)

@@ -6,20 +6,22 @@
   signature, or in ``openapi_extra`` for those it reads itself); ``any_query`` exempts a route
   that forwards them (the router's proxy);
 - the API-key security schemes and the problem shape in the OpenAPI document;
-- a docs page (Swagger UI at ``/docs``, ReDoc at ``/redoc``) whose assets are served by the
-  service itself from the ``fastapi-offline`` package: closed networks have no CDN.
+- the OpenAPI document behind a read API key (``openapi_guard``), and a docs page (Swagger UI at
+  ``/docs``, ReDoc at ``/redoc``) that asks for the key, with assets served by the service itself
+  from the ``fastapi-offline`` package: closed networks have no CDN.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import html
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import fastapi_offline
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
@@ -54,15 +56,20 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+Guard = Callable[..., Awaitable[Any]]
+
+
 def create_api(*, title: str, description: str, version: str = "1", lifespan: Any = None,
-               openapi_url: str | None = "/openapi.json", docs_openapi_url: str | None = None) -> FastAPI:
+               openapi_url: str | None = "/openapi.json", docs_openapi_url: str | None = None,
+               openapi_guard: Guard | None = None) -> FastAPI:
     """A FastAPI app with the shared error shape, strict query parameters and local docs.
 
     ``docs_openapi_url``: the document the docs page shows, when it is not the app's own (the
-    router shows the merged one).
+    router shows the merged one). ``openapi_guard``: a dependency (an API-key check) the app's
+    own document requires; the docs pages are static shells that ask for the key and send it.
     """
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  openapi_url=openapi_url, docs_url=None, redoc_url=None,
+                  openapi_url=None if openapi_guard else openapi_url, docs_url=None, redoc_url=None,
                   dependencies=[Depends(reject_unknown_query)])
     errors.install(app)
     shown = docs_openapi_url or openapi_url
@@ -70,6 +77,12 @@ def create_api(*, title: str, description: str, version: str = "1", lifespan: An
         add_docs(app, shown, title)
     if openapi_url is not None:
         _document(app)
+        if openapi_guard is not None:
+
+            @app.get(openapi_url, include_in_schema=False, dependencies=[Depends(openapi_guard)])
+            async def openapi_document() -> JSONResponse:
+                return JSONResponse(app.openapi())
+
     return app
 
 
@@ -113,27 +126,89 @@ def _allowed_query(route: APIRoute) -> frozenset[str]:
 
 
 def add_docs(app: FastAPI, openapi_url: str, title: str, prefix: str = "") -> None:
-    """Swagger UI at <prefix>/docs and ReDoc at <prefix>/redoc, with their assets served from here."""
+    """Swagger UI at <prefix>/docs and ReDoc at <prefix>/redoc, with their assets served from here.
+
+    The pages are static shells: the document they show needs a read API key, so each page asks
+    for one, keeps it in the tab's sessionStorage (gone when the tab closes) and sends it as
+    ``Authorization: Bearer`` with the document request (and, in Swagger UI, with every request
+    tried from the page).
+    """
     assets = prefix + ASSETS_URL
     app.mount(assets, StaticFiles(directory=ASSETS_DIR), name=f"docs-assets{prefix}")
 
     @app.get(f"{prefix}/docs", include_in_schema=False)
     async def swagger(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=root + openapi_url, title=f"{title}: API", oauth2_redirect_url=None,
-            swagger_js_url=f"{root}{assets}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{assets}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{assets}/favicon.png",
-            # The validator badge would send the document to a public validator.
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True})
+        return HTMLResponse(_docs_shell(title, root + openapi_url, root + assets, "swagger"))
 
     @app.get(f"{prefix}/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=root + openapi_url, title=f"{title}: API",
-                              redoc_js_url=f"{root}{assets}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{assets}/favicon.png", with_google_fonts=False)
+        return HTMLResponse(_docs_shell(title, root + openapi_url, root + assets, "redoc"))
+
+
+_SHELL = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}: API</title>
+<link rel="icon" type="image/png" href="{assets}/favicon.png">{css}
+<style>#acs-key{{font:14px sans-serif;margin:2em auto;max-width:40em}}#acs-key input{{width:28em}}</style>
+</head><body>
+<form id="acs-key" hidden><p>The API document needs an API key (any role).</p>
+<label>API key <input id="acs-key-value" type="password" autocomplete="off" required></label>
+<button type="submit">Show</button> <span id="acs-key-error"></span></form>
+<div id="acs-doc"></div>
+<script src="{script}"></script>
+<script>
+const spec = {spec};
+const storageKey = "acs-api-key";
+const form = document.getElementById("acs-key");
+function ask(message) {{
+  sessionStorage.removeItem(storageKey);
+  document.getElementById("acs-key-error").textContent = message || "";
+  form.hidden = false;
+}}
+function show(key) {{
+  form.hidden = true;
+  {show}
+}}
+form.addEventListener("submit", (event) => {{
+  event.preventDefault();
+  const key = document.getElementById("acs-key-value").value.trim();
+  sessionStorage.setItem(storageKey, key);
+  show(key);
+}});
+const saved = sessionStorage.getItem(storageKey);
+if (saved) {{ show(saved); }} else {{ ask(); }}
+</script></body></html>
+"""
+
+_SWAGGER_SHOW = """SwaggerUIBundle({
+    url: spec, dom_id: "#acs-doc", validatorUrl: null,
+    requestInterceptor: (request) => { request.headers["Authorization"] = "Bearer " + key; return request; },
+    responseInterceptor: (response) => {
+      if (response.url === spec && (response.status === 401 || response.status === 403)) {
+        ask("That key was refused (" + response.status + ").");
+      }
+      return response;
+    },
+  });"""
+
+_REDOC_SHOW = """fetch(spec, { headers: { "Authorization": "Bearer " + key } })
+    .then((response) => {
+      if (!response.ok) { throw new Error("That key was refused (" + response.status + ")."); }
+      return response.json();
+    })
+    .then((document_) => Redoc.init(document_, {}, document.getElementById("acs-doc")))
+    .catch((error) => ask(error.message));"""
+
+
+def _docs_shell(title: str, spec_url: str, assets: str, kind: str) -> str:
+    if kind == "swagger":
+        css = f'\n<link rel="stylesheet" type="text/css" href="{assets}/swagger-ui.css">'
+        script, show = f"{assets}/swagger-ui-bundle.js", _SWAGGER_SHOW
+    else:
+        css, script, show = "", f"{assets}/redoc.standalone.js", _REDOC_SHOW
+    return _SHELL.format(title=html.escape(title), assets=assets, css=css, script=script,
+                         spec=json.dumps(spec_url), show=show)
 
 
 def _document(app: FastAPI) -> None:

@@ -10,6 +10,13 @@ Names are unique (an index): creating a key under a name that exists is refused
 key silently; it lists the keys, revokes the name and creates it again. ``last_used_at`` is
 written when a service looks a key up in MongoDB, which it does at most once per
 ``KEY_CACHE_SECONDS`` per key: it is exact to that much.
+
+Revocation takes effect everywhere within ``REVOCATION_CHECK_SECONDS``, although every service
+(orchestrator, inventory, fileserver) caches the keys it saw for ``KEY_CACHE_SECONDS``: a revoke
+also counts up a generation number (collection ``api_key_revocations``), and before a service
+answers from its cache it reads that number (at most once per ``REVOCATION_CHECK_SECONDS``, one
+small read for all keys); when it moved, the service drops its whole cache. Should that read fail,
+the cache is dropped too: a key is never trusted on a cache that could not be checked.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ log = logging.getLogger(__name__)
 Role = Literal["read-only", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"read-only": 0, "operator": 1, "admin": 2}
 KEY_CACHE_SECONDS = 30.0
+REVOCATION_CHECK_SECONDS = 1.0
 COLLECTION = "api_keys"
+REVOCATIONS = "api_key_revocations"
+_GENERATION_ID = "generation"
 
 
 def hash_key(key: str) -> str:
@@ -62,6 +72,9 @@ class ApiKeyAuth:
         self.db = db
         self.admin_hash = hash_key(admin_key) if admin_key else None
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # The revocation generation the cache was filled under, and when it was last read.
+        self._generation: int | None = None
+        self._generation_read_at = -REVOCATION_CHECK_SECONDS
 
     async def ensure_indexes(self) -> None:
         if self.db is None:
@@ -99,13 +112,35 @@ class ApiKeyAuth:
         if self.db is None:
             return False
         result = await self.db[COLLECTION].delete_many({"name": name})
+        # Tell every other service's cache (they read the generation before trusting it).
+        await self.db[REVOCATIONS].update_one({"_id": _GENERATION_ID}, {"$inc": {"value": 1}}, upsert=True)
         self._cache.clear()
         return result.deleted_count > 0
+
+    async def _check_revocations(self) -> None:
+        """Drop the cache when a key was revoked anywhere since it was filled (or if unsure)."""
+        if self.db is None:
+            return
+        now = time.monotonic()
+        if now - self._generation_read_at < REVOCATION_CHECK_SECONDS:
+            return
+        self._generation_read_at = now  # one read per interval, however many requests wait
+        try:
+            found = await self.db[REVOCATIONS].find_one({"_id": _GENERATION_ID}, {"value": 1})
+        except Exception:
+            self._cache.clear()
+            self._generation_read_at = -REVOCATION_CHECK_SECONDS
+            raise
+        generation = int(found["value"]) if found else 0
+        if generation != self._generation:
+            self._cache.clear()
+            self._generation = generation
 
     async def lookup(self, key: str) -> Principal | None:
         digest = hash_key(key)
         if self.admin_hash and hmac.compare_digest(digest, self.admin_hash):
             return Principal("bootstrap-admin", "admin")
+        await self._check_revocations()
         cached = self._cache.get(digest)
         if cached and cached[0] > time.monotonic():
             return cached[1]
@@ -127,6 +162,12 @@ class ApiKeyAuth:
 
         async def dependency(request: Request) -> Principal:
             key = _key_from(request)
+            if not key and request.cookies.get(SESSION_COOKIE):
+                # The operator console's session: see console_session_principal.
+                principal = await console_session_principal(self, request)
+                if ROLE_RANK[principal.role] < ROLE_RANK[role]:
+                    raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
+                return principal
             if not key:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key",
                                     headers={"WWW-Authenticate": "Bearer"})
@@ -155,3 +196,42 @@ def _key_from(request: Request) -> str | None:
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
     return request.headers.get("x-api-key") or None
+
+
+# --- operator console sessions (services/console) --------------------------------------------------
+# The console signs an operator in with an API key and keeps a server-side session instead of the
+# key: collection ``console_sessions``, ``_id`` = SHA-256 of the cookie's token, with the key's
+# name, role and id (the key's own hash, so a revoked key ends its sessions), the SHA-256 of the
+# session's CSRF token, and ``expires_at`` (a TTL index deletes it). Every API service accepts
+# the cookie as an alternative to the key headers; a write made with it must carry the CSRF token
+# in ``X-CSRF-Token`` (the cookie is SameSite=Strict as well). No cache: a signed-out or revoked
+# session is refused at once, at the price of one indexed read (two for a stored key) per request.
+
+SESSION_COOKIE = "acs_session"
+SESSIONS = "console_sessions"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Principal:
+    """The principal of the request's console session cookie; 401 when it names no live session,
+    403 for a write without the session's CSRF token."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    unauthorized = HTTPException(status.HTTP_401_UNAUTHORIZED, "no console session (signed out or expired)",
+                                 headers={"WWW-Authenticate": "Bearer"})
+    if auth.db is None or not token:
+        raise unauthorized
+    session = await auth.db[SESSIONS].find_one({"_id": hash_key(token)})
+    expires = _when(session.get("expires_at")) if session is not None else None
+    if session is None or expires is None or expires <= datetime.now(UTC):
+        raise unauthorized
+    key_id = str(session.get("key_id", ""))
+    if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
+        if await auth.db[COLLECTION].find_one({"_id": key_id}, {"_id": 1}) is None:
+            raise unauthorized  # the key it was opened with has been revoked
+    if request.method.upper() not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(hash_key(sent), str(session.get("csrf_hash", ""))):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a write with a console session needs its "
+                                "CSRF token in the X-CSRF-Token header")
+    return Principal(str(session["principal"]), session["role"])

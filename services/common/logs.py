@@ -1,7 +1,8 @@
 """Structured JSON logs, one object per line, with device and session ids when known.
 
 Call sites pass context with ``extra={"device_id": ..., "session_id": ...}``; any such field is
-copied into the JSON object. Credentials are never passed to a logger.
+copied into the JSON object. Credentials are never passed to a logger; should one be, the fields
+go through services.common.redaction (secret parameter values, ``password``-like keys) on the way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+from services.common import redaction
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -30,6 +33,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        # Whatever a call site passed, no secret parameter value or credential leaves as a log line.
+        entry = redaction.redact(entry)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 
+from services.common.forwarding import TrustedProxies
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ ReadinessCheck = Callable[[], Awaitable[bool]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """Mount /healthz, /readyz and /metrics on ``app``."""
+def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck], *, metrics: bool = True) -> None:
+    """Mount /healthz, /readyz and (unless ``metrics`` is False: CPE-facing ports) /metrics on ``app``."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -43,8 +44,11 @@ def add_health_routes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
             return JSONResponse({"ready": False, "failing": failing}, status_code=503)
         return JSONResponse({"ready": True})
 
+    if not metrics:
+        return
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -62,6 +66,13 @@ def mongo_check(client: AsyncMongoClient) -> ReadinessCheck:
         return True
 
     return check
+
+
+def with_trusted_proxies(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """``app`` seeing clients as ACS_TRUSTED_PROXIES report them (forwarding.py); unchanged
+    when none is configured, so forwarding headers are then ignored."""
+    networks = settings.trusted_proxy_networks
+    return TrustedProxies(app, networks) if networks else app
 
 
 class _Server(uvicorn.Server):
@@ -85,9 +96,11 @@ async def serve(servers: list[tuple[ASGIApp, int]], settings: Settings, *,
     runs the apps' lifespan shutdown, where services commit offsets and flush producers.
     """
     instances = [
-        _Server(uvicorn.Config(app, host=settings.bind_host, port=port, log_config=None,
-                                      access_log=False, timeout_graceful_shutdown=20,
-                                      timeout_keep_alive=65, lifespan="on", http=http_protocol))
+        _Server(uvicorn.Config(with_trusted_proxies(app, settings), host=settings.bind_host, port=port,
+                               log_config=None, access_log=False, timeout_graceful_shutdown=20,
+                               timeout_keep_alive=65, lifespan="on", http=http_protocol,
+                               # uvicorn's own handling trusts 127.0.0.1 by default: off, always.
+                               proxy_headers=False))
         for app, port in servers
     ]
     loop = asyncio.get_running_loop()

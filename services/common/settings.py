@@ -10,8 +10,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.forwarding import Network, parse_networks
 
 # The host of the URLs derived from port settings: every process of `acs up` runs on this machine.
 LOCAL_HOST = "127.0.0.1"
@@ -27,6 +29,15 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(12, ge=1)
     kafka_replication: int = Field(1, ge=1)
     kafka_topic_prefix: str = ""
+    # How the services reach the brokers: PLAINTEXT, or TLS (SSL) and SASL to protect the internal
+    # topics (docs/deploy.md#protecting-the-internal-topics). Files are PEM paths.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
     # How long a service waits for the broker to acknowledge a message before giving up on it.
     kafka_publish_timeout: float = Field(5.0, gt=0)
     mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
@@ -41,10 +52,14 @@ class Settings(BaseSettings):
     # --- listeners ------------------------------------------------------------------------------
     bind_host: str = "127.0.0.1"
     gateway_port: int = 7547
+    # The gateway's /metrics (and probes): never on the CPE-facing port.
+    gateway_admin_port: int = 7548
     api_port: int = 7557
     orchestrator_port: int = 7560
     inventory_port: int = 7561
     fileserver_port: int = 7562
+    # The operator console (web UI); the router serves it at / on ACS_API_PORT.
+    console_port: int = 7563
     downloads_port: int = 7567
     # Where the services reach each other, and the base URL that CPEs fetch files from (put in
     # Download RPCs). Unset, each is http://127.0.0.1:<its port setting>, so that moving a port
@@ -53,6 +68,7 @@ class Settings(BaseSettings):
     orchestrator_url: str = ""
     fileserver_url: str = ""
     files_public_url: str = ""
+    console_url: str = ""
 
     # --- security -------------------------------------------------------------------------------
     # HMAC key shared by the instances of a deployment: Digest nonces, minted download credentials.
@@ -62,10 +78,28 @@ class Settings(BaseSettings):
     cpe_auth: Literal["digest", "basic", "none"] = "digest"
     # Basic sends the password in clear: allowed only behind TLS unless explicitly enabled.
     cpe_allow_basic_without_tls: bool = False
-    cpe_credentials: Literal["shared", "per-device"] = "shared"
+    # How CPEs authenticate (docs/security.md#cpe-credentials). "provisioned": the shared pair
+    # below is good for the first contact of a device only; at bootstrap the ACS sets the device's
+    # own ManagementServer.Username/Password and from then on accepts only those for it.
+    # "per-device": only credentials imported through the API. "shared": everyone uses the pair.
+    cpe_credentials: Literal["provisioned", "shared", "per-device"] = "provisioned"
     cpe_username: str = "testcpe"
     cpe_password: str = "testcpe"
     cpe_realm: str = "acs"
+    # Reverse proxies whose X-Forwarded-For / Forwarded (and -Proto) are believed: CIDRs or
+    # addresses, comma-separated. Default none, not even loopback: from anyone else the headers
+    # are ignored, or a CPE could rotate them past every per-address limit.
+    trusted_proxies: str = ""
+    # Which addresses the orchestrator may send connection requests to (the URL and UDP address a
+    # CPE reports), comma-separated networks. Loopback, link-local, unspecified, multicast and the
+    # orchestrator host's own addresses are refused unless a network given here lies within them
+    # (e.g. 127.0.0.0/8 for simulated CPEs on this machine); the refused networks always win.
+    connection_request_allowed_networks: str = "0.0.0.0/0,::/0"
+    # Networks never called, whatever the allow-list says: the ACS's own (pod, service, management).
+    connection_request_refused_networks: str = ""
+    # More secret parameters (beside *Password, *Passphrase, *PreSharedKey, *KeyPassphrase, *WEPKey*),
+    # comma-separated globs: redacted in every API answer, event and log line (redaction.py).
+    redacted_parameters: str = ""
 
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
@@ -84,8 +118,14 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
-    auth_failures_before_throttle: int = 5
-    auth_throttle_seconds: float = 60.0
+    # Wrong passwords per (username, address) in ACS_AUTH_THROTTLE_SECONDS before that pair is
+    # refused (503 + Retry-After) until the window ends.
+    auth_failures_before_throttle: int = Field(5, ge=1)
+    # Wrong passwords per address (any username) before the address is throttled too: then a
+    # username that already failed from it is refused at once, while a username without
+    # failures there is still checked, so a correct login behind a busy NAT always gets in.
+    auth_failures_per_address: int = Field(50, ge=1)
+    auth_throttle_seconds: float = Field(60.0, gt=0)
 
     # --- orchestrator ---------------------------------------------------------------------------
     periodic_inform_interval: int = Field(3600, ge=0)
@@ -113,7 +153,14 @@ class Settings(BaseSettings):
     download_credentials_ttl: float = Field(21600.0, gt=0)
     # Basic sends the password in clear: off unless downloads are served over TLS.
     downloads_allow_basic: bool = False
+    # Minted credentials are honoured only from the address their device last informed from
+    # (fileserver/cpe.py DeviceBinding). Off only where a NAT between the ports hides it.
+    downloads_check_address: bool = True
     max_file_bytes: int = Field(4 * 1024**3, ge=1)
+
+    # --- console --------------------------------------------------------------------------------
+    # How long a console sign-in lasts (the session is server-side; sign-out ends it at once).
+    console_session_hours: float = Field(12.0, gt=0, le=24 * 30)
 
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
@@ -123,10 +170,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"ACS_TRUSTED_PROXIES: {exc}") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
+
     @model_validator(mode="after")
     def _urls_follow_ports(self) -> Settings:
         for url, port in (("inventory_url", self.inventory_port), ("orchestrator_url", self.orchestrator_port),
-                          ("fileserver_url", self.fileserver_port), ("files_public_url", self.downloads_port)):
+                          ("fileserver_url", self.fileserver_port), ("files_public_url", self.downloads_port),
+                          ("console_url", self.console_port)):
             if not getattr(self, url):
                 setattr(self, url, f"http://{LOCAL_HOST}:{port}")
         return self

@@ -106,7 +106,8 @@ def content_disposition(name: str) -> str:
 
 
 def create_app(runtime: FileServerRuntime) -> FastAPI:
-    app = create_api(title="ACS fileserver", description=__doc__ or "")
+    app = create_api(title="ACS fileserver", description=__doc__ or "",
+                     openapi_guard=runtime.auth.require("read-only"))
     reader = Depends(runtime.auth.require("read-only"))
     operator = Depends(runtime.auth.require("operator"))
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 
 from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
+from pymongo.asynchronous.database import AsyncDatabase
 
 from cwmp.digest import DigestServer, basic_challenge, parse_basic
 from services.common.settings import Settings
@@ -25,6 +27,11 @@ from services.fileserver.credentials import (
 )
 
 log = logging.getLogger(__name__)
+
+# The inventory's device documents (services.inventory.store.DEVICES): ``_id`` is the device id,
+# ``remote_address`` the address of its last Inform. Read only, by name, as the gateway reads the
+# inventory's per-device CPE credentials.
+INVENTORY_DEVICES = "devices"
 
 REALM = "ACS file server"
 
@@ -91,6 +98,48 @@ class CpeAuthenticator:
             refusal = claim_errors[0] if claim_errors else result.reason
             log.info("%s refused: %s", action, refusal, extra={"file_name": name})
         return self.challenge(stale=result.stale)
+
+
+class DeviceBinding:
+    """Minted credentials name the device they were minted for; only that device may use them.
+
+    The fileserver cannot see which CPE sends a request, only where it comes from: so a grant is
+    honoured only from the address the inventory last saw its device inform from (the
+    ``remote_address`` of its document, kept by every Inform; behind ACS_TRUSTED_PROXIES both
+    sides see the CPE's own address). Device B presenting device A's credentials from elsewhere is
+    refused with 403. A device the inventory has no address for yet (its first Inform is still
+    on the bus) is let through: refusing it would fail the very first download of a new device,
+    and its credentials are seconds old. ACS_DOWNLOADS_CHECK_ADDRESS=false turns the check off
+    where the two ports cannot see the same address (a NAT between them).
+    """
+
+    def __init__(self, settings: Settings, db: AsyncDatabase) -> None:
+        self.enabled = settings.downloads_check_address
+        self.devices = db[INVENTORY_DEVICES]
+
+    async def refusal(self, request: Request, grant: DownloadGrant, name: str, action: str) -> Response | None:
+        """None when ``grant`` may be used from this request's address, else the 403 to send."""
+        if not self.enabled or grant.device_id is None:
+            return None
+        client = request.client.host if request.client else ""
+        document = await self.devices.find_one({"_id": grant.device_id}, {"remote_address": 1})
+        known = (document or {}).get("remote_address")
+        if not isinstance(known, str) or not known or same_address(known, client):
+            return None
+        log.info("%s refused: credentials of another device", action,
+                 extra={"file_name": name, "device_id": grant.device_id, "remote": client})
+        return PlainTextResponse("these credentials were minted for another device\n", status_code=403)
+
+
+def same_address(a: str, b: str) -> bool:
+    """Equal addresses, IPv4-mapped IPv6 (``::ffff:192.0.2.1``) and plain IPv4 alike."""
+    try:
+        first, second = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    first = getattr(first, "ipv4_mapped", None) or first
+    second = getattr(second, "ipv4_mapped", None) or second
+    return first == second
 
 
 def request_target(request: Request) -> str:

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.catalog import FileRecord
-from services.fileserver.cpe import CpeAuthenticator, unavailable
+from services.fileserver.cpe import CpeAuthenticator, DeviceBinding, unavailable
 from services.fileserver.ranges import ResponsePlan, make_etag, plan_response
 from services.fileserver.routing import NAME
 from services.fileserver.runtime import FileServerRuntime
@@ -111,10 +111,11 @@ class ObjectStreamResponse(Response):
 
 
 class DownloadHandler:
-    def __init__(self, runtime: FileServerRuntime, auth: CpeAuthenticator) -> None:
+    def __init__(self, runtime: FileServerRuntime, auth: CpeAuthenticator, binding: DeviceBinding) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.auth = auth
+        self.binding = binding
 
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
@@ -122,6 +123,12 @@ class DownloadHandler:
         grant = self.auth.authenticate(request, name)
         if isinstance(grant, Response):
             return grant
+        try:
+            if (refusal := await self.binding.refusal(request, grant, name, "download")) is not None:
+                return refusal
+        except PyMongoError as exc:
+            log.warning("MongoDB unavailable: %s", type(exc).__name__)
+            return unavailable()
         head = request.method == "HEAD"
 
         def finish(outcome: str, sent: int, reason: str, *, status: int, expected: int = 0,
@@ -188,8 +195,9 @@ def create_download_app(runtime: FileServerRuntime, *, allow_basic: bool | None 
     """The CPE-facing app: downloads, and the uploads CPEs make for Upload RPCs (uploads.py)."""
     app = FastAPI(title="ACS file transfers", docs_url=None, redoc_url=None, openapi_url=None)
     auth = CpeAuthenticator(runtime.settings, allow_basic=allow_basic)
-    handler = DownloadHandler(runtime, auth)
-    uploads = UploadHandler(runtime, auth)
+    binding = DeviceBinding(runtime.settings, runtime.mongo[runtime.settings.mongodb_database])
+    handler = DownloadHandler(runtime, auth, binding)
+    uploads = UploadHandler(runtime, auth, binding)
 
     # NAME matches "/" too (routing.py): uploads are named <device id>/<command key>. They can be
     # downloaded like any file, with credentials minted for their name (e.g. to restore a config).
@@ -201,5 +209,7 @@ def create_download_app(runtime: FileServerRuntime, *, allow_basic: bool | None 
     async def upload(request: Request) -> Response:
         return await uploads.handle(request)
 
-    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
+    # CPE-facing: downloads, uploads and the probes only. /metrics is on the API port
+    # (ACS_FILESERVER_PORT), the same process's registry.
+    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready}, metrics=False)
     return app

@@ -13,9 +13,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 
-_RANGE_SPEC_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE_SPEC_RE = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
 # A header with thousands of ranges is an attack (RFC 9110 section 14.2), not a CPE.
 _MAX_RANGES = 16
+# Positions beyond any file: a number with more digits than this (leading zeros aside) is taken
+# as "past the end" without converting it (int() of 5,000 digits raises, and costs time).
+_MAX_POSITION_DIGITS = 18
+_BEYOND_ANY_FILE = 10**_MAX_POSITION_DIGITS
+
+
+def _position(digits: str) -> int:
+    """A byte position or suffix length from the header: exact up to 18 digits, else a value
+    larger than any file, which the range rules then clamp (last, suffix) or find unsatisfiable
+    (first), as RFC 9110 14.1.1 says for positions beyond the representation."""
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_POSITION_DIGITS:
+        return _BEYOND_ANY_FILE
+    return int(significant or "0")
 
 
 class RangeNotSatisfiable(Exception):
@@ -61,17 +75,17 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         any_valid = True
         if first == "":
             # Suffix range: the last N bytes. "-0" asks for nothing and so is unsatisfiable.
-            suffix = int(last)
+            suffix = _position(last)
             if suffix == 0 or size == 0:
                 continue
             ranges.append(ByteRange(max(0, size - suffix), size - 1))
             continue
-        start = int(first)
-        if last and int(last) < start:
+        start = _position(first)
+        if last and _position(last) < start:
             return None  # syntactically invalid (RFC 9110 14.1.1): ignore the header
         if start >= size:
             continue
-        end = min(int(last), size - 1) if last else size - 1
+        end = min(_position(last), size - 1) if last else size - 1
         ranges.append(ByteRange(start, end))
     if not any_valid:
         return None

@@ -45,7 +45,7 @@ from services.fileserver.catalog import (
     new_object_key,
     upload_command_key,
 )
-from services.fileserver.cpe import CpeAuthenticator, unavailable
+from services.fileserver.cpe import CpeAuthenticator, DeviceBinding, unavailable
 from services.fileserver.runtime import FileServerRuntime
 from services.fileserver.storage import StorageUnavailable, UploadStalled, UploadTooLarge
 
@@ -122,9 +122,10 @@ async def drain(chunks: AsyncIterator[bytes], *, max_bytes: int = DRAIN_BYTES,
 
 
 class UploadHandler:
-    def __init__(self, runtime: FileServerRuntime, auth: CpeAuthenticator) -> None:
+    def __init__(self, runtime: FileServerRuntime, auth: CpeAuthenticator, binding: DeviceBinding) -> None:
         self.runtime = runtime
         self.auth = auth
+        self.binding = binding
 
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
@@ -140,6 +141,15 @@ class UploadHandler:
             if waiting:
                 grant.headers["connection"] = "close"
             return grant
+        try:
+            refusal = await self.binding.refusal(request, grant, name, "upload")
+        except PyMongoError as exc:
+            log.warning("MongoDB unavailable: %s", type(exc).__name__)
+            return _answer(503, "database unavailable, retry later", close=waiting)
+        if refusal is not None:
+            if waiting:
+                refusal.headers["connection"] = "close"
+            return refusal
         command_key = upload_command_key(name, grant.device_id)
         if command_key is None:
             # The credentials are for this very name, so someone minted them for another device

@@ -1,4 +1,4 @@
-"""The gateway process's ASGI application: CWMP on POST, health and metrics on GET.
+"""The gateway process's ASGI application: CWMP on POST, health probes on GET (metrics: admin.py).
 
 Start-up connects the Kafka producer, MongoDB (session locks, per-device credentials) and the
 reply channel; shutdown refuses new sessions, lets the ones in progress finish, and flushes the
@@ -16,7 +16,7 @@ import zlib
 from typing import Any
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiokafka.errors import MessageSizeTooLargeError
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
@@ -25,7 +25,7 @@ from services.bus.kafka import kafka_reachable, make_producer, topic_name
 from services.common.settings import Settings
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
-from services.gateway.core import Gateway, GatewayDeps
+from services.gateway.core import EventTooLarge, Gateway, GatewayDeps
 from services.gateway.http import (
     BodyTimeout,
     BodyTooLarge,
@@ -51,6 +51,9 @@ HOP_BY_HOP = {"host", "connection", "keep-alive", "content-length", "transfer-en
 FORWARDED_RESPONSE_HEADERS = {"content-type", "set-cookie", "www-authenticate", "retry-after"}
 # A take-over notice waits at most this long: the new Inform waits for it.
 TAKE_OVER_NOTICE_TIMEOUT = 2.0
+# The largest event the gateway publishes: below the producer's max_request_size and the
+# broker's message.max.bytes (both about 1 MiB by default), with room for the record overhead.
+MAX_EVENT_BYTES = 1_000_000
 
 
 
@@ -115,16 +118,21 @@ class GatewayApp:
         self._locks = locks
         self._producer = make_producer(settings)
         await self._producer.start()
-        ha1_source = None
-        if settings.cpe_credentials == "per-device":
-            from services.inventory.credentials import lookup_ha1
+        from services.inventory import credentials
 
-            async def ha1_source(username: str, algorithm: str) -> str | None:
-                return await lookup_ha1(db, username, algorithm, settings.cpe_realm)
+        async def ha1_source(username: str, algorithm: str) -> str | None:
+            return await credentials.lookup_ha1(db, username, algorithm, settings.cpe_realm)
 
+        async def candidates(username: str, algorithm: str) -> tuple[str | None, list[str]]:
+            return await credentials.lookup_candidates(db, username, algorithm, settings.cpe_realm)
+
+        async def has_own(device_id: str) -> bool:
+            return await credentials.has_own_credentials(db, device_id)
+
+        authenticator = CpeAuthenticator(settings, ha1_source, candidates=candidates, has_own_credentials=has_own)
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
-            authenticator=CpeAuthenticator(settings, ha1_source), reply_to=lambda: replies.reply_to,
+            authenticator=authenticator, reply_to=lambda: replies.reply_to,
             advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over))
         self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
@@ -162,7 +170,13 @@ class GatewayApp:
                     log.exception("expiring idle sessions failed")
 
     async def _publish(self, topic: str, key: str, event: BaseModel) -> None:
-        await self._producer.send_and_wait(topic_name(self.settings, topic), encode(event), key=key.encode())
+        data = encode(event)
+        if len(data) > MAX_EVENT_BYTES:
+            raise EventTooLarge(len(data), MAX_EVENT_BYTES)
+        try:
+            await self._producer.send_and_wait(topic_name(self.settings, topic), data, key=key.encode())
+        except MessageSizeTooLargeError:  # a broker configured with a smaller limit
+            raise EventTooLarge(len(data), MAX_EVENT_BYTES) from None
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -247,16 +261,18 @@ class GatewayApp:
                         extra={"owner": previous.owner_url, "error": repr(exc)})
 
     async def _get(self, path: str, send: Send) -> None:
+        # The CPE-facing port: CWMP and the two bare probes, nothing else. /metrics is on the
+        # admin port only (admin.py).
         if path == "/healthz":
             await send_answer(send, plain(200, "ok"))
         elif path == "/readyz":
-            ready = self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
+            ready = await self.ready()
             await send_answer(send, plain(200 if ready else 503, "ready" if ready else "not ready"))
-        elif path == "/metrics":
-            metrics_answer = HttpAnswer(200, generate_latest(), [("content-type", CONTENT_TYPE_LATEST)])
-            await send_answer(send, metrics_answer)
         else:
             await send_answer(send, plain(405, "CWMP needs POST", headers=[("allow", "POST")]))
+
+    async def ready(self) -> bool:
+        return self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
 
     async def _dependencies_ok(self) -> bool:
         assert self._mongo is not None

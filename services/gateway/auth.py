@@ -1,9 +1,17 @@
 """CPE authentication for the gateway: Digest, Basic (TLS only unless allowed) or none.
 
-Credentials are either one shared pair from the settings or per device (HA1 values imported
-through the inventory API and read from MongoDB). With per-device credentials the username
-must name the device of the Inform (TR-069 3.4.4: "OUI-ProductClass-Serial" or "OUI-Serial"),
-so one CPE cannot speak for another.
+Credentials (ACS_CPE_CREDENTIALS, docs/security.md#cpe-credentials) are
+
+- ``provisioned`` (the default): the shared pair from the settings for the first contact of a
+  device, and the device's own pair (set by the ACS at bootstrap, stored as HA1s in MongoDB)
+  afterwards. Which one a device may use is known only once the Inform names the device, so
+  :meth:`CpeAuthenticator.admits` decides after the envelope is read: the shared pair is refused
+  for a device that has its own credentials, and own credentials must be the device's.
+- ``per-device``: only HA1 values imported through the inventory API.
+- ``shared``: one pair for every CPE (any CPE can then speak for any other).
+
+With per-device credentials the username must name the device of the Inform (TR-069 3.4.4:
+"OUI-ProductClass-Serial" or "OUI-Serial"), so one CPE cannot speak for another.
 
 Only a password that was tested and found wrong counts as a failure (``wrong_credentials``, the
 one the throttle counts): a stale nonce, a replayed nonce count, an unsupported scheme or a
@@ -17,11 +25,16 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cwmp.digest import DigestError, DigestServer, compute_ha1, parse_authorization, parse_basic
+from cwmp.digest import DigestError, DigestResult, DigestServer, compute_ha1, parse_authorization, parse_basic
+from cwmp.httputil import username_matches_device
 from services.common.settings import Settings
 
 # (username, algorithm "MD5" | "SHA-256") -> stored HA1 hex, or None for an unknown username.
 HA1Source = Callable[[str, str], Awaitable[str | None]]
+# (username, algorithm) -> (device id the credentials are for, HA1s to try: confirmed, pending).
+CandidateSource = Callable[[str, str], Awaitable[tuple[str | None, list[str]]]]
+# device id -> whether it has confirmed credentials of its own.
+OwnCredentialsCheck = Callable[[str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -33,17 +46,83 @@ class AuthOutcome:
     # True when the client presented a password and it was wrong (counts for throttling).
     wrong_credentials: bool = False
     reason: str = ""
+    # Authenticated with the shared pair (provisioned mode): good only for a device without its own.
+    shared: bool = False
+    # The device the (own) credentials were stored for, when the store says.
+    device_id: str | None = None
+    # (algorithm "MD5" | "SHA-256", HA1) that matched, for own credentials.
+    matched_ha1: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An authenticated Inform that may not speak for the device it names."""
+
+    status: int
+    reason: str
 
 
 class CpeAuthenticator:
-    def __init__(self, settings: Settings, ha1_source: HA1Source | None = None) -> None:
+    def __init__(self, settings: Settings, ha1_source: HA1Source | None = None, *,
+                 candidates: CandidateSource | None = None,
+                 has_own_credentials: OwnCredentialsCheck | None = None) -> None:
         self.settings = settings
         self.mode = settings.cpe_auth
         self.per_device = settings.cpe_credentials == "per-device"
+        self.provisioned = settings.cpe_credentials == "provisioned"
         if self.per_device and ha1_source is None:
             raise ValueError("per-device CPE credentials need an HA1 source")
+        if self.provisioned and (candidates is None or has_own_credentials is None):
+            raise ValueError("provisioned CPE credentials need a credential store")
         self.ha1_source = ha1_source
+        self.candidates = candidates
+        self.has_own_credentials = has_own_credentials
         self.digest = DigestServer(settings.cpe_realm, settings.secret_key, nonce_ttl=300.0)
+
+    @staticmethod
+    def claimed_username(authorization: str | None) -> str | None:
+        """The username an ``Authorization`` header claims, before anything is verified (the
+        throttle's key); None when there is none or the header does not parse."""
+        if not authorization:
+            return None
+        scheme = authorization.split(None, 1)[0].lower()
+        if scheme == "basic":
+            pair = parse_basic(authorization)
+            return pair[0] if pair is not None else None
+        if scheme == "digest":
+            try:
+                return parse_authorization(authorization).username
+            except DigestError:
+                return None
+        return None
+
+    async def admits(self, outcome: AuthOutcome, device_id: str, oui: str, product_class: str,
+                     serial_number: str) -> Refusal | None:
+        """Whether an authenticated Inform may speak for the device it names (None: it may).
+
+        Shared pair (provisioned mode): only while the device has no credentials of its own, so
+        a DeviceId that has its own cannot be taken with it (401, a wrong password as far as the
+        throttle is concerned). Own credentials: only for their device (403).
+        """
+        if self.mode == "none" or outcome.username is None:
+            return None
+        if outcome.shared:
+            assert self.has_own_credentials is not None
+            if await self.has_own_credentials(device_id):
+                return Refusal(401, "the shared credentials are not accepted for a device that has its own")
+            return None
+        if not (self.per_device or self.provisioned):
+            return None
+        if outcome.device_id is not None:
+            if outcome.device_id != device_id:
+                return Refusal(403, "the authenticated username does not belong to this device")
+            return None
+        if not username_matches_device(outcome.username, oui, product_class, serial_number):
+            return Refusal(403, "the authenticated username does not belong to this device")
+        return None
+
+    def _is_shared_username(self, username: str) -> bool:
+        return hmac.compare_digest(username.encode(), self.settings.cpe_username.encode())
 
     def challenge(self, stale: bool = False) -> str:
         if self.mode == "basic":
@@ -51,19 +130,21 @@ class CpeAuthenticator:
         return self.digest.challenge(stale=stale)
 
     async def authenticate(self, method: str, uri: str, authorization: str | None,
-                           tls: bool) -> AuthOutcome:
+                           tls: bool, session_ha1: tuple[str, str] | None = None) -> AuthOutcome:
+        """``session_ha1``: inside a session, the HA1 its Inform authenticated with (see GatewaySession)."""
         if self.mode == "none":
             return AuthOutcome(ok=True)
         if not authorization:
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="no credentials")
         scheme = authorization.split(None, 1)[0].lower()
         if scheme == "basic":
-            return await self._basic(authorization, tls)
+            return await self._basic(authorization, tls, session_ha1)
         if scheme == "digest" and self.mode == "digest":
-            return await self._digest(method, uri, authorization)
+            return await self._digest(method, uri, authorization, session_ha1)
         return AuthOutcome(ok=False, challenge=self.challenge(), reason=f"{scheme} authentication not accepted")
 
-    async def _basic(self, authorization: str, tls: bool) -> AuthOutcome:
+    async def _basic(self, authorization: str, tls: bool, session_ha1: tuple[str, str] | None = None,
+                     ) -> AuthOutcome:
         # Basic sends the password in clear: only over TLS, unless the operator allowed it.
         if self.mode != "basic" or not (tls or self.settings.cpe_allow_basic_without_tls):
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="Basic not accepted here")
@@ -71,7 +152,19 @@ class CpeAuthenticator:
         if pair is None:
             return AuthOutcome(ok=False, challenge=self.challenge(), reason="malformed Basic credentials")
         username, password = pair
-        if self.per_device:
+        device_id = None
+        shared = False
+        if self.provisioned and self._is_shared_username(username):
+            shared = True
+            ok = hmac.compare_digest(password.encode(), self.settings.cpe_password.encode())
+        elif self.provisioned:
+            assert self.candidates is not None
+            device_id, stored_ha1s = await self.candidates(username, "MD5")
+            stored_ha1s = _with_session_ha1(stored_ha1s, "MD5", session_ha1)
+            given = compute_ha1("MD5", username, self.settings.cpe_realm, password)
+            ok = any(hmac.compare_digest(stored, given) for stored in stored_ha1s)
+            matched = ("MD5", given) if ok else None
+        elif self.per_device:
             assert self.ha1_source is not None
             stored = await self.ha1_source(username, "MD5")
             given = compute_ha1("MD5", username, self.settings.cpe_realm, password)
@@ -82,9 +175,13 @@ class CpeAuthenticator:
         if not ok:
             return AuthOutcome(ok=False, username=username, challenge=self.challenge(),
                                wrong_credentials=True, reason="wrong Basic credentials")
-        return AuthOutcome(ok=True, username=username)
+        return AuthOutcome(ok=True, username=username, shared=shared, device_id=device_id,
+                           matched_ha1=matched if self.provisioned and not shared else None)
 
-    async def _digest(self, method: str, uri: str, authorization: str) -> AuthOutcome:
+    async def _digest(self, method: str, uri: str, authorization: str,
+                      session_ha1: tuple[str, str] | None = None) -> AuthOutcome:
+        if self.provisioned:
+            return await self._digest_provisioned(method, uri, authorization, session_ha1)
         if self.per_device:
             assert self.ha1_source is not None
             try:
@@ -98,8 +195,36 @@ class CpeAuthenticator:
                                         lookup_ha1=lambda _user, _alg: stored)
         else:
             result = self.digest.verify(method, uri, authorization, self._shared_password)
+        return self._digest_outcome(result)
+
+    async def _digest_provisioned(self, method: str, uri: str, authorization: str,
+                                  session_ha1: tuple[str, str] | None) -> AuthOutcome:
+        try:
+            credentials = parse_authorization(authorization)
+        except DigestError as exc:
+            return AuthOutcome(ok=False, challenge=self.challenge(), reason=f"malformed Digest credentials: {exc}")
+        if self._is_shared_username(credentials.username):
+            result = self.digest.verify(method, uri, credentials, self._shared_password)
+            return self._digest_outcome(result, shared=True)
+        assert self.candidates is not None
+        algorithm = (credentials.algorithm or "MD5").upper().removesuffix("-SESS")
+        device_id, stored_ha1s = await self.candidates(credentials.username, algorithm)
+        stored_ha1s = _with_session_ha1(stored_ha1s, algorithm, session_ha1)
+        # The confirmed pair first, then one the ACS is setting now. A mismatch records nothing
+        # (the nonce count is taken only by a match), so trying the next HA1 is safe.
+        matched = None
+        for stored in stored_ha1s or [None]:
+            result = self.digest.verify(method, uri, credentials, lookup_ha1=lambda _user, _alg, h=stored: h)
+            if not result.wrong_password:
+                matched = (algorithm, stored) if stored is not None else None
+                break
+        return self._digest_outcome(result, device_id=device_id, matched_ha1=matched)
+
+    def _digest_outcome(self, result: DigestResult, *, shared: bool = False, device_id: str | None = None,
+                        matched_ha1: tuple[str, str] | None = None) -> AuthOutcome:
         if result.ok:
-            return AuthOutcome(ok=True, username=result.username)
+            return AuthOutcome(ok=True, username=result.username, shared=shared, device_id=device_id,
+                               matched_ha1=matched_ha1)
         if result.stale or result.replayed:
             # The password was right: a fresh nonce is all the CPE needs (RFC 7616 stale=true).
             return AuthOutcome(ok=False, username=result.username, challenge=self.challenge(stale=True),
@@ -108,6 +233,13 @@ class CpeAuthenticator:
                            wrong_credentials=result.wrong_password, reason=result.reason)
 
     def _shared_password(self, username: str) -> str | None:
-        if hmac.compare_digest(username.encode(), self.settings.cpe_username.encode()):
+        if self._is_shared_username(username):
             return self.settings.cpe_password
         return None
+
+
+def _with_session_ha1(stored: list[str], algorithm: str, session_ha1: tuple[str, str] | None) -> list[str]:
+    """The store's HA1s, and the one the session started with (replaced by a bootstrap since)."""
+    if session_ha1 is None or session_ha1[0] != algorithm or session_ha1[1] in stored:
+        return stored
+    return [*stored, session_ha1[1]]

@@ -37,7 +37,6 @@ from cwmp.httputil import (
     is_empty_body,
     make_device_id,
     parse_cookie_header,
-    username_matches_device,
 )
 from cwmp.models import Inform, InformResponse, rpc_from_dict, rpc_to_dict
 from cwmp.session import (
@@ -96,6 +95,24 @@ class PublishFailed(Exception):
     """The broker did not acknowledge in time: the CPE must not be told its message was taken."""
 
 
+class EventTooLarge(Exception):
+    """The event would exceed what the bus takes in one message: no retry can succeed, so the
+    CPE gets a 413 at once (not 503 + Retry-After, which it would obey forever)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"event of {size} bytes exceeds the bus limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# The longest excerpt of a CPE-chosen text (a device id) put in a log line.
+LOG_EXCERPT = 128
+
+
+def excerpt(text: str) -> str:
+    return text if len(text) <= LOG_EXCERPT else f"{text[:LOG_EXCERPT]}... ({len(text)} characters)"
+
+
 @dataclass
 class GatewayDeps:
     settings: Settings
@@ -115,7 +132,8 @@ class Gateway:
         self.deps = deps
         self.settings = deps.settings
         self.throttle = AuthThrottle(self.settings.auth_failures_before_throttle,
-                                     self.settings.auth_throttle_seconds)
+                                     self.settings.auth_throttle_seconds,
+                                     max_per_address=self.settings.auth_failures_per_address)
         self.sessions: dict[str, GatewaySession] = {}
         self.by_connection: dict[str, str] = {}
         self.draining = False
@@ -171,17 +189,24 @@ class Gateway:
         address = request.client[0]
         if self.draining:
             return self._reject(503, "shutting down", retry_after=10)
-        if wait := self.throttle.retry_after(address):
+        authorization = request.headers.get("authorization")
+        claimed = self.deps.authenticator.claimed_username(authorization)
+        if wait := self.throttle.retry_after(claimed, address):
             return self._reject(503, "too many authentication failures", retry_after=wait)
         if is_empty_body(request.body):
             return self._reject(400, "no session: the first message must be an Inform", close=True)
-        auth = await self.deps.authenticator.authenticate("POST", request.target,
-                                                          request.headers.get("authorization"), request.tls)
+        try:
+            auth = await self.deps.authenticator.authenticate("POST", request.target,
+                                                              authorization, request.tls)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"remote": address, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
         if not auth.ok:
             if auth.wrong_credentials:
-                self.throttle.failed(address)
+                self.throttle.failed(auth.username or claimed, address)
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
-                log.info("CPE authentication failed", extra={"remote": address, "reason": auth.reason})
+                log.info("CPE authentication failed", extra={"remote": address, "reason": excerpt(auth.reason),
+                                                             "username": excerpt(auth.username or "")})
             metrics.REJECTED.labels("401", "auth").inc()
             return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")])
         now = time.monotonic()
@@ -200,19 +225,31 @@ class Gateway:
         assert isinstance(event, InformArrived)
         identity = event.inform.device_id
         device_id = make_device_id(identity.oui, identity.product_class, identity.serial_number)
-        if (self.settings.cpe_credentials == "per-device" and auth.username is not None
-                and not username_matches_device(auth.username, identity.oui, identity.product_class,
-                                                identity.serial_number)):
-            self.throttle.failed(address)
+        try:
+            refusal = await self.deps.authenticator.admits(auth, device_id, identity.oui, identity.product_class,
+                                                           identity.serial_number)
+        except PyMongoError as exc:
+            log.warning("CPE credential store unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return self._reject(503, "credential store unavailable", retry_after=30)
+        if refusal is not None:
+            self.throttle.failed(auth.username, address)
+            if refusal.status == 401:
+                # The shared pair for a device that has its own: a wrong password, to the CPE too.
+                metrics.AUTH_FAILURES.labels("shared-refused").inc()
+                log.info("CPE authentication failed", extra={"remote": address, "device_id": device_id,
+                                                             "reason": refusal.reason})
+                metrics.REJECTED.labels("401", "auth").inc()
+                challenge = self.deps.authenticator.challenge()
+                return HttpAnswer(401, b"", [("www-authenticate", challenge)])
             metrics.AUTH_FAILURES.labels("device-mismatch").inc()
-            return self._reject(403, "the authenticated username does not belong to this device",
-                                close=True)
-        self.throttle.succeeded(address)
+            return self._reject(refusal.status, refusal.reason, close=True)
+        self.throttle.succeeded(auth.username, address)
         if len(self.sessions) >= self.settings.max_sessions:
             return self._reject(503, "gateway saturated", retry_after=30)
 
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
-                                 request.connection_key, address, machine, username=auth.username)
+                                 request.connection_key, address, machine, username=auth.username,
+                                 auth_ha1=auth.matched_ha1)
         try:
             # An authenticated Inform of this device: it takes the lock whoever held it.
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
@@ -239,10 +276,12 @@ class Gateway:
             remote_address=address)
         try:
             await self._publish(published)
-        except PublishFailed:
+        except (PublishFailed, EventTooLarge) as exc:
             self._forget(session)
             with contextlib.suppress(Exception):  # it expires on its own otherwise
                 await self.deps.locks.release(device_id, session.session_id)
+            if isinstance(exc, EventTooLarge):
+                return self._reject(413, f"Inform too large for the message bus: {exc}", close=True)
             return self._reject(503, "message bus unavailable", retry_after=30)
         metrics.SESSIONS_STARTED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
@@ -305,10 +344,14 @@ class Gateway:
             # The cookie (or connection) already proves the session; a CPE may still send
             # credentials on any request. A wrong password ends the session; a stale nonce or a
             # reused nonce count (sloppy Digest clients resend nc=00000001) is no reason to.
-            auth = await self.deps.authenticator.authenticate(
-                "POST", request.target, request.headers["authorization"], request.tls)
-            if not auth.ok and auth.wrong_credentials:
-                self.throttle.failed(request.client[0])
+            try:
+                auth = await self.deps.authenticator.authenticate(
+                    "POST", request.target, request.headers["authorization"], request.tls,
+                    session_ha1=session.auth_ha1)
+            except PyMongoError:
+                auth = None  # the cookie proves the session; the store being down ends nothing
+            if auth is not None and not auth.ok and auth.wrong_credentials:
+                self.throttle.failed(auth.username or session.username, request.client[0])
                 metrics.AUTH_FAILURES.labels(self.settings.cpe_auth).inc()
                 await self._end(session, "error", "wrong credentials inside a session")
                 return HttpAnswer(401, b"", [("www-authenticate", auth.challenge or "")], close=True)
@@ -334,6 +377,9 @@ class Gateway:
             except PublishFailed:
                 await self._end(session, "error", "message bus unavailable")
                 return self._reject(503, "message bus unavailable", retry_after=30, close=True)
+            except EventTooLarge as exc:
+                await self._end(session, "error", f"answer too large for the message bus: {exc}")
+                return self._reject(413, f"answer too large for the message bus: {exc}", close=True)
         elif isinstance(event, EmptyPostReceived) and event.abandoned:
             log.info("CPE sent an empty POST with requests outstanding",
                      extra={"session_id": session.session_id, "abandoned": len(event.abandoned)})
@@ -371,6 +417,10 @@ class Gateway:
                 # 8005: the CPE sends the same request again (TR-069 3.7.1.6); nothing is lost.
                 return self._send(machine.respond_fault(CwmpFault.from_code(AcsFault.RETRY_REQUEST),
                                                         now=time.monotonic()))
+            except EventTooLarge as exc:
+                # Asking for it again (8005) would loop: the same request is as large next time.
+                await self._end(session, "error", f"{method} too large for the message bus: {exc}")
+                return self._reject(413, f"{method} too large for the message bus: {exc}", close=True)
         return self._send(machine.respond(default_response(event.request), now=time.monotonic()))
 
     async def _next_rpc_or_end(self, session: GatewaySession) -> HttpAnswer:
@@ -439,7 +489,7 @@ class Gateway:
     async def _publish_quietly(self, ended: SessionEnded) -> None:
         try:
             await self._publish(ended)
-        except PublishFailed:
+        except (PublishFailed, EventTooLarge):
             log.warning("could not publish the end of a session", extra={"session_id": ended.session_id})
 
     def _forget(self, session: GatewaySession) -> bool:
@@ -509,9 +559,14 @@ class Gateway:
         try:
             await asyncio.wait_for(self.deps.publish(TOPIC_INBOUND, event.device_id, event),
                                    self.settings.kafka_publish_timeout)
+        except EventTooLarge as exc:
+            log.warning("event too large for the bus, refused", extra={
+                "device_id": excerpt(event.device_id), "event_type": event.type, "size": exc.size,
+                "limit": exc.limit})
+            raise
         except Exception as exc:
-            log.warning("publishing to Kafka failed", extra={"device_id": event.device_id,
-                                                             "error": repr(exc)})
+            log.warning("publishing to Kafka failed", extra={"device_id": excerpt(event.device_id),
+                                                             "error": repr(exc)[:500]})
             raise PublishFailed from exc
         metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from services.bus.events import TOPIC_REPLIES, SessionPlan
-from services.bus.kafka import topic_name, topic_partitions
+from services.bus.kafka import client_options, topic_name, topic_partitions
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class ReplyChannel:
 
     async def start(self) -> None:
         self._partitions = await topic_partitions(self.settings, TOPIC_REPLIES)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+        consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,  # type: ignore[arg-type]
                                     enable_auto_commit=False, fetch_max_wait_ms=20)
         await consumer.start()
         self._consumer = consumer

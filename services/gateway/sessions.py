@@ -36,6 +36,10 @@ class GatewaySession:
     remote_address: str
     machine: AcsSession
     username: str | None = None
+    # (algorithm, HA1) that authenticated the Inform with the device's own credentials: still
+    # accepted inside this session after the bootstrap replaced them (the CPE may go on with the
+    # pair it started the session with).
+    auth_ha1: tuple[str, str] | None = None
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     last_lock_refresh: float = field(default_factory=time.monotonic)

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -36,7 +36,7 @@ from services.common.apikeys import ApiKeyAuth, Principal
 from services.common.errors import problem
 from services.common.service import ReadinessCheck, add_health_routes, mongo_check
 from services.common.settings import Settings
-from services.inventory import credentials, store
+from services.inventory import credentials, stats, store, timeline
 from services.inventory.metrics import QUERY_SECONDS
 from services.inventory.query import (
     FULL,
@@ -129,6 +129,11 @@ class CredentialInfo(BaseModel):
     device_id: str | None
     realm: str
     updated_at: datetime
+    source: Literal["import", "bootstrap"] = Field(
+        "import", description="import: through this API; bootstrap: set on the device by the ACS")
+    state: Literal["active", "pending", "active, new pending"] = Field(
+        "active", description="pending: the ACS is setting them on the device, the shared pair still "
+                              "works; active: only these are accepted for the device")
 
 
 class CredentialList(BaseModel):
@@ -158,7 +163,8 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             await mongo.close()
 
     app = create_api(title="ACS inventory", lifespan=lifespan,
-                     description="Devices, device queries, tags and per-device CPE credentials.")
+                     description="Devices, device queries, tags and per-device CPE credentials.",
+                     openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(mongo), **(checks or {})})
 
     @app.exception_handler(QueryError)
@@ -210,6 +216,9 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         total = await store.devices(db).count_documents(parse_query(q), maxTimeMS=QUERY_TIMEOUT_MS)
         QUERY_SECONDS.labels("count").observe(time.perf_counter() - started)
         return Count(count=total)
+
+    stats.add_routes(app, db, reader)
+    timeline.add_routes(app, db, reader)
 
     @app.get("/api/v1/devices/{device_id}", summary="Read one device", dependencies=reader,
              responses={200: {"model": Device}, 404: {"description": "Unknown device"}})
@@ -327,7 +336,8 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         documents = documents[:limit]
         return CredentialList(
             credentials=[CredentialInfo(username=d["_id"], device_id=d.get("device_id"), realm=d["realm"],
-                                        updated_at=d["updated_at"]) for d in documents],
+                                        updated_at=d["updated_at"], source=d["source"], state=d["state"])
+                         for d in documents],
             next_cursor=documents[-1]["_id"] if more else None)
 
     @app.delete("/api/v1/credentials/{username}", summary="Delete a CPE's credentials", dependencies=admin,

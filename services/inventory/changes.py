@@ -505,12 +505,17 @@ def _denormalised(values: Iterable[ReadValue]) -> dict[str, Any]:
     return fields
 
 
+# xs:unsignedInt, the type of PeriodicInformInterval and of the RPC status fields read here.
+MAX_INTERVAL = 2**32 - 1
+
+
 def _as_int(value: Any) -> int | None:
-    """An integer, also from digits sent as text by a CPE that left out xsi:type."""
+    """An integer, also from digits sent as text by a CPE that left out xsi:type; None for text
+    of more than 20 digits (int() would refuse thousands of them, and no CWMP integer has them)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str) and (text := value.strip()).isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
     return None
 
 
@@ -526,7 +531,9 @@ def _silent_deadline(state: DeviceState, when: datetime, config: PlanConfig) -> 
     for name in well_known(PERIODIC_INTERVAL):
         value = (state.params.get(encode_name(name)) or {}).get("v")
         number = _as_int(value)
-        if number is not None and number > 0:
+        # PeriodicInformInterval is an unsignedInt: anything larger is a CPE's nonsense (and
+        # would overflow the deadline's datetime arithmetic).
+        if number is not None and 0 < number <= MAX_INTERVAL:
             interval = number
     interval = interval or config.default_interval
     if interval <= 0 or config.silent_after_intervals <= 0:

@@ -7,7 +7,16 @@ password is never stored, logged or returned. An HA1 is tied to the realm it was
 so each record keeps its realm: changing ACS_CPE_REALM needs a re-import.
 
 Collection ``cpe_credentials``: ``_id`` = username (the CPE's Digest username, conventionally its
-device id), ``device_id`` when known, ``realm``, ``ha1_md5``, ``ha1_sha256``, ``updated_at``.
+device id), ``device_id`` when known, ``realm``, ``ha1_md5``, ``ha1_sha256``, ``updated_at``, and
+``source``: ``import`` (through the API) or ``bootstrap`` (set on the device by the ACS itself).
+
+Credentials the ACS sets at bootstrap (ACS_CPE_CREDENTIALS=provisioned) go through two states.
+While the SetParameterValues that gives them to the device is under way they are *pending*
+(``pending_ha1_md5``, ``pending_ha1_sha256``): the gateway accepts them, and the shared pair
+still, since the device switches to its own pair only once it has applied the SPV, and the ACS
+cannot know that before the answer is in. The orchestrator *confirms* them when the CPE's
+SetParameterValuesResponse arrives: the pending HA1s become ``ha1_*``, and from then on the
+device is one that has its own credentials, which the shared pair can no longer speak for.
 """
 
 from __future__ import annotations
@@ -49,6 +58,68 @@ async def lookup_ha1(db: AsyncDatabase, username: str, algorithm: str, realm: st
         return None
     value = document.get(f"ha1_{family}")
     return value if isinstance(value, str) else None
+
+
+async def lookup_candidates(db: AsyncDatabase, username: str, algorithm: str, realm: str,
+                            ) -> tuple[str | None, list[str]]:
+    """``(device id, HA1s)`` a Digest or Basic answer of ``username`` may match, confirmed first.
+
+    A pending HA1 (bootstrap under way) is a candidate as well as the confirmed one. Empty when
+    the user is unknown, the algorithm unsupported or the HA1s were made for another realm.
+    """
+    family = _FAMILIES.get(algorithm.upper())
+    if family is None:
+        return None, []
+    document = await db[CREDENTIALS].find_one(
+        {"_id": username}, {"device_id": 1, "realm": 1, f"ha1_{family}": 1, f"pending_ha1_{family}": 1,
+                            "pending_realm": 1})
+    if document is None:
+        return None, []
+    found = []
+    if document.get("realm") == realm and isinstance(document.get(f"ha1_{family}"), str):
+        found.append(document[f"ha1_{family}"])
+    if document.get("pending_realm") == realm and isinstance(document.get(f"pending_ha1_{family}"), str):
+        found.append(document[f"pending_ha1_{family}"])
+    device_id = document.get("device_id")
+    return (device_id if isinstance(device_id, str) else None), found
+
+
+async def has_own_credentials(db: AsyncDatabase, device_id: str) -> bool:
+    """Whether the device has confirmed credentials of its own (then the shared pair is refused)."""
+    found = await db[CREDENTIALS].find_one(
+        {"$or": [{"_id": device_id}, {"device_id": device_id}], "ha1_md5": {"$exists": True}}, {"_id": 1})
+    return found is not None
+
+
+async def store_pending(db: AsyncDatabase, username: str, device_id: str, realm: str, password: str) -> None:
+    """Credentials the ACS is about to set on the device: accepted from now on, beside the old."""
+    await db[CREDENTIALS].update_one({"_id": username}, {
+        "$set": {"device_id": device_id, "pending_realm": realm, "updated_at": datetime.now(UTC),
+                 "pending_ha1_md5": ha1(username, realm, password, "md5"),
+                 "pending_ha1_sha256": ha1(username, realm, password, "sha256")},
+        "$setOnInsert": {"source": "bootstrap", "realm": realm}}, upsert=True)
+
+
+async def confirm(db: AsyncDatabase, username: str, device_id: str, realm: str, password: str) -> None:
+    """The device applied the credentials the ACS set: only they (not the shared pair) from now on.
+
+    The HA1s are computed again rather than moved from the pending fields, so that a repeated
+    confirmation, or one whose pending write was lost, ends in the same record.
+    """
+    md5, sha256 = ha1(username, realm, password, "md5"), ha1(username, realm, password, "sha256")
+    collection = db[CREDENTIALS]
+    await collection.update_one({"_id": username}, {
+        "$set": {"device_id": device_id, "realm": realm, "source": "bootstrap", "updated_at": datetime.now(UTC),
+                 "ha1_md5": md5, "ha1_sha256": sha256}}, upsert=True)
+    # The pending pair goes once it is the confirmed one (a newer pending one stays).
+    await collection.update_one({"_id": username, "pending_ha1_md5": md5},
+                                {"$unset": {"pending_ha1_md5": "", "pending_ha1_sha256": "", "pending_realm": ""}})
+
+
+async def forget_provisioned(db: AsyncDatabase, device_id: str) -> int:
+    """Drop the credentials the ACS set on a device (it was factory reset): shared pair again."""
+    result = await db[CREDENTIALS].delete_many({"device_id": device_id, "source": "bootstrap"})
+    return result.deleted_count
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
@@ -133,7 +204,7 @@ async def import_rows(db: AsyncDatabase, rows: list[Row], realm: str) -> int:
     now = datetime.now(UTC)
     operations = [
         ReplaceOne({"_id": row.username}, {
-            "device_id": row.device_id, "realm": realm, "updated_at": now,
+            "device_id": row.device_id, "realm": realm, "updated_at": now, "source": "import",
             "ha1_md5": ha1(row.username, realm, row.password, "md5"),
             "ha1_sha256": ha1(row.username, realm, row.password, "sha256"),
         }, upsert=True)
@@ -154,9 +225,19 @@ async def list_credentials(db: AsyncDatabase, after: str | None, limit: int,
         query["_id"] = {"$gt": after}
     if device_id is not None:
         query["device_id"] = device_id
-    cursor = db[CREDENTIALS].find(query, {"device_id": 1, "realm": 1, "updated_at": 1},
+    cursor = db[CREDENTIALS].find(query, {"device_id": 1, "realm": 1, "updated_at": 1, "source": 1,
+                                          "ha1_md5": 1, "pending_ha1_md5": 1},
                                   limit=limit).sort("_id", ASCENDING)
-    return [document async for document in cursor]
+    return [_described(document) async for document in cursor]
+
+
+def _described(document: dict[str, Any]) -> dict[str, Any]:
+    """A listing entry: where the credentials come from and whether they are in use yet, no HA1."""
+    state = "active" if "ha1_md5" in document else "pending"
+    if state == "active" and "pending_ha1_md5" in document:
+        state = "active, new pending"
+    return {"_id": document["_id"], "device_id": document.get("device_id"), "realm": document.get("realm"),
+            "updated_at": document.get("updated_at"), "source": document.get("source", "import"), "state": state}
 
 
 async def delete_credentials(db: AsyncDatabase, username: str) -> bool:
@@ -171,6 +252,5 @@ async def delete_device_credentials(db: AsyncDatabase, device_id: str) -> int:
 
 
 async def has_credentials(db: AsyncDatabase, device_id: str) -> bool:
-    found = await db[CREDENTIALS].find_one({"$or": [{"_id": device_id}, {"device_id": device_id}]},
-                                           {"_id": 1})
-    return found is not None
+    """Whether the device has credentials of its own in use (pending ones do not count yet)."""
+    return await has_own_credentials(db, device_id)

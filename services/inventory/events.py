@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.bus.events import TOPIC_DEVICE_EVENTS, DeviceEvent, encode
 from services.bus.kafka import topic_name
+from services.common.redaction import redact_model
 from services.common.settings import Settings
 from services.inventory.changes import Fact
 from services.inventory.metrics import EVENTS_PUBLISHED
@@ -25,7 +26,8 @@ async def publish(producer: AIOKafkaProducer, settings: Settings, events: Iterab
     Events of one device go to one partition in send order, so their order is kept.
     """
     topic = topic_name(settings, TOPIC_DEVICE_EVENTS)
-    batch = list(events)
+    # device.events is public: no secret parameter value leaves on it (services.common.redaction).
+    batch = [redact_model(event) for event in events]
     pending = [await producer.send(topic, encode(event), key=event.device_id.encode()) for event in batch]
     if pending:
         await asyncio.gather(*pending)

@@ -18,6 +18,7 @@ from services.inventory import credentials, store
 from services.inventory.app import create_app
 from services.inventory.consumer import InventoryConsumer
 from services.inventory.silence import SilenceSweeper
+from services.inventory.timeline import TimelineRecorder
 
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
@@ -32,6 +33,7 @@ async def run(settings: Settings) -> None:
     producer = make_producer(settings)
     consumer = InventoryConsumer(settings, db, producer)
     sweeper = SilenceSweeper(settings, db, producer)
+    recorder = TimelineRecorder(settings, db)
     sweep_task: asyncio.Task[None] | None = None
     try:
         await store.ensure_indexes(db)
@@ -39,14 +41,17 @@ async def run(settings: Settings) -> None:
         await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS])
         await producer.start()
         await consumer.start()
+        await recorder.start()
         sweep_task = asyncio.create_task(sweeper.run(), name="inventory-silence-sweep")
         assert consumer.task is not None
         consumer.task.add_done_callback(_stop_process_if_failed)
-        app = create_app(settings, client, checks={"consumer": consumer.healthy}, producer=producer)
+        app = create_app(settings, client, checks={"consumer": consumer.healthy, "timeline": recorder.healthy},
+                         producer=producer)
         log.info("inventory listening on %s:%d", settings.bind_host, settings.inventory_port)
         await serve([(app, settings.inventory_port)], settings)
     finally:
         sweeper.stop()
+        await recorder.stop()
         await consumer.stop()
         if sweep_task is not None:
             with contextlib.suppress(asyncio.CancelledError):

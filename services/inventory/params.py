@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from services.common import redaction
+
 StoredValue = str | int | bool
 
 MAX_NAME_LENGTH = 1024
@@ -38,9 +40,6 @@ CONNECTION_REQUEST_URL = "ManagementServer.ConnectionRequestURL"
 CONNECTION_REQUEST_USERNAME = "ManagementServer.ConnectionRequestUsername"
 # Parameters holding secrets (passwords, Wi-Fi keys, RADIUS secrets), by their last name segment.
 # A CPE reads them back empty (TR-069 A.3.2.1); the values the ACS writes are never stored here.
-_SECRET_MARKERS = ("password", "passphrase", "presharedkey", "wepkey", "secret")
-
-
 @lru_cache(maxsize=65536)  # A fleet shares a few thousand names; encoding is on the hot path.
 def encode_name(name: str) -> str:
     """The field name under ``params`` for a parameter (or object, ending in ".") name."""
@@ -69,9 +68,9 @@ def valid_name(name: str) -> bool:
 
 
 def is_secret(name: str) -> bool:
-    """Whether a parameter holds a secret, e.g. ``...ConnectionRequestPassword`` or ``...KeyPassphrase``."""
-    last = name.rstrip(".").rsplit(".", 1)[-1].lower()
-    return any(marker in last for marker in _SECRET_MARKERS)
+    """Whether a parameter holds a secret, e.g. ``...ConnectionRequestPassword`` or ``...KeyPassphrase``
+    (services.common.redaction, with the patterns of ACS_REDACTED_PARAMETERS)."""
+    return redaction.is_secret(name)
 
 
 def well_known(suffix: str) -> tuple[str, str]:
@@ -141,7 +140,11 @@ class ReadName:
 
 
 def read_value(name: str, text: str, xsi_type: str | None) -> ReadValue:
+    """The value as the device record keeps it. A secret (a Wi-Fi key, a password a CPE reports
+    although it should read back empty) is never stored: the record says it is set, not what it is."""
     kind = normalise_type(xsi_type)
+    if text and is_secret(name):
+        return ReadValue(name, redaction.REDACTED, "xsd:string")
     return ReadValue(name, stored_value(text, kind), kind)
 
 

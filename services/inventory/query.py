@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from services.common import redaction
 from services.inventory.params import encode_name, normalise_type, stored_value
 
 Kind = Literal["string", "date", "int"]
@@ -165,6 +166,9 @@ class _Compiler:
             raise QueryError(f"{where}: a list is not a value; use {{\"$in\": [...]}} to match any of them")
         else:
             operators = {"$eq": value}
+        if targets[0].kind == "parameter" and redaction.is_secret(key) and set(operators) - {"$exists"}:
+            # Comparing a secret's value would tell a reader whether a guess is right.
+            raise QueryError(f"{where}: {key} is a secret parameter; it can only be tested with $exists")
         if len(targets) == 1:
             return [targets[0].clause(op, operand, f"{where}.{op}") for op, operand in operators.items()]
         clauses: list[dict[str, Any]] = []

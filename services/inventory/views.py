@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.common import redaction
 from services.inventory.params import decode_name
 from services.inventory.query import FIELDS, Projection
 
@@ -27,7 +28,7 @@ def render_device(document: dict[str, Any], projection: Projection) -> dict[str,
 def render_parameter(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     rendered: dict[str, Any] = {}
     if "v" in entry:
-        rendered["value"] = entry["v"]
+        rendered["value"] = redaction.value(name, entry["v"])
         rendered["type"] = entry.get("t", "xsd:string")
     if "w" in entry:
         rendered["writable"] = entry["w"]

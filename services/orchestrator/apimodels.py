@@ -15,8 +15,10 @@ from services.orchestrator.tasks import Fault, TaskStatus
 
 class ConnectionRequestOut(BaseModel):
     outcome: Literal["ok", "sent", "auth_failed", "busy", "timeout", "unreachable", "error", "rate_limited",
-                     "no_address"] = Field(description="ok: the CPE accepted (HTTP); sent: UDP datagrams sent; "
-                                                       "the others say why the device was not woken")
+                     "no_address", "refused_address"] = Field(
+        description="ok: the CPE accepted (HTTP); sent: UDP datagrams sent; the others say why the device "
+                    "was not woken (refused_address: the address it reported is not in "
+                    "ACS_CONNECTION_REQUEST_ALLOWED_NETWORKS, or is refused)")
     transport: Literal["http", "udp", "none"]
     detail: str = ""
     http_status: int | None = None

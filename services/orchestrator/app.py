@@ -23,9 +23,10 @@ from services.bus.events import new_id, utcnow
 from services.common.api import create_api
 from services.common.apikeys import NameTaken, Principal
 from services.common.errors import validation_problem
+from services.common.redaction import redact
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
-from services.orchestrator import clients, jobs, specs
+from services.orchestrator import clients, jobs, specs, stats
 from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
@@ -82,7 +83,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
 
     app = create_api(title="ACS orchestrator", lifespan=lifespan,
                      description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
-                                 "See docs/orchestrator.md.")
+                                 "See docs/orchestrator.md.", openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "kafka": runtime.kafka_ready})
     # The whole API's document and docs page under /api/v1: in Kubernetes, where no router runs,
     # the Ingress sends /api/v1/openapi.json, /api/v1/docs and /api/v1/redoc here.
@@ -285,11 +286,11 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         except DuplicateKeyError:
             raise HTTPException(status.HTTP_409_CONFLICT, f"a policy named {body.name!r} exists") from None
         runtime.policies.invalidate()
-        return policy.model_dump()
+        return redact(policy.model_dump())
 
     @app.get("/api/v1/policies", response_model=PolicyList, tags=["policies"], summary="List policies")
     async def list_policies(_: Reader) -> dict[str, Any]:
-        return {"policies": [p.model_dump() for p in await store.list_policies()]}
+        return {"policies": [redact(p.model_dump()) for p in await store.list_policies()]}
 
     @app.get("/api/v1/policies/{policy_id}", response_model=PolicyOut, tags=["policies"],
              responses={404: {"description": "unknown policy"}})
@@ -297,7 +298,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         policy = await store.get_policy(policy_id)
         if policy is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
-        return policy.model_dump()
+        return redact(policy.model_dump())
 
     @app.delete("/api/v1/policies/{policy_id}", status_code=204, tags=["policies"],
                 responses={404: {"description": "unknown policy"}})
@@ -308,6 +309,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         return Response(status_code=204)
 
     add_profile_routes(app, runtime)
+    stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
 
     # --- API keys --------------------------------------------------------------------------
 
@@ -388,7 +390,7 @@ async def _job_views(store: Any, found: list[dict[str, Any]]) -> list[dict[str, 
         if state in ("running", "finished"):
             # A finished job whose task an operator retried runs again.
             state = "running" if any(tally[s.value] for s in T.OPEN) else "finished"
-        views.append({"id": job["_id"], "query": job["query"], "task": job["task"], "status": state,
+        views.append({"id": job["_id"], "query": job["query"], "task": redact(job["task"]), "status": state,
                       "device_count": sum(tally.values()), "pages": job.get("pages", 0), "counts": tally,
                       "created_at": job["created_at"], "created_by": job.get("created_by"),
                       "reason": job.get("reason", "")})

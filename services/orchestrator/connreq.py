@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from cwmp.digest import DigestClient, DigestError
 from cwmp.udp import UdpRequestError, build_udp_connection_request, parse_udp_address
 from services.orchestrator.state import DeviceState
+from services.orchestrator.targets import Target, TargetPolicy, TargetRefused
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ CONNECTION_REQUESTS = Counter("acs_orchestrator_connection_requests_total",
                               "Connection requests by transport and outcome", ["transport", "outcome"])
 
 Outcome = Literal["ok", "sent", "auth_failed", "busy", "timeout", "unreachable", "error", "rate_limited",
-                  "no_address"]
+                  "no_address", "refused_address"]
 UDP_COPIES = 3
 
 
@@ -96,12 +97,21 @@ def _target(url: str) -> str:
 
 
 async def http_connection_request(client: httpx.AsyncClient, url: str, username: str | None,
-                                  password: str | None, within: float = 5.0) -> ConnectionRequestResult:
+                                  password: str | None, within: float = 5.0,
+                                  target: Target | None = None) -> ConnectionRequestResult:
+    """``target``: the checked address to send it to (targets.py); the Digest uri stays ``url``'s."""
     def result(outcome: Outcome, detail: str = "", status: int | None = None) -> ConnectionRequestResult:
         return ConnectionRequestResult(outcome, "http", detail, status)
 
+    send_to = target.url if target is not None else url
+    headers = {"Host": target.host_header} if target is not None and target.host_header else {}
+    extensions = {"sni_hostname": target.sni_hostname} if target is not None and target.sni_hostname else None
+
+    async def get(extra: dict[str, str]) -> httpx.Response:
+        return await client.get(send_to, headers={**headers, **extra}, timeout=within, extensions=extensions)
+
     try:
-        response = await client.get(url, timeout=within)
+        response = await get({})
         if response.status_code == 401:
             if not username or password is None:
                 return result("auth_failed", "the CPE wants credentials and none were provisioned yet", 401)
@@ -111,7 +121,7 @@ async def http_connection_request(client: httpx.AsyncClient, url: str, username:
             except DigestError as exc:
                 return result("auth_failed", f"cannot answer the CPE's challenge: {exc}", 401)
             # At most one authenticated retry (A5): a second 401 means wrong credentials.
-            response = await client.get(url, headers={"Authorization": authorization}, timeout=within)
+            response = await get({"Authorization": authorization})
     except httpx.TimeoutException:
         return result("timeout", f"no answer within {within:g} s")
     except httpx.HTTPError as exc:
@@ -152,10 +162,12 @@ class ConnectionRequester:
     """Wakes devices: HTTP first; UDP when HTTP cannot reach the CPE and it reported a UDP address."""
 
     def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter | None = None,
-                 answer_within: float = 5.0) -> None:
+                 answer_within: float = 5.0, targets: TargetPolicy | None = None) -> None:
         self.client = client
         self.limiter = limiter or RateLimiter()
         self.answer_within = answer_within
+        # Which addresses may be called (the CPE reports them itself): strict unless configured.
+        self.targets = targets or TargetPolicy()
 
     async def wake(self, device: DeviceState | None) -> ConnectionRequestResult:
         outcome = await self._wake(device)
@@ -173,11 +185,29 @@ class ConnectionRequester:
         username, password = device.cr_username, device.cr_password
         result: ConnectionRequestResult | None = None
         if device.connection_request_url:
-            result = await http_connection_request(self.client, device.connection_request_url, username, password,
-                                                   self.answer_within)
-            if result.outcome not in ("timeout", "unreachable"):
+            try:
+                target = await self.targets.http_target(device.connection_request_url)
+            except TargetRefused as exc:
+                result = ConnectionRequestResult("refused_address", "http", f"not called: {exc}")
+            else:
+                result = await http_connection_request(self.client, device.connection_request_url, username,
+                                                       password, self.answer_within, target)
+            if result.outcome not in ("timeout", "unreachable", "refused_address"):
                 return result
         if device.udp_connection_request_address and username and password:
-            return await udp_connection_request(device.udp_connection_request_address, username, password)
+            udp = await self._udp_refusal(device.udp_connection_request_address)
+            if udp is None:
+                return await udp_connection_request(device.udp_connection_request_address, username, password)
+            result = udp if result is None or result.outcome == "refused_address" else result
         assert result is not None
         return result
+
+    async def _udp_refusal(self, address: str) -> ConnectionRequestResult | None:
+        try:
+            host, _port = parse_udp_address(address)
+            await self.targets.addresses(host)
+        except UdpRequestError as exc:
+            return ConnectionRequestResult("error", "udp", str(exc))
+        except TargetRefused as exc:
+            return ConnectionRequestResult("refused_address", "udp", f"not called: {exc}")
+        return None

@@ -33,6 +33,7 @@ from services.bus.events import (
     encode,
 )
 from services.bus.kafka import make_consumer, topic_name
+from services.common.redaction import redact_model
 from services.common.settings import Settings
 from services.orchestrator.engine import Engine
 
@@ -69,6 +70,8 @@ class KafkaPublisher:
         if not events:
             return
         topic = topic_name(self.settings, TOPIC_DEVICE_EVENTS)
+        # device.events is public: no secret parameter value leaves on it (services.common.redaction).
+        events = [redact_model(event) for event in events]
         # Sent together, acknowledged together: one broker round trip, not one per event.
         sent = [await self.producer.send(topic, encode(event), key=event.device_id.encode()) for event in events]
         await asyncio.gather(*sent)

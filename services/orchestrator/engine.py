@@ -38,7 +38,8 @@ from services.bus.events import (
 )
 from services.common.settings import Settings
 from services.fileserver.credentials import mint_download_credentials
-from services.orchestrator import clients, planner, rpcs, steps
+from services.inventory import credentials
+from services.orchestrator import clients, cpecreds, planner, rpcs, steps
 from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.jobs import task_event
@@ -158,7 +159,9 @@ class Engine:
         settings = self.settings
         return Env(now=utcnow(), new_id=new_id, new_secret=lambda: secrets.token_urlsafe(18),
                    mint_credentials=lambda name, device: mint_download_credentials(settings, name, device),
-                   upload_url=lambda name: upload_url(settings, name))
+                   upload_url=lambda name: upload_url(settings, name),
+                   cpe_password=lambda username, nonce: cpecreds.derive_password(settings.secret_key, username,
+                                                                                 nonce))
 
     async def handle(self, event: InboundEvent) -> None:
         started = time.perf_counter()
@@ -200,6 +203,7 @@ class Engine:
         if decision.plan is None:  # cannot happen: on_inform always plans; keep the gateway unblocked
             decision.plan = SessionPlan(device_id=event.device_id, session_id=event.session_id,
                                         gateway_id=event.gateway_id, in_reply_to=event.event_id)
+        await self._store_cpe_credentials(view.device, decision)
         await self._commit(decision, event.reply_to, "inform")
 
     async def on_answer(self, event: RpcResponseReceived | RpcFaultReceived) -> None:
@@ -223,6 +227,7 @@ class Engine:
                                         walks)
             if fresh and ref is not None:
                 decision.events.insert(0, fault_raised(event, ref.task_id))
+        await self._store_cpe_credentials(view.device, decision)
         await self._commit(decision, view.session.reply_to, event.type, before)
 
     async def _upcoming_walk_rpcs(self, view: SessionView, rpc_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -309,6 +314,30 @@ class Engine:
             log.warning("could not read tags from the inventory", extra={"device_id": device_id,
                                                                           "error": type(exc).__name__})
             return frozenset()
+
+    async def _store_cpe_credentials(self, before: DeviceState | None, decision: Decision) -> None:
+        """Tell the gateway's credential store what the decision did to the device's own credentials.
+
+        Before the decision's writes: a pending pair is in the store before the plan that sets it
+        goes out, and a failure here leaves the event to be handled again (the writes are
+        idempotent). A confirmation written but not followed by the device write is redone by
+        the answer's redelivery.
+        """
+        settings = self.settings
+        for change in cpecreds.changes(before, decision.device):
+            if change.kind == "forgotten":
+                await credentials.forget_provisioned(self.store.db, change.device_id)
+                log.info("device's own ACS credentials dropped (factory reset)",
+                         extra={"device_id": change.device_id})
+                continue
+            password = cpecreds.derive_password(settings.secret_key, change.username, change.nonce)
+            if change.kind == "pending":
+                await credentials.store_pending(self.store.db, change.username, change.device_id,
+                                                settings.cpe_realm, password)
+            else:
+                await credentials.confirm(self.store.db, change.username, change.device_id,
+                                          settings.cpe_realm, password)
+                log.info("device's own ACS credentials in use", extra={"device_id": change.device_id})
 
     async def _commit(self, decision: Decision, reply_to: str, trigger: str,
                       before: SessionState | None = None) -> None:

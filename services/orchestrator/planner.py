@@ -252,6 +252,7 @@ def _bootstrap(w: _Work, inform: InformReceived, *, forget_old_identity: bool) -
         "data_model": prov.detect_data_model(values),
         "pending_cr_username": f"cr-{w.env.new_secret()[:16]}",
         "pending_cr_password": w.env.new_secret(),
+        **prov.pending_cpe_credentials(w.device.id, w.env.new_secret, w.cfg),
     })
     if not w.cfg.bootstrap_provisioning:
         return []

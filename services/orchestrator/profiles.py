@@ -414,12 +414,21 @@ def effective(applicable: Sequence[Compiled], facts: Mapping[str, Any], root: st
     return out
 
 
-_DIGITS = re.compile(r"(\d+)")
+_DIGITS = re.compile(r"([0-9]+)")
 
 
-def version_key(version: str) -> list[tuple[int, int | str]]:
-    """Software versions compare part by part, numbers as numbers: 1.9.2 < 1.10.0 < 2.0."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(version) if part]
+def version_key(version: str) -> list[tuple[int, tuple[int, str] | str]]:
+    """Software versions compare part by part, numbers as numbers: 1.9.2 < 1.10.0 < 2.0. A run of
+    digits compares by its length without leading zeros, then by its digits: no int(), which
+    refuses the thousands of digits a CPE may send."""
+    out: list[tuple[int, tuple[int, str] | str]] = []
+    for part in _DIGITS.split(version):
+        if part.isascii() and part.isdigit():
+            significant = part.lstrip("0") or "0"
+            out.append((0, (len(significant), significant)))
+        elif part:
+            out.append((1, part))
+    return out
 
 
 def below(current: str | None, wanted: str) -> bool:

@@ -13,7 +13,7 @@ keys, because parameter names contain dots.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from services.orchestrator import rpcs
@@ -49,6 +49,27 @@ def bootstrap_values(root: str, username: str, password: str, cfg: PlanConfig) -
                    rpcs.Value(f"{ms}PeriodicInformInterval", str(cfg.periodic_inform_interval),
                               "xsd:unsignedInt")]
     return values
+
+
+def cpe_credential_values(root: str, username: str, password: str) -> list[rpcs.Value]:
+    """SetParameterValues of the device's own ACS credentials (ManagementServer.Username/Password).
+
+    A separate RPC from :func:`bootstrap_values`: SetParameterValues is all or nothing, and a CPE
+    that refuses to change its ACS credentials should still get its connection request ones.
+    """
+    ms = f"{root}ManagementServer."
+    return [rpcs.Value(f"{ms}Username", username), rpcs.Value(f"{ms}Password", password)]
+
+
+def pending_cpe_credentials(device_id: str, new_secret: Callable[[], str], cfg: PlanConfig) -> dict[str, Any]:
+    """Device updates that mint the device's own ACS credentials at bootstrap (if configured).
+
+    The username is the device id (TR-069 3.4.4's convention, so the gateway can tell whose they
+    are); the password is derived from a fresh nonce when the RPC is built, never stored.
+    """
+    if not cfg.provision_cpe_credentials:
+        return {}
+    return {"pending_cpe_username": device_id, "pending_cpe_nonce": new_secret()}
 
 
 def parent_path(name: str) -> str:

@@ -19,6 +19,7 @@ from services.orchestrator.engine import Engine, PolicyCache
 from services.orchestrator.jobs import JobConfig, JobEngine
 from services.orchestrator.profile_store import ProfileCache, ProfileStore, migrate_policies
 from services.orchestrator.store import Store
+from services.orchestrator.targets import TargetPolicy
 
 
 class NullPublisher:
@@ -45,7 +46,7 @@ class OrchestratorRuntime:
         self.store = Store(self.db)
         self.auth = ApiKeyAuth(self.db, settings.admin_api_key)
         self.http = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200))
-        self.requester = ConnectionRequester(self.http)
+        self.requester = ConnectionRequester(self.http, targets=TargetPolicy.from_settings(settings))
         self.policies = PolicyCache(self.store)
         self.profile_store = ProfileStore(self.db)
         self.profiles = ProfileCache(self.profile_store)

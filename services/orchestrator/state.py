@@ -44,6 +44,14 @@ class DeviceState(BaseModel):
     # Minted at bootstrap, used once the CPE has accepted them (SetParameterValues succeeded).
     pending_cr_username: str | None = None
     pending_cr_password: str | None = None
+    # The device's own ACS credentials (ManagementServer.Username/Password), set at bootstrap
+    # when ACS_CPE_CREDENTIALS=provisioned. Never the password: it is derived from the nonce with
+    # ACS_SECRET_KEY when the SetParameterValues is built (cpecreds.py), and the gateway's store
+    # holds only its HA1s. Pending until the CPE's SetParameterValuesResponse confirms them.
+    cpe_username: str | None = None
+    cpe_nonce: str | None = None
+    pending_cpe_username: str | None = None
+    pending_cpe_nonce: str | None = None
     first_seen: datetime | None = None
     last_inform: datetime | None = None
     bootstrapped_at: datetime | None = None
@@ -161,6 +169,8 @@ class PlanConfig:
     walk_fanout: int = 16
     discovery_subtrees: tuple[str, ...] = ("DeviceInfo.", "ManagementServer.")
     bootstrap_provisioning: bool = True
+    # Give each device its own ManagementServer.Username/Password at bootstrap (provisioned mode).
+    provision_cpe_credentials: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanConfig:
@@ -174,6 +184,7 @@ class PlanConfig:
             max_attempts=settings.task_max_attempts,
             retry_base_seconds=settings.task_retry_base_seconds,
             retry_max_seconds=settings.task_retry_max_seconds,
+            provision_cpe_credentials=settings.cpe_credentials == "provisioned",
         )
 
 
@@ -189,3 +200,6 @@ class Env:
     mint_credentials: Callable[[str, str], tuple[str, str]]
     # File name -> the URL a CPE PUTs an upload to.
     upload_url: Callable[[str], str]
+    # (username, nonce) -> the device's own ACS password (cpecreds.derive_password); None: the
+    # planner sets no ManagementServer credentials.
+    cpe_password: Callable[[str, str], str] | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from services.orchestrator import provisioning as prov
 from services.orchestrator import rpcs
+from services.orchestrator.cpecreds import forget_updates
 from services.orchestrator.state import DeviceState, Env, PlanConfig
 from services.orchestrator.tasks import Task
 
@@ -123,11 +124,15 @@ def _absorb_single(task: Task, key: str, response: dict[str, Any], ctx: StepCont
             result["parameters"] = [{"name": n, **attrs} for n, attrs in attributes.items()]
         case "methods":
             result["methods"] = rpcs.read_method_list(response)
-        case "reboot" | "reset":
-            if key == "reboot":
-                result["command_key"] = task.command_key
-            # Done when the device is back: 1 BOOT + M Reboot <key> (FactoryReset: 0 BOOTSTRAP).
+        case "reboot":
+            result["command_key"] = task.command_key
+            # Done when the device is back: 1 BOOT + M Reboot <key>.
             return Absorbed(progress=task.progress, result=result, outcome="pending_completion")
+        case "reset":
+            # Done when the device is back with 0 BOOTSTRAP. A factory-fresh CPE knows only the
+            # shared pair again: its own credentials go.
+            return Absorbed(progress=task.progress, result=result, outcome="pending_completion",
+                            device_updates=forget_updates(ctx.device))
         case "schedule":
             result["command_key"] = task.command_key
         case "download" | "upload":
@@ -254,6 +259,11 @@ def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
         values = prov.bootstrap_values(root, username, password, ctx.cfg)
         out.append(Outgoing("spv", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
                             [v.name for v in values]))
+    cpe_username, nonce = ctx.device.pending_cpe_username, ctx.device.pending_cpe_nonce
+    if cpe_username and nonce and ctx.env.cpe_password is not None:
+        values = prov.cpe_credential_values(root, cpe_username, ctx.env.cpe_password(cpe_username, nonce))
+        out.append(Outgoing("cpe", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
+                            [v.name for v in values]))
     walk, items = prov.walk_begin(walk_id(task), [root + sub for sub in task.args.get("subtrees", [])], ctx.cfg,
                                   whole_subtrees=True)
     ctx.walks.add(items)
@@ -279,6 +289,12 @@ def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepC
         result["connection_request_credentials"] = "set"
         result["periodic_inform_interval"] = ctx.cfg.periodic_inform_interval or None
         result["set_status"] = rpcs.read_status(response)
+    elif key == "cpe":
+        # The CPE took its own ACS credentials: the gateway accepts only those for it from now on.
+        device = ctx.device
+        updates = {"cpe_username": device.pending_cpe_username, "cpe_nonce": device.pending_cpe_nonce,
+                   "pending_cpe_username": None, "pending_cpe_nonce": None}
+        result["cpe_credentials"] = "set"
     else:
         return _walk_absorb(task, key, response, ctx)
     return Absorbed(progress=progress, result=result, device_updates=updates)
@@ -318,7 +334,9 @@ KINDS: dict[str, Kind] = {
                               tolerates=lambda task, key: _below_requested_path(task, key)),
     "addObject": Kind(_add_start, _add_absorb, _add_proceed),
     BOOTSTRAP_TASK: Kind(_bootstrap_start, _bootstrap_absorb, _bootstrap_proceed,
-                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:"))),
+                         # A CPE that will not change its ACS credentials keeps the shared pair:
+                         # noted in the result's errors, the rest of the bootstrap goes on.
+                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:")) or key == "cpe"),
     **{name: _SINGLE for name in ("setParameterValues", "deleteObject", "getParameterAttributes",
                                   "setParameterAttributes", "reboot", "factoryReset", "getRPCMethods",
                                   "scheduleInform", "download", "upload")},

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.common.redaction import redact
+
 
 class TaskStatus(StrEnum):
     PENDING = "pending"
@@ -114,9 +116,10 @@ class Task(BaseModel):
         return self.status in OPEN
 
     def public(self) -> dict[str, Any]:
-        """The document as the API shows it: no internal progress, no concurrency counter, and
-        for a configuration profile's task no secret value (nor its digest)."""
-        body = self.model_dump(mode="json", exclude={"progress", "version"})
+        """The document as the API shows it: no internal progress, no concurrency counter, no
+        secret parameter value in its arguments or result (services.common.redaction), and for a
+        configuration profile's task no value from a secret variable (nor its digest)."""
+        body = redact(self.model_dump(mode="json", exclude={"progress", "version"}))
         meta = self.args.get("profile")
         if self.origin == "profile" and isinstance(meta, dict):
             secret = set(meta.get("secret", []))

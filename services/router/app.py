@@ -1,5 +1,7 @@
 """The single northbound entry point of `acs up` and docker-compose (an Ingress in Kubernetes).
 
+It also serves the operator console: ``/`` and ``/console/*`` go to the console service.
+
 Each service serves its own part of ``/api/v1``; this proxy picks the service by path, in the
 order of ``ROUTES`` (first match wins), and streams bodies both ways so a firmware upload of
 hundreds of MB passes through without being held in memory.
@@ -13,11 +15,10 @@ no router: its Ingress sends those paths to the orchestrator, which serves the s
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -32,14 +33,14 @@ from services.common.settings import Settings
 from services.router.openapi import UPSTREAMS, merge_documents
 
 OPENAPI_PATH = "/api/v1/openapi.json"
-# The merged document is rebuilt at most this often (a deployment rolls its services rarely).
-OPENAPI_CACHE_SECONDS = 30.0
 # (path pattern, setting holding the upstream base URL). Kept in sync with deploy/ Ingress rules.
 ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/(desired|variables)$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/(tasks|jobs|policies|profiles|campaigns|apikeys)(/|$)"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/tasks$"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/stats/devices$"), "inventory_url"),
     (re.compile(r"^/api/v1/(devices|credentials)(/|$)"), "inventory_url"),
     (re.compile(r"^/api/v1/files(/|$)"), "fileserver_url"),
 ]
@@ -58,9 +59,12 @@ def upstream_for(path: str, settings: Settings) -> str | None:
 
 
 def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient) -> None:
-    """The merged API document at /api/v1/openapi.json and its pages at /api/v1/docs and /api/v1/redoc."""
-    cache: dict[str, Any] = {"at": -OPENAPI_CACHE_SECONDS, "document": None}
-    lock = asyncio.Lock()
+    """The merged API document at /api/v1/openapi.json and its pages at /api/v1/docs and /api/v1/redoc.
+
+    The document needs a read API key, as each service's own does: the caller's key goes with
+    each service's document request, so every service checks it (a revoked key is refused by
+    the services' own rules), and nothing is cached across callers.
+    """
 
     def routed_there(path: str, service: str) -> bool:
         return upstream_for(path, settings) == str(getattr(settings, UPSTREAMS[service])).rstrip("/")
@@ -68,27 +72,42 @@ def add_api_document(app: FastAPI, settings: Settings, client: httpx.AsyncClient
     @app.get(OPENAPI_PATH, include_in_schema=False)
     async def openapi(request: Request) -> Response:
         """The services' documents merged into one; 503 while any of them does not answer."""
-        async with lock:
-            if cache["document"] is None or time.monotonic() - cache["at"] > OPENAPI_CACHE_SECONDS:
-                documents: dict[str, dict[str, Any]] = {}
-                for service, setting in UPSTREAMS.items():
-                    url = f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json"
-                    try:
-                        response = await client.get(url, timeout=5.0)
-                        response.raise_for_status()
-                        documents[service] = response.json()
-                    except (httpx.HTTPError, ValueError) as exc:
-                        return problem(503, f"the {service} did not give its API document "
-                                            f"({type(exc).__name__}); try again", request=request,
-                                       headers={"Retry-After": "5"})
-                cache.update(at=time.monotonic(), document=merge_documents(documents, routed_there))
-        return JSONResponse(cache["document"])
+        credentials = {name: value for name, value in request.headers.items()
+                       if name in ("authorization", "x-api-key")}
+        if not credentials:
+            return problem(401, "missing API key", request=request, headers={"WWW-Authenticate": "Bearer"})
+        documents: dict[str, dict[str, Any]] = {}
+        for service, setting in UPSTREAMS.items():
+            url = f"{str(getattr(settings, setting)).rstrip('/')}/openapi.json"
+            try:
+                response = await client.get(url, headers=credentials, timeout=5.0)
+            except httpx.HTTPError as exc:
+                return problem(503, f"the {service} did not give its API document "
+                                    f"({type(exc).__name__}); try again", request=request,
+                               headers={"Retry-After": "5"})
+            if response.status_code in (401, 403):
+                headers = {"WWW-Authenticate": "Bearer"} if response.status_code == 401 else None
+                return problem(response.status_code, "the API key was refused", request=request, headers=headers)
+            try:
+                response.raise_for_status()
+                documents[service] = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                return problem(503, f"the {service} did not give its API document "
+                                    f"({type(exc).__name__}); try again", request=request,
+                               headers={"Retry-After": "5"})
+        return JSONResponse(merge_documents(documents, routed_there))
 
     add_docs(app, OPENAPI_PATH, "ACS northbound API", prefix="/api/v1")
 
 
+def no_cookie_jar() -> CookieJar:
+    """A jar that keeps nothing: a proxy that stored the Set-Cookie it passes on (httpx clients keep
+    cookies by default) would send one user's console session along with everybody's requests."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def create_app(settings: Settings) -> FastAPI:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0),
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), cookies=no_cookie_jar(),
                                limits=httpx.Limits(max_connections=500, max_keepalive_connections=100))
 
     @asynccontextmanager
@@ -116,6 +135,16 @@ def create_app(settings: Settings) -> FastAPI:
         base = upstream_for(request.url.path, settings)
         if base is None:
             return problem(404, f"no service serves {request.url.path}", request=request)
+        return await forward(request, base)
+
+    # The operator console (services/console): its page at /, its assets and session API below /console/.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.api_route("/console/{rest:path}", methods=["GET", "POST", "DELETE", "HEAD"], include_in_schema=False)
+    @any_query
+    async def console(request: Request, rest: str = "") -> Response:
+        return await forward(request, str(settings.console_url).rstrip("/"))
+
+    async def forward(request: Request, base: str) -> Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("x-forwarded-for", request.client.host if request.client else ""))
         # The path exactly as received: device ids are percent-encoded, and decoding them here

@@ -26,6 +26,7 @@ ACS_SERVICES = {
     "orchestrator": (7560, set()),
     "inventory": (7561, set()),
     "fileserver": (7562, {7567}),
+    "console": (7563, set()),
     "router": (7557, {7557}),
 }
 HEALTHY_CONDITIONS = {"service_healthy", "service_completed_successfully"}
@@ -152,7 +153,9 @@ def test_startup_order(model: dict) -> None:
         assert conditions(name)["kafka-init"] == "service_completed_successfully"
         assert conditions(name)["mongodb"] == "service_healthy"
     assert conditions("fileserver")["minio-init"] == "service_completed_successfully"
-    assert conditions("router") == {n: "service_healthy" for n in ("orchestrator", "inventory", "fileserver")}
+    assert conditions("router") == {n: "service_healthy" for n in ("orchestrator", "inventory", "fileserver",
+                                                                   "console")}
+    assert conditions("console") == {"mongodb": "service_healthy"}
     assert conditions("kafka-init") == {"kafka": "service_healthy"}
     assert conditions("minio-init") == {"minio": "service_healthy"}
 
@@ -184,7 +187,7 @@ def test_acs_settings(model: dict) -> None:
     assert "@mongodb:27017/" in env["ACS_MONGODB_URL"] and "replicaSet=rs0" in env["ACS_MONGODB_URL"]
     assert env["ACS_S3_ENDPOINT"] == "minio:9000"
     assert env["ACS_BIND_HOST"] == "0.0.0.0"
-    for name in ("inventory", "orchestrator", "fileserver"):
+    for name in ("inventory", "orchestrator", "fileserver", "console"):
         assert env[f"ACS_{name.upper()}_URL"] == f"http://{name}:{ACS_SERVICES[name][0]}"
     settings_module = pytest.importorskip("services.common.settings")
     known = {f"ACS_{field.upper()}" for field in settings_module.Settings.model_fields}
@@ -244,7 +247,7 @@ def test_dockerfile_builds_one_hardened_image() -> None:
     assert f'ARG ACS_UID={ACS_UID}' in text and '--uid "${ACS_UID}"' in text
     assert ("ENTRYPOINT", '["acs"]') in final
     exposed = {int(p) for k, a in final if k == "EXPOSE" for p in a.split()}
-    assert exposed == {7547, 7557, 7560, 7561, 7562, 7567}
+    assert exposed == {7547, 7557, 7560, 7561, 7562, 7563, 7567}
     # The runtime stage takes only the built virtualenv, nothing from the build context.
     copies = [a for k, a in final if k == "COPY"]
     assert copies and all(a.startswith("--from=") for a in copies)

@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 BROKEN = Path(__file__).resolve().parent / "broken"
 OVERLAYS = ("small", "large")  # the `rendered` and `manifests` fixtures (conftest.py) hold these
-SERVICES = {"gateway": 7547, "orchestrator": 7560, "inventory": 7561, "fileserver": 7562}
+# Where each service answers /metrics.
+SERVICES = {"gateway": 7548, "orchestrator": 7560, "inventory": 7561, "fileserver": 7562, "console": 7563}
 CONSUMERS = ("acs-orchestrator", "acs-inventory")  # Kafka consumer groups on cwmp.inbound
 TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events"}
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
@@ -261,7 +262,7 @@ def test_settings_and_secrets_are_known_settings(overlay: str, manifests: Manife
     assert config["ACS_KAFKA_IDEMPOTENCE"] == "true"  # real Kafka in production
     # Every service URL names a Service of this render, on its port.
     services = by_kind(docs, "Service")
-    for name in ("inventory", "orchestrator", "fileserver"):
+    for name in ("inventory", "orchestrator", "fileserver", "console"):
         assert config[f"ACS_{name.upper()}_URL"] == f"http://acs-{name}:{SERVICES[name]}"
         assert f"acs-{name}" in services
 
@@ -311,6 +312,8 @@ API_ROUTES = {
     "/api/v1/apikeys": "acs-orchestrator",
     "/api/v1/files": "acs-fileserver",
     "/api/v1/files/fw-1.2.3.bin": "acs-fileserver",
+    "/api/v1/stats/tasks": "acs-orchestrator",
+    "/api/v1/stats/devices": "acs-inventory",
 }
 
 
@@ -324,6 +327,9 @@ def test_ingress_routes_like_the_design(manifests: Manifests) -> None:
     # The merged API document and its docs pages: the router serves them in compose, the orchestrator here.
     for path in ("/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/assets/swagger-ui.css", "/api/v1/redoc"):
         assert nginx_route(ingresses, "api.example.net", path) == ("acs-orchestrator", "http"), path
+    # The console on the API's host (one origin for the page and the API it calls).
+    for path in ("/", "/console/", "/console/assets/app.js", "/console/api/session"):
+        assert nginx_route(ingresses, "api.example.net", path) == ("acs-console", "http"), path
     assert nginx_route(ingresses, "cwmp.example.net", "/") == ("acs-gateway", "cwmp")
     assert nginx_route(ingresses, "cwmp.example.net", "/acs") == ("acs-gateway", "cwmp")
     assert nginx_route(ingresses, "files.example.net", "/download/fw.bin") == ("acs-fileserver", "downloads")
@@ -387,7 +393,7 @@ def test_servicemonitor_component_selects_every_service(
         assert endpoint_ports <= {p["name"] for p in service["spec"]["ports"]}
 
 
-OPERATOR_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "MongoDBCommunity", "Tenant", "Secret"}
+OPERATOR_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "MongoDBCommunity", "Tenant", "Secret"}
 
 
 def test_operator_examples_are_wellformed_and_match_the_settings(
@@ -413,6 +419,20 @@ def test_operator_examples_are_wellformed_and_match_the_settings(
     topics = {d["spec"]["topicName"]: d["spec"] for d in docs if d["kind"] == "KafkaTopic"}
     assert set(topics) == TOPICS
     assert topics["cwmp.inbound"]["partitions"] == int(config["ACS_KAFKA_PARTITIONS"])
+    # One Kafka user per service, allowed exactly what it does: no service but the ACS's own
+    # reads the internal topics (they carry the secrets of plans), and only the topics Job creates.
+    acls = {d["metadata"]["name"]: {(a["resource"]["type"], a["resource"]["name"], op)
+                                    for a in d["spec"]["authorization"]["acls"] for op in a["operations"]}
+            for d in docs if d["kind"] == "KafkaUser"}
+    assert {("topic", "cwmp.inbound", "Write"), ("topic", "cwmp.replies", "Read")} <= acls["acs-gateway"]
+    assert {("topic", "cwmp.inbound", "Read"), ("group", "orchestrator", "Read"),
+            ("topic", "cwmp.replies", "Write"), ("topic", "device.events", "Write")} <= acls["acs-orchestrator"]
+    assert {("topic", "cwmp.inbound", "Read"), ("topic", "cwmp.inbound", "Write"), ("group", "inventory", "Read"),
+            ("topic", "device.events", "Write")} <= acls["acs-inventory"]
+    readers = {user for user, granted in acls.items() for kind, name, op in granted
+               if kind == "topic" and name in ("cwmp.inbound", "cwmp.replies") and op == "Read"}
+    assert readers == {"acs-gateway", "acs-orchestrator", "acs-inventory"}
+    assert {user for user, granted in acls.items() if any(op == "Create" for *_, op in granted)} == {"acs-topics"}
     (tenant,) = [d for d in docs if d["kind"] == "Tenant"]
     assert {b["name"] for b in tenant["spec"]["buckets"]} == {config["ACS_S3_BUCKET"]}
     assert tenant["spec"]["requestAutoCert"] is False and config["ACS_S3_ENDPOINT"] == "minio:80"

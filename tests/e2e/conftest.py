@@ -44,7 +44,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
           s3_server: S3Server) -> Iterator[Stack]:
     name = "e2e" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "DOWNLOADS")}
+    ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
+                                      "DOWNLOADS", "CONSOLE")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
     env.update({
@@ -56,6 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         "ACS_INVENTORY_URL": f"http://127.0.0.1:{ports['INVENTORY']}",
         "ACS_FILESERVER_URL": f"http://127.0.0.1:{ports['FILESERVER']}",
         "ACS_FILES_PUBLIC_URL": f"http://127.0.0.1:{ports['DOWNLOADS']}",
+        "ACS_CONSOLE_URL": f"http://127.0.0.1:{ports['CONSOLE']}",
         "ACS_ADMIN_API_KEY": "e2e-admin-key-" + uuid.uuid4().hex,
         "ACS_SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
         "ACS_CPE_USERNAME": "testcpe", "ACS_CPE_PASSWORD": "e2e-cpe-password",

@@ -32,8 +32,8 @@ def status(url: str) -> int:
 
 
 def test_acs_up_starts_everything_ready_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
-                                           "DOWNLOADS")}
+    ports = {name: free_port() for name in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY",
+                                           "FILESERVER", "DOWNLOADS", "CONSOLE")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{name}_PORT": str(port) for name, port in ports.items()})
     env.update({
@@ -41,6 +41,7 @@ def test_acs_up_starts_everything_ready_and_ctrl_c_leaves_nothing(tmp_path: Path
         "ACS_INVENTORY_URL": f"http://127.0.0.1:{ports['INVENTORY']}",
         "ACS_FILESERVER_URL": f"http://127.0.0.1:{ports['FILESERVER']}",
         "ACS_FILES_PUBLIC_URL": f"http://127.0.0.1:{ports['DOWNLOADS']}",
+        "ACS_CONSOLE_URL": f"http://127.0.0.1:{ports['CONSOLE']}",
     })
     up = subprocess.Popen([sys.executable, "-m", "acs.cli", "up", "--data-dir", str(tmp_path / "acs")],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -59,15 +60,17 @@ def test_acs_up_starts_everything_ready_and_ctrl_c_leaves_nothing(tmp_path: Path
         assert "ACS is up" in text, text
         took = float(text.split("ready in ", 1)[1].split(" s", 1)[0])
         assert took < 60, text
-        for name in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER"):
+        for name in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "CONSOLE"):
             assert status(f"http://127.0.0.1:{ports[name]}/readyz") == 200, name
+        # The console's page at the entry point.
+        assert status(f"http://127.0.0.1:{ports['API']}/") == 200
         key = (tmp_path / "acs" / "admin-api-key").read_text().strip()
         request = urllib.request.Request(f"http://127.0.0.1:{ports['API']}/api/v1/devices",
                                          headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
         descendants = psutil.Process(up.pid).children(recursive=True)
-        assert len(descendants) >= 8  # three servers, five service processes
+        assert len(descendants) >= 9  # three servers, six service processes
     finally:
         up.send_signal(signal.SIGINT)
         remaining, _ = up.communicate(timeout=60)

@@ -156,3 +156,86 @@ async def test_firmware_upgrade_from_upload_to_new_version(api: httpx.AsyncClien
 async def _software_version(api: httpx.AsyncClient, cpe: Device, version: str) -> dict[str, Any] | None:
     record = (await api.get(f"/devices/{path_id(cpe)}")).json()
     return record if record.get("software_version") == version else None
+
+
+async def _inform_as(stack: Stack, cpe: Device, username: str, password: str) -> int:
+    """The status of an Inform with ``cpe``'s DeviceId sent with the given ACS credentials."""
+    from cwmp.codec import build_envelope
+    from cwmp.digest import DigestClient
+
+    body = build_envelope(cpe.build_inform(stack.gateway_url + "/"), cwmp_ns="urn:dslforum-org:cwmp-1-0",
+                          cwmp_id="imp-1")
+    headers = {"content-type": "text/xml; charset=utf-8"}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        challenge = await client.post("/", content=body, headers=headers)
+        assert challenge.status_code == 401
+        authorization = DigestClient(username, password).authorization(
+            "POST", "/", challenge.headers["www-authenticate"])
+        response = await client.post("/", content=body, headers={**headers, "authorization": authorization})
+        if response.status_code == 200:
+            assert (await client.post("/", content=b"")).status_code in (200, 204)
+        return response.status_code
+
+
+async def test_bootstrap_gives_each_device_its_own_acs_credentials_and_the_shared_pair_no_longer_speaks_for_it(
+        api: httpx.AsyncClient, fleet: Fleet, stack: Stack) -> None:
+    for index in (0, 1):  # TR-098 and TR-181: ManagementServer.Username/Password of either root
+        cpe = device(fleet, index)
+        task = await eventually(lambda cpe=cpe: bootstrapped(api, cpe))
+        assert task["result"].get("cpe_credentials") == "set", task["result"]
+        # The simulator took them from the SetParameterValues and uses them from its next session.
+        username, password = cpe.acs_credentials
+        assert username == cpe.id_string and len(password) >= 24 and password != stack.cpe_password
+
+        async def active(cpe: Device = cpe, password: str = password) -> list[dict[str, Any]]:
+            listed = await api.get("/credentials", params={"device_id": cpe.id_string})
+            assert password not in listed.text
+            return [c for c in listed.json()["credentials"] if c["state"] == "active"]
+
+        (entry,) = await eventually(active)
+        assert (entry["username"], entry["source"]) == (cpe.id_string, "bootstrap")
+
+        async def record(cpe: Device = cpe) -> dict[str, Any] | None:  # the inventory may lag a moment
+            response = await api.get(f"/devices/{path_id(cpe)}")
+            return response.json() if response.status_code == 200 else None
+
+        assert (await eventually(record))["cpe_credentials"] is True
+        # Someone with the shared pair and this DeviceId (an 0 BOOTSTRAP, say) is refused...
+        assert await _inform_as(stack, cpe, stack.cpe_username, stack.cpe_password) == 401
+        # ...while the device itself, with its own pair, goes on (a task over a connection request).
+        created = await api.post(f"/devices/{path_id(cpe)}/tasks", params={"connection_request": "true"},
+                                 json={"name": "getRPCMethods"})
+        assert created.status_code == 201, created.text
+        done = await eventually(lambda created=created: task_done(api, created.json()["id"]))
+        assert done["status"] == "succeeded", done
+
+
+async def test_a_fleet_run_again_remembers_the_credentials_its_devices_were_given(
+        api: httpx.AsyncClient, stack: Stack, tmp_path: Any) -> None:
+    """`acs sim` run twice against one ACS: the second run's devices inform with their own pair.
+
+    Without a memory they would come back with the shared pair, which the ACS refuses for a
+    device that has its own: every re-run of the documented example would fail with 401.
+    """
+    settings = FleetSettings(acs_url=stack.gateway_url + "/", devices=2, model="mixed",
+                             serial_prefix="MEM" + uuid.uuid4().hex[:6].upper(),
+                             acs_username=stack.cpe_username, acs_password=stack.cpe_password,
+                             periodic_interval=3600, seed=1, memory_file=str(tmp_path / "sim-memory.json"))
+    first = Fleet(settings)
+    await first.start()
+    try:
+        for index in (0, 1):
+            await eventually(lambda index=index: bootstrapped(api, device(first, index)))
+        own = {d.id_string: d.acs_credentials for d in first.devices}
+    finally:
+        await first.stop()
+    assert all(password != stack.cpe_password for _, password in own.values())
+    assert os.stat(settings.memory_file).st_mode & 0o077 == 0  # it holds passwords
+
+    again = Fleet(settings)
+    recalled: dict[str, tuple[str, str]] = {}
+    summary = await again.run(4.0, report_every=60, on_start=lambda: recalled.update(
+        {d.id_string: d.acs_credentials for d in again.devices}))
+    assert recalled == own
+    assert summary["sessions_failed"] == 0 and summary["sessions_ok"] >= 2, summary
+    assert summary["events"].get("0 BOOTSTRAP", 0) == 0 and summary["events"]["1 BOOT"] >= 2, summary

@@ -31,6 +31,7 @@ from services.bus.events import (
     encode,
 )
 from services.bus.kafka import ensure_topics, make_consumer, make_producer, topic_name
+from services.common.service import with_trusted_proxies
 from services.common.settings import Settings
 from services.gateway.app import GatewayApp
 from services.gateway.protocol import with_header_timeout
@@ -47,8 +48,10 @@ async def running_gateway(settings: Settings, gateway_id: str = "gw-test") -> As
     settings = settings.model_copy(update={"gateway_port": port})
     app = GatewayApp(settings, gateway_id=gateway_id)
     protocol = with_header_timeout(settings.request_header_timeout)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", timeout_keep_alive=30, http=protocol))
+    # As serve() runs it: uvicorn's proxy handling off, ACS_TRUSTED_PROXIES applied.
+    server = uvicorn.Server(uvicorn.Config(with_trusted_proxies(app, settings), host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on", timeout_keep_alive=30, http=protocol,
+                                           proxy_headers=False))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):

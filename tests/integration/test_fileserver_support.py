@@ -47,8 +47,9 @@ def _listening_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI, sock: socket.socket) -> AsyncIterator[uvicorn.Server]:
+    # As serve() runs them: uvicorn's own proxy handling (which trusts 127.0.0.1) off.
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=2, proxy_headers=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):

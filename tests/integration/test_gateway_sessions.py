@@ -357,7 +357,9 @@ async def test_wrong_credentials_get_401_and_repeated_failures_are_throttled(gat
             for _ in range(3):  # the challenge above was no failure; these three are
                 wrong = {"authorization": cpe.digest.authorization("POST", "/", challenge)}
                 assert (await cpe.post(seed_inform(), headers=wrong, authenticate=False)).status_code == 401
-            throttled = await cpe.post(seed_inform(), authenticate=False)
+            # A fourth guess for the same username from the same address waits.
+            fourth = {"authorization": cpe.digest.authorization("POST", "/", challenge)}
+            throttled = await cpe.post(seed_inform(), headers=fourth, authenticate=False)
             assert throttled.status_code == 503 and int(throttled.headers["retry-after"]) > 0
         finally:
             await cpe.aclose()
@@ -440,6 +442,93 @@ async def test_per_device_credentials_must_name_the_informing_device(gateway_set
         finally:
             for cpe in (own, impostor, wrong):
                 await cpe.aclose()
+
+
+async def test_the_shared_pair_is_for_first_contacts_and_own_credentials_for_their_device_only(
+        gateway_settings: Settings) -> None:
+    """Provisioned mode (the default): a DeviceId with its own credentials cannot be taken with the
+    shared pair; until the bootstrap's SPV is confirmed both its pending pair and the shared one work."""
+    from prometheus_client import REGISTRY
+    from pymongo import AsyncMongoClient
+
+    from services.inventory import credentials
+
+    assert gateway_settings.cpe_credentials == "provisioned"
+    own_id, other_id = "09D021-IGD%20Simulator-OWN1", "09D021-IGD%20Simulator-OTHER2"
+
+    def refusals() -> float:
+        return REGISTRY.get_sample_value("acs_gateway_auth_failures_total", {"scheme": "shared-refused"}) or 0.0
+
+    client: AsyncMongoClient = AsyncMongoClient(gateway_settings.mongodb_url)
+    db = client[gateway_settings.mongodb_database]
+    realm = gateway_settings.cpe_realm
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform([])), running_gateway(gateway_settings) as url:
+        shared = TestCpe(url, "testcpe", "testcpe-password")
+        own = TestCpe(url, own_id, "own-password")
+        other = TestCpe(url, other_id, "other-password")
+        try:
+            async def session(cpe: TestCpe, serial: str) -> int:
+                status = (await cpe.post(seed_inform(serial=serial))).status_code
+                if status == 200:
+                    assert (await cpe.post(None)).status_code == 204
+                return status
+
+            # First contact: the shared pair; the device's own pair is unknown yet.
+            assert await session(shared, "OWN1") == 200
+            assert await session(own, "OWN1") == 401
+            # The bootstrap is setting its own pair: both work until the CPE's answer confirms it.
+            await credentials.store_pending(db, own_id, own_id, realm, "own-password")
+            assert await session(own, "OWN1") == 200
+            assert await session(shared, "OWN1") == 200
+            await credentials.confirm(db, own_id, own_id, realm, "own-password")
+            await credentials.confirm(db, other_id, other_id, realm, "other-password")
+            # From now on only its own: the shared pair is a wrong password for it (401, counted).
+            before = refusals()
+            assert await session(shared, "OWN1") == 401
+            assert refusals() == before + 2  # the CPE tried twice: its last nonce, then a fresh one
+            assert await session(own, "OWN1") == 200
+            # Another device's own credentials cannot speak for it either.
+            refused = await other.post(seed_inform(serial="OWN1"))
+            assert refused.status_code == 403 and "does not belong" in refused.text
+            # A device never seen before still makes its first contact with the shared pair.
+            assert await session(shared, "NEW3") == 200
+        finally:
+            for cpe in (shared, own, other):
+                await cpe.aclose()
+            await client.drop_database(gateway_settings.mongodb_database)
+            await client.close()
+
+
+async def test_a_session_goes_on_with_the_pair_it_started_with_when_a_bootstrap_replaces_it(
+        gateway_settings: Settings) -> None:
+    """A device with its own pair bootstraps again: the ACS sets a new pair and confirms it while the
+    CPE, in the same session, still authenticates its requests with the old one."""
+    from pymongo import AsyncMongoClient
+
+    from services.inventory import credentials
+
+    own_id = "09D021-IGD%20Simulator-ROT1"
+    client: AsyncMongoClient = AsyncMongoClient(gateway_settings.mongodb_url)
+    db = client[gateway_settings.mongodb_database]
+    await credentials.confirm(db, own_id, own_id, gateway_settings.cpe_realm, "old-pair")
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform([{"method": "GetRPCMethods"}])), \
+            running_gateway(gateway_settings) as url:
+        cpe = TestCpe(url, own_id, "old-pair")
+        try:
+            assert (await cpe.post(seed_inform(serial="ROT1"))).status_code == 200
+            # The bootstrap's SPV was answered: the new pair is the device's now.
+            await credentials.confirm(db, own_id, own_id, gateway_settings.cpe_realm, "new-pair")
+            request = await cpe.post(None)  # still signed with the old pair
+            assert request.status_code == 200, request.text
+            method, rpc_id, _ = rpc_of(request.content)
+            assert method == "GetRPCMethods"
+            assert (await cpe.post(get_rpc_methods_response(rpc_id))).status_code == 204
+            # A new session needs the new pair.
+            assert (await cpe.post(seed_inform(serial="ROT1"))).status_code == 401
+        finally:
+            await cpe.aclose()
+            await client.drop_database(gateway_settings.mongodb_database)
+            await client.close()
 
 
 async def test_slow_headers_and_slow_bodies_do_not_hold_a_connection(gateway_settings: Settings) -> None:

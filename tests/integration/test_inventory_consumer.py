@@ -369,3 +369,52 @@ async def test_records_arriving_while_a_batch_is_handled_wait_and_come_in_one_fe
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_secret_values_are_neither_stored_nor_published_nor_shown_nor_searchable(
+        settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
+        running: Callable[[], Awaitable[InventoryConsumer]]) -> None:
+    import httpx
+
+    from services.common import redaction
+    from services.inventory.app import create_app
+
+    key = "Device.WiFi.AccessPoint.1.Security.KeyPassphrase"
+    token = "Device.X_ACME_Token"  # secret only by ACS_REDACTED_PARAMETERS
+    redaction.configure(["X_ACME_*"])
+    try:
+        t0 = datetime.now(UTC).replace(microsecond=0)
+        first = inform("0 BOOTSTRAP", at=t0, **{key.replace(".", "__"): "hunter22", token.replace(".", "__"): "tok-1",
+                                                "Device__ManagementServer__ConnectionRequestPassword": ""})
+        second = inform("2 PERIODIC", at=t0 + timedelta(minutes=5), **{key.replace(".", "__"): "hunter33",
+                                                                         token.replace(".", "__"): "tok-2"})
+        await send(settings, producer, first, second)
+        await running()
+        later = t0 + timedelta(minutes=5)
+        device = await eventually(lambda: db["devices"].find_one({"_id": DEVICE, "last_inform": later}))
+        for secret in ("hunter22", "hunter33", "tok-1", "tok-2"):
+            assert secret not in str(device)
+        assert device["params"]["Device:ManagementServer:ConnectionRequestPassword"]["v"] == ""  # "not set" shows
+        events = await device_events(settings, 2)
+        assert not [e for e in events if any(s in e.model_dump_json() for s in ("hunter", "tok-"))]
+
+        # A record written before secrets were kept out of it is still shown redacted.
+        await db["devices"].update_one({"_id": DEVICE}, {"$set": {
+            "params.Device:WiFi:AccessPoint:1:Security:PreSharedKey": {"v": "legacy-psk", "t": "xsd:string"}}})
+        api = httpx.AsyncClient(transport=httpx.ASGITransport(create_app(settings, db.client, producer=producer)),
+                                base_url="http://inventory", headers={"X-API-Key": "test-admin-key"})
+        async with api:
+            shown = (await api.get(f"/api/v1/devices/{DEVICE}")).json()["parameters"]
+            assert shown[key]["value"] == shown[token]["value"] == redaction.REDACTED
+            assert shown["Device.WiFi.AccessPoint.1.Security.PreSharedKey"]["value"] == redaction.REDACTED
+            assert shown["Device.ManagementServer.ConnectionRequestPassword"]["value"] == ""
+            listed = await api.get("/api/v1/devices", params={"fields": "Device.WiFi."})
+            assert "legacy-psk" not in listed.text and listed.status_code == 200
+            # A secret's value cannot be tested (that would confirm a guess); whether it is set can.
+            guess = await api.get("/api/v1/devices", params={
+                "q": '{"Device.WiFi.AccessPoint.1.Security.PreSharedKey": "legacy-psk"}'})
+            assert guess.status_code == 400 and "secret parameter" in guess.text
+            present = await api.get("/api/v1/devices", params={"q": f'{{"{key}": {{"$exists": true}}}}'})
+            assert [d["id"] for d in present.json()["devices"]] == [DEVICE]
+    finally:
+        redaction.configure([])

@@ -157,7 +157,8 @@ async def test_a_deleted_device_is_forgotten_and_its_next_inform_is_a_first_cont
 
     # The next Inform, a routine one, is a first contact: bootstrap provisioning and discovery again.
     second = await stack.inform("session-2", "2 PERIODIC")
-    assert methods(second)[:2] == ["SetParameterValues", "GetParameterNames"]
+    # (connection-request credentials, the device's own ACS credentials, then discovery)
+    assert methods(second)[:3] == ["SetParameterValues", "SetParameterValues", "GetParameterNames"]
     sent = str([p.rpc for p in second.rpcs])
     assert "BEFORE-DELETE" not in sent and "Device.DeviceInfo.UpTime" in sent
     assert (await stack.orchestrator.get(f"/api/v1/tasks/{queued.json()['id']}", headers=ADMIN)

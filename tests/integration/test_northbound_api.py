@@ -8,7 +8,9 @@ docs pages that load nothing from outside, and headers the router does not doubl
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +114,7 @@ async def test_every_service_answers_errors_in_one_shape(stack: Stack) -> None:
 
 async def test_the_router_serves_one_merged_api_document(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.urls["router"], timeout=30) as client:
-        response = await client.get("/api/v1/openapi.json")
+        response = await client.get("/api/v1/openapi.json", headers=ADMIN)
     assert response.status_code == 200
     document = response.json()
     paths = set(document["paths"])
@@ -139,25 +141,44 @@ async def test_docs_pages_load_every_asset_from_the_service_itself(stack: Stack)
     async with httpx.AsyncClient(timeout=30) as client:
         # The whole API's pages: the router's in compose, the orchestrator's behind a Kubernetes Ingress.
         for base in (stack.urls["router"], stack.urls["orchestrator"]):
-            assert (await client.get(f"{base}/api/v1/openapi.json")).json()["paths"].keys() >= {
+            assert (await client.get(f"{base}/api/v1/openapi.json", headers=ADMIN)).json()["paths"].keys() >= {
                 "/api/v1/tasks", "/api/v1/devices", "/api/v1/files"}
             page = (await client.get(f"{base}/api/v1/docs")).text
-            assert "url: '/api/v1/openapi.json'" in page and not re.search(r"https?://", page)
+            assert 'const spec = "/api/v1/openapi.json"' in page and not re.search(r"https?://", page)
             assert (await client.get(f"{base}/api/v1/docs/assets/swagger-ui-bundle.js")).status_code == 200
             assert (await client.get(f"{base}/api/v1/redoc")).status_code == 200
         for name, base in stack.urls.items():
             for page in ("/docs", "/redoc"):
                 html = (await client.get(f"{base}{page}")).text
                 assert not re.search(r"https?://", html), (name, page)  # no CDN, no font service
-                assets = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+                assets = re.findall(r'(?:src|href)="([^"]+)"', html)
                 assert len(assets) >= 2, (name, page, html)
                 for asset in assets:
                     assert asset.startswith("/"), asset
                     assert (await client.get(base + asset)).status_code == 200, (name, asset)
-            spec = re.search(r"url: '([^']+)'", (await client.get(f"{base}/docs")).text)
+            spec = re.search(r'const spec = "([^"]+)"', (await client.get(f"{base}/docs")).text)
             assert spec is not None
             expected = "/api/v1/openapi.json" if name == "router" else "/openapi.json"
             assert spec.group(1) == expected, name
+
+
+async def test_api_documents_need_a_read_key_everywhere_and_the_docs_pages_ask_for_one(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        reader = await client.post(f"{stack.urls['router']}/api/v1/apikeys", headers=ADMIN,
+                                   json={"name": "docs-reader", "role": "read-only"})
+        as_reader = {"X-API-Key": reader.json()["key"]}
+        documents = [f"{stack.urls[name]}/openapi.json" for name in ("orchestrator", "inventory", "fileserver")]
+        documents += [f"{stack.urls[name]}/api/v1/openapi.json" for name in ("router", "orchestrator")]
+        for url in documents:
+            _is_problem(await client.get(url), 401)
+            _is_problem(await client.get(url, headers={"Authorization": "Bearer acs_not-a-key"}), 401)
+            assert "paths" in (await client.get(url, headers=as_reader)).json(), url
+        for base in stack.urls.values():
+            for page in ("/docs", "/redoc"):
+                shell = await client.get(f"{base}{page}")
+                # A static shell: it asks for the key and holds nothing of the document.
+                assert shell.status_code == 200 and 'id="acs-key"' in shell.text
+                assert "/api/v1/tasks" not in shell.text and "Authorization" in shell.text
 
 
 async def test_the_router_sends_each_header_once(stack: Stack) -> None:
@@ -166,3 +187,34 @@ async def test_the_router_sends_each_header_once(stack: Stack) -> None:
     assert response.status_code == 200
     names = [name.lower() for name, _ in response.headers.multi_items()]
     assert names.count("date") == 1 and names.count("server") == 1, names
+
+
+async def test_a_revoked_key_is_refused_by_every_service_within_seconds(stack: Stack) -> None:
+    # Each service caches the keys it saw (30 s); a revoke must still reach all of them at once.
+    routes = {"orchestrator": "/api/v1/tasks", "inventory": "/api/v1/devices", "fileserver": "/api/v1/files",
+              "router": "/api/v1/devices"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await client.post(f"{stack.urls['router']}/api/v1/apikeys", headers=ADMIN,
+                                    json={"name": "soon-revoked", "role": "read-only"})
+        assert created.status_code == 201, created.text
+        key = {"X-API-Key": created.json()["key"]}
+        for service, path in routes.items():  # every service has the key in its cache now
+            assert (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code == 200, service
+        assert (await client.delete(f"{stack.urls['router']}/api/v1/apikeys/soon-revoked",
+                                    headers=ADMIN)).status_code == 204
+        revoked_at = time.monotonic()
+        refused: dict[str, float] = {}
+        while len(refused) < len(routes) and time.monotonic() - revoked_at < 10:
+            for service, path in routes.items():
+                if service not in refused:
+                    status = (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code
+                    if status == 401:
+                        refused[service] = time.monotonic() - revoked_at
+                    else:
+                        assert status == 200, (service, status)
+            await asyncio.sleep(0.1)
+        assert set(refused) == set(routes), refused
+        assert max(refused.values()) < 5.0, refused
+        # And it stays refused (the negative answer is cached, not the old one).
+        for service, path in routes.items():
+            assert (await client.get(f"{stack.urls[service]}{path}", headers=key)).status_code == 401

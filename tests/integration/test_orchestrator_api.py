@@ -272,6 +272,21 @@ async def test_a_job_queues_the_task_for_every_matching_device_and_counts_progre
     assert bad.status_code == 422 and "unknown field 'bogus'" in bad.json()["detail"]
 
 
+async def test_a_job_setting_a_wifi_key_never_shows_the_key(api: Any) -> None:
+    client, _ = api
+    reader = await _key(client, "read-only")
+    name = "Device.WiFi.AccessPoint.1.Security.KeyPassphrase"
+    created = await client.post("/api/v1/jobs", headers=ADMIN, json={"query": {"tags": "lab"}, "task": {
+        "name": "setParameterValues", "parameter_values": [[name, "job-wifi-key"]]}})
+    assert created.status_code == 202 and "job-wifi-key" not in created.text
+    job = await _job_resolved(client, created.json()["id"], ADMIN)
+    assert job["task"]["args"]["parameter_values"] == [{"name": name, "value": "<redacted>", "type": "xsd:string"}]
+    for headers in (ADMIN, reader):
+        for path in (f"/api/v1/jobs/{job['id']}", "/api/v1/jobs", f"/api/v1/tasks?job_id={job['id']}"):
+            answer = await client.get(path, headers=headers)
+            assert answer.status_code == 200 and "job-wifi-key" not in answer.text, path
+
+
 async def test_jobs_are_listed_newest_first_and_cancelled(api: Any) -> None:
     client, runtime = api
     ids = []
@@ -352,7 +367,8 @@ async def test_api_keys_are_created_by_admins_listed_and_revoked(api: Any) -> No
 
 async def test_the_api_is_documented(api: Any) -> None:
     client, _ = api
-    spec = (await client.get("/openapi.json")).json()
+    assert (await client.get("/openapi.json")).status_code == 401  # the document needs a key
+    spec = (await client.get("/openapi.json", headers=ADMIN)).json()
     assert {"/api/v1/devices/{device_id}/tasks", "/api/v1/tasks/{task_id}/cancel", "/api/v1/jobs",
             "/api/v1/policies", "/api/v1/apikeys"} <= set(spec["paths"])
     assert "bearer" in spec["components"]["securitySchemes"]

@@ -43,6 +43,7 @@ from services.bus.events import (
 )
 from services.bus.kafka import ensure_topics, make_producer, topic_name
 from services.common.settings import Settings
+from services.inventory import credentials
 from services.orchestrator.app import create_app
 from services.orchestrator.engine import DELETED_REASON
 from services.orchestrator.runtime import OrchestratorRuntime
@@ -274,23 +275,36 @@ class DigestCpe:
 
 async def test_bootstrap_over_kafka_then_a_connection_request_with_the_credentials_it_set(
         orchestrator: Any) -> None:
-    _, api, gateway = orchestrator
+    runtime, api, gateway = orchestrator
+    stored = runtime.db[credentials.CREDENTIALS]
     async with DigestCpe() as cpe:
         plan = await gateway.inform("0 BOOTSTRAP", "1 BOOT", parameters=_seed_parameters(cpe.url))
-        assert [p.rpc["method"] for p in plan.rpcs] == ["SetParameterValues", "GetParameterNames",
-                                                        "GetParameterNames"]
+        assert [p.rpc["method"] for p in plan.rpcs] == ["SetParameterValues", "SetParameterValues",
+                                                        "GetParameterNames", "GetParameterNames"]
         assert plan.more is True
         spv = models.rpc_from_dict(plan.rpcs[0].rpc)
         assert isinstance(spv, models.SetParameterValues)
         given = {p.name: p.value.value for p in spv.parameter_list}
         cpe.credentials = (given[f"{IGD}ManagementServer.ConnectionRequestUsername"],
                            given[f"{IGD}ManagementServer.ConnectionRequestPassword"])
+        # The device's own ACS credentials, in an SPV of their own (a CPE may refuse just those).
+        own = models.rpc_from_dict(plan.rpcs[1].rpc)
+        assert isinstance(own, models.SetParameterValues)
+        acs_pair = {p.name: p.value.value for p in own.parameter_list}
+        username, password = acs_pair[f"{IGD}ManagementServer.Username"], acs_pair[f"{IGD}ManagementServer.Password"]
+        assert username == gateway.device_id and len(password) >= 24
+        # Stored as HA1s before the plan went out, pending: the shared pair still works until confirmed.
+        record = await stored.find_one({"_id": username})
+        assert record["pending_ha1_md5"] == compute_ha1("MD5", username, "acs", password)
+        assert "ha1_md5" not in record
+        assert not await credentials.has_own_credentials(runtime.db, gateway.device_id)
 
         # The CPE answers; the walk's next step comes as a second plan, after the last answer.
         await gateway.answer(plan.rpcs[0].rpc_id, models.SetParameterValuesResponse(status=0))
-        await gateway.answer(plan.rpcs[1].rpc_id, models.GetParameterNamesResponse(parameter_list=(
+        await gateway.answer(plan.rpcs[1].rpc_id, models.SetParameterValuesResponse(status=0))
+        await gateway.answer(plan.rpcs[2].rpc_id, models.GetParameterNamesResponse(parameter_list=(
             models.ParameterInfoStruct(f"{IGD}DeviceInfo.SoftwareVersion", False),)))
-        last = await gateway.answer(plan.rpcs[2].rpc_id, models.GetParameterNamesResponse(parameter_list=(
+        last = await gateway.answer(plan.rpcs[3].rpc_id, models.GetParameterNamesResponse(parameter_list=(
             models.ParameterInfoStruct(f"{IGD}ManagementServer.PeriodicInformInterval", True),)))
         follow = await gateway.plan_for(last.event_id)
         assert follow.more is False
@@ -313,6 +327,16 @@ async def test_bootstrap_over_kafka_then_a_connection_request_with_the_credentia
         assert {p["name"] for p in bootstrap["result"]["parameters"]} == {
             f"{IGD}DeviceInfo.SoftwareVersion", f"{IGD}ManagementServer.PeriodicInformInterval"}
         assert cpe.credentials[1] not in str(bootstrap)  # the password is not in the task history
+        assert password not in str(bootstrap) and bootstrap["result"]["cpe_credentials"] == "set"
+        # Confirmed by the SPV's answer: the device has its own credentials, and only as HA1s.
+        record = await stored.find_one({"_id": username})
+        assert record["ha1_md5"] == compute_ha1("MD5", username, "acs", password)
+        assert record["ha1_sha256"] == compute_ha1("SHA-256", username, "acs", password)
+        assert "pending_ha1_md5" not in record and record["source"] == "bootstrap"
+        assert await credentials.has_own_credentials(runtime.db, gateway.device_id)
+        for collection in await runtime.db.list_collection_names():
+            async for document in runtime.db[collection].find({}):
+                assert password not in str(document), collection
 
         woken = await api.post(history, params={"connection_request": "true"}, headers=ADMIN,
                                json={"name": "reboot"})
@@ -364,3 +388,39 @@ async def test_deleting_a_device_announces_each_task_it_cancels(orchestrator: An
     assert sorted((e.details["task_id"], e.details["name"], e.details["origin"]) for e in announced) == sorted(
         (t["id"], t["name"], "api") for t in queued)
     assert all(e.details["reason"] == DELETED_REASON and e.device_id == gateway.device_id for e in announced)
+
+
+async def test_secret_values_go_to_the_cpe_but_no_api_answer_or_event_shows_them(orchestrator: Any) -> None:
+    runtime, api, gateway = orchestrator
+    await runtime.store.save_device(DeviceState(id=gateway.device_id, data_model=IGD, cr_username="u",
+                                                cr_password="p"))
+    psk = f"{IGD}LANDevice.1.WLANConfiguration.1.PreSharedKey.1.KeyPassphrase"
+    history = f"/api/v1/devices/{quote(gateway.device_id, safe='')}/tasks"
+    reader = await api.post("/api/v1/apikeys", headers=ADMIN, json={"name": "ro", "role": "read-only"})
+    read_only = {"X-API-Key": reader.json()["key"]}
+    created = await api.post(history, headers=ADMIN, json={"name": "setParameterValues", "parameter_values": [
+        [psk, "wifi-secret-1"], [f"{IGD}ManagementServer.ConnectionRequestPassword", "cr-secret-2"],
+        [f"{IGD}DeviceInfo.ProvisioningCode", "visible"]]})
+    assert created.status_code == 201 and "secret-" not in created.text  # not even to its author
+    task_id = created.json()["id"]
+
+    # The plan to the gateway carries the values: the CPE must get them.
+    plan = await gateway.inform("6 CONNECTION REQUEST", parameters=_seed_parameters())
+    (planned,) = plan.rpcs
+    sent = {p["name"]: p["value"]["value"] for p in planned.rpc["parameter_list"]}
+    assert sent[psk] == "wifi-secret-1"
+    await gateway.answer(planned.rpc_id, models.SetParameterValuesResponse(status=0))
+    await gateway.publish(SessionEnded(**gateway.ref(), outcome="completed"))
+    done = await _task(api, task_id, "succeeded")
+
+    for headers in (ADMIN, read_only):  # every role
+        answers = [await api.get(f"/api/v1/tasks/{task_id}", headers=headers), await api.get(history, headers=headers),
+                   await api.get("/api/v1/tasks", headers=headers)]
+        for answer in answers:
+            assert answer.status_code == 200
+            assert "secret-1" not in answer.text and "cr-secret-2" not in answer.text, answer.text
+    values = {v["name"]: v["value"] for v in done["args"]["parameter_values"]}
+    assert values == {psk: "<redacted>", f"{IGD}ManagementServer.ConnectionRequestPassword": "<redacted>",
+                      f"{IGD}DeviceInfo.ProvisioningCode": "visible"}
+    event = await gateway.device_event("task_succeeded")
+    assert "secret" not in event.model_dump_json()

@@ -81,3 +81,38 @@ async def test_forwards_encoded_paths_queries_and_bodies_untouched() -> None:
     assert seen[1] == ("orchestrator", "/api/v1/devices/00D09E-DEV%252DSIM-1/tasks", "", b'{"name":"reboot"}')
     assert files.status_code == 503 and files.headers["retry-after"]
     assert unknown.status_code == 404
+
+
+def test_console_and_stats_routes() -> None:
+    settings = Settings(orchestrator_url="http://o", inventory_url="http://i", fileserver_url="http://f")
+    assert upstream_for("/api/v1/stats/tasks", settings) == "http://o"
+    assert upstream_for("/api/v1/stats/devices", settings) == "http://i"
+    assert upstream_for("/api/v1/stats/other", settings) is None
+
+
+async def test_serves_the_console_and_keeps_no_upstream_cookie() -> None:
+    """/ and /console/* go to the console; the Set-Cookie of one user's sign-in reaches that user
+    only: the router's client must not keep it and send it along with the next user's requests."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def console(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        cookie = dict(scope["headers"]).get(b"cookie")
+        seen.append((scope["path"], cookie.decode() if cookie else None))
+        headers = [(b"set-cookie", b"acs_session=secret-token; Path=/; HttpOnly; SameSite=Strict")] \
+            if scope["path"] == "/console/api/session" else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"console"})
+
+    ports = {name: free_port() for name in ("c", "router")}
+    settings = Settings(console_url=f"http://127.0.0.1:{ports['c']}")
+    async with serving(console, ports["c"]), serving(create_app(settings), ports["router"]):
+        base = f"http://127.0.0.1:{ports['router']}"
+        async with httpx.AsyncClient(base_url=base) as first, httpx.AsyncClient(base_url=base) as second:
+            signed_in = await first.post("/console/api/session", content=b"{}")
+            page = await second.get("/")
+            assets = await second.get("/console/assets/app.js")
+    assert signed_in.headers["set-cookie"].startswith("acs_session=secret-token")
+    assert (page.status_code, page.text, assets.text) == (200, "console", "console")
+    assert seen == [("/console/api/session", None), ("/", None), ("/console/assets/app.js", None)]

@@ -13,7 +13,7 @@ from lxml import etree
 
 from cwmp import models
 from cwmp.faults import CwmpFault, SetParameterValuesFault
-from cwmp.models import METHODS, CwmpMessage, FieldKind, FieldSpec, struct_fields
+from cwmp.models import INT_MAX, INT_MIN, METHODS, CwmpMessage, FieldKind, FieldSpec, struct_fields
 from cwmp.values import UNKNOWN_TIME, ParameterValue, XsdType
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -322,7 +322,7 @@ def _field_strategy(spec: FieldSpec) -> st.SearchStrategy[Any]:
     if kind is FieldKind.STR:
         strategy: st.SearchStrategy[Any] = xml_text
     elif kind is FieldKind.INT:
-        strategy = st.integers(min_value=-(2**63), max_value=2**64)
+        strategy = st.integers(min_value=INT_MIN, max_value=INT_MAX)
     elif kind is FieldKind.BOOL:
         strategy = st.booleans()
     elif kind is FieldKind.DATETIME:

@@ -13,6 +13,7 @@ from cwmp import (
     CWMP_NS_1_4,
     BooleanLiteral,
     CwmpFault,
+    DuplicateHeader,
     Envelope,
     EnvelopeLimitExceeded,
     Header,
@@ -33,6 +34,7 @@ from cwmp import (
     is_empty_body,
     namespace_version,
     parse_envelope,
+    rpc_from_dict,
 )
 from cwmp import models as m
 
@@ -497,6 +499,58 @@ def test_invalid_field_value(body: str, path: str) -> None:
     with pytest.raises(InvalidField) as info:
         parse_envelope(envelope(body))
     assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (  # 2**64: the FaultCode that made the orchestrator drop its event with OverflowError
+            "<soap:Fault><detail><cwmp:Fault><FaultCode>18446744073709551616</FaultCode></cwmp:Fault></detail></soap:Fault>",
+            "Fault/FaultCode",
+        ),
+        (
+            "<soap:Fault><detail><cwmp:Fault><FaultCode>9003</FaultCode><SetParameterValuesFault><ParameterName>a"
+            "</ParameterName><FaultCode>4294967296</FaultCode></SetParameterValuesFault></cwmp:Fault></detail></soap:Fault>",
+            "Fault/SetParameterValuesFault/FaultCode",
+        ),
+        (
+            "<cwmp:Inform><DeviceId><OUI>1</OUI><SerialNumber>s</SerialNumber></DeviceId>"
+            f"<RetryCount>{'9' * 5000}</RetryCount></cwmp:Inform>",
+            "RetryCount",
+        ),
+        ("<cwmp:AddObjectResponse><InstanceNumber>1</InstanceNumber><Status>-2147483649</Status></cwmp:AddObjectResponse>",
+         "Status"),
+    ],
+    ids=["fault-code-2**64", "spv-fault-code-2**32", "retry-count-5000-digits", "status-below-int"],
+)
+def test_numbers_beyond_xs_int_and_unsigned_int_are_refused(body: str, path: str) -> None:
+    with pytest.raises(InvalidField) as info:
+        parse_envelope(envelope(body))
+    assert info.value.path == path
+    assert len(str(info.value)) < 200  # the offending text is quoted in bounded form only
+
+
+def test_numbers_at_the_edges_of_the_ranges_are_kept() -> None:
+    fault = message(envelope("<soap:Fault><detail><cwmp:Fault><FaultCode>4294967295</FaultCode>"
+                             "</cwmp:Fault></detail></soap:Fault>"))
+    assert isinstance(fault, CwmpFault) and fault.code == 2**32 - 1
+    status = message(envelope("<cwmp:AddObjectResponse><InstanceNumber>0004294967295</InstanceNumber>"
+                              "<Status>-2147483648</Status></cwmp:AddObjectResponse>"))
+    assert status == m.AddObjectResponse(2**32 - 1, -(2**31))
+
+
+def test_dicts_with_numbers_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"Fault\.code"):
+        rpc_from_dict({"method": "Fault", "code": 2**64, "string": ""})
+    with pytest.raises(ValueError, match="retry_count"):
+        rpc_from_dict({"method": "Inform", "device_id": {"oui": "1", "serial_number": "s"}, "retry_count": -(2**40)})
+
+
+def test_two_cwmp_id_headers_are_refused() -> None:
+    two = "<cwmp:ID soap:mustUnderstand='1'>1</cwmp:ID><cwmp:ID soap:mustUnderstand='1'>2</cwmp:ID>"
+    with pytest.raises(DuplicateHeader, match="two cwmp:ID"):
+        parse_envelope(envelope("<cwmp:GetRPCMethods/>", header=two))
+    assert issubclass(DuplicateHeader, MalformedEnvelope)
 
 
 def test_empty_numbers_are_tolerated_as_zero() -> None:

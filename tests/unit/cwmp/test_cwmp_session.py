@@ -37,7 +37,7 @@ from cwmp import (
     parse_envelope,
 )
 from cwmp import models as m
-from cwmp.session import INBOUND, OUTBOUND
+from cwmp.session import INBOUND, MAX_DEVICE_ID_FIELD, OUTBOUND, InvalidDeviceId
 
 INFORM = m.Inform(m.DeviceId("ACME", "00AABB", "Box", "SN1"), (m.EventStruct("1 BOOT", ""),), 1, "2026-01-01T00:00:00Z")
 
@@ -86,6 +86,30 @@ def test_inform_must_come_first(body: bytes) -> None:
         session.receive_body(body, now=0.0)
     assert info.value.http_status == 400
     assert session.state is State.AWAIT_INFORM
+
+
+@pytest.mark.parametrize(
+    ("device_id", "match"),
+    [
+        (m.DeviceId("ACME", "00AABB", "Box", ""), "SerialNumber is empty"),  # would be "00AABB-Box-"
+        (m.DeviceId("ACME", "00AABB", "Box", "   "), "SerialNumber is empty"),
+        (m.DeviceId("ACME", "", "Box", "SN1"), "OUI is empty"),
+        (m.DeviceId("ACME", "00AABB", "Box", "S" * 900_000), "SerialNumber is 900000 characters"),
+        (m.DeviceId("A" * 65, "00AABB", "Box", "SN1"), "Manufacturer is 65 characters"),
+        (m.DeviceId("ACME", "00AABB", "P" * 65, "SN1"), "ProductClass is 65 characters"),
+    ],
+    ids=["empty-serial", "blank-serial", "empty-oui", "huge-serial", "long-manufacturer", "long-product-class"],
+)
+def test_an_inform_whose_device_id_names_no_device_is_refused(device_id: m.DeviceId, match: str) -> None:
+    session = AcsSession(now=0.0, session_id="s")
+    inform = m.Inform(device_id, INFORM.event, 1, INFORM.current_time)
+    with pytest.raises(InvalidDeviceId, match=match) as info:
+        session.receive_body(cpe(inform), "text/xml", now=0.0)
+    assert info.value.http_status == 400 and len(str(info.value)) < 200
+    assert session.state is State.AWAIT_INFORM  # unchanged: a correct Inform may still come
+    limit = m.DeviceId("A" * MAX_DEVICE_ID_FIELD, "00AABB", "P" * MAX_DEVICE_ID_FIELD, "S" * MAX_DEVICE_ID_FIELD)
+    assert isinstance(session.receive_body(cpe(m.Inform(limit, INFORM.event, 1, INFORM.current_time)), now=0.0),
+                      InformReceived)
 
 
 def test_unknown_method_first_is_rejected_too() -> None:

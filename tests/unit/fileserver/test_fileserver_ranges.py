@@ -30,6 +30,10 @@ MODIFIED = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
     ("BYTES = 10 - 19", ByteRange(10, 19)),
     ("bytes=999-999", ByteRange(999, 999)),
     ("bytes=2000-3000, 5-9", ByteRange(5, 9)),  # unsatisfiable parts are dropped
+    # Positions beyond any file (5,000 digits): clamped as RFC 9110 says, never int()-ed.
+    ("bytes=0-" + "9" * 5000, ByteRange(0, 999)),
+    ("bytes=-" + "9" * 5000, ByteRange(0, 999)),
+    ("bytes=" + "0" * 5000 + "7-8", ByteRange(7, 8)),  # leading zeros are only zeros
 ])
 def test_fileserver_satisfiable_ranges(header: str, expected: ByteRange) -> None:
     assert parse_range(header, SIZE) == expected
@@ -38,13 +42,16 @@ def test_fileserver_satisfiable_ranges(header: str, expected: ByteRange) -> None
 @pytest.mark.parametrize("header", [
     "items=0-1", "bytes", "bytes=", "bytes=a-b", "bytes=-", "bytes=9-3", "bytes=0-1,2-3",
     "bytes=" + ",".join(["0-1"] * 17),
+    "bytes=" + "9" * 5000 + "-5",  # last before first: invalid, ignored
+    "bytes=\u0661-\u0662",  # Arabic-Indic digits are not HTTP digits
 ])
 def test_fileserver_ranges_we_ignore_and_serve_whole(header: str) -> None:
     assert parse_range(header, SIZE) is None
 
 
 @pytest.mark.parametrize(("header", "size"), [("bytes=1000-", SIZE), ("bytes=-0", SIZE), ("bytes=0-", 0),
-                                              ("bytes=1000-1001,2000-", SIZE)])
+                                              ("bytes=1000-1001,2000-", SIZE), ("bytes=" + "9" * 5000 + "-", SIZE),
+                                              ("bytes=18446744073709551616-", SIZE)])
 def test_fileserver_unsatisfiable_ranges(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable):
         parse_range(header, size)

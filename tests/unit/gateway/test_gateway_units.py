@@ -13,29 +13,49 @@ from services.gateway.sessions import GatewaySession
 from services.gateway.throttle import AuthThrottle
 
 
-def test_throttle_blocks_after_the_limit_until_the_window_ends() -> None:
+def test_throttle_blocks_a_username_and_address_pair_after_the_limit_until_the_window_ends() -> None:
     throttle = AuthThrottle(max_failures=3, window_seconds=60)
     for _ in range(2):
-        throttle.failed("10.0.0.1", now=100.0)
-    assert throttle.retry_after("10.0.0.1", now=101.0) == 0
-    throttle.failed("10.0.0.1", now=102.0)
-    assert throttle.retry_after("10.0.0.1", now=103.0) == 57
-    assert throttle.retry_after("10.0.0.2", now=103.0) == 0  # per address
-    assert throttle.retry_after("10.0.0.1", now=161.0) == 0  # window over
+        throttle.failed("cpe-a", "10.0.0.1", now=100.0)
+    assert throttle.retry_after("cpe-a", "10.0.0.1", now=101.0) == 0
+    throttle.failed("cpe-a", "10.0.0.1", now=102.0)
+    assert throttle.retry_after("cpe-a", "10.0.0.1", now=103.0) == 57
+    assert throttle.retry_after("cpe-a", "10.0.0.2", now=103.0) == 0  # another address
+    assert throttle.retry_after("cpe-b", "10.0.0.1", now=103.0) == 0  # another CPE behind the same NAT
+    assert throttle.retry_after(None, "10.0.0.1", now=103.0) == 0  # no credentials yet: challenged
+    assert throttle.retry_after("cpe-a", "10.0.0.1", now=161.0) == 0  # window over
 
 
-def test_throttle_forgets_an_address_that_authenticated() -> None:
-    throttle = AuthThrottle(max_failures=1, window_seconds=60)
-    throttle.failed("a", now=0.0)
-    throttle.succeeded("a")
-    assert throttle.retry_after("a", now=1.0) == 0
+def test_one_good_login_resets_its_own_pair_only() -> None:
+    throttle = AuthThrottle(max_failures=3, window_seconds=60)
+    for _ in range(2):
+        throttle.failed("guess", "10.0.0.1", now=0.0)
+        throttle.failed("cpe-a", "10.0.0.1", now=0.0)
+    throttle.succeeded("cpe-a", "10.0.0.1")
+    throttle.failed("guess", "10.0.0.1", now=1.0)
+    assert throttle.retry_after("guess", "10.0.0.1", now=2.0) > 0  # the guesser's count survived
+    throttle.failed("cpe-a", "10.0.0.1", now=1.0)
+    assert throttle.retry_after("cpe-a", "10.0.0.1", now=2.0) == 0  # its own was cleared
+
+
+def test_the_per_address_ceiling_refuses_usernames_that_failed_there_but_never_a_fresh_one() -> None:
+    throttle = AuthThrottle(max_failures=5, window_seconds=60, max_per_address=10)
+    for i in range(10):  # a guesser rotating usernames: one guess each
+        throttle.failed(f"user{i}", "10.0.0.1", now=0.0)
+    assert throttle.retry_after("user3", "10.0.0.1", now=1.0) == 59  # its second guess waits
+    assert throttle.retry_after("user99", "10.0.0.1", now=1.0) == 0  # untried: checked
+    assert throttle.retry_after("cpe-a", "10.0.0.1", now=1.0) == 0  # a CPE that never failed gets in
+    assert throttle.retry_after("user3", "10.0.0.2", now=1.0) == 0  # per address
+    assert throttle.retry_after("user3", "10.0.0.1", now=61.0) == 0
 
 
 def test_throttle_memory_is_bounded() -> None:
     throttle = AuthThrottle(max_failures=1, window_seconds=60, max_tracked=100)
     for i in range(1000):
-        throttle.failed(f"10.0.{i // 256}.{i % 256}", now=float(i))
-    assert len(throttle._windows) <= 100
+        throttle.failed(f"u{i}", f"10.0.{i // 256}.{i % 256}", now=float(i))
+        throttle.failed("x" * 100_000, "10.9.9.9", now=float(i))  # long usernames are cut for the key
+    assert len(throttle._pairs._windows) <= 100 and len(throttle._addresses._windows) <= 100
+    assert all(len(user) <= 256 for user, _ in throttle._pairs._windows)  # type: ignore[misc]
 
 
 def _session() -> GatewaySession:

@@ -151,6 +151,16 @@ def test_silence_deadline_follows_the_interval_of_either_data_model_and_periodic
     assert write.update["$set"]["silent_deadline"] == T0 + timedelta(hours=3)
 
 
+def test_a_periodic_interval_beyond_unsigned_int_falls_back_to_the_default_instead_of_overflowing() -> None:
+    name = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval"
+    for i, huge in enumerate(("18446744073709551616", "9" * 5000)):  # stored as text: beyond int64
+        write, _ = run(known(), inform("2 PERIODIC", params={name: (huge, "xsd:unsignedInt")}, event_id=f"h{i}"))
+        assert write.update["$set"]["silent_deadline"] == T0 + timedelta(hours=3)
+    stored = {"InternetGatewayDevice:ManagementServer:PeriodicInformInterval": {"v": 2**62}}  # an int64
+    write, _ = run(known(**stored), inform("2 PERIODIC", event_id="big"))
+    assert write.update["$set"]["silent_deadline"] == T0 + timedelta(hours=3)
+
+
 def test_gpv_response_updates_values_and_denormalised_fields() -> None:
     state = known(**{SV: {"v": "1.0", "t": "xsd:string", "w": False}})
     write, facts = run(state, response("GetParameterValuesResponse", {"parameter_list": [

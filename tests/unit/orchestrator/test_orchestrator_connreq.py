@@ -18,8 +18,17 @@ from services.orchestrator.connreq import (
     udp_connection_request,
 )
 from services.orchestrator.state import DeviceState
+from services.orchestrator.targets import TargetPolicy, parse_networks
 
 URL = "http://cpe.test:7547/cr?x=1"
+
+
+async def _resolve(host: str) -> list[str]:
+    return {"cpe.test": ["192.0.2.10"]}[host]
+
+
+# The simulated CPEs of these tests live on this machine: loopback allowed explicitly.
+LOCAL = TargetPolicy(parse_networks("0.0.0.0/0,127.0.0.0/8", "test"), resolve=_resolve)
 
 
 def cpe(challenge: str, password: str = "secret") -> tuple[httpx.AsyncClient, list[httpx.Request]]:
@@ -121,7 +130,7 @@ async def test_udp_is_the_fallback_when_http_cannot_reach_the_cpe() -> None:
         device = DeviceState(id="d", connection_request_url=URL, udp_connection_request_address=f"127.0.0.1:{port}",
                              cr_username="acs", cr_password="secret")
         async with httpx.AsyncClient(transport=httpx.MockTransport(unreachable)) as client:
-            result = await ConnectionRequester(client).wake(device)
+            result = await ConnectionRequester(client, targets=LOCAL).wake(device)
         assert (result.outcome, result.transport) == ("sent", "udp")
         assert parse_udp_connection_request(await asyncio.wait_for(received.get(), 2)).verify_signature("secret")
     finally:
@@ -132,7 +141,7 @@ async def test_wake_is_rate_limited_per_device() -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(204)))
     device = DeviceState(id="d", connection_request_url=URL, cr_username="acs", cr_password="secret")
     async with client:
-        requester = ConnectionRequester(client, RateLimiter(device_rate=0.001, device_burst=2))
+        requester = ConnectionRequester(client, RateLimiter(device_rate=0.001, device_burst=2), targets=LOCAL)
         outcomes = [(await requester.wake(device)).outcome for _ in range(3)]
         other = await requester.wake(device.model_copy(update={"id": "e"}))
     assert outcomes == ["ok", "ok", "rate_limited"]

@@ -63,6 +63,15 @@ def test_query_language(query: dict[str, Any], expected: bool) -> None:
     assert query_matches(query, VALUES, IGD, TYPES) is expected
 
 
+def test_versions_with_thousands_of_digits_compare_without_failing() -> None:
+    huge = {f"{IGD}DeviceInfo.SoftwareVersion": "1." + "9" * 5000 + ".0"}
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$gt": "1.10"}}, huge, IGD) is True
+    # An operand is at most 1,024 characters (the shared query language's bound); the CPE's value is not.
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$lt": "2." + "0" * 1000 + "1"}}, huge, IGD) is True
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$gte": "1.0009"}}, {f"{IGD}DeviceInfo.SoftwareVersion":
+                                                                           "1.10"}, IGD) is True  # 10 >= 9
+
+
 @pytest.mark.parametrize(("query", "message"), [
     ({"Device.X": {"$near": 1}}, "q.Device.X.$near: unknown operator '$near'"),
     ({"$nor": []}, "q: unknown operator '$nor' in place of a field"),

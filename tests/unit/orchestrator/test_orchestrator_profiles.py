@@ -225,3 +225,10 @@ def test_firmware_is_downloaded_only_below_its_version(clock: Clock, cfg: PlanCo
     # Report-only: nothing is downloaded.
     h = _harness(clock, cfg, _profile("fw", 1, [], firmware=firmware, mode="report"))
     assert h.inform(inform("2 PERIODIC", parameters={**SEED_PARAMETERS, sw: "1.0"})).rpcs == []
+
+
+def test_versions_compare_as_numbers_part_by_part_whatever_their_length() -> None:
+    assert P.below("3.0.9", "3.1.0") and P.below("3.1.0", "3.10.0") and not P.below("3.10.0", "3.1.0")
+    assert not P.below("2.010", "2.9") and not P.below(None, "1.0") and not P.below("1.0", "1.0")
+    huge = "1." + "9" * 5000
+    assert P.below("1.10", huge) and not P.below(huge, "1.10")

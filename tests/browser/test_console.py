@@ -1,0 +1,331 @@
+"""The operator console from the outside: headless Chromium against the whole ACS and simulated
+CPEs. The tests run in order and share one signed-in page; each takes screenshots for docs/ui.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from simulator.device import Device
+from simulator.fleet import Fleet
+from tests.browser.conftest import Recorded, new_context, screenshot
+from tests.e2e.conftest import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+LONG = 60_000  # ms: a task's whole round trip (connection request, session, inventory)
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], seconds: float = 60.0) -> Any:
+    async with asyncio.timeout(seconds):
+        while True:
+            if result := await probe():
+                return result
+            await asyncio.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.admin_headers, timeout=30) as client:
+        yield client
+
+
+def console_url(stack: Stack) -> str:
+    return stack.api_url.removesuffix("/api/v1")
+
+
+def cpe(fleet: Fleet, index: int) -> Device:
+    found = fleet.device_by_index(index)
+    assert found is not None
+    return found
+
+
+async def ready(api: httpx.AsyncClient, device: Device) -> dict[str, Any]:
+    """The device's record once bootstrap provisioning has read its tree."""
+    async def probe() -> dict[str, Any] | None:
+        tasks = (await api.get(f"/devices/{quote(device.id_string, safe='')}/tasks")).json().get("tasks", [])
+        if not any(t["name"] == "bootstrap" and t["status"] == "succeeded" for t in tasks):
+            return None
+        record = await api.get(f"/devices/{quote(device.id_string, safe='')}")
+        return record.json() if record.status_code == 200 and len(record.json().get("parameters", {})) > 20 else None
+
+    return await eventually(probe)
+
+
+async def sign_in(page: Page, stack: Stack, key: str) -> None:
+    await page.goto(console_url(stack) + "/")
+    await page.fill("#api-key", key)
+    await page.click("#signin-form button[type=submit]")
+    await expect(page.locator("#who")).to_be_visible()
+
+
+async def open_device(page: Page, device: Device) -> None:
+    await page.goto(page.url.split("#")[0] + "#/devices/" + quote(device.id_string, safe=""))
+    await expect(page.locator("#parameter-tree")).to_be_visible()
+
+
+async def test_sign_in_with_a_key(admin_page: Page, stack: Stack) -> None:
+    await admin_page.goto(console_url(stack) + "/")
+    await expect(admin_page.locator("#signin")).to_be_visible()
+    await admin_page.fill("#api-key", "not-a-key")
+    await admin_page.click("#signin-form button[type=submit]")
+    await expect(admin_page.locator("#signin-error")).to_have_text("unknown API key")
+    await screenshot(admin_page, "signin")
+    await sign_in(admin_page, stack, stack.admin_key)
+    await expect(admin_page.locator("#who")).to_have_text("bootstrap-admin (admin)")
+    cookie = next(c for c in await admin_page.context.cookies() if c["name"] == "acs_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # plain HTTP here
+
+
+async def test_find_a_device_by_serial_and_open_its_tree(admin_page: Page, api: httpx.AsyncClient,
+                                                       fleet: Fleet) -> None:
+    for index in range(4):
+        await ready(api, cpe(fleet, index))
+    device = cpe(fleet, 0)
+    await admin_page.click("#nav a[href='#/devices']")
+    await admin_page.fill("#device-search", device.serial)
+    await admin_page.press("#device-search", "Enter")
+    rows = admin_page.locator("#device-table tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text(device.serial)
+    await admin_page.fill("#device-search", device.serial[:-1])  # bare text: a serial prefix
+    await admin_page.press("#device-search", "Enter")
+    await expect(rows).to_have_count(4)
+    await expect(admin_page.locator("#match-count")).to_have_text(" of 4")
+    # Sort by serial, descending on the second click.
+    await admin_page.click("#device-table th:has-text('Serial')")
+    await admin_page.click("#device-table th:has-text('Serial')")
+    await expect(rows.first).to_contain_text(cpe(fleet, 3).serial)
+    # A parameter as a column.
+    await admin_page.click("text=Columns")
+    column = "InternetGatewayDevice.DeviceInfo.ModelName"
+    await admin_page.fill("input[aria-label='parameter column']", column)
+    await admin_page.press("input[aria-label='parameter column']", "Enter")
+    await expect(admin_page.locator("#device-table thead")).to_contain_text(column)
+    await expect(admin_page.locator(f"#device-table tr[data-id$='{device.serial}']")).to_contain_text("SimGW-098")
+    # Multi-select and tag.
+    for index in (0, 2):
+        await admin_page.check(f"#device-table input[aria-label='select {cpe(fleet, index).id_string}']")
+    await admin_page.fill("#selection-actions input[aria-label=tag]", "ui-lab")
+    await admin_page.click("#selection-actions button:has-text('Add tag')")
+    await expect(admin_page.locator(".notice")).to_contain_text("Tagged 2 device(s) ui-lab")
+    tagged = (await api.get("/devices", params={"q": '{"tags": "ui-lab"}'})).json()["devices"]
+    assert sorted(d["id"] for d in tagged) == sorted(cpe(fleet, i).id_string for i in (0, 2))
+    await admin_page.click("text=Help")
+    await expect(admin_page.locator(".help")).to_contain_text("has:")
+    await screenshot(admin_page, "devices")
+    await admin_page.click(f"#device-table a:text-is('{device.serial}')")
+    tree = admin_page.locator("#parameter-tree")
+    await expect(tree.locator("tr[data-name='InternetGatewayDevice.']")).to_be_visible()
+    # Lazy: a subtree's rows are made when it is opened.
+    info = tree.locator("tr[data-name='InternetGatewayDevice.DeviceInfo.']")
+    await expect(info).to_be_visible()
+    assert await tree.locator("tr[data-name='InternetGatewayDevice.DeviceInfo.SerialNumber']").count() == 0
+    await info.locator("td").first.click()
+    serial = tree.locator("tr[data-name='InternetGatewayDevice.DeviceInfo.SerialNumber']")
+    await expect(serial.locator("td.value")).to_have_text(device.serial)
+    await expect(admin_page.locator("#software-version")).to_have_text("1.0.0")
+
+
+async def test_edit_a_writable_value_and_see_the_task_succeed(admin_page: Page, fleet: Fleet) -> None:
+    device = cpe(fleet, 0)
+    await open_device(admin_page, device)
+    name = "InternetGatewayDevice.DeviceInfo.ProvisioningCode"
+    await admin_page.fill("#tree-search", "ProvisioningCode")
+    cell = admin_page.locator(f"#parameter-tree tr[data-name='{name}'] td.value")
+    await cell.click()
+    await cell.locator("input").fill("UI-CODE-1")
+    await cell.locator("input").press("Enter")
+    done = admin_page.locator("#device-tasks tr[data-status='succeeded']", has_text="setParameterValues")
+    await expect(done).to_have_count(1, timeout=LONG)
+    await expect(cell).to_contain_text("UI-CODE-1", timeout=LONG)
+    await expect(cell.locator(".param-note")).to_have_text("set")
+    assert device.values([name])[0].value.value == "UI-CODE-1"
+    # The device.events timeline has the change, with its old and new value.
+    change = admin_page.locator("#device-events tr[data-kind='value_changed']", has_text=name)
+    await expect(change.first).to_contain_text("→ UI-CODE-1", timeout=LONG)
+    await admin_page.fill("#tree-search", "")
+    await screenshot(admin_page, "device", full=True)
+
+
+async def test_a_read_only_parameter_edit_shows_the_cpe_fault(admin_page: Page, fleet: Fleet) -> None:
+    device = cpe(fleet, 0)
+    await open_device(admin_page, device)
+    name = "InternetGatewayDevice.DeviceInfo.SerialNumber"
+    await admin_page.fill("#tree-search", "DeviceInfo.SerialNumber")
+    cell = admin_page.locator(f"#parameter-tree tr[data-name='{name}'] td.value")
+    await cell.click()  # the confirmation ("read-only ... send anyway?") is accepted
+    await cell.locator("input").fill("forged")
+    await cell.locator("input").press("Enter")
+    fault = cell.locator(".param-fault")
+    await expect(fault).to_contain_text("9008", timeout=LONG)  # the CPE's own parameter fault
+    await expect(fault).to_contain_text(name)
+    await expect(admin_page.locator("#device-faults")).to_contain_text("9008")
+    assert device.values([name])[0].value.value == device.serial
+
+
+async def test_reboot_and_see_the_device_come_back(admin_page: Page, api: httpx.AsyncClient, fleet: Fleet) -> None:
+    device = cpe(fleet, 2)
+    before = (await api.get(f"/devices/{quote(device.id_string, safe='')}")).json()["last_boot"]
+    await open_device(admin_page, device)
+    await expect(admin_page.locator("#last-boot")).not_to_have_text("")
+    shown = await admin_page.locator("#last-boot").inner_text()
+    await admin_page.click("#reboot")
+    await expect(admin_page.locator("#device-tasks tr[data-status='succeeded']", has_text="reboot")).to_have_count(
+        1, timeout=LONG)
+    await expect(admin_page.locator("#last-boot")).not_to_have_text(shown, timeout=LONG)
+    after = (await api.get(f"/devices/{quote(device.id_string, safe='')}")).json()["last_boot"]
+    assert after > before
+    await expect(admin_page.locator("#device-summary")).to_contain_text("online")
+
+
+async def test_upload_firmware_push_it_and_see_the_version_change(admin_page: Page, fleet: Fleet) -> None:
+    device = cpe(fleet, 2)
+    name = f"fw-{device.serial}-3.1.0.bin"
+    await admin_page.click("#nav a[href='#/files']")
+    await admin_page.set_input_files("#file-input", files=[{"name": name, "mimeType": "application/octet-stream",
+                                                            "buffer": os.urandom(3_000_000)}])
+    await admin_page.select_option("#file-type", "1 Firmware Upgrade Image")
+    await admin_page.fill("#file-version", "3.1.0")
+    await admin_page.click("#upload-form button[type=submit]")
+    await expect(admin_page.locator("#upload-percent")).to_have_text("100 % uploaded", timeout=LONG)
+    assert await admin_page.locator("#upload-progress").get_attribute("value") == "1"
+    await expect(admin_page.locator(f"#file-list tr[data-file='{name}']")).to_contain_text("3.1.0")
+    await screenshot(admin_page, "files")
+    await open_device(admin_page, device)
+    await admin_page.select_option("#firmware-file", name)
+    await admin_page.click("#push-firmware")
+    await expect(admin_page.locator("#device-tasks tr[data-status='succeeded']", has_text="download")).to_have_count(
+        1, timeout=LONG)
+    await expect(admin_page.locator("#software-version")).to_have_text("3.1.0", timeout=LONG)
+    upgraded = admin_page.locator("#device-events tr[data-kind='firmware_upgraded']")
+    await expect(upgraded.first).to_contain_text("1.0.0 → 3.1.0", timeout=LONG)
+
+
+async def test_create_a_policy_and_see_a_bad_one_refused(admin_page: Page) -> None:
+    await admin_page.click("#nav a[href='#/policies']")
+    form = admin_page.locator("#policy-form")
+    await form.locator("input[name=name]").fill("ui-provisioning-code")
+    await form.locator("button[type=submit]").click()
+    await expect(admin_page.locator("#policy-list tr[data-policy='ui-provisioning-code']")).to_be_visible()
+    # A bad one: an unknown task name. The API's words show, at the field they concern.
+    await form.locator("input[name=name]").fill("ui-bad")
+    await form.locator("textarea[name=tasks]").fill('[{"name": "rebootNow"}]')
+    await form.locator("button[type=submit]").click()
+    problem = admin_page.locator(".problem")
+    await expect(problem).to_contain_text("422")
+    field_error = form.locator(".field-error[data-field=tasks]")
+    await expect(field_error).to_contain_text("body.tasks")
+    await expect(admin_page.locator("#policy-list tr[data-policy='ui-bad']")).to_have_count(0)
+    await screenshot(admin_page, "policies")
+    # Disable the good one (the API has no update: the console replaces it).
+    good = admin_page.locator("#policy-list tr[data-policy='ui-provisioning-code']")
+    await good.locator("button:has-text('Disable')").click()
+    await expect(good.locator("td").nth(1)).to_have_text("no")
+    await expect(good.locator("button:has-text('Enable')")).to_be_visible()
+
+
+async def test_start_a_job_over_a_query_and_watch_it_reach_100(admin_page: Page, fleet: Fleet) -> None:
+    devices = [cpe(fleet, 1), cpe(fleet, 3)]
+    await admin_page.click("#nav a[href='#/jobs']")
+    await admin_page.fill("#job-form input[aria-label='job query']",
+                          f"serial_number:{devices[0].serial[:-6]}* has:Device.DeviceInfo.")
+    await admin_page.select_option("#job-form select[name=task]", "getParameterValues")
+    await admin_page.fill("#job-form input[name=parameter_names]", "Device.DeviceInfo.UpTime")
+    await admin_page.click("#job-form button[type=submit]")
+    await expect(admin_page.locator(".notice")).to_contain_text("started")
+    row = admin_page.locator("#job-list tbody tr").first
+    await expect(row.locator(".job-percent")).to_have_text("100 %", timeout=LONG)
+    await expect(row).to_contain_text("succeeded 2")  # the two TR-181 devices, nothing else
+    await screenshot(admin_page, "jobs")
+    await admin_page.click("#nav a[href='#/tasks']")
+    await expect(admin_page.locator("#task-list tr[data-status='succeeded']").first).to_be_visible()
+    await screenshot(admin_page, "tasks")
+
+
+async def test_overview_and_admin_pages(admin_page: Page) -> None:
+    await admin_page.click("#nav a[href='#/overview']")
+    await expect(admin_page.locator("#devices-total .n")).to_have_text(re.compile(r"^\d+$"))
+    assert int(await admin_page.locator("#devices-total .n").inner_text()) >= 4
+    await expect(admin_page.locator("#versions-chart")).to_contain_text("3.1.0")
+    await expect(admin_page.locator("#recent-faults")).to_contain_text("9008")
+    await screenshot(admin_page, "overview")
+    await admin_page.click("#nav a[href='#/admin']")
+    await admin_page.fill("#key-name", "ui-viewer-" + uuid.uuid4().hex[:6])
+    await admin_page.select_option("#key-role", "read-only")
+    await admin_page.click("#key-form button[type=submit]")
+    await expect(admin_page.locator("#new-key")).to_have_text(re.compile(r"^acs_"))
+    await screenshot(admin_page, "admin")
+
+
+async def test_a_read_only_key_sees_no_write_control_and_a_forged_write_is_refused(
+        browser: Browser, recorded: Recorded, admin_page: Page, api: httpx.AsyncClient, stack: Stack,
+        fleet: Fleet) -> None:
+    created = await api.post("/apikeys", json={"name": "ui-ro-" + uuid.uuid4().hex[:6], "role": "read-only"})
+    key = created.json()["key"]
+    context = await new_context(browser, recorded)
+    page = await context.new_page()
+    try:
+        await sign_in(page, stack, key)
+        assert not recorded.errors, recorded.errors
+        await expect(page.locator("#who")).to_contain_text("(read-only)")
+        assert await page.locator("#nav a[href='#/admin']").is_hidden()
+        device = cpe(fleet, 0)
+        await open_device(page, device)
+        await expect(page.locator("#device-summary")).to_be_visible()
+        for control in ("#reboot", "#factory-reset", "#push-firmware", "#connection-request"):
+            assert await page.locator(control).count() == 0, control
+        assert await page.locator("#parameter-tree td.value.editable").count() == 0
+        assert await page.locator("#parameter-tree button").count() == 0
+        assert await page.locator("#device-tasks button").count() == 0
+        await page.click("#nav a[href='#/devices']")
+        await expect(page.locator("#device-table")).to_be_visible()
+        assert await page.locator("#start-job").count() == 0
+        # No other page offers a write either.
+        for nav, shown, gone in (("#/files", "#file-list tbody tr", "#upload-form, #file-list button.danger"),
+                                 ("#/jobs", "#job-list tbody tr", "#job-form"),
+                                 ("#/tasks", "#task-list tbody tr", "#task-list button"),
+                                 ("#/policies", "#policy-list tbody tr", "#policy-list button")):
+            await page.click(f"#nav a[href='{nav}']")
+            await expect(page.locator(shown).first).to_be_visible()  # the list is there, without its buttons
+            assert await page.locator(gone).count() == 0, nav
+        assert await page.locator("#policy-form").is_hidden()
+        # A forged write with the session's own CSRF token: the server refuses the role.
+        status = await page.evaluate("""async (path) => {
+            const session = await (await fetch('/console/api/session')).json();
+            const answer = await fetch('/api/v1' + path, {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': session.csrf_token},
+                body: JSON.stringify({name: 'reboot'})});
+            return answer.status; }""", f"/devices/{quote(quote(device.id_string, safe=''), safe='')}/tasks")
+        assert status == 403
+    finally:
+        await context.close()
+    # An admin session's write without the CSRF token is refused too.
+    status = await admin_page.evaluate("""async () => (await fetch('/api/v1/apikeys', {method: 'POST',
+        headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'x', role: 'admin'})})).status""")
+    assert status == 403
+
+
+async def test_sign_out_ends_the_session(admin_page: Page, stack: Stack) -> None:
+    token = next(c for c in await admin_page.context.cookies() if c["name"] == "acs_session")["value"]
+    async with httpx.AsyncClient(base_url=stack.api_url, cookies={"acs_session": token}) as client:
+        assert (await client.get("/devices", params={"limit": 1})).status_code == 200
+        await admin_page.click("#signout")
+        await expect(admin_page.locator("#signin")).to_be_visible()
+        assert (await client.get("/devices", params={"limit": 1})).status_code == 401
+    assert not [c for c in await admin_page.context.cookies() if c["name"] == "acs_session"]
+
+
+def test_no_request_of_the_page_left_127_0_0_1(recorded: Recorded) -> None:
+    assert len(recorded.urls) > 50
+    assert recorded.hosts() <= {"127.0.0.1", "data"}, sorted(recorded.hosts())
+    assert not recorded.errors, recorded.errors
