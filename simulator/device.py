@@ -385,6 +385,16 @@ class Device:
         if active:
             self._wake(self, self.settings.clock())
 
+    def change_locally(self, name: str, value: str) -> bool:
+        """A value changed on the device side (a user in the web UI, a local app): the model takes
+        it without checks, and "4 VALUE CHANGE" follows if the ACS set notification on it (active
+        notification opens a session at once). False when the name is unknown or the value the same."""
+        resolved = self.model.resolve(name)
+        if resolved is None or not isinstance(resolved.node, ParamSpec) or not self.model.set_internal(name, value):
+            return False
+        self.value_changed([name])
+        return True
+
     def reschedule_periodic(self, now: float, *, first: bool = False) -> None:
         """(Re)compute the next periodic Inform from ManagementServer.Periodic*."""
         model = self.model

@@ -246,15 +246,18 @@ class DeviceEvent(Contract):
     AutonomousDUStateChangeComplete; details: ``autonomous``, the CPE's ``results`` per deployment
     unit, ``task_id``), ``autonomous_transfer_completed`` (an AutonomousTransferComplete; details:
     URLs, file type and size, fault), ``download_requested`` (a RequestDownload; details: file type,
-    the file the rule chose or why none). Subscribers should ignore kinds they do not know: new
-    ones may be added.
+    the file the rule chose or why none), ``profile_applied`` / ``profile_failed`` (a configuration
+    profile's values were accepted / refused; details: task id, profile ids, parameters or fault),
+    ``drift_detected`` (the device reported a value other than its profiles want; details:
+    parameter, profile id, mode, corrected, and the values unless secret). Subscribers should
+    ignore kinds they do not know: new ones may be added.
     """
 
     type: Literal["device_event"] = "device_event"
     kind: Literal["registered", "booted", "bootstrapped", "informed", "value_changed", "went_silent",
                   "task_succeeded", "task_failed", "task_cancelled", "task_expired", "firmware_upgraded",
                   "fault_raised", "software_modules_changed", "autonomous_transfer_completed",
-                  "download_requested"]
+                  "download_requested", "profile_applied", "profile_failed", "drift_detected"]
     device_id: str
     changes: list[ValueChange] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)

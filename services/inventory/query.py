@@ -16,12 +16,13 @@ import binascii
 import json
 import math
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from services.common import redaction
-from services.inventory.params import encode_name
+from services.inventory.params import encode_name, normalise_type, stored_value
 
 Kind = Literal["string", "date", "int"]
 
@@ -68,7 +69,13 @@ FIELDS: dict[str, Field] = {
 SORTABLE = ("id", "serial_number", "software_version", "last_inform", "first_seen")
 
 COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
-OPERATORS = (*COMPARISONS, "$in", "$exists", "$prefix")
+OPERATORS = (*COMPARISONS, "$in", "$nin", "$exists", "$prefix")
+# The data model roots; a parameter name under neither is relative ("DeviceInfo.SoftwareVersion")
+# and means that name under whichever root the device has.
+ROOTS = ("Device.", "InternetGatewayDevice.")
+# Operators a device without the parameter satisfies: over a relative name they must hold under
+# both roots (the device has only one, the other is absent), the others under either.
+NEGATIVE = ("$ne", "$nin")
 LOGICAL = ("$and", "$or")
 # A TR-069 parameter name (letters, digits, "_" and "-" per TR-106) with at least one dot;
 # a trailing dot names an object, which only $exists can test.
@@ -150,7 +157,7 @@ class _Compiler:
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             raise QueryError(f"q: more than {MAX_CONDITIONS} conditions")
-        target = _target(key, where)
+        targets = _targets(key, where)
         if isinstance(value, dict):
             if not value:
                 raise QueryError(f"{where}: empty operator object")
@@ -159,10 +166,17 @@ class _Compiler:
             raise QueryError(f"{where}: a list is not a value; use {{\"$in\": [...]}} to match any of them")
         else:
             operators = {"$eq": value}
-        if target.kind == "parameter" and redaction.is_secret(key) and set(operators) - {"$exists"}:
+        if targets[0].kind == "parameter" and redaction.is_secret(key) and set(operators) - {"$exists"}:
             # Comparing a secret's value would tell a reader whether a guess is right.
             raise QueryError(f"{where}: {key} is a secret parameter; it can only be tested with $exists")
-        return [target.clause(op, operand, f"{where}.{op}") for op, operand in operators.items()]
+        if len(targets) == 1:
+            return [targets[0].clause(op, operand, f"{where}.{op}") for op, operand in operators.items()]
+        clauses: list[dict[str, Any]] = []
+        for op, operand in operators.items():
+            negative = op in NEGATIVE or (op == "$exists" and operand is False)
+            clauses.append({"$and" if negative else "$or": [t.clause(op, operand, f"{where}.{op}")
+                                                            for t in targets]})
+        return clauses
 
 
 @dataclass(frozen=True)
@@ -188,13 +202,13 @@ class _Target:
             if self.kind not in ("string", "parameter"):
                 raise QueryError(f"{where}: $prefix applies to text, not to a {self.kind} field")
             return {self.path: _prefix_range(_string(operand, where))}
-        if op == "$in":
+        if op in ("$in", "$nin"):
             if not isinstance(operand, list) or not operand:
                 raise QueryError(f"{where}: expected a non-empty list")
             if len(operand) > MAX_LIST:
                 raise QueryError(f"{where}: more than {MAX_LIST} values")
             values = [self.operand(item, f"{where}[{i}]") for i, item in enumerate(operand)]
-            return {self.path: {"$in": _unique(v for value in values for v in self.loose(value))}}
+            return {self.path: {op: _unique(v for value in values for v in self.loose(value))}}
         value = self.operand(operand, where)
         if op in ("$eq", "$ne"):
             alternatives = self.loose(value)
@@ -242,17 +256,24 @@ class _Target:
         return [value]
 
 
-def _target(key: str, where: str) -> _Target:
+def _targets(key: str, where: str) -> list[_Target]:
+    """The one target of a field or full parameter name; both roots' for a relative name."""
     if key in FIELDS:
         field = FIELDS[key]
-        return _Target(field.path, field.kind, field.path)
+        return [_Target(field.path, field.kind, field.path)]
     if len(key) <= MAX_STRING and PARAMETER.fullmatch(key):
-        path = f"params.{encode_name(key)}"
-        if key.endswith("."):
-            return _Target(path, "object", path)
-        return _Target(f"{path}.v", "parameter", path)
-    raise QueryError(f"{where}: unknown field {key!r}; use a device field ({', '.join(FIELDS)}) "
-                     f"or a full parameter name such as Device.DeviceInfo.SoftwareVersion")
+        names = [key] if key.startswith(ROOTS) else [root + key for root in ROOTS]
+        return [_parameter_target(name) for name in names]
+    raise QueryError(f"{where}: unknown field {key!r}; use a device field ({', '.join(FIELDS)}), "
+                     f"a full parameter name such as Device.DeviceInfo.SoftwareVersion, or one "
+                     f"relative to the data model root (DeviceInfo.SoftwareVersion)")
+
+
+def _parameter_target(name: str) -> _Target:
+    path = f"params.{encode_name(name)}"
+    if name.endswith("."):
+        return _Target(path, "object", path)
+    return _Target(f"{path}.v", "parameter", path)
 
 
 def _all_of(clauses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -472,3 +493,153 @@ def _cursor_value(value: Any, kind: Kind) -> Scalar:
     elif kind == "string" and isinstance(value, str):
         return value
     raise QueryError("cursor: not a cursor returned by this API")
+
+
+# --- the same filter, evaluated in memory ---------------------------------------------------------
+#
+# Profile selectors and policies are decided at Inform time, without asking the inventory. They are
+# compiled by the very compiler above, and the compiled filter is evaluated here with MongoDB's own
+# rules for the few operators the compiler emits, so that one query means the same thing in the
+# inventory's database and in the orchestrator's memory: equality and order only within one type
+# (numbers with numbers, text with text by code point, dates with dates; a boolean is not a
+# number), a list field (tags) matching when any of its entries does, a missing field satisfying
+# only $ne, $nin and $exists: false.
+
+_MISSING = object()
+MISSING = _MISSING
+
+
+def device_document(fields: Mapping[str, Any], parameters: Iterable[tuple[str, str, str]] = ()) -> dict[str, Any]:
+    """A device shaped as the inventory stores it, for :func:`matches`: ``fields`` by their API names
+    (absent or None: not there), ``parameters`` as (name, value text, xsi type), typed as stored."""
+    document: dict[str, Any] = {FIELDS[k].path: v for k, v in fields.items() if k in FIELDS and v is not None}
+    document["params"] = {encode_name(name): {"v": stored_value(value, normalise_type(xsi_type))}
+                          for name, value, xsi_type in parameters}
+    return document
+
+
+def matches(query_filter: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """Whether ``document`` (see :func:`device_document`) satisfies a filter made by :func:`compile_query`."""
+    return matcher(query_filter)(document)
+
+
+Test = Callable[[Mapping[str, Any]], bool]
+
+
+def matcher(query_filter: Mapping[str, Any]) -> Test:
+    """``query_filter`` turned into a function of a document, once (profiles are matched on every
+    Inform: interpreting the filter each time would cost several times more)."""
+    tests: list[Test] = []
+    for key, condition in query_filter.items():
+        if key in ("$and", "$or"):
+            subs = [matcher(sub) for sub in condition]
+            if key == "$and":
+                tests.append(lambda d, subs=subs: all(t(d) for t in subs))
+            else:
+                tests.append(lambda d, subs=subs: any(t(d) for t in subs))
+        else:
+            parts = tuple(key.split("."))  # encoded parameter names hold no "."
+            test = _condition_test(condition)
+            tests.append(lambda d, parts=parts, test=test: test(_lookup(d, parts)))
+    if not tests:
+        return lambda d: True
+    if len(tests) == 1:
+        return tests[0]
+    return lambda d: all(t(d) for t in tests)
+
+
+def lookup(document: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a compiled filter's path (split on "."), or MISSING."""
+    return _lookup(document, parts)
+
+
+def value_key(value: Any) -> tuple[str, Any]:
+    """What equality compares, hashable: MongoDB's type bracket and the value."""
+    return _key(value)
+
+
+def _lookup(document: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    value: Any = document
+    for part in parts:
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _condition_test(condition: Any) -> Callable[[Any], bool]:
+    if not isinstance(condition, Mapping) or not all(isinstance(k, str) and k.startswith("$") for k in condition):
+        return _one_of({_key(condition)})
+    tests = [_operator_test(op, operand) for op, operand in condition.items()]
+    if len(tests) == 1:
+        return tests[0]
+    return lambda value: all(t(value) for t in tests)
+
+
+def _key(value: Any) -> tuple[str, Any]:
+    return _bracket(value), _aware(value)
+
+
+def _one_of(wanted: set[tuple[str, Any]]) -> Callable[[Any], bool]:
+    def test(value: Any) -> bool:
+        if value is _MISSING:
+            return False
+        if isinstance(value, list):
+            return any(_key(item) in wanted for item in value)
+        return _key(value) in wanted
+    return test
+
+
+def _operator_test(op: str, operand: Any) -> Callable[[Any], bool]:
+    if op == "$exists":
+        present = bool(operand)
+        return lambda value: (value is not _MISSING) == present
+    if op in ("$eq", "$ne"):
+        found = _one_of({_key(operand)})
+        return found if op == "$eq" else (lambda value: not found(value))
+    if op in ("$in", "$nin"):
+        found = _one_of({_key(o) for o in operand})
+        return found if op == "$in" else (lambda value: not found(value))
+    if op == "$type":
+        return lambda value: operand == "string" and _any_of(value, lambda v: isinstance(v, str))
+    if op in ("$gt", "$gte", "$lt", "$lte"):
+        return lambda value: _any_of(value, lambda v: _ordered(op, v, operand))
+    raise QueryError(f"cannot evaluate operator {op!r}")
+
+
+def _any_of(value: Any, test: Any) -> bool:
+    if value is _MISSING:
+        return False
+    if isinstance(value, list):
+        return any(test(item) for item in value) or test(value)
+    return bool(test(value))
+
+
+def _bracket(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, datetime):
+        return "date"
+    return type(value).__name__
+
+
+def _aware(value: Any) -> Any:
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+
+def _ordered(op: str, a: Any, b: Any) -> bool:
+    if _bracket(a) != _bracket(b) or _bracket(a) not in ("number", "string", "date"):
+        return False
+    a, b = _aware(a), _aware(b)
+    match op:
+        case "$gt":
+            return bool(a > b)
+        case "$gte":
+            return bool(a >= b)
+        case "$lt":
+            return bool(a < b)
+    return bool(a <= b)

@@ -49,6 +49,7 @@ from services.orchestrator.campaign_api import add_campaign_routes
 from services.orchestrator.connreq import ConnectionRequestResult
 from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
+from services.orchestrator.profiles_api import add_profile_routes
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError
@@ -320,6 +321,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         runtime.policies.invalidate()
         return Response(status_code=204)
 
+    add_profile_routes(app, runtime)
     stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
 
     # --- API keys --------------------------------------------------------------------------

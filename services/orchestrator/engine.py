@@ -45,6 +45,8 @@ from services.orchestrator import tasks as T
 from services.orchestrator.jobs import task_event
 from services.orchestrator.planner import Decision
 from services.orchestrator.policies import Policy, uses_tags
+from services.orchestrator.profile_store import ProfileCache, ProfileStore
+from services.orchestrator.profiles import ProfileInput, Variables
 from services.orchestrator.state import DeviceState, Env, PlanConfig, SessionState
 from services.orchestrator.store import InformView, SessionView, Store
 
@@ -56,6 +58,9 @@ TASK_OUTCOMES = Counter("acs_orchestrator_task_outcomes_total", "Tasks that ende
 DECISION_SECONDS = Histogram("acs_orchestrator_decision_seconds", "Event in to plan out (load, decide, write)",
                              ["trigger"], buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 RACES = Counter("acs_orchestrator_task_races_total", "Plans trimmed after a concurrent task write")
+PROFILE_EVENTS = Counter("acs_orchestrator_profile_events_total",
+                         "Configuration profile outcomes: profile_applied, profile_failed, drift_detected",
+                         ["kind"])
 
 # How long a task may stay in_progress with no event before the sweep frees it.
 STALE_IN_PROGRESS_SECONDS = 600.0
@@ -139,13 +144,15 @@ def _settle(done: asyncio.Future[dict[str, InformView]],
 
 class Engine:
     def __init__(self, settings: Settings, store: Store, publisher: Publisher, http: httpx.AsyncClient,
-                 *, config: PlanConfig | None = None, policies: PolicyCache | None = None) -> None:
+                 *, config: PlanConfig | None = None, policies: PolicyCache | None = None,
+                 profiles: ProfileCache | None = None) -> None:
         self.settings = settings
         self.store = store
         self.publisher = publisher
         self.http = http
         self.config = config or PlanConfig.from_settings(settings)
         self.policies = policies or PolicyCache(store)
+        self.profiles = profiles or ProfileCache(ProfileStore(store.db))
         self.inform_views = InformViewBatcher(store)
 
     def env(self) -> Env:
@@ -181,14 +188,18 @@ class Engine:
             await self._publish_plan(current.reply_to, planner.replay(current), "inform")
             return
         policies = await self.policies.current()
-        tags = await self._tags(event.device_id, policies)
+        profile_set = await self.profiles.current()
+        tags = await self._tags(event.device_id, policies, profile_set.uses_tags)
+        variables = await self.profiles.store.variables_of(event.device_id) if profile_set.uses_variables \
+            else Variables()
         # Tasks already in_progress for this very session come from an earlier delivery of this
         # Inform that died before its plan went out: plan them again, attempt given back.
         open_tasks = [T.requeue(t, t.updated_at, count_attempt=False)
                       if t.status is T.TaskStatus.IN_PROGRESS and t.session_id == event.session_id else t
                       for t in view.open_tasks]
         stale = [s for s in view.sessions if s.session_id != event.session_id]
-        decision = planner.on_inform(event, view.device, open_tasks, policies, tags, stale, self.env(), self.config)
+        decision = planner.on_inform(event, view.device, open_tasks, policies, tags, stale, self.env(), self.config,
+                                     ProfileInput(profile_set, variables))
         if decision.plan is None:  # cannot happen: on_inform always plans; keep the gateway unblocked
             decision.plan = SessionPlan(device_id=event.device_id, session_id=event.session_id,
                                         gateway_id=event.gateway_id, in_reply_to=event.event_id)
@@ -352,8 +363,8 @@ class Engine:
 
     # --- machinery -------------------------------------------------------------------------
 
-    async def _tags(self, device_id: str, policies: list[Policy]) -> frozenset[str]:
-        if not uses_tags(policies):
+    async def _tags(self, device_id: str, policies: list[Policy], profiles_use_tags: bool = False) -> frozenset[str]:
+        if not uses_tags(policies) and not profiles_use_tags:
             return frozenset()
         try:
             return await clients.device_tags(self.http, self.settings, device_id)
@@ -417,7 +428,11 @@ class Engine:
             log.info(note, extra={"device_id": decision.plan.device_id if decision.plan else None})
         if decision.plan is not None:
             await self._publish_plan(reply_to, decision.plan, trigger)
-        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        published = [e for e in decision.events if e.details.get("task_id") not in lost]
+        await self.publisher.device_events(published)
+        for event in published:
+            if event.kind in ("profile_applied", "profile_failed", "drift_detected"):
+                PROFILE_EVENTS.labels(event.kind).inc()
         for task in [*decision.tasks, *decision.new_tasks]:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()
@@ -449,7 +464,11 @@ class Engine:
             return
         decision = planner.on_heal_finished(healer, waiters, self.env(), self.config)
         lost = set(await self.store.save_tasks(decision.tasks))
-        await self.publisher.device_events([e for e in decision.events if e.details.get("task_id") not in lost])
+        published = [e for e in decision.events if e.details.get("task_id") not in lost]
+        await self.publisher.device_events(published)
+        for event in published:
+            if event.kind in ("profile_applied", "profile_failed", "drift_detected"):
+                PROFILE_EVENTS.labels(event.kind).inc()
         for task in decision.tasks:
             if task.id not in lost and task.status in T.TERMINAL:
                 TASK_OUTCOMES.labels(task.name, task.status.value).inc()

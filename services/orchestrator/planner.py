@@ -33,8 +33,9 @@ from services.bus.events import (
     SessionEnded,
     SessionPlan,
 )
+from services.inventory.query import device_document
+from services.orchestrator import profiles, rpcs, steps
 from services.orchestrator import provisioning as prov
-from services.orchestrator import rpcs, steps
 from services.orchestrator import tasks as T
 from services.orchestrator.policies import DeviceFacts, Policy, due_policies, inform_events
 from services.orchestrator.state import (
@@ -123,12 +124,25 @@ class _Work:
             details["job_id"] = task.job_id
         if task.status is S.SUCCEEDED:
             self.events.append(DeviceEvent(kind="task_succeeded", device_id=task.device_id, details=details))
+            self.settle_profile(task)
             return
         details["reason"] = task.reason
         if task.faults:
             details["fault"] = {"code": task.faults[-1].code, "string": task.faults[-1].string}
         kind = {S.CANCELLED: "task_cancelled", S.EXPIRED: "task_expired"}.get(task.status, "task_failed")
         self.events.append(DeviceEvent(kind=kind, device_id=task.device_id, details=details))
+        self.settle_profile(task)
+
+    def settle_profile(self, task: Task) -> None:
+        """A profile task ended: the device's profile state learns it (not for a stand-in device)."""
+        if task.origin != profiles.PROFILE_ORIGIN or task.device_id != self.device.id or self.device.first_seen is None:
+            return
+        state, event = profiles.settle(task, profiles.ProfileState(
+            self.device.profile_applied, self.device.profile_status, self.device.profile_failed), self.now)
+        self.update_device({"profile_applied": state.applied, "profile_status": state.status,
+                            "profile_failed": state.failed})
+        if event is not None:
+            self.events.append(event)
 
     def decision(self, **extra: Any) -> Decision:
         device = None
@@ -149,7 +163,7 @@ def _material(device: DeviceState) -> dict[str, Any]:
 
 def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Sequence[Task],
               policies: Sequence[Policy], tags: frozenset[str], stale_sessions: Sequence[SessionState],
-              env: Env, cfg: PlanConfig) -> Decision:
+              env: Env, cfg: PlanConfig, profile_input: profiles.ProfileInput | None = None) -> Decision:
     """Plan the first batch of a session. ``open_tasks``: the device's pending, in_progress and
     pending_completion tasks; ``stale_sessions``: its earlier sessions that never reported an end."""
     now = env.now
@@ -174,8 +188,12 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     facts = DeviceFacts(oui=inform.device.oui, product_class=inform.device.product_class,
                         manufacturer=inform.device.manufacturer, software_version=w.device.software_version,
                         data_model=w.device.data_model,
-                        parameters={p.name: p.value for p in inform.parameters}, tags=tags)
+                        parameters={p.name: p.value for p in inform.parameters}, tags=tags,
+                        parameter_types={p.name: p.type for p in inform.parameters})
     leading += _policy_tasks(w, policies, facts, inform_events(codes, first_contact))
+    if profile_input is not None:
+        leading += _profile_tasks(w, inform, profile_input, tags, inform_events(codes, first_contact),
+                                  bootstrapped=BOOTSTRAP_EVENT in codes)
 
     queued = sorted((t for t in w.tasks.values() if T.is_due(t, now) and t.id not in leading),
                     key=lambda t: (t.created_at, t.id))
@@ -258,6 +276,27 @@ def _policy_tasks(w: _Work, policies: Sequence[Policy], facts: DeviceFacts, even
         for spec in policy.tasks:
             task = w.new_task(spec.name, dict(spec.args), origin=f"policy:{policy.name}", policy_id=policy.id)
             ids.append(task.id)
+    return ids
+
+
+def _profile_tasks(w: _Work, inform: InformReceived, given: profiles.ProfileInput, tags: frozenset[str],
+                   events: set[str], *, bootstrapped: bool) -> list[str]:
+    """The profiles' difference for this device as tasks (see profiles.decide), and its new profile state."""
+    d = w.device
+    fields: dict[str, Any] = {"id": d.id, "oui": d.oui, "product_class": d.product_class,
+                              "serial_number": d.serial_number, "manufacturer": d.manufacturer,
+                              "software_version": d.software_version, "tags": sorted(tags)}
+    document = device_document(fields, ((p.name, p.value, p.type) for p in inform.parameters))
+    out = profiles.decide(given.profiles, document, {**fields, "device_id": d.id, "tags": tags}, d.data_model,
+                          profiles.ProfileState(d.profile_applied, d.profile_status, d.profile_failed),
+                          {p.name: (p.value, p.type) for p in inform.parameters}, given.variables, events,
+                          list(w.tasks.values()), w.now, bootstrap=bootstrapped)
+    w.update_device({"profile_applied": out.state.applied, "profile_status": out.state.status,
+                     "profile_failed": out.state.failed})
+    w.events.extend(out.events)
+    ids = [w.new_task(name, args, origin=profiles.PROFILE_ORIGIN).id for name, args in out.tasks]
+    ids += [w.new_task(spec.name, dict(spec.args), origin=origin, policy_id=action_id).id
+            for action_id, origin, spec in out.actions]
     return ids
 
 

@@ -4,16 +4,17 @@ A policy is evaluated by the planner at Inform time, against what the Inform its
 DeviceId, the event codes, the parameters in its ParameterList) and the device's tags. It never
 needs the inventory on the critical path: tags are fetched only when some policy uses them.
 
-The parameter query is a small MongoDB-style language, the operators of the inventory's device
-queries: ``{"DeviceInfo.SoftwareVersion": {"$lt": "2.0"}, "$or": [...]}``, plus ``$nin`` and
-``$regex``. A name that does not
-start with a data model root is taken relative to the device's root, so one policy serves TR-098
-and TR-181 devices alike. Comparisons are numeric when both sides are numbers, otherwise
-"natural" (``1.9.2 < 1.10.0``), which is what software versions need.
+The parameter query is the inventory's device query language, compiled by the inventory's own
+compiler (``services/inventory/query.py``) and evaluated in memory with MongoDB's rules, so a query
+means the same in ``GET /api/v1/devices?q=``, in a policy, in a profile selector and in a job. A
+name that does not start with a data model root is relative to the device's root, so one policy
+serves TR-098 and TR-181 devices alike. Values from the Inform are typed by their xsi type, as the
+inventory stores them: numbers compare as numbers, text as text (code point order).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.orchestrator.state import TR098_ROOT, TR181_ROOT
+from services.inventory.query import QueryError, compile_query, device_document
+from services.inventory.query import matches as inventory_matches
 from services.orchestrator.tasks import aware
 
 NamedPolicyEvent = Literal[
@@ -49,11 +51,7 @@ EVENT_NAMES: dict[str, str] = {
     "12 AUTONOMOUS DU STATE CHANGE COMPLETE": "autonomous_du_state_change_complete",
     "13 WAKEUP": "wakeup", "14 HEARTBEAT": "heartbeat",
 }
-OPERATORS = ("$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$prefix", "$regex", "$exists")
-
-
-class QueryError(ValueError):
-    """A policy query that cannot be evaluated (unknown operator, bad regex, wrong shape)."""
+__all__ = ["QueryError"]  # the inventory's: one query language for the whole ACS
 
 
 def _as_list(value: Any) -> Any:
@@ -133,6 +131,8 @@ class DeviceFacts:
     data_model: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()
+    # xsi types of ``parameters`` (absent: xsd:string), so values compare as the inventory stores them.
+    parameter_types: Mapping[str, str] = field(default_factory=dict)
 
 
 def inform_events(codes: Iterable[str], first_contact: bool) -> set[str]:
@@ -165,147 +165,36 @@ def matches(match: PolicyMatch, facts: DeviceFacts) -> bool:
                            (match.software_version, facts.software_version)):
         if wanted and actual not in wanted:
             return False
-    return not match.query or query_matches(match.query, facts.parameters, facts.data_model)
+    return not match.query or query_matches(match.query, facts.parameters, facts.data_model,
+                                            facts.parameter_types)
 
 
-# --- the query language -----------------------------------------------------------------------
+# --- the query language: the inventory's -------------------------------------------------------
 
 
 def check_query(query: Any) -> None:
-    """Raise QueryError if ``query`` is not well formed (done once, when the policy is saved)."""
-    if not isinstance(query, Mapping):
-        raise QueryError("a query is an object of conditions")
-    for key, condition in query.items():
-        if key in ("$and", "$or"):
-            if not isinstance(condition, list) or not condition:
-                raise QueryError(f"{key} takes a non-empty list of queries")
-            for sub in condition:
-                check_query(sub)
-        elif key.startswith("$"):
-            raise QueryError(f"unknown logical operator {key}; use $and or $or")
-        elif isinstance(condition, Mapping):
-            for op, operand in condition.items():
-                if op not in OPERATORS:
-                    raise QueryError(f"unknown operator {op} on {key}; known: {', '.join(OPERATORS)}")
-                if op in ("$in", "$nin") and not isinstance(operand, list):
-                    raise QueryError(f"{op} on {key} takes a list")
-                if op == "$regex":
-                    _regex(str(operand))
+    """Raise QueryError if ``query`` is not a valid device query (done once, when the policy is saved)."""
+    compiled_query(query)
 
 
-def query_matches(query: Mapping[str, Any], values: Mapping[str, str], root: str | None) -> bool:
-    for key, condition in query.items():
-        if key == "$and":
-            if not all(query_matches(sub, values, root) for sub in condition):
-                return False
-        elif key == "$or":
-            if not any(query_matches(sub, values, root) for sub in condition):
-                return False
-        elif not _condition(values.get(_absolute(key, root)), condition):
-            return False
-    return True
+def compiled_query(query: Any) -> dict[str, Any]:
+    """The inventory's compiled filter for ``query``, cached by its JSON text."""
+    return _compiled(json.dumps(query, sort_keys=True, default=str))
 
 
-def _absolute(name: str, root: str | None) -> str:
-    if name.startswith((TR098_ROOT, TR181_ROOT)) or root is None:
-        return name
-    return root + name
+@lru_cache(maxsize=4096)
+def _compiled(text: str) -> dict[str, Any]:
+    return compile_query(json.loads(text))
 
 
-def _condition(actual: str | None, condition: Any) -> bool:
-    if not isinstance(condition, Mapping):
-        return actual is not None and _equal(actual, condition)
-    for op, operand in condition.items():
-        if op == "$exists":
-            if (actual is not None) != bool(operand):
-                return False
-            continue
-        if actual is None:
-            # Like MongoDB: a missing parameter only satisfies negative conditions.
-            if op in ("$ne", "$nin"):
-                continue
-            return False
-        ok = _operator(op, actual, operand)
-        if not ok:
-            return False
-    return True
+def query_matches(query: Mapping[str, Any], values: Mapping[str, str], root: str | None = None,
+                  types: Mapping[str, str] | None = None) -> bool:
+    """``query`` over the parameters ``values`` (name -> text; ``types``: name -> xsi type), decided
+    as the inventory decides it (``root`` is implied: a relative name matches under either root)."""
+    types = types or {}
+    document = device_document({}, ((n, v, types.get(n, "xsd:string")) for n, v in values.items()))
+    return query_matches_document(compiled_query(query), document)
 
 
-def _operator(op: str, actual: str, operand: Any) -> bool:
-    match op:
-        case "$eq":
-            return _equal(actual, operand)
-        case "$ne":
-            return not _equal(actual, operand)
-        case "$in":
-            return any(_equal(actual, o) for o in operand)
-        case "$nin":
-            return not any(_equal(actual, o) for o in operand)
-        case "$gt":
-            return _compare(actual, operand) > 0
-        case "$gte":
-            return _compare(actual, operand) >= 0
-        case "$lt":
-            return _compare(actual, operand) < 0
-        case "$lte":
-            return _compare(actual, operand) <= 0
-        case "$prefix":
-            return actual.startswith(_text(operand))
-        case "$regex":
-            return _regex(str(operand)).search(actual) is not None
-    raise QueryError(f"unknown operator {op}")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _equal(actual: str, expected: Any) -> bool:
-    if isinstance(expected, bool):
-        # CPEs write booleans as 0/1 or true/false (checklist Q5).
-        return actual.strip().lower() in (("1", "true") if expected else ("0", "false"))
-    return actual == _text(expected) or (_number(actual) is not None and _number(actual) == _number(expected))
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-_NATURAL = re.compile(r"([0-9]+)")
-
-
-def _natural(text: str) -> list[tuple[int, tuple[int, str] | str]]:
-    # (0, number) sorts before (1, text) so that "1.10" > "1.9" and mixed parts still compare.
-    # A run of digits compares as a number without int(): by length once leading zeros are
-    # gone, then by its digits. A CPE's version string may hold thousands of digits, which
-    # int() refuses (and a bound on it would be arbitrary).
-    return [(0, _digits_key(part)) if part.isascii() and part.isdigit() else (1, part)
-            for part in _NATURAL.split(text) if part]
-
-
-def _digits_key(digits: str) -> tuple[int, str]:
-    significant = digits.lstrip("0") or "0"
-    return len(significant), significant
-
-
-def _compare(actual: str, expected: Any) -> int:
-    a, b = _number(actual), _number(expected)
-    if a is not None and b is not None:
-        return (a > b) - (a < b)
-    left, right = _natural(actual), _natural(_text(expected))
-    return (left > right) - (left < right)
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise QueryError(f"bad $regex {pattern!r}: {exc}") from None
+def query_matches_document(query_filter: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    return inventory_matches(query_filter, document)

@@ -19,6 +19,7 @@ from services.orchestrator.connreq import ConnectionRequester
 from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, sweep_forever
 from services.orchestrator.engine import Engine, PolicyCache
 from services.orchestrator.jobs import JobConfig, JobEngine
+from services.orchestrator.profile_store import ProfileCache, ProfileStore, migrate_policies
 from services.orchestrator.store import Store
 from services.orchestrator.targets import TargetPolicy
 from services.orchestrator.xmppconnreq import XmppRequester
@@ -51,9 +52,12 @@ class OrchestratorRuntime:
         self.xmpp = XmppRequester.from_settings(settings)
         self.requester = ConnectionRequester(self.http, xmpp=self.xmpp, targets=TargetPolicy.from_settings(settings))
         self.policies = PolicyCache(self.store)
+        self.profile_store = ProfileStore(self.db)
+        self.profiles = ProfileCache(self.profile_store)
         self.producer = make_producer(settings) if with_kafka else None
         self.publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
-        self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies)
+        self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies,
+                             profiles=self.profiles)
         self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
         # Bulk jobs: stored, leased and resumed by any instance (services/orchestrator/jobs.py).
         self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester,
@@ -75,6 +79,8 @@ class OrchestratorRuntime:
         await self.store.ensure_indexes()
         await self.auth.ensure_indexes()
         await self.campaign_devices.ensure_indexes()
+        await self.profile_store.ensure_indexes()
+        await migrate_policies(self.store, self.profile_store)
         if self.producer is not None:
             await self.producer.start()
         if self.consumer is not None:

@@ -56,6 +56,12 @@ class DeviceState(BaseModel):
     first_seen: datetime | None = None
     last_inform: datetime | None = None
     bootstrapped_at: datetime | None = None
+    # Configuration profiles (profiles.py): per managed parameter (encoded name; "@" + name for its
+    # attributes) the digest of the value the CPE accepted; per applicable profile where the device
+    # stands; the due values that failed (not planned again until the desired state changes).
+    profile_applied: dict[str, str] = Field(default_factory=dict)
+    profile_status: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    profile_failed: dict[str, Any] | None = None
     version: int = 0
 
     @field_validator("first_seen", "last_inform", "bootstrapped_at")

@@ -23,12 +23,14 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
@@ -36,6 +38,8 @@ from pymongo.errors import BulkWriteError, OperationFailure
 from services.orchestrator.policies import Policy
 from services.orchestrator.state import DeviceState, SessionState
 from services.orchestrator.tasks import OPEN, TERMINAL, Task, TaskStatus, aware
+
+log = logging.getLogger(__name__)
 
 TASKS = "tasks"
 DEVICES = "orchestrator_devices"
@@ -377,8 +381,16 @@ class Store:
         await self.policies.insert_one(_policy_document(policy))
 
     async def list_policies(self) -> list[Policy]:
-        return [_policy_from(d) async for d in self.policies.find({}).sort([("priority", ASCENDING),
-                                                                            ("name", ASCENDING)])]
+        found: list[Policy] = []
+        async for document in self.policies.find({}).sort([("priority", ASCENDING), ("name", ASCENDING)]):
+            try:
+                found.append(_policy_from(document))
+            except ValidationError as exc:
+                # Saved under an older query language ($regex, natural order): it no longer applies,
+                # and must not stop every other policy; the log says which and why.
+                log.warning("stored policy skipped: its query is not valid any more",
+                            extra={"policy_id": document.get("_id"), "error": str(exc).splitlines()[-1]})
+        return found
 
     async def get_policy(self, policy_id: str) -> Policy | None:
         document = await self.policies.find_one({"_id": policy_id})

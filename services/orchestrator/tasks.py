@@ -117,9 +117,19 @@ class Task(BaseModel):
         return self.status in OPEN
 
     def public(self) -> dict[str, Any]:
-        """The document as the API shows it: no internal progress, no concurrency counter, and no
-        secret parameter value in its arguments or result (services.common.redaction)."""
-        return redact(self.model_dump(mode="json", exclude={"progress", "version"}))
+        """The document as the API shows it: no internal progress, no concurrency counter, no
+        secret parameter value in its arguments or result (services.common.redaction), and for a
+        configuration profile's task no value from a secret variable (nor its digest)."""
+        body = redact(self.model_dump(mode="json", exclude={"progress", "version"}))
+        meta = self.args.get("profile")
+        if self.origin == "profile" and isinstance(meta, dict):
+            secret = set(meta.get("secret", []))
+            body["args"] = {**body["args"], "profile": {"profiles": meta.get("profiles", [])},
+                            "parameter_values": [{**v, "value": "********"} if v.get("name") in secret else v
+                                                 for v in body["args"].get("parameter_values", [])]}
+            if not body["args"]["parameter_values"]:
+                del body["args"]["parameter_values"]
+        return body
 
     def to_document(self) -> dict[str, Any]:
         document = self.model_dump(exclude={"id"})

@@ -185,3 +185,19 @@ def test_cursors_cannot_be_forged_or_reused_with_another_sort() -> None:
     forged_id = base64.urlsafe_b64encode(json.dumps({"s": "id", "i": {"$gt": ""}}).encode()).decode()
     with pytest.raises(QueryError, match="not a cursor"):
         cursor_filter(parse_sort("id"), forged_id)
+
+
+def test_a_relative_name_means_either_root() -> None:
+    igd, dev = "params.InternetGatewayDevice:DeviceInfo:SoftwareVersion", "params.Device:DeviceInfo:SoftwareVersion"
+    assert q({"DeviceInfo.SoftwareVersion": {"$lt": "2"}}) == {
+        "$or": [{f"{dev}.v": {"$lt": "2"}}, {f"{igd}.v": {"$lt": "2"}}]}
+    # Negative conditions must hold under both roots: the device has one, the other is absent.
+    assert q({"DeviceInfo.SoftwareVersion": {"$ne": "x"}}) == {
+        "$and": [{f"{dev}.v": {"$ne": "x"}}, {f"{igd}.v": {"$ne": "x"}}]}
+    assert q({"DeviceInfo.SoftwareVersion": {"$exists": False}}) == {
+        "$and": [{dev: {"$exists": False}}, {igd: {"$exists": False}}]}
+
+
+def test_nin_is_the_negation_of_in() -> None:
+    assert q({"Device.X.Count": {"$nin": [1, "a"]}}) == {"params.Device:X:Count.v": {"$nin": [1, "1", "a"]}}
+    assert q({"tags": {"$nin": ["lab"]}}) == {"tags": {"$nin": ["lab"]}}

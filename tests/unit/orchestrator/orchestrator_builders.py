@@ -136,6 +136,7 @@ class Harness:
         self.events: list[DeviceEvent] = []
         self.notes: list[str] = []
         self.walk_items: dict[str, dict[str, Any]] = {}
+        self.profile_input: Any = None  # profiles.ProfileInput, when a test uses profiles
 
     def add(self, task: Task) -> Task:
         self.tasks[task.id] = task
@@ -172,7 +173,7 @@ class Harness:
         stale = [s for sid, s in self.sessions.items() if sid != event.session_id]
         open_tasks = [t for t in self.tasks.values() if t.open]
         plan = self.apply(planner.on_inform(event, self.device, open_tasks, self.policies, self.tags, stale,
-                                            self.clock.env(), self.cfg))
+                                            self.clock.env(), self.cfg, self.profile_input))
         assert plan is not None, "every Inform must be answered with a plan"
         return plan
 

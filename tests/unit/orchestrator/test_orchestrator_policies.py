@@ -25,6 +25,8 @@ from tests.unit.orchestrator.orchestrator_builders import IGD, T0, Clock, Harnes
 
 VALUES = {f"{IGD}DeviceInfo.SoftwareVersion": "1.9.82", f"{IGD}DeviceInfo.ProvisioningCode": "WKSS",
           f"{IGD}ManagementServer.PeriodicInformEnable": "1", f"{IGD}DeviceInfo.UpTime": "900"}
+# As the Inform types them: values compare as the inventory stores them (numbers, booleans, text).
+TYPES = {f"{IGD}ManagementServer.PeriodicInformEnable": "xsd:boolean", f"{IGD}DeviceInfo.UpTime": "xsd:unsignedInt"}
 
 
 def _policy(name: str = "ntp", events: list[str] | None = None, priority: int = 100, **match: Any) -> Policy:
@@ -38,7 +40,8 @@ def _policy(name: str = "ntp", events: list[str] | None = None, priority: int = 
     ({"DeviceInfo.ProvisioningCode": "WKSS"}, True),  # relative to the device's root
     ({f"{IGD}DeviceInfo.ProvisioningCode": "WKSS"}, True),  # absolute
     ({"DeviceInfo.ProvisioningCode": {"$ne": "WKSS"}}, False),
-    ({"DeviceInfo.SoftwareVersion": {"$lt": "1.10"}}, True),  # natural order: 1.9.82 < 1.10
+    # Text compares by code point, as in the inventory's MongoDB (no "natural" order any more).
+    ({"DeviceInfo.SoftwareVersion": {"$lt": "1.10"}}, False),
     ({"DeviceInfo.SoftwareVersion": {"$gte": "1.9.82", "$lt": "2"}}, True),
     ({"DeviceInfo.UpTime": {"$gt": 1000}}, False),  # numeric
     ({"DeviceInfo.UpTime": 900}, True),
@@ -46,7 +49,9 @@ def _policy(name: str = "ntp", events: list[str] | None = None, priority: int = 
     ({"DeviceInfo.ProvisioningCode": {"$in": ["A", "WKSS"]}}, True),
     ({"DeviceInfo.ProvisioningCode": {"$nin": ["A", "WKSS"]}}, False),
     ({"DeviceInfo.SoftwareVersion": {"$prefix": "1.9."}}, True),
-    ({"DeviceInfo.SoftwareVersion": {"$regex": r"^1\.9\.\d+$"}}, True),
+    ({"DeviceInfo.UpTime": {"$gt": "1000"}}, False),  # a number is not text: no order across kinds
+    ({"DeviceInfo.UpTime": "900"}, True),  # equality takes either form
+    ({"oui": "09D021"}, False),  # no fields given here: only parameters
     ({"DeviceInfo.Missing": {"$exists": False}}, True),
     ({"DeviceInfo.Missing": {"$ne": "x"}}, True),  # like MongoDB: missing satisfies $ne
     ({"DeviceInfo.Missing": "x"}, False),
@@ -55,23 +60,25 @@ def _policy(name: str = "ntp", events: list[str] | None = None, priority: int = 
 ])
 def test_query_language(query: dict[str, Any], expected: bool) -> None:
     check_query(query)
-    assert query_matches(query, VALUES, IGD) is expected
+    assert query_matches(query, VALUES, IGD, TYPES) is expected
 
 
 def test_versions_with_thousands_of_digits_compare_without_failing() -> None:
     huge = {f"{IGD}DeviceInfo.SoftwareVersion": "1." + "9" * 5000 + ".0"}
     assert query_matches({"DeviceInfo.SoftwareVersion": {"$gt": "1.10"}}, huge, IGD) is True
-    assert query_matches({"DeviceInfo.SoftwareVersion": {"$lt": "2." + "0" * 4999 + "1"}}, huge, IGD) is True
+    # An operand is at most 1,024 characters (the shared query language's bound); the CPE's value is not.
+    assert query_matches({"DeviceInfo.SoftwareVersion": {"$lt": "2." + "0" * 1000 + "1"}}, huge, IGD) is True
     assert query_matches({"DeviceInfo.SoftwareVersion": {"$gte": "1.0009"}}, {f"{IGD}DeviceInfo.SoftwareVersion":
                                                                            "1.10"}, IGD) is True  # 10 >= 9
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ({"x": {"$near": 1}}, "unknown operator $near"),
-    ({"$nor": []}, "unknown logical operator $nor"),
-    ({"$or": []}, "$or takes a non-empty list"),
-    ({"x": {"$in": "a"}}, "$in on x takes a list"),
-    ({"x": {"$regex": "("}}, "bad $regex"),
+    ({"Device.X": {"$near": 1}}, "q.Device.X.$near: unknown operator '$near'"),
+    ({"$nor": []}, "q: unknown operator '$nor' in place of a field"),
+    ({"$or": []}, "q.$or: expected a non-empty list of queries"),
+    ({"Device.X": {"$in": "a"}}, "q.Device.X.$in: expected a non-empty list"),
+    ({"Device.X": {"$regex": "^a"}}, "q.Device.X.$regex: unknown operator '$regex'"),  # as the inventory
+    ({"x": 1}, "q.x: unknown field 'x'"),
 ])
 def test_a_bad_query_is_refused_with_a_precise_message(query: dict[str, Any], message: str) -> None:
     with pytest.raises(QueryError, match=message.replace("$", r"\$").replace("(", r"\(")):
@@ -82,7 +89,7 @@ def test_a_bad_query_is_refused_with_a_precise_message(query: dict[str, Any], me
 
 def test_device_criteria_and_tags() -> None:
     facts = DeviceFacts(oui="09D021", product_class="IGD Simulator", software_version="1.9.82",
-                        data_model=IGD, parameters=VALUES, tags=frozenset({"lab", "eu"}))
+                        data_model=IGD, parameters=VALUES, tags=frozenset({"lab", "eu"}), parameter_types=TYPES)
     assert matches(PolicyMatch(oui="09D021", product_class=["Other", "IGD Simulator"]), facts)
     assert not matches(PolicyMatch(oui="ABCDEF"), facts)
     assert matches(PolicyMatch(tags=["lab"]), facts)

@@ -463,3 +463,23 @@ def test_a_transfer_waiting_for_its_window_can_be_cancelled_a_running_one_cannot
     with pytest.raises(CwmpFault) as excinfo:
         device.handle(CancelTransfer("d1"))
     assert excinfo.value.code == 9021
+
+
+def test_a_local_change_is_reported_as_value_change_only_with_notification_on(
+        device: Device, clock: Clock, wakes: list[float]) -> None:
+    from cwmp.models import SetParameterAttributes, SetParameterAttributesStruct
+
+    device.bootstrapped_url = URL
+    device.rt.events.clear()
+    ntp = "InternetGatewayDevice.Time.NTPServer1"
+    assert device.change_locally(ntp, "quiet.example")  # notification off: nobody asked to know
+    assert not device.has_event("4 VALUE CHANGE")
+    assert not device.change_locally(ntp, "quiet.example")  # the same value: no change
+    assert not device.change_locally("InternetGatewayDevice.No.Such", "x")
+    device.handle(SetParameterAttributes([SetParameterAttributesStruct(ntp, True, 2, False, ())]))
+    woken = len(wakes)
+    assert device.change_locally(ntp, "local.example")
+    inform = device.build_inform(URL)
+    assert ("4 VALUE CHANGE", "") in events(inform)
+    assert {p.name: p.value.value for p in inform.parameter_list}[ntp] == "local.example"
+    assert len(wakes) > woken  # active notification: a session at once
