@@ -37,7 +37,7 @@ OPENAPI_PATH = "/api/v1/openapi.json"
 ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
-    (re.compile(r"^/api/v1/(tasks|jobs|policies|campaigns|apikeys)(/|$)"), "orchestrator_url"),
+    (re.compile(r"^/api/v1/(tasks|jobs|policies|campaigns|apikeys|users|sessions|audit)(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/stats/tasks$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/stats/devices$"), "inventory_url"),
     (re.compile(r"^/api/v1/(devices|credentials)(/|$)"), "inventory_url"),

@@ -20,7 +20,7 @@ OVERLAYS = ("small", "large")  # the `rendered` and `manifests` fixtures (confte
 # Where each service answers /metrics.
 SERVICES = {"gateway": 7548, "orchestrator": 7560, "inventory": 7561, "fileserver": 7562, "console": 7563}
 CONSUMERS = ("acs-orchestrator", "acs-inventory")  # Kafka consumer groups on cwmp.inbound
-TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events"}
+TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events", "acs.audit"}
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
 SESSIONS_METRIC = "acs_gateway_sessions_per_second"
 
