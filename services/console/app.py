@@ -122,14 +122,14 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         """The principal of a sign-in, and the API key's hash (None for a password); or 401."""
         if body.api_key is not None:
             if body.username is not None or body.password is not None:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "an API key, or a username and "
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "an API key, or a username and "
                                                                           "password: not both")
             principal = await auth.lookup(body.api_key)
             if principal is None:
                 raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key")
             return principal, hash_key(body.api_key)
         if body.username is None or body.password is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "sign in with an API key, or with a "
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "sign in with an API key, or with a "
                                                                       "username and password")
         decision = await accounts.sign_in(body.username, body.password, body.totp_code or None)
         if decision.principal is None:

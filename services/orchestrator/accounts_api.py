@@ -147,7 +147,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
         try:
             return scopes.canonical(value)
         except scopes.ScopeError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
     async def end_sessions(username: str, keep_token: str | None = None) -> int:
         query: dict[str, Any] = {"user": username}
@@ -236,7 +236,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
         if principal.user != username:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
         if not await accounts.confirm_totp(username, body.code):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "wrong code, or no enrolment started")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "wrong code, or no enrolment started")
         return view(await user_or_404(username))
 
     @app.delete("/api/v1/users/{username}/totp", status_code=204, tags=["users"],

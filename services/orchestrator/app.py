@@ -365,11 +365,11 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         if body.user is not None:
             owner = await accounts.get(body.user)
             if owner is None:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"no user {body.user!r}")
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no user {body.user!r}")
         try:
             scope = scopes.canonical(body.scope)
         except scopes.ScopeError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         try:
             key = await auth.create(body.name, body.role, user=body.user, scope=scope)
         except NameTaken:
