@@ -328,3 +328,41 @@ async def test_a_revoked_key_and_a_disabled_user_stop_on_a_second_instance_withi
                 assert time.monotonic() - started < 5, "still accepted after 5 s"
                 await asyncio.sleep(0.1)
     await second.mongo.close()  # its http client is the stack's
+
+
+async def test_audit_records_are_published_on_the_audit_topic(settings: Settings, mongodb_url: str,
+                                                             kafka_bootstrap: str) -> None:
+    from services.bus.events import TOPIC_AUDIT
+    from services.bus.kafka import ensure_topics, make_consumer, make_producer
+    from services.common.audit import AuditEvent
+
+    await ensure_topics(settings, [TOPIC_AUDIT])
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = make_consumer(settings, TOPIC_AUDIT, group_id=None)
+    await consumer.start()
+    app = create_inventory(settings, producer=producer)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://inventory") as inventory:
+            await inventory.post("/api/v1/devices/nothing-here/tags/lab", headers=ADMIN)
+            await inventory.post("/api/v1/credentials", headers=ADMIN,
+                                 json=[{"device_id": "x", "password": "published-secret"}])
+            events: list[AuditEvent] = []
+            async with asyncio.timeout(20):
+                while len(events) < 2:
+                    for records in (await consumer.getmany(timeout_ms=200)).values():
+                        assert all(b"published-secret" not in r.value for r in records)
+                        assert all(r.key == b"bootstrap-admin" for r in records)
+                        events += [AuditEvent.model_validate_json(r.value) for r in records]
+        assert [(e.path, e.status, e.outcome) for e in events] == [
+            ("/api/v1/devices/nothing-here/tags/lab", 404, "refused"), ("/api/v1/credentials", 200, "ok")]
+        assert events[1].body == [{"device_id": "x", "password": "<redacted>"}]
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        from pymongo import AsyncMongoClient
+
+        dropper: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
+        await dropper.drop_database(settings.mongodb_database)
+        await dropper.close()
