@@ -18,6 +18,7 @@ SIEMs. A record that cannot be stored is logged as an error; the request's answe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -137,10 +138,13 @@ def kafka_publisher(settings: Any, producer: Any) -> Publish:
     from services.bus.kafka import topic_name
 
     topic = topic_name(settings, TOPIC_AUDIT)
+    timeout = float(getattr(settings, "kafka_publish_timeout", 5.0))
 
     async def publish(record: dict[str, Any]) -> None:
         key = (record.get("principal") or "").encode()
-        await producer.send_and_wait(topic, json.dumps(record, separators=(",", ":")).encode(), key=key)
+        # Bounded: a broker that does not answer delays the answer of a write by this much at most.
+        await asyncio.wait_for(producer.send_and_wait(topic, json.dumps(record, separators=(",", ":")).encode(),
+                                                      key=key), timeout)
 
     return publish
 

@@ -220,10 +220,15 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
 
     @app.post("/api/v1/users/{username}/totp", response_model=TotpStart, tags=["users"],
               summary="Start enrolling a second factor (TOTP): a new secret, shown once",
-              description="The factor is enabled once a code of it is confirmed (POST .../totp/confirm).")
+              description="The factor is enabled once a code of it is confirmed (POST .../totp/confirm).",
+              responses={409: {"description": "a second factor is enabled already"}})
     async def start_totp(username: str, principal: Anyone) -> dict[str, Any]:
         if principal.user != username:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+        if (await user_or_404(username)).get("totp_enabled"):
+            # A new secret would switch the factor off until confirmed: remove it first, knowingly.
+            raise HTTPException(status.HTTP_409_CONFLICT, "a second factor is enabled; remove it first "
+                                                          "(DELETE /api/v1/users/{name}/totp)")
         started = await accounts.start_totp(username)
         if started is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")

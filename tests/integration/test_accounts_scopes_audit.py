@@ -270,6 +270,8 @@ async def test_totp_sign_in_with_a_generated_code(stack: Stack) -> None:
     replayed = await stack.console.post("/console/api/session", json={"username": "dave", "password": ALICE_PASSWORD,
                                                                       "totp_code": code})
     assert replayed.status_code == 401 and "reused" in replayed.json()["detail"]
+    again = await stack.orchestrator.post("/api/v1/users/dave/totp", headers=dave)
+    assert again.status_code == 409  # an enabled factor is not replaced (and so switched off) silently
     stored = await stack.db["users"].find_one({"_id": "dave"})
     assert stored is not None and stored["password_hash"].startswith("$argon2id$")
     assert "secret" not in (await stack.orchestrator.get("/api/v1/users/dave", headers=ADMIN)).text
