@@ -192,7 +192,7 @@ class ApiKeyAuth:
         if user is None or user.get("disabled"):
             return None
         role = min(principal.role, user["role"], key=lambda r: ROLE_RANK[r])
-        return Principal(principal.name, role, principal.scope or user.get("scope"), principal.user)
+        return Principal(principal.name, role, user.get("scope"), principal.user)
 
     def require(self, role: Role, *, scoped: bool = False) -> Callable[[Request], Awaitable[Principal]]:
         """A FastAPI dependency admitting keys of ``role`` or a higher one.
@@ -273,17 +273,20 @@ async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Princ
     if session is None or expires is None or expires <= datetime.now(UTC):
         raise unauthorized
     principal = Principal(str(session["principal"]), session["role"], session.get("scope"), session.get("user"))
-    if session.get("key_id") is None and session.get("user"):
-        # Opened with a username and password: the user's current role and scope, while enabled.
-        user = await auth.db[USERS].find_one({"_id": session["user"]}, {"role": 1, "scope": 1, "disabled": 1})
-        if user is None or user.get("disabled"):
-            raise unauthorized
-        principal = Principal(principal.name, user["role"], user.get("scope"), principal.user)
-    else:
+    if session.get("key_id") is not None:
         key_id = str(session.get("key_id", ""))
         if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
             if await auth.db[COLLECTION].find_one({"_id": key_id}, {"_id": 1}) is None:
                 raise unauthorized  # the key it was opened with has been revoked
+    if session.get("user"):
+        # A user's session (opened with its password or one of its keys): the user's current
+        # scope, and at most its current role, while it is enabled.
+        user = await auth.db[USERS].find_one({"_id": session["user"]}, {"role": 1, "scope": 1, "disabled": 1})
+        if user is None or user.get("disabled"):
+            raise unauthorized
+        role = user["role"] if session.get("key_id") is None else min(
+            principal.role, user["role"], key=lambda r: ROLE_RANK[r])
+        principal = Principal(principal.name, role, user.get("scope"), principal.user)
     if request.method.upper() not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent or not hmac.compare_digest(hash_key(sent), str(session.get("csrf_hash", ""))):

@@ -136,7 +136,8 @@ class ApiKeyIn(BaseModel):
     role: Role
     user: str | None = Field(None, description="the operator account the key belongs to: it has that user's "
                                                "scope, at most its role, and stops when the user is disabled")
-    scope: dict[str, Any] | str | None = Field(None, description="a service key's own scope (an inventory query)")
+    scope: dict[str, Any] | str | None = Field(None, description="a service key's own scope (an inventory query); "
+                                                                 "not with a user (its key has the user's)")
 
 
 class ApiKeyOut(BaseModel):

@@ -363,6 +363,9 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                                               "was lost: revoke the name, then create it again)"}})
     async def create_key(body: ApiKeyIn, principal: Admin) -> dict[str, Any]:
         if body.user is not None:
+            if body.scope is not None:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a user's key has the user's scope; "
+                                                                           "give a user or a scope, not both")
             owner = await accounts.get(body.user)
             if owner is None:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no user {body.user!r}")

@@ -172,6 +172,24 @@ async def test_a_partner_scoped_user_sees_and_acts_on_only_its_devices(stack: St
                            headers=ADMIN)).json()["key"]
     by_key = await inv.get("/api/v1/devices", headers={"X-API-Key": key})
     assert sorted(d["id"] for d in by_key.json()["devices"]) == PARTNER_A
+    assert (await orch.post("/api/v1/apikeys", json={"name": "both", "role": "operator", "user": "alice",
+                                                     "scope": {"oui": "1"}}, headers=ADMIN)).status_code == 422
+    key_session = await stack.console.post("/console/api/session", json={"api_key": key})
+    assert key_session.status_code == 201 and key_session.json()["user"] == "alice"
+    by_key_session = {"Cookie": f"acs_session={key_session.cookies['acs_session']}"}
+    # The admin moves alice to partner-b: her password session, key session and key follow at once.
+    moved = await orch.patch("/api/v1/users/alice", json={"scope": {"tags": "partner-b"}}, headers=ADMIN)
+    assert moved.status_code == 200 and moved.json()["scope"] == '{"tags":"partner-b"}'
+    for headers in (alice, by_key_session, {"X-API-Key": key}):
+        for _ in range(50):  # 5 s at most (the key's cache is dropped everywhere within about 1 s)
+            seen_ids = sorted(d["id"] for d in (await inv.get("/api/v1/devices", headers=headers)).json()["devices"])
+            if seen_ids == PARTNER_B:
+                break
+            await asyncio.sleep(0.1)
+        assert seen_ids == PARTNER_B, headers
+    # Cleared, she has every device.
+    await orch.patch("/api/v1/users/alice", json={"scope": None}, headers=ADMIN)
+    assert (await inv.get("/api/v1/devices/count", headers=alice)).json() == {"count": 5}
 
 
 async def test_every_write_is_audited_with_its_principal_and_no_secret(stack: Stack) -> None:
