@@ -273,6 +273,8 @@ async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Princ
     if session is None or expires is None or expires <= datetime.now(UTC):
         raise unauthorized
     principal = Principal(str(session["principal"]), session["role"], session.get("scope"), session.get("user"))
+    if session.get("key_id") is None and not session.get("user"):
+        raise unauthorized  # opened with neither a key nor an account: not one of ours
     if session.get("key_id") is not None:
         key_id = str(session.get("key_id", ""))
         if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
