@@ -14,6 +14,7 @@ from services.bus.events import (
     FILE_EVENT_ADAPTER,
     INBOUND_ADAPTER,
     SCHEMA_VERSION,
+    TOPIC_AUDIT,
     TOPIC_CAMPAIGN_EVENTS,
     TOPIC_DEVICE_EVENTS,
     TOPIC_FILE_EVENTS,
@@ -24,6 +25,7 @@ from services.bus.events import (
     DeviceEvent,
     SessionPlan,
 )
+from services.common.audit import AuditEvent
 
 # Where the topics are. The services read the address from ACS_KAFKA_BOOTSTRAP and connect in
 # PLAINTEXT: no SASL, no TLS, so the document names no security scheme, and says so.
@@ -41,6 +43,10 @@ SERVERS = {
 }
 
 CHANNELS: list[tuple[str, str, str, TypeAdapter[Any], str]] = [
+    (TOPIC_AUDIT, "AuditEvent", "Public. The audit trail: every write through the API and the console's "
+     "sign-ins (failed ones too), with principal, address, request essentials (secrets redacted) and outcome; "
+     "the same records as GET /api/v1/audit (docs/security.md#audit-trail). Key: principal.",
+     TypeAdapter(AuditEvent), "orchestrator, inventory, fileserver, console"),
     (TOPIC_DEVICE_EVENTS, "DeviceEvent", "Public. Facts about devices for other systems: registration, boots, "
      "informs, value changes with old and new values, silence, task outcomes (succeeded, failed, cancelled, "
      "expired), CPE faults, firmware upgrades. Key: device id.",

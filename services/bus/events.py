@@ -30,7 +30,10 @@ TOPIC_REPLIES = "cwmp.replies"
 TOPIC_DEVICE_EVENTS = "device.events"
 TOPIC_FILE_EVENTS = "file.events"
 TOPIC_CAMPAIGN_EVENTS = "campaign.events"
-ALL_TOPICS = (TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_FILE_EVENTS, TOPIC_CAMPAIGN_EVENTS)
+# Public: the audit trail's records (services/common/audit.py), for SIEMs.
+TOPIC_AUDIT = "acs.audit"
+ALL_TOPICS = (TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS, TOPIC_FILE_EVENTS, TOPIC_CAMPAIGN_EVENTS,
+              TOPIC_AUDIT)
 # How long each topic keeps messages. Inbound messages are consumed within seconds, but a day
 # covers a consumer outage; replies are useless once their session is over; the public streams
 # keep a week for subscribers that were away.
@@ -40,6 +43,7 @@ TOPIC_RETENTION_MS = {
     TOPIC_DEVICE_EVENTS: 7 * 24 * 3600 * 1000,
     TOPIC_FILE_EVENTS: 7 * 24 * 3600 * 1000,
     TOPIC_CAMPAIGN_EVENTS: 7 * 24 * 3600 * 1000,
+    TOPIC_AUDIT: 30 * 24 * 3600 * 1000,
 }
 
 

@@ -57,8 +57,22 @@ def new_key() -> str:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who makes a request. ``scope``: an inventory query (canonical JSON) the principal's every
+    answer and action is limited to, None for everything (services.common.scopes). ``user``: the
+    account (services.common.accounts) the key or session belongs to, None for a service key."""
+
     name: str
     role: Role
+    scope: str | None = None
+    user: str | None = None
+
+
+# Users (services.common.accounts): read here too, because a key or a session of a user takes the
+# user's scope and is refused once the user is disabled.
+USERS = "users"
+# Where a request's principal is noted for the audit trail (services.common.audit): a dict the
+# audit middleware puts in the ASGI scope.
+AUDIT_SLOT = "acs.audit"
 
 
 class NameTaken(Exception):
@@ -86,15 +100,19 @@ class ApiKeyAuth:
             log.warning("API key names are not unique yet; revoke the duplicated names",
                         extra={"error": str(exc.details.get("errmsg") if exc.details else exc)})
 
-    async def create(self, name: str, role: Role) -> str:
+    async def create(self, name: str, role: Role, *, user: str | None = None, scope: str | None = None) -> str:
+        """A new key; ``user``: the account it belongs to (it then has that user's scope, at most
+        the user's role, and stops working when the user is disabled); ``scope`` (a service key's
+        own scope, canonical JSON)."""
         if self.db is None:
             raise RuntimeError("API keys need a database")
         key = new_key()
         if await self.db[COLLECTION].find_one({"name": name}, {"_id": 1}) is not None:
             raise NameTaken(name)  # also without the unique index (see ensure_indexes)
         try:
-            await self.db[COLLECTION].insert_one({"_id": hash_key(key), "name": name, "role": role,
-                                                  "created_at": datetime.now(UTC), "last_used_at": None})
+            await self.db[COLLECTION].insert_one({"_id": hash_key(key), "name": name, "role": role, "user": user,
+                                                  "scope": scope, "created_at": datetime.now(UTC),
+                                                  "last_used_at": None})
         except DuplicateKeyError:
             raise NameTaken(name) from None
         return key
@@ -103,19 +121,26 @@ class ApiKeyAuth:
         """Name, role, created and last used of every stored key; never the hash."""
         if self.db is None:
             return []
-        found = self.db[COLLECTION].find({}, {"_id": 0, "name": 1, "role": 1, "created_at": 1,
+        found = self.db[COLLECTION].find({}, {"_id": 0, "name": 1, "role": 1, "created_at": 1, "user": 1, "scope": 1,
                                                "last_used_at": 1}).sort("name", ASCENDING)
-        return [{"name": d["name"], "role": d["role"], "created_at": _when(d.get("created_at")),
-                 "last_used_at": _when(d.get("last_used_at"))} async for d in found]
+        return [{"name": d["name"], "role": d["role"], "user": d.get("user"), "scope": d.get("scope"),
+                 "created_at": _when(d.get("created_at")), "last_used_at": _when(d.get("last_used_at"))}
+                async for d in found]
 
     async def revoke(self, name: str) -> bool:
         if self.db is None:
             return False
         result = await self.db[COLLECTION].delete_many({"name": name})
+        await self.invalidate_everywhere()
+        return result.deleted_count > 0
+
+    async def invalidate_everywhere(self) -> None:
+        """Make every service drop its key cache (a key revoked, a user disabled or changed)."""
+        if self.db is None:
+            return
         # Tell every other service's cache (they read the generation before trusting it).
         await self.db[REVOCATIONS].update_one({"_id": _GENERATION_ID}, {"$inc": {"value": 1}}, upsert=True)
         self._cache.clear()
-        return result.deleted_count > 0
 
     async def _check_revocations(self) -> None:
         """Drop the cache when a key was revoked anywhere since it was filled (or if unsure)."""
@@ -149,37 +174,59 @@ class ApiKeyAuth:
             # Looking it up and noting its use is one round trip.
             found = await self.db[COLLECTION].find_one_and_update(
                 {"_id": digest}, {"$set": {"last_used_at": datetime.now(UTC)}},
-                projection={"name": 1, "role": 1}, return_document=ReturnDocument.AFTER)
+                projection={"name": 1, "role": 1, "user": 1, "scope": 1}, return_document=ReturnDocument.AFTER)
             if found:
-                principal = Principal(found["name"], found["role"])
+                principal = await self._of_user(Principal(found["name"], found["role"], found.get("scope"),
+                                                          found.get("user")))
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (time.monotonic() + KEY_CACHE_SECONDS, principal)
         return principal
 
-    def require(self, role: Role) -> Callable[[Request], Awaitable[Principal]]:
-        """A FastAPI dependency admitting keys of ``role`` or a higher one."""
+    async def _of_user(self, principal: Principal) -> Principal | None:
+        """A user's key: None once the user is gone or disabled; else the user's scope, and at
+        most the user's role."""
+        if principal.user is None or self.db is None:
+            return principal
+        user = await self.db[USERS].find_one({"_id": principal.user}, {"role": 1, "scope": 1, "disabled": 1})
+        if user is None or user.get("disabled"):
+            return None
+        role = min(principal.role, user["role"], key=lambda r: ROLE_RANK[r])
+        return Principal(principal.name, role, user.get("scope"), principal.user)
+
+    def require(self, role: Role, *, scoped: bool = False) -> Callable[[Request], Awaitable[Principal]]:
+        """A FastAPI dependency admitting keys of ``role`` or a higher one.
+
+        A principal with a scope is refused (403) unless the route says it limits its answer to
+        the scope (``scoped=True``): a route that knows nothing of scopes never serves one."""
 
         async def dependency(request: Request) -> Principal:
-            key = _key_from(request)
-            if not key and request.cookies.get(SESSION_COOKIE):
-                # The operator console's session: see console_session_principal.
-                principal = await console_session_principal(self, request)
-                if ROLE_RANK[principal.role] < ROLE_RANK[role]:
-                    raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
-                return principal
-            if not key:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            principal = await self.lookup(key)
-            if principal is None:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
-                                    headers={"WWW-Authenticate": "Bearer"})
+            principal = await self._principal(request)
+            slot = request.scope.get(AUDIT_SLOT)
+            if isinstance(slot, dict):
+                slot["principal"] = principal
             if ROLE_RANK[principal.role] < ROLE_RANK[role]:
                 raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role} role")
+            if principal.scope is not None and not scoped:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, "this is not open to a principal limited to a "
+                                                               "scope of devices")
             return principal
 
         return dependency
+
+    async def _principal(self, request: Request) -> Principal:
+        key = _key_from(request)
+        if not key and request.cookies.get(SESSION_COOKIE):
+            # The operator console's session: see console_session_principal.
+            return await console_session_principal(self, request)
+        if not key:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        principal = await self.lookup(key)
+        if principal is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return principal
 
 
 def _when(value: Any) -> datetime | None:
@@ -225,13 +272,26 @@ async def console_session_principal(auth: ApiKeyAuth, request: Request) -> Princ
     expires = _when(session.get("expires_at")) if session is not None else None
     if session is None or expires is None or expires <= datetime.now(UTC):
         raise unauthorized
-    key_id = str(session.get("key_id", ""))
-    if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
-        if await auth.db[COLLECTION].find_one({"_id": key_id}, {"_id": 1}) is None:
-            raise unauthorized  # the key it was opened with has been revoked
+    principal = Principal(str(session["principal"]), session["role"], session.get("scope"), session.get("user"))
+    if session.get("key_id") is None and not session.get("user"):
+        raise unauthorized  # opened with neither a key nor an account: not one of ours
+    if session.get("key_id") is not None:
+        key_id = str(session.get("key_id", ""))
+        if not (auth.admin_hash and hmac.compare_digest(key_id, auth.admin_hash)):
+            if await auth.db[COLLECTION].find_one({"_id": key_id}, {"_id": 1}) is None:
+                raise unauthorized  # the key it was opened with has been revoked
+    if session.get("user"):
+        # A user's session (opened with its password or one of its keys): the user's current
+        # scope, and at most its current role, while it is enabled.
+        user = await auth.db[USERS].find_one({"_id": session["user"]}, {"role": 1, "scope": 1, "disabled": 1})
+        if user is None or user.get("disabled"):
+            raise unauthorized
+        role = user["role"] if session.get("key_id") is None else min(
+            principal.role, user["role"], key=lambda r: ROLE_RANK[r])
+        principal = Principal(principal.name, role, user.get("scope"), principal.user)
     if request.method.upper() not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent or not hmac.compare_digest(hash_key(sent), str(session.get("csrf_hash", ""))):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "a write with a console session needs its "
                                 "CSRF token in the X-CSRF-Token header")
-    return Principal(str(session["principal"]), session["role"])
+    return principal

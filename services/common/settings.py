@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # More secret parameters (beside *Password, *Passphrase, *PreSharedKey, *KeyPassphrase, *WEPKey*),
     # comma-separated globs: redacted in every API answer, event and log line (redaction.py).
     redacted_parameters: str = ""
+    # Operator accounts (docs/security.md#operator-accounts): wrong passwords or one-time codes in a
+    # row before an account is locked (an admin unlocks it).
+    account_lock_failures: int = Field(5, ge=1)
+    # How long the audit trail (MongoDB `audit`) keeps a record (docs/security.md#audit-trail).
+    audit_retention_days: float = Field(365.0, gt=0)
 
     # --- XMPP connection requests (TR-069 Annex K) ------------------------------------------------
     # The XMPP server the orchestrator logs in to ("host:port"; empty: no XMPP), its account, and

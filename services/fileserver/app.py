@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.requests import ClientDisconnect
 
+from services.common import audit
 from services.common.api import create_api
 from services.common.apikeys import Principal
 from services.common.errors import problem
@@ -110,6 +111,11 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
                      openapi_guard=runtime.auth.require("read-only"))
     reader = Depends(runtime.auth.require("read-only"))
     operator = Depends(runtime.auth.require("operator"))
+    # Every write in the audit trail (services.common.audit; the orchestrator makes its indexes).
+    assert runtime.auth.db is not None
+    audit.install(app, audit.AuditTrail(runtime.auth.db, "fileserver", runtime.settings.audit_retention_days,
+                                        audit.kafka_publisher(runtime.settings, runtime.producer)
+                                        if runtime.producer is not None else None))
 
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(request: Request, exc: StorageUnavailable) -> Response:

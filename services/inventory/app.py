@@ -31,6 +31,7 @@ from pymongo.errors import ExecutionTimeout
 
 from services.bus.events import TOPIC_INBOUND, DeviceDeleted, encode
 from services.bus.kafka import topic_name
+from services.common import audit, scopes
 from services.common.api import create_api
 from services.common.apikeys import ApiKeyAuth, Principal
 from services.common.errors import problem
@@ -152,12 +153,18 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     db: AsyncDatabase = mongo[settings.mongodb_database]
     auth = ApiKeyAuth(db, settings.admin_api_key)
     reader = [Depends(auth.require("read-only"))]
-    operator = [Depends(auth.require("operator"))]
     admin = [Depends(auth.require("admin"))]
     as_admin = Depends(auth.require("admin"))  # for routes that need the principal itself
+    # Routes that limit their answer to the principal's scope (services.common.scopes): devices
+    # outside it are not found.
+    as_scoped_reader = Depends(auth.require("read-only", scoped=True))
+    as_scoped_operator = Depends(auth.require("operator", scoped=True))
+    trail = audit.AuditTrail(db, "inventory", settings.audit_retention_days,
+                             audit.kafka_publisher(settings, producer) if producer is not None else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await trail.ensure_indexes()
         yield
         if owned:
             await mongo.close()
@@ -166,6 +173,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                      description="Devices, device queries, tags and per-device CPE credentials.",
                      openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(mongo), **(checks or {})})
+    audit.install(app, trail)
 
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, exc: QueryError) -> Response:
@@ -178,7 +186,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                        "field (serial_number, oui, product_class, software_version, last_inform, first_seen, "
                        "tags)", request=request)
 
-    @app.get("/api/v1/devices", summary="Query devices", dependencies=reader,
+    @app.get("/api/v1/devices", summary="Query devices",
              responses={200: {"model": DeviceList},
                         400: {"description": "Invalid q, fields, sort or cursor"}})
     async def list_devices(
@@ -189,9 +197,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
         count: Annotated[bool, Query(description="Also count all matching devices")] = False,
+        principal: Principal = as_scoped_reader,
     ) -> Response:
         started = time.perf_counter()
-        query = parse_query(q)
+        query = scopes.within(principal, parse_query(q))
         projection = parse_fields(fields, SUMMARY)
         order = parse_sort(sort)
         page_filter = _and(query, cursor_filter(order, cursor))
@@ -209,22 +218,27 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         QUERY_SECONDS.labels("list").observe(time.perf_counter() - started)
         return _json(body)
 
-    @app.get("/api/v1/devices/count", summary="Count devices matching a query", dependencies=reader,
-             response_model=Count)
-    async def count_devices(q: QueryParam = None) -> Count:
+    @app.get("/api/v1/devices/count", summary="Count devices matching a query", response_model=Count)
+    async def count_devices(q: QueryParam = None, principal: Principal = as_scoped_reader) -> Count:
         started = time.perf_counter()
-        total = await store.devices(db).count_documents(parse_query(q), maxTimeMS=QUERY_TIMEOUT_MS)
+        total = await store.devices(db).count_documents(scopes.within(principal, parse_query(q)),
+                                                        maxTimeMS=QUERY_TIMEOUT_MS)
         QUERY_SECONDS.labels("count").observe(time.perf_counter() - started)
         return Count(count=total)
 
     stats.add_routes(app, db, reader)
     timeline.add_routes(app, db, reader)
 
-    @app.get("/api/v1/devices/{device_id}", summary="Read one device", dependencies=reader,
+    @app.get("/api/v1/devices/{device_id}", summary="Read one device",
              responses={200: {"model": Device}, 404: {"description": "Unknown device"}})
-    async def get_device(device_id: DeviceId, fields: FieldsParam = None) -> Response:
+    async def get_device(device_id: DeviceId, fields: FieldsParam = None,
+                         principal: Principal = as_scoped_reader) -> Response:
         projection = parse_fields(fields, FULL)
-        document = await store.find_device(db, device_id, projection.mongo())
+        if principal.scope is None:
+            document = await store.find_device(db, device_id, projection.mongo())
+        else:
+            document = await store.devices(db).find_one(scopes.within(principal, {"_id": device_id}),
+                                                        projection.mongo())
         if document is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         device = render_device(document, projection)
@@ -279,17 +293,23 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                                           "credentials_deleted": removed})
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.post("/api/v1/devices/{device_id}/tags/{tag}", summary="Tag a device", dependencies=operator,
+    async def reachable(principal: Principal, device_id: str) -> None:
+        if not await scopes.device_in_scope(db, principal, device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+
+    @app.post("/api/v1/devices/{device_id}/tags/{tag}", summary="Tag a device",
               response_model=Tags, responses={404: {"description": "Unknown device"}})
-    async def tag_device(device_id: DeviceId, tag: str) -> Tags:
+    async def tag_device(device_id: DeviceId, tag: str, principal: Principal = as_scoped_operator) -> Tags:
+        await reachable(principal, device_id)
         tags = await store.add_tag(db, device_id, _tag(tag))
         if tags is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         return Tags(id=device_id, tags=tags)
 
-    @app.delete("/api/v1/devices/{device_id}/tags/{tag}", summary="Untag a device", dependencies=operator,
+    @app.delete("/api/v1/devices/{device_id}/tags/{tag}", summary="Untag a device",
                 response_model=Tags, responses={404: {"description": "Unknown device"}})
-    async def untag_device(device_id: DeviceId, tag: str) -> Tags:
+    async def untag_device(device_id: DeviceId, tag: str, principal: Principal = as_scoped_operator) -> Tags:
+        await reachable(principal, device_id)
         tags = await store.remove_tag(db, device_id, _tag(tag))
         if tags is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")

@@ -136,6 +136,10 @@ class ApiKeyIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=64)
     role: Role
+    user: str | None = Field(None, description="the operator account the key belongs to: it has that user's "
+                                               "scope, at most its role, and stops when the user is disabled")
+    scope: dict[str, Any] | str | None = Field(None, description="a service key's own scope (an inventory query); "
+                                                                 "not with a user (its key has the user's)")
 
 
 class ApiKeyOut(BaseModel):
@@ -147,6 +151,8 @@ class ApiKeyOut(BaseModel):
 class ApiKeyInfo(BaseModel):
     name: str
     role: Role
+    user: str | None = None
+    scope: str | None = None
     created_at: datetime | None
     last_used_at: datetime | None = Field(description="when a service last looked the key up (to within 30 s); "
                                                       "null if never used")

@@ -20,13 +20,15 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from services.bus.events import new_id, utcnow
+from services.common import audit, scopes
+from services.common.accounts import Accounts
 from services.common.api import create_api
 from services.common.apikeys import NameTaken, Principal
 from services.common.errors import validation_problem
 from services.common.redaction import redact
 from services.common.service import add_health_routes, mongo_check
 from services.fileserver.credentials import download_url
-from services.orchestrator import clients, jobs, specs, stats
+from services.orchestrator import accounts_api, clients, jobs, specs, stats
 from services.orchestrator import provisioning as prov
 from services.orchestrator import tasks as T
 from services.orchestrator.apimodels import (
@@ -69,13 +71,18 @@ MAX_WAIT_MS = 60_000
 def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> FastAPI:
     settings, store, auth = runtime.settings, runtime.store, runtime.auth
     Reader = Annotated[Principal, Depends(auth.require("read-only"))]
-    Operator = Annotated[Principal, Depends(auth.require("operator"))]
     Admin = Annotated[Principal, Depends(auth.require("admin"))]
+    # Routes that limit their answer to the principal's scope (services.common.scopes).
+    ScopedReader = Annotated[Principal, Depends(auth.require("read-only", scoped=True))]
+    ScopedOperator = Annotated[Principal, Depends(auth.require("operator", scoped=True))]
+    publish = audit.kafka_publisher(settings, runtime.producer) if runtime.producer is not None else None
+    trail = audit.AuditTrail(runtime.db, "orchestrator", settings.audit_retention_days, publish)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_runtime:
             await runtime.start()
+        await trail.ensure_indexes()
         try:
             yield
         finally:
@@ -86,6 +93,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                      description="Tasks on devices, bulk jobs, provisioning policies and API keys. "
                                  "See docs/orchestrator.md.", openapi_guard=auth.require("read-only"))
     add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "kafka": runtime.kafka_ready})
+    audit.install(app, trail)
     # The whole API's document and docs page under /api/v1: in Kubernetes, where no router runs,
     # the Ingress sends /api/v1/openapi.json, /api/v1/docs and /api/v1/redoc here.
     add_api_document(app, settings, runtime.http)
@@ -124,11 +132,15 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
 
     # --- tasks -----------------------------------------------------------------------------
 
-    async def known_device(device_id: str) -> DeviceState:
+    async def in_scope(principal: Principal, device_id: str) -> bool:
+        return await scopes.device_in_scope(runtime.db, principal, device_id)
+
+    async def known_device(device_id: str, principal: Principal | None = None) -> DeviceState:
         # The orchestrator's own record: every device that ever informed has one (and a deleted
         # device has none), so no call to the inventory is needed to tell a typo from a device.
+        # A device outside the caller's scope is unknown to it.
         device = await store.get_device(device_id)
-        if device is None:
+        if device is None or (principal is not None and not await in_scope(principal, device_id)):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS; check "
                                 "the id (percent-encoded, and encoded once more in the URL path), or pass "
                                 "?preprovision=true to queue the task for the device's first session")
@@ -144,7 +156,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                          403: {"description": "needs the operator role"},
                          404: {"description": "unknown device (and no ?preprovision=true)"},
                          422: {"description": "invalid task (unknown name, bad arguments, unknown file)"}})
-    async def create_task(principal: Operator, device_id: DeviceId, spec: specs.TaskSpec, response: Response,
+    async def create_task(principal: ScopedOperator, device_id: DeviceId, spec: specs.TaskSpec, response: Response,
                           connection_request: Annotated[bool, Query(
                               description="wake the device now instead of waiting for its next Inform")] = False,
                           preprovision: Annotated[bool, Query(
@@ -155,7 +167,10 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                               description="wait up to this many milliseconds for the task to end: 200 when it "
                                           "did, 202 when not")] = None,
                           ) -> dict[str, Any]:
-        device = await store.get_device(device_id) if preprovision else await known_device(device_id)
+        if preprovision and principal.scope is None:
+            device = await store.get_device(device_id)
+        else:  # a scoped principal reaches only devices of its scope, which the inventory knows
+            device = await known_device(device_id, principal)
         name, args = await resolve(spec)
         task = new_task(device_id, name, args, spec, principal)
         await store.insert_tasks([task])
@@ -176,30 +191,50 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
               description="The outcome says whether the device was reached: ok (HTTP: the CPE accepted), "
                           "sent (UDP datagrams sent; no reply exists), or why not. Rate-limited per device.",
               responses={404: {"description": "unknown device"}})
-    async def connection_request(device_id: DeviceId, _: Operator) -> dict[str, Any]:
-        return _wake_out(await runtime.requester.wake(await known_device(device_id)))
+    async def connection_request(device_id: DeviceId, principal: ScopedOperator) -> dict[str, Any]:
+        return _wake_out(await runtime.requester.wake(await known_device(device_id, principal)))
 
     @app.get("/api/v1/devices/{device_id}/tasks", response_model=TaskList, tags=["tasks"],
              summary="A device's task history, newest first")
-    async def device_tasks(_: Reader, device_id: DeviceId,
+    async def device_tasks(principal: ScopedReader, device_id: DeviceId,
                            status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
                            name: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                            cursor: str | None = None) -> dict[str, Any]:
+        if not await in_scope(principal, device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         return await _list(store, device_id=device_id, status=status_, name=name, limit=limit, cursor=cursor)
 
     @app.get("/api/v1/tasks", response_model=TaskList, tags=["tasks"], summary="Find tasks, newest first")
-    async def list_tasks(_: Reader, device_id: str | None = None,
+    async def list_tasks(principal: ScopedReader, device_id: str | None = None,
                          status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
                          name: str | None = None, job_id: str | None = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 50,
                          cursor: str | None = None) -> dict[str, Any]:
+        device_ids: list[str] | None = None
+        if principal.scope is not None:
+            if device_id is not None:
+                device_ids = [device_id] if await in_scope(principal, device_id) else []
+            elif job_id is not None:
+                job = await store.get_job(job_id)
+                # A job of the same scope made only tasks in it (its query was limited to it).
+                device_ids = None if job is not None and job.get("scope") == principal.scope else []
+            else:
+                device_ids = await scopes.device_ids(runtime.db, principal)
+        if device_ids == []:
+            return {"tasks": [], "next_cursor": None}
         return await _list(store, device_id=device_id, status=status_, name=name, job_id=job_id, limit=limit,
-                           cursor=cursor)
+                           cursor=cursor, device_ids=device_ids)
+
+    async def scoped_task(principal: Principal, task_id: str) -> Task:
+        task = await _task_or_404(store, task_id)
+        if not await in_scope(principal, task.device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id!r}")
+        return task
 
     @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, tags=["tasks"], summary="Read a task",
              responses={404: {"description": "unknown task"}})
-    async def get_task(task_id: str, _: Reader) -> dict[str, Any]:
-        body = (await _task_or_404(store, task_id)).public()
+    async def get_task(task_id: str, principal: ScopedReader) -> dict[str, Any]:
+        body = (await scoped_task(principal, task_id)).public()
         stored = body["result"].get("parameters_stored")
         if isinstance(stored, str):
             # A walk too big for its task document: its parameters are read from its items.
@@ -210,7 +245,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     @app.post("/api/v1/tasks/{task_id}/cancel", response_model=TaskOut, tags=["tasks"],
               summary="Cancel a task that has not ended",
               responses={404: {"description": "unknown task"}, 409: {"description": "the task already ended"}})
-    async def cancel_task(task_id: str, principal: Operator) -> dict[str, Any]:
+    async def cancel_task(task_id: str, principal: ScopedOperator) -> dict[str, Any]:
+        await scoped_task(principal, task_id)
         cancelled = await _change(store, task_id, lambda t: T.cancel(t, utcnow(), f"cancelled by {principal.name}"))
         await runtime.publisher.device_events([task_event(cancelled)])
         return cancelled.public()
@@ -218,7 +254,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     @app.post("/api/v1/tasks/{task_id}/retry", response_model=TaskOut, tags=["tasks"],
               summary="Queue a failed, cancelled or expired task again, attempts reset",
               responses={404: {"description": "unknown task"}, 409: {"description": "the task is not ended"}})
-    async def retry_task(task_id: str, _: Operator) -> dict[str, Any]:
+    async def retry_task(task_id: str, principal: ScopedOperator) -> dict[str, Any]:
+        await scoped_task(principal, task_id)
         return (await _change(store, task_id, lambda t: T.retry(t, utcnow()))).public()
 
     # --- bulk jobs -------------------------------------------------------------------------
@@ -229,17 +266,23 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
                           "paged through the inventory from a stored cursor, one task per device, and any "
                           "orchestrator instance resumes it after a restart. Poll GET /api/v1/jobs/{id}.",
               responses={422: {"description": "invalid task or query"}, 503: {"description": "inventory down"}})
-    async def create_job(body: JobIn, request: Request, principal: Operator) -> dict[str, Any]:
+    async def create_job(body: JobIn, request: Request, principal: ScopedOperator) -> dict[str, Any]:
         name, args = await resolve(body.task)
+        try:
+            # A scoped caller's job runs over its query within its scope, and nothing else.
+            query = scopes.job_query(principal, body.query)
+        except scopes.QueryError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         # The query is tried now with the caller's own key, so a bad query or a key the inventory
         # refuses is this request's error; the engine pages with the service key (ACS_ADMIN_API_KEY).
         try:
-            await clients.device_page(runtime.http, settings, body.query, _key_of(request) or settings.admin_api_key,
+            await clients.device_page(runtime.http, settings, query, _key_of(request) or settings.admin_api_key,
                                       None, page_size=1)
         except clients.UpstreamError as exc:
             raise HTTPException(exc.status, exc.message) from None
         now = utcnow()
-        job = {"_id": new_id(), "kind": "job", "query": body.query, "task": {"name": name, "args": args},
+        job = {"_id": new_id(), "kind": "job", "query": query, "scope": principal.scope,
+               "task": {"name": name, "args": args},
                "task_expires_at": body.task.expiry(now), "max_attempts": runtime.engine.config.max_attempts,
                "connection_request": body.connection_request, "status": "resolving", "work": jobs.PAGE,
                "cursor": None, "pages": 0, "lease_owner": None, "lease_until": None, "created_at": now,
@@ -250,24 +293,25 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         return (await _job_views(store, [job]))[0]
 
     @app.get("/api/v1/jobs", response_model=JobList, tags=["jobs"], summary="Jobs, newest first")
-    async def list_jobs(_: Reader, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    async def list_jobs(principal: ScopedReader, status_: Annotated[JobStatus | None, Query(alias="status")] = None,
                         limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> dict[str, Any]:
         try:
-            found, next_cursor = await store.list_jobs(status=status_, limit=limit, cursor=cursor)
+            found, next_cursor = await store.list_jobs(status=status_, limit=limit, cursor=cursor,
+                                                       scope=principal.scope, scoped=principal.scope is not None)
         except CursorError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         return {"jobs": await _job_views(store, found), "next_cursor": next_cursor}
 
     @app.get("/api/v1/jobs/{job_id}", response_model=JobOut, tags=["jobs"], summary="A job and its progress",
              responses={404: {"description": "unknown job"}})
-    async def get_job(job_id: str, _: Reader) -> dict[str, Any]:
-        return (await _job_views(store, [await _job_or_404(store, job_id)]))[0]
+    async def get_job(job_id: str, principal: ScopedReader) -> dict[str, Any]:
+        return (await _job_views(store, [await _job_or_404(store, job_id, principal)]))[0]
 
     @app.post("/api/v1/jobs/{job_id}/cancel", response_model=JobOut, tags=["jobs"],
               summary="Stop a job: no more tasks are created, and its open tasks are cancelled",
               responses={404: {"description": "unknown job"}, 409: {"description": "the job already ended"}})
-    async def cancel_job(job_id: str, principal: Operator) -> dict[str, Any]:
-        job = await _job_or_404(store, job_id)
+    async def cancel_job(job_id: str, principal: ScopedOperator) -> dict[str, Any]:
+        job = await _job_or_404(store, job_id, principal)
         view = (await _job_views(store, [job]))[0]
         if view["status"] not in ("resolving", "running"):
             raise HTTPException(status.HTTP_409_CONFLICT, f"the job is {view['status']} already")
@@ -323,6 +367,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
 
     add_profile_routes(app, runtime)
     stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
+    accounts = Accounts(runtime.db, settings.account_lock_failures)
+    accounts_api.add_routes(app, runtime.db, auth, accounts)
 
     # --- API keys --------------------------------------------------------------------------
 
@@ -331,8 +377,19 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
               responses={409: {"description": "a key with this name exists (a retry of a create whose answer "
                                               "was lost: revoke the name, then create it again)"}})
     async def create_key(body: ApiKeyIn, principal: Admin) -> dict[str, Any]:
+        if body.user is not None:
+            if body.scope is not None:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a user's key has the user's scope; "
+                                                                           "give a user or a scope, not both")
+            owner = await accounts.get(body.user)
+            if owner is None:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no user {body.user!r}")
         try:
-            key = await auth.create(body.name, body.role)
+            scope = scopes.canonical(body.scope)
+        except scopes.ScopeError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        try:
+            key = await auth.create(body.name, body.role, user=body.user, scope=scope)
         except NameTaken:
             raise HTTPException(status.HTTP_409_CONFLICT, f"an API key named {body.name!r} exists; revoke it "
                                                           "first or choose another name") from None
@@ -386,9 +443,10 @@ async def _change(store: Any, task_id: str, change: Any) -> Task:
     raise HTTPException(status.HTTP_409_CONFLICT, "the task keeps changing; try again")
 
 
-async def _job_or_404(store: Any, job_id: str) -> dict[str, Any]:
+async def _job_or_404(store: Any, job_id: str, principal: Principal | None = None) -> dict[str, Any]:
     job = await store.get_job(job_id)
-    if job is None or job.get("kind") == "campaign":  # campaigns share the collection: /api/v1/campaigns
+    if job is None or job.get("kind") == "campaign" or (  # campaigns share the collection: /api/v1/campaigns
+            principal is not None and principal.scope is not None and job.get("scope") != principal.scope):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return job
 

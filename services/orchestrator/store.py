@@ -137,9 +137,11 @@ class Store:
 
     async def list_tasks(self, *, device_id: str | None = None, status: str | None = None,
                          name: str | None = None, job_id: str | None = None, limit: int = 50,
-                         cursor: str | None = None) -> tuple[list[Task], str | None]:
-        """Newest first, keyset-paged: ``cursor`` is the previous page's ``next_cursor``."""
-        query: dict[str, Any] = {}
+                         cursor: str | None = None, device_ids: list[str] | None = None,
+                         ) -> tuple[list[Task], str | None]:
+        """Newest first, keyset-paged: ``cursor`` is the previous page's ``next_cursor``.
+        ``device_ids``: only tasks of these devices (a scope's)."""
+        query: dict[str, Any] = {} if device_ids is None else {"device_id": {"$in": device_ids}}
         for field, value in (("device_id", device_id), ("status", status), ("name", name), ("job_id", job_id)):
             if value is not None:
                 query[field] = value
@@ -407,12 +409,15 @@ class Store:
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self.jobs.find_one({"_id": job_id})
 
-    async def list_jobs(self, *, status: str | None = None, limit: int = 50,
-                        cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, keyset-paged like the tasks (campaigns, another kind in the collection, left out)."""
+    async def list_jobs(self, *, status: str | None = None, limit: int = 50, cursor: str | None = None,
+                        scope: str | None = None, scoped: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, keyset-paged like the tasks (campaigns, another kind in the collection, left
+        out); ``scoped``: only the jobs made in ``scope``."""
         query: dict[str, Any] = {"kind": {"$ne": "campaign"}}
         if status is not None:
             query["status"] = status
+        if scoped:
+            query["scope"] = scope
         if cursor:
             created, last_id = _decode_cursor(cursor)
             query["$or"] = [{"created_at": {"$lt": created}}, {"created_at": created, "_id": {"$lt": last_id}}]

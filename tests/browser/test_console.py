@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pyotp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
@@ -313,6 +315,61 @@ async def test_a_read_only_key_sees_no_write_control_and_a_forged_write_is_refus
     status = await admin_page.evaluate("""async () => (await fetch('/api/v1/apikeys', {method: 'POST',
         headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'x', role: 'admin'})})).status""")
     assert status == 403
+
+
+async def test_a_scoped_user_signs_in_with_password_and_totp_and_sees_only_its_devices(
+        browser: Browser, recorded: Recorded, api: httpx.AsyncClient, stack: Stack, fleet: Fleet) -> None:
+    mine, other = cpe(fleet, 1), cpe(fleet, 2)
+    tag = "partner-" + uuid.uuid4().hex[:6]
+    assert (await api.post(f"/devices/{quote(mine.id_string, safe='')}/tags/{tag}")).status_code == 200
+    name, password = "ui-user-" + uuid.uuid4().hex[:6], "a long enough password"
+    created = await api.post("/users", json={"username": name, "password": password, "role": "operator",
+                                             "scope": {"tags": tag}})
+    assert created.status_code == 201, created.text
+    context = await new_context(browser, recorded)
+    page = await context.new_page()
+    try:
+        await page.goto(console_url(stack) + "/")
+        await page.fill("#username", name)
+        await page.fill("#password", "not the password")
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#signin-error")).to_have_text("wrong username or password")
+        await page.fill("#username", name)
+        await page.fill("#password", password)
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#who")).to_contain_text(f"{name} (operator, scope")
+        # Enrol a second factor through the API with the session, then sign in again with a code.
+        secret = await page.evaluate("""async (name) => {
+            const session = await (await fetch('/console/api/session')).json();
+            const post = (path, body) => fetch('/api/v1/users/' + name + path, {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': session.csrf_token},
+                body: body ? JSON.stringify(body) : undefined});
+            return (await (await post('/totp')).json()).secret; }""", name)
+        totp = pyotp.TOTP(secret)
+        confirmed = await page.evaluate("""async ([name, code]) => {
+            const session = await (await fetch('/console/api/session')).json();
+            return (await fetch('/api/v1/users/' + name + '/totp/confirm', {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': session.csrf_token},
+                body: JSON.stringify({code})})).status; }""", [name, totp.now()])
+        assert confirmed == 200
+        await page.click("#signout")
+        await expect(page.locator("#signin")).to_be_visible()
+        await asyncio.sleep(31 - time.time() % 30)  # the confirmation's code is used up: the next one
+        await page.fill("#username", name)
+        await page.fill("#password", password)
+        await page.fill("#totp-code", totp.now())
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#who")).to_contain_text(name)
+        await page.click("#nav a[href='#/devices']")
+        rows = page.locator("#device-table tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text(mine.serial)
+        status = await page.evaluate("async (path) => (await fetch('/api/v1/devices/' + path)).status",
+                                     quote(quote(other.id_string, safe=""), safe=""))
+        assert status == 404
+        assert not recorded.errors, recorded.errors
+    finally:
+        await context.close()
 
 
 async def test_sign_out_ends_the_session(admin_page: Page, stack: Stack) -> None:

@@ -30,7 +30,7 @@ ACS_SERVICES = {
     "router": (7557, {7557}),
 }
 HEALTHY_CONDITIONS = {"service_healthy", "service_completed_successfully"}
-TOPICS = ("cwmp.inbound", "cwmp.replies", "device.events", "file.events", "campaign.events")
+TOPICS = ("cwmp.inbound", "cwmp.replies", "device.events", "file.events", "campaign.events", "acs.audit")
 ACS_UID = 10001
 
 

@@ -20,7 +20,7 @@ OVERLAYS = ("small", "large")  # the `rendered` and `manifests` fixtures (confte
 # Where each service answers /metrics.
 SERVICES = {"gateway": 7548, "orchestrator": 7560, "inventory": 7561, "fileserver": 7562, "console": 7563}
 CONSUMERS = ("acs-orchestrator", "acs-inventory")  # Kafka consumer groups on cwmp.inbound
-TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events", "campaign.events"}
+TOPICS = {"cwmp.inbound", "cwmp.replies", "device.events", "file.events", "campaign.events", "acs.audit"}
 WORKLOAD_KINDS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
 SESSIONS_METRIC = "acs_gateway_sessions_per_second"
 
@@ -310,6 +310,9 @@ API_ROUTES = {
     "/api/v1/devices/ABC-Router-123/variables": "acs-orchestrator",
     "/api/v1/campaigns/c1/pause": "acs-orchestrator",
     "/api/v1/apikeys": "acs-orchestrator",
+    "/api/v1/users/alice/password": "acs-orchestrator",
+    "/api/v1/sessions": "acs-orchestrator",
+    "/api/v1/audit": "acs-orchestrator",
     "/api/v1/files": "acs-fileserver",
     "/api/v1/files/fw-1.2.3.bin": "acs-fileserver",
     "/api/v1/stats/tasks": "acs-orchestrator",

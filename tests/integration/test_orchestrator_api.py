@@ -357,7 +357,7 @@ async def test_api_keys_are_created_by_admins_listed_and_revoked(api: Any) -> No
     (entry,) = listed.json()["apikeys"]
     assert (entry["name"], entry["role"]) == ("operator-key", "operator")
     assert entry["created_at"] and entry["last_used_at"]
-    assert set(entry) == {"name", "role", "created_at", "last_used_at"}  # never the key or its hash
+    assert set(entry) == {"name", "role", "user", "scope", "created_at", "last_used_at"}  # never the key or its hash
     assert operator["X-API-Key"] not in listed.text
     assert (await client.get("/api/v1/apikeys", headers=operator)).status_code == 403
 

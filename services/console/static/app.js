@@ -31,17 +31,17 @@ function showSignIn(message) {
   clear(document.getElementById("view"));
   document.getElementById("signin").hidden = false;
   document.getElementById("signin-error").textContent = message || "";
-  document.getElementById("api-key").focus();
+  document.getElementById("username").focus();
 }
 
 function signedIn(data) {
   setSession(data.csrf_token, () => showSignIn("Your session ended; sign in again."));
   Object.assign(session, { principal: data.principal, role: data.role, canWrite: data.role !== "read-only",
-                           isAdmin: data.role === "admin" });
+                           isAdmin: data.role === "admin" && !data.scope });
   document.body.dataset.role = data.role;
   document.getElementById("signin").hidden = true;
   document.getElementById("bar").hidden = false;
-  document.getElementById("who").textContent = `${data.principal} (${data.role})`;
+  document.getElementById("who").textContent = `${data.principal} (${data.role}${data.scope ? ", scope " + data.scope : ""})`;
   for (const link of document.querySelectorAll("#nav a[data-role=admin]")) link.hidden = !session.isAdmin;
   if (!location.hash || location.hash === "#" || location.hash === "#/") location.hash = "#/overview";
   else route();
@@ -73,10 +73,13 @@ async function route() {
 async function start() {
   document.getElementById("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const input = document.getElementById("api-key");
+    const fields = ["username", "password", "totp-code", "api-key"].map((id) => document.getElementById(id));
+    const [username, password, code, key] = fields.map((input) => input.value.trim());
+    // An API key when one is given; else the account's name, password and (if any) one-time code.
+    const body = key ? { api_key: key } : { username, password: fields[1].value, ...(code ? { totp_code: code } : {}) };
     try {
-      const data = await request("POST", "/console/api/session", { body: { api_key: input.value.trim() } });
-      input.value = "";
+      const data = await request("POST", "/console/api/session", { body });
+      for (const input of fields) input.value = "";
       signedIn(data);
     } catch (error) {
       document.getElementById("signin-error").textContent = error.problem?.detail || error.message;

@@ -49,4 +49,4 @@ def test_asyncapi_references_resolve() -> None:
     for ref in {part.split("'")[0] for part in text.split("#/components/schemas/")[1:]}:
         assert ref in schemas, ref
     assert {c["address"] for c in document["channels"].values()} == {
-        "device.events", "file.events", "cwmp.inbound", "cwmp.replies", "campaign.events"}
+        "device.events", "file.events", "cwmp.inbound", "cwmp.replies", "campaign.events", "acs.audit"}
