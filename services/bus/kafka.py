@@ -2,22 +2,66 @@
 
 Producers always use ``acks=all``: a message the broker acknowledged survives a broker loss,
 which is what lets the gateway answer an Inform only after its event is safe.
+
+No client of ours ever creates a topic by asking for it. A Kafka metadata request carries
+``allow_auto_topic_creation``, and brokers that honour it (Apache Kafka with
+``auto.create.topics.enable``, Tansu always) create a missing topic with their default layout:
+after a broker restart that lost its topics, the first producer or consumer to ask re-created
+them with 4 partitions instead of 12. aiokafka (up to 0.14) always sends ``true`` and has no
+option for it, so this module makes every metadata request of the process send ``false``
+(``_refuse_auto_creation``). Topics are created only by ``ensure_topics`` (``acs topics``,
+``acs up``), with their layout; a publish to a topic that does not exist fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+import aiokafka.admin.client
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from services.bus.events import ALL_TOPICS, TOPIC_RETENTION_MS
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Consumers look for topics that appear (re-created after a broker lost them) this often; the
+# default of 5 minutes would leave a consumer idle that long. A metadata request is cheap.
+CONSUMER_METADATA_MAX_AGE_MS = 5_000
+
+
+class _MetadataWithoutAutoCreation(MetadataRequest):
+    """A metadata request that never asks the broker to create the topics it names."""
+
+    def __init__(self, topics: list[str] | None = None,
+                 allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, allow_auto_topic_creation=bool(allow_auto_topic_creation))
+
+
+def _refuse_auto_creation() -> None:
+    """Make every aiokafka client of this process send ``allow_auto_topic_creation=false``.
+
+    Both modules that build metadata requests (the client behind producers and consumers, and
+    the admin client) name the class at call time, so replacing it here covers every request.
+    A test (tests/integration/test_bus_topics.py) checks on the real broker that a producer, a
+    consumer and the admin client leave a missing topic missing.
+    """
+    for module in (aiokafka.client, aiokafka.admin.client):
+        if getattr(module, "MetadataRequest", None) not in (MetadataRequest, _MetadataWithoutAutoCreation):
+            raise RuntimeError(f"{module.__name__}.MetadataRequest is not the one this module replaces; "
+                               "check services/bus/kafka.py against the installed aiokafka")
+        module.MetadataRequest = _MetadataWithoutAutoCreation  # type: ignore[attr-defined,misc]
+
+
+_refuse_auto_creation()
 
 
 def topic_name(settings: Settings, topic: str) -> str:
@@ -53,6 +97,7 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         # with the default 500 ms wait, 5 ms with 20), so the wait must be short. Consumers off
         # the session path ask for longer.
         "fetch_max_wait_ms": 20,
+        "metadata_max_age_ms": CONSUMER_METADATA_MAX_AGE_MS,
     }
     options.update(overrides)
     return AIOKafkaConsumer(*(topic_name(settings, t) for t in topics), **options)  # type: ignore[arg-type]
@@ -114,3 +159,87 @@ async def kafka_reachable(settings: Settings, probe_seconds: float = 2.0) -> boo
             await admin.close()
         except Exception:
             log.debug("closing admin client failed", exc_info=True)
+
+
+async def topic_layout(settings: Settings, topics: Iterable[str] = ALL_TOPICS,
+                       probe_seconds: float = 5.0) -> dict[str, int]:
+    """Partitions of each topic (unprefixed name -> count; 0 for a topic that does not exist).
+
+    Raises ``KafkaError`` (or ``TimeoutError``) when the broker does not answer.
+    """
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=int(probe_seconds * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), probe_seconds)
+        described = await asyncio.wait_for(admin.describe_topics([topic_name(settings, t) for t in wanted]),
+                                           probe_seconds)
+    finally:
+        try:
+            await admin.close()
+        except Exception:
+            log.debug("closing admin client failed", exc_info=True)
+    by_name = {entry["topic"]: entry for entry in described}
+    layout: dict[str, int] = {}
+    for topic in wanted:
+        entry = by_name.get(topic_name(settings, topic))
+        ok = entry is not None and entry["error_code"] == 0
+        partitions = entry["partitions"] if ok and entry is not None else []
+        # A partition without a leader cannot take a message: count only those that can.
+        layout[topic] = sum(1 for p in partitions if p["error_code"] == 0 and p["leader"] >= 0)
+    return layout
+
+
+@dataclass
+class BusCheck:
+    """Readiness of a service's bus path: the broker answers and every topic it uses is there.
+
+    ``/readyz`` calls it; a service whose topics are gone (a broker that lost them) or whose
+    broker does not answer is not ready, whatever its own loops think. The answer is kept for
+    ``cache_seconds`` so that frequent probes cost the broker one metadata request per interval.
+    """
+
+    settings: Settings
+    topics: Sequence[str]
+    cache_seconds: float = 1.0
+    problem: str | None = field(default="not checked yet", init=False)
+    _checked_at: float = field(default=-1e9, init=False)
+
+    async def __call__(self) -> bool:
+        if time.monotonic() - self._checked_at >= self.cache_seconds:
+            self.problem = await self._probe()
+            self._checked_at = time.monotonic()
+        return self.problem is None
+
+    async def _probe(self) -> str | None:
+        try:
+            layout = await topic_layout(self.settings, self.topics, probe_seconds=2.0)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return f"Kafka does not answer ({type(exc).__name__})"
+        missing = [topic_name(self.settings, t) for t, count in layout.items() if count == 0]
+        return f"missing topics: {', '.join(missing)}" if missing else None
+
+
+async def wait_for_topics(settings: Settings, topics: Iterable[str], within: float) -> None:
+    """Wait until every topic exists; raise ``ConfigError`` naming the missing ones after ``within``.
+
+    Services never create topics (``acs topics`` does, with their layout); at start they wait for
+    them a while, as for the broker itself.
+    """
+    from services.common.preflight import ConfigError
+
+    wanted = list(topics)
+    deadline = time.monotonic() + within
+    missing: list[str] = []
+    while True:
+        try:
+            layout = await topic_layout(settings, wanted, probe_seconds=2.0)
+            missing = [topic_name(settings, t) for t, count in layout.items() if count == 0]
+        except (KafkaError, OSError, TimeoutError):
+            missing = [topic_name(settings, t) for t in wanted]
+        if not missing or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
+    if missing:
+        raise ConfigError(f"Kafka topics missing: {', '.join(missing)}; create them with `acs topics` "
+                          f"(ACS_KAFKA_PARTITIONS={settings.kafka_partitions})")
