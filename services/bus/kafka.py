@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import aiokafka.admin.client
 import aiokafka.client
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
@@ -82,8 +82,15 @@ def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)  # type: ignore[arg-type]
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: object,
-                  ) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, *topics: str, group_id: str | None,
+                  listener: ConsumerRebalanceListener | None = None, **overrides: object) -> AIOKafkaConsumer:
+    """A consumer of ``topics``; with a ``listener``, told of every partition it loses or gets.
+
+    A group consumer rejoins by itself after a broker restart (the coordinator forgot it), and
+    the listener hears of it: state kept per partition (offsets handled but not committed)
+    belongs to the log before the restart and must be dropped, or it would be committed into
+    the new one.
+    """
     options: dict[str, object] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": group_id,
@@ -100,7 +107,12 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **over
         "metadata_max_age_ms": CONSUMER_METADATA_MAX_AGE_MS,
     }
     options.update(overrides)
-    return AIOKafkaConsumer(*(topic_name(settings, t) for t in topics), **options)  # type: ignore[arg-type]
+    names = [topic_name(settings, t) for t in topics]
+    if listener is None:
+        return AIOKafkaConsumer(*names, **options)  # type: ignore[arg-type]
+    consumer = AIOKafkaConsumer(**options)  # type: ignore[arg-type]
+    consumer.subscribe(names, listener=listener)
+    return consumer
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[str] = ALL_TOPICS,

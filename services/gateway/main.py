@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from services.bus.kafka import ensure_topics
+from services.bus.events import TOPIC_INBOUND, TOPIC_REPLIES
+from services.bus.kafka import wait_for_topics
 from services.common.preflight import check_kafka, check_mongodb, check_port_free
 from services.common.service import serve
 from services.common.settings import Settings
@@ -14,6 +15,7 @@ async def run(settings: Settings) -> None:
     check_port_free(settings.bind_host, settings.gateway_port, "ACS_GATEWAY_PORT")
     await check_mongodb(settings, settings.startup_wait)
     await check_kafka(settings, settings.startup_wait)
-    await ensure_topics(settings)
+    # Topics are made by `acs topics` (or `acs up`) with their layout, never by a service.
+    await wait_for_topics(settings, [TOPIC_INBOUND, TOPIC_REPLIES], settings.startup_wait)
     await serve([(GatewayApp(settings), settings.gateway_port)], settings,
                 http_protocol=with_header_timeout(settings.request_header_timeout))

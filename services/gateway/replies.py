@@ -14,6 +14,12 @@ the same partition drift apart instead of sharing it for good. And a broker with
 partition holds: one partition taking every plan of a busy gateway cost it 85 % of a core at
 150,000 records against 12 % at 2,000 (235 plans/s, measured); spread over all partitions, each
 holds a twelfth.
+
+A broker that restarts without its log (the local Tansu keeps it in memory) comes back with
+partitions shorter than our position; it answers a fetch there with nothing, and the channel
+would wait for ever while the orchestrator writes plans from offset 0. A watchdog compares the
+position with the end of each partition read every ``CHECK_SECONDS`` and reads a partition again
+from its start when it is shorter; the same probe tells readiness that the channel works.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from services.bus.events import TOPIC_REPLIES, SessionPlan
-from services.bus.kafka import topic_name, topic_partitions
+from services.bus.kafka import CONSUMER_METADATA_MAX_AGE_MS, topic_name, topic_partitions
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ROTATE_AFTER_RECORDS = 5000
+CHECK_SECONDS = 1.0
+# Readiness: the last successful check is at most this old.
+HEALTHY_WITHIN_SECONDS = 5.0
 # Longer than any session lives: a partition left behind may still receive its sessions' plans.
 GRACE_SECONDS = 900.0
 
@@ -65,15 +74,60 @@ class ReplyChannel:
         self._left: dict[TopicPartition, float] = {}  # partitions left behind -> when
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._checked_ok_at = -1e9
 
     async def start(self) -> None:
         self._partitions = await topic_partitions(self.settings, TOPIC_REPLIES)
+        # A position outside the log (retention deleted it, or the broker lost it) restarts at
+        # the beginning: every plan still there may be for a session of ours.
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
-                                    enable_auto_commit=False, fetch_max_wait_ms=20)
+                                    enable_auto_commit=False, fetch_max_wait_ms=20,
+                                    auto_offset_reset="earliest", request_timeout_ms=5000,
+                                    metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS)
         await consumer.start()
         self._consumer = consumer
         await self._move_to_emptiest()
+        self._checked_ok_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="reply-channel")
+        self._watchdog = asyncio.create_task(self._watch(), name="reply-channel-watchdog")
+
+    def healthy(self) -> bool:
+        """The channel reads, and its partitions answered the watchdog a moment ago."""
+        return (self._task is not None and not self._task.done()
+                and time.monotonic() - self._checked_ok_at < HEALTHY_WITHIN_SECONDS)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            try:
+                await self.check_positions()
+                self._checked_ok_at = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker is away: readiness says so; retried
+                log.debug("reply channel check failed: %r", exc)
+
+    async def check_positions(self) -> None:
+        """Read again from the start every partition that is now shorter than our position."""
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = await consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await consumer.position(tp)
+            if position <= ends[tp]:
+                continue
+            log.warning("the broker lost session replies (its partition ends before our position); "
+                        "reading the partition from its start", extra={
+                            "gateway_id": self.gateway_id, "partition": tp.partition, "position": position,
+                            "end_offset": ends[tp]})
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, start)
+            if tp == self._current:
+                self._current_from = start
 
     async def _move_to_emptiest(self) -> None:
         """Read from the end of the emptiest partition, then tell the orchestrator to write there.
@@ -133,6 +187,9 @@ class ReplyChannel:
             self.deliver(plan)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
@@ -82,6 +82,28 @@ class _Stopping(Exception):
     """Raised inside a retry loop when the service is shutting down."""
 
 
+class _DropDoneOnRebalance(ConsumerRebalanceListener):
+    """Offsets applied but not committed are dropped for partitions lost or (re)gained.
+
+    Committed later, they could belong to a log the broker no longer has (a broker restarted
+    without it numbers from 0 again) and make the next owner skip that many messages. Dropped,
+    they cost a replay, which the idempotent writes absorb.
+    """
+
+    def __init__(self, owner: InventoryConsumer) -> None:
+        self.owner = owner
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        gone = set(partitions)
+        self.owner._done = {tp: offset for tp, offset in self.owner._done.items() if tp not in gone}
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._drop(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._drop(assigned)
+
+
 class InventoryConsumer:
     def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer, *,
                  retry_initial: float = 0.5, retry_max: float = 30.0, **consumer_options: object) -> None:
@@ -102,7 +124,8 @@ class InventoryConsumer:
         # No session waits on the inventory: an idle partition may hold a fetch for the broker's
         # default 500 ms instead of the session path's 20 ms (fewer idle fetches on both sides).
         options: dict[str, object] = {"fetch_max_wait_ms": 500, **self.consumer_options}
-        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings), **options)
+        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings),
+                                      listener=_DropDoneOnRebalance(self), **options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="inventory-consumer")
 

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -111,6 +111,24 @@ class OffsetTracker:
             self.committed.pop(tp, None)
 
 
+class _ForgetOnRebalance(ConsumerRebalanceListener):
+    """Partitions lost or (re)gained start afresh in the tracker.
+
+    After a rejoin (a rebalance, or a broker restart that made the group coordinator forget us)
+    the log may not be the one the tracker saw: a broker that lost its log numbers from 0
+    again, and committing the old offsets into it would make the next owner skip that many.
+    """
+
+    def __init__(self, offsets: OffsetTracker) -> None:
+        self.offsets = offsets
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.offsets.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.offsets.forget(assigned)
+
+
 class InboundConsumer:
     """A pipeline: fetching never waits for handling, except when too much is in flight.
 
@@ -138,7 +156,7 @@ class InboundConsumer:
 
     async def start(self) -> None:
         self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=self.group_id,
-                                      **self.consumer_options)
+                                      listener=_ForgetOnRebalance(self._offsets), **self.consumer_options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="orchestrator-consumer")
 
