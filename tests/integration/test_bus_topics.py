@@ -67,3 +67,21 @@ async def test_the_bus_check_fails_when_the_broker_does_not_answer(settings: Set
     check = BusCheck(settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}), [TOPIC_INBOUND])
     assert not await check()
     assert check.problem is not None and "does not answer" in check.problem
+
+
+async def test_acs_topics_creates_the_missing_topics_and_names_one_with_another_layout(
+        settings: Settings, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from acs.cli import main
+
+    await ensure_topics(settings, [TOPIC_REPLIES], partitions=1)  # made by someone else, otherwise
+    monkeypatch.setenv("ACS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("ACS_KAFKA_TOPIC_PREFIX", settings.kafka_topic_prefix)
+    monkeypatch.setenv("ACS_KAFKA_PARTITIONS", str(settings.kafka_partitions))
+    assert await asyncio.to_thread(main, ["topics", "--ensure"]) == 0
+    out, err = capsys.readouterr()
+    assert topic_name(settings, TOPIC_INBOUND) in out
+    assert f"{TOPIC_REPLIES} has 1 partitions, not ACS_KAFKA_PARTITIONS={settings.kafka_partitions}" in err
+    layout = await topic_layout(settings)
+    assert layout.pop(TOPIC_REPLIES) == 1
+    assert set(layout.values()) == {settings.kafka_partitions}
