@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiokafka.admin.client
 import aiokafka.client
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
@@ -255,3 +255,76 @@ async def wait_for_topics(settings: Settings, topics: Iterable[str], within: flo
     if missing:
         raise ConfigError(f"Kafka topics missing: {', '.join(missing)}; create them with `acs topics` "
                           f"(ACS_KAFKA_PARTITIONS={settings.kafka_partitions})")
+
+
+async def rewind_lost_partitions(consumer: AIOKafkaConsumer, known_ends: dict[TopicPartition, int],
+                                 ) -> list[TopicPartition]:
+    """Read again from its start every assigned partition whose end moved back since last time.
+
+    A log never shrinks, unless the broker lost it (the local Tansu keeps it in memory; a Kafka
+    cluster after an unclean leader election): it then numbers from where it now is, and answers
+    a fetch at our old position with nothing rather than an error, so a consumer there would
+    wait until the partition grew past it, skipping everything written meanwhile. The position
+    alone would not tell: Tansu reports an end below the last records of a partition (the base
+    offset of its last batch), so a consumer that read everything is often "past the end".
+    ``known_ends`` keeps the ends seen by the previous call. Not seen: a log lost before any
+    check saw it grow (nothing to compare with), or one that grew back past its old end before
+    the first check after the restart; a group consumer is covered anyway (it rejoins, and the
+    restarted broker has no committed offsets for it), the reply channel misses those plans and
+    their sessions end with 204 after the plan timeout.
+    """
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return []
+    ends = await consumer.end_offsets(assigned)
+    lost = [tp for tp in assigned if ends[tp] < known_ends.get(tp, -1) and tp in consumer.assignment()]
+    for tp in list(known_ends):
+        if tp not in ends:
+            del known_ends[tp]
+    known_ends.update(ends)
+    if lost:
+        starts = await consumer.beginning_offsets(lost)
+        for tp in lost:
+            log.warning("the broker lost messages of a partition (its end moved back); reading it again "
+                        "from its start", extra={"topic": tp.topic, "partition": tp.partition,
+                                                 "end_offset": ends[tp]})
+            consumer.seek(tp, starts[tp])
+    return lost
+
+
+class LostLogWatchdog:
+    """Runs ``rewind_lost_partitions`` every ``interval`` seconds beside a consumer's own loop."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, interval: float = 1.0,
+                 on_rewind: Callable[[list[TopicPartition]], None] | None = None) -> None:
+        self.consumer = consumer
+        self.interval = interval
+        self.on_rewind = on_rewind
+        self.checked_ok_at = time.monotonic()
+        self._ends: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kafka-lost-log-watchdog")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def check(self) -> list[TopicPartition]:
+        lost = await asyncio.wait_for(rewind_lost_partitions(self.consumer, self._ends), 10)
+        if lost and self.on_rewind is not None:
+            self.on_rewind(lost)
+        self.checked_ok_at = time.monotonic()
+        return lost
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the broker is away: retried next round
+                log.debug("lost-log check failed: %r", exc)

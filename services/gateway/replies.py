@@ -17,9 +17,10 @@ holds a twelfth.
 
 A broker that restarts without its log (the local Tansu keeps it in memory) comes back with
 partitions shorter than our position; it answers a fetch there with nothing, and the channel
-would wait for ever while the orchestrator writes plans from offset 0. A watchdog compares the
-position with the end of each partition read every ``CHECK_SECONDS`` and reads a partition again
-from its start when it is shorter; the same probe tells readiness that the channel works.
+would wait for ever while the orchestrator writes plans from offset 0. A watchdog
+(``LostLogWatchdog``) reads the end of each partition every ``CHECK_SECONDS`` and reads a
+partition again from its start when its end moved back; the same probe tells readiness that the
+channel works.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from services.bus.events import TOPIC_REPLIES, SessionPlan
-from services.bus.kafka import CONSUMER_METADATA_MAX_AGE_MS, topic_name, topic_partitions
+from services.bus.kafka import CONSUMER_METADATA_MAX_AGE_MS, LostLogWatchdog, topic_name, topic_partitions
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,7 @@ class ReplyChannel:
         self._left: dict[TopicPartition, float] = {}  # partitions left behind -> when
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self._checked_ok_at = -1e9
+        self._watchdog: LostLogWatchdog | None = None
 
     async def start(self) -> None:
         self._partitions = await topic_partitions(self.settings, TOPIC_REPLIES)
@@ -88,46 +88,19 @@ class ReplyChannel:
         await consumer.start()
         self._consumer = consumer
         await self._move_to_emptiest()
-        self._checked_ok_at = time.monotonic()
+        self._watchdog = LostLogWatchdog(consumer, interval=CHECK_SECONDS, on_rewind=self._rewound)
+        await self._watchdog.check()  # the ends of our partitions, for the next checks
         self._task = asyncio.create_task(self._run(), name="reply-channel")
-        self._watchdog = asyncio.create_task(self._watch(), name="reply-channel-watchdog")
+        self._watchdog.start()
 
     def healthy(self) -> bool:
         """The channel reads, and its partitions answered the watchdog a moment ago."""
-        return (self._task is not None and not self._task.done()
-                and time.monotonic() - self._checked_ok_at < HEALTHY_WITHIN_SECONDS)
+        return (self._task is not None and not self._task.done() and self._watchdog is not None
+                and time.monotonic() - self._watchdog.checked_ok_at < HEALTHY_WITHIN_SECONDS)
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_SECONDS)
-            try:
-                await self.check_positions()
-                self._checked_ok_at = time.monotonic()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the broker is away: readiness says so; retried
-                log.debug("reply channel check failed: %r", exc)
-
-    async def check_positions(self) -> None:
-        """Read again from the start every partition that is now shorter than our position."""
-        consumer = self._consumer
-        assert consumer is not None
-        assigned = list(consumer.assignment())
-        if not assigned:
-            return
-        ends = await consumer.end_offsets(assigned)
-        for tp in assigned:
-            position = await consumer.position(tp)
-            if position <= ends[tp]:
-                continue
-            log.warning("the broker lost session replies (its partition ends before our position); "
-                        "reading the partition from its start", extra={
-                            "gateway_id": self.gateway_id, "partition": tp.partition, "position": position,
-                            "end_offset": ends[tp]})
-            start = (await consumer.beginning_offsets([tp]))[tp]
-            consumer.seek(tp, start)
-            if tp == self._current:
-                self._current_from = start
+    def _rewound(self, partitions: list[TopicPartition]) -> None:
+        if self._current in partitions:
+            self._current_from = 0  # counted from the start of the log the broker has now
 
     async def _move_to_emptiest(self) -> None:
         """Read from the end of the emptiest partition, then tell the orchestrator to write there.
@@ -188,8 +161,7 @@ class ReplyChannel:
 
     async def stop(self) -> None:
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+            await self._watchdog.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

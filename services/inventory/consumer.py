@@ -36,7 +36,7 @@ from pymongo.errors import (
 )
 
 from services.bus.events import TOPIC_INBOUND, decode_inbound
-from services.bus.kafka import make_consumer, topic_name
+from services.bus.kafka import LostLogWatchdog, make_consumer, topic_name
 from services.common.settings import Settings
 from services.inventory import events as device_events
 from services.inventory.changes import Observation, PlanConfig, observe
@@ -94,8 +94,7 @@ class _DropDoneOnRebalance(ConsumerRebalanceListener):
         self.owner = owner
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
-        gone = set(partitions)
-        self.owner._done = {tp: offset for tp, offset in self.owner._done.items() if tp not in gone}
+        self.owner.forget(partitions)
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         self._drop(revoked)
@@ -118,6 +117,10 @@ class InventoryConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._done: dict[TopicPartition, int] = {}  # applied, not committed yet
+        # Bumped when partitions are lost, regained or rewound: a batch fetched before must not
+        # mark offsets done afterwards (they belong to the log before).
+        self._epoch = 0
+        self._watchdog: LostLogWatchdog | None = None
         self._last_commit = time.monotonic()
 
     async def start(self) -> None:
@@ -128,6 +131,14 @@ class InventoryConsumer:
                                       listener=_DropDoneOnRebalance(self), **options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="inventory-consumer")
+        self._watchdog = LostLogWatchdog(self.consumer, on_rewind=self.forget)
+        self._watchdog.start()
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is applied but not committed for ``partitions`` (a replay will follow)."""
+        gone = set(partitions)
+        self._done = {tp: offset for tp, offset in self._done.items() if tp not in gone}
+        self._epoch += 1
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -140,6 +151,8 @@ class InventoryConsumer:
     async def stop(self, grace: float = 20.0) -> None:
         """Finish the batch in hand (and commit it), then leave the group."""
         self._stopping.set()
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
@@ -208,12 +221,14 @@ class InventoryConsumer:
         """Apply one batch, publish its events, commit its offsets."""
         assert self.consumer is not None
         started = time.perf_counter()
+        epoch = self._epoch
         observations = [o for records in batch.values() for record in records
                         if (o := self._observe(record)) is not None]
         result = await self._until_done(lambda: self._apply(observations), "mongodb")
         events = [device_events.to_event(fact) for fact in result.facts]
         await self._until_done(lambda: device_events.publish(self.producer, self.settings, events), "kafka")
-        self._done.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+        if epoch == self._epoch:  # else the batch is from before a rebalance or a lost log
+            self._done.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
             await self._commit()
         MESSAGES.labels("applied").inc(result.writes)

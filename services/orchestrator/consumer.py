@@ -32,7 +32,7 @@ from services.bus.events import (
     decode_inbound,
     encode,
 )
-from services.bus.kafka import make_consumer, topic_name
+from services.bus.kafka import LostLogWatchdog, make_consumer, topic_name
 from services.common.settings import Settings
 from services.orchestrator.engine import Engine
 
@@ -149,6 +149,7 @@ class InboundConsumer:
         self._offsets = OffsetTracker()
         self._room = asyncio.Event()
         self._room.set()
+        self._watchdog: LostLogWatchdog | None = None
 
     @property
     def group_id(self) -> str:
@@ -159,8 +160,13 @@ class InboundConsumer:
                                       listener=_ForgetOnRebalance(self._offsets), **self.consumer_options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="orchestrator-consumer")
+        # Rewound partitions start afresh in the tracker: their old offsets belong to a lost log.
+        self._watchdog = LostLogWatchdog(self.consumer, on_rewind=self._offsets.forget)
+        self._watchdog.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

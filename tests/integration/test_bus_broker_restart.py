@@ -16,7 +16,7 @@ from acs.infra import LocalKafka
 from services.bus.events import TOPIC_INBOUND, TOPIC_REPLIES, SessionPlan, encode
 from services.bus.kafka import BusCheck, ensure_topics, make_producer, topic_name
 from services.common.settings import Settings
-from services.gateway.replies import ReplyChannel
+from services.gateway.replies import CHECK_SECONDS, ReplyChannel
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,7 @@ async def test_the_reply_channel_reads_again_from_the_start_of_a_partition_the_b
             await producer.send_and_wait(topic, encode(plan(f"before-{i}")), partition=partition)
         await _until(lambda: len(delivered) == 20, 10)
         assert channel.healthy() and await check()
+        await asyncio.sleep(2 * CHECK_SECONDS)  # the watchdog has seen the partition's end
 
         broker.stop()
         await _until(lambda: not channel.healthy(), 15)  # readiness sees the broken path
