@@ -85,10 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(render(), end="")
             return 0
         if args.command == "topics":
-            from services.bus.kafka import ensure_topics
+            from services.bus.kafka import ensure_topics, topic_layout
 
-            created = asyncio.run(ensure_topics(_settings()))
+            settings = _settings()
+            created = asyncio.run(ensure_topics(settings))
             print("created: " + (", ".join(created) if created else "nothing, all topics exist"))
+            # An existing topic is never repartitioned here; one with another layout is named.
+            layout = asyncio.run(topic_layout(settings))
+            other = {t: n for t, n in layout.items() if n != settings.kafka_partitions}
+            for topic, partitions in other.items():
+                print(f"warning: {topic} has {partitions} partitions, not ACS_KAFKA_PARTITIONS="
+                      f"{settings.kafka_partitions}", file=sys.stderr)
             return 0
         if args.command in SERVICES:
             run_service(args.command)

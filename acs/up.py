@@ -4,6 +4,13 @@ Starts real Kafka-protocol, MongoDB and S3 servers (acs.infra), creates the topi
 each service as its own process (exactly as in a deployment: `acs gateway`, ...), waits until
 every /readyz answers 200, prints where everything listens, and on Ctrl-C or SIGTERM stops the
 services first and the servers last, so that no process is left behind.
+
+Once up, it supervises: a service or server that exits (a crash, a kill, a SIGTERM not from us)
+is started again after a backoff that doubles with each quick failure (1 s up to 30 s, as
+Kubernetes does), and the output says so. The local broker keeps its log in memory (Tansu's S3
+engine, tried on the SeaweedFS that runs here, lost records across a restart; see docs), so a
+broker that starts again has lost every message it held: `acs up` restores the topics with
+their layout and says loudly that the history is gone.
 """
 
 from __future__ import annotations
@@ -20,14 +27,43 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from acs.infra import LocalStack
+from acs.infra import InfraError, LocalServer, LocalStack
 from acs.xmppserver import XmppServer, start_for_local_acs
 from services.common.preflight import ConfigError, check_port_free
 from services.common.settings import Settings
 
 READY_TIMEOUT = 60.0
+RESTART_BACKOFF_INITIAL = 1.0
+RESTART_BACKOFF_MAX = 30.0
+# A process that ran at least this long before it exited starts again after the initial delay.
+STABLE_AFTER_SECONDS = 60.0
+
+
+def restart_delay(quick_failures: int) -> float:
+    """Seconds before starting again a process that failed ``quick_failures`` times in a row."""
+    return min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_INITIAL * 2 ** max(0, quick_failures - 1))
+
+
+@dataclass
+class Restarts:
+    """When a supervised process started, how often it failed quickly, when it starts again."""
+
+    started_at: float = 0.0
+    quick_failures: int = 0
+    due_at: float | None = None
+
+    def exited(self, now: float) -> float:
+        """Record an exit at ``now``; the delay before the next start."""
+        self.quick_failures = 1 if now - self.started_at >= STABLE_AFTER_SECONDS else self.quick_failures + 1
+        delay = restart_delay(self.quick_failures)
+        self.due_at = now + delay
+        return delay
+
+    def started(self, now: float) -> None:
+        self.started_at, self.due_at = now, None
 
 
 def _admin_key(data_dir: Path) -> str:
@@ -88,8 +124,11 @@ class LocalAcs:
         self.external = external
         self.stack: LocalStack | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, Restarts] = {}
+        self.began = time.monotonic()
         self.settings = Settings()
         self.xmpp: XmppServer | None = None
+        self.say: Callable[[str], None] = lambda line: print(line, flush=True)
 
     def start(self, should_stop: Callable[[], bool] = lambda: False) -> Settings:
         """Start everything and wait until every /readyz answers 200; the services' settings."""
@@ -117,11 +156,7 @@ class LocalAcs:
 
         asyncio.run(ensure_topics(self.settings))
         for name in ports:
-            log = (self.root / "logs" / f"{name}.log").open("ab")
-            self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "acs.cli", name], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
-            log.close()
+            self._spawn(name)
         deadline = time.monotonic() + READY_TIMEOUT
         pending = dict(ports)
         while pending and not should_stop():
@@ -137,11 +172,72 @@ class LocalAcs:
             time.sleep(0.2)
         return self.settings
 
-    def dead_child(self) -> str | None:
-        for name, child in self.children.items():
-            if child.poll() is not None:
-                return f"{name} exited with code {child.returncode}"
-        return None
+    def _spawn(self, name: str) -> None:
+        with (self.root / "logs" / f"{name}.log").open("ab") as log:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "acs.cli", name], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.restarts.setdefault(name, Restarts()).started(time.monotonic())
+
+    def supervise(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """One round: start again, after their backoff, the processes that exited."""
+        now = time.monotonic()
+        for name, child in list(self.children.items()):
+            restarts = self.restarts[name]
+            if child.poll() is None:
+                continue
+            if restarts.due_at is None:
+                delay = restarts.exited(now)
+                self.say(f"{name} exited with code {child.returncode} "
+                         f"({_last_line(self.root / 'logs' / f'{name}.log')[:200]}); "
+                         f"restarting it in {delay:.0f} s (attempt {restarts.quick_failures})")
+            elif now >= restarts.due_at and not should_stop():
+                self._spawn(name)
+                self.say(f"{name} restarted (pid {self.children[name].pid})")
+        if self.stack is not None:
+            for server in self.stack.servers:
+                self._supervise_server(server, now, should_stop)
+
+    def _supervise_server(self, server: LocalServer, now: float, should_stop: Callable[[], bool]) -> None:
+        process = server.process
+        if process is None or process.poll() is None:
+            return
+        restarts = self.restarts.setdefault(f"server:{server.name}", Restarts(started_at=self.began))
+        if restarts.due_at is None:
+            delay = restarts.exited(now)
+            self.say(f"{server.name} server exited with code {process.returncode} ({server.last_log_line()}); "
+                     f"restarting it in {delay:.0f} s (attempt {restarts.quick_failures})")
+            return
+        if now < restarts.due_at or should_stop():
+            return
+        try:
+            server.start()
+        except InfraError as exc:
+            delay = restarts.exited(time.monotonic())
+            self.say(f"{server.name} server did not start again ({exc}); retrying in {delay:.0f} s")
+            return
+        restarts.started(time.monotonic())
+        self.say(f"{server.name} server restarted on {server.address}")
+        if self.stack is not None and server is self.stack.kafka:
+            self._restore_topics()
+
+    def _restore_topics(self) -> None:
+        from services.bus.kafka import ensure_topics
+
+        try:
+            created = asyncio.run(ensure_topics(self.settings))
+        except Exception as exc:  # noqa: BLE001 - said, and the services' /readyz stays 503
+            self.say(f"!!! could not restore the Kafka topics ({exc!r}); run `acs topics`")
+            return
+        banner = "!" * 78
+        self.say("\n".join([
+            banner,
+            "!!! Kafka (Tansu) started again WITHOUT ITS HISTORY: it keeps its log in memory, so",
+            "!!! every message it held (unconsumed Informs, plans, device and file events) and",
+            "!!! every consumer group offset is lost.",
+            f"!!! Topics restored with their layout ({self.settings.kafka_partitions} partitions): "
+            + (", ".join(created) if created else "none were missing"),
+            banner]))
 
     def pids(self) -> dict[str, int]:
         """Every process of the ACS, servers included, by name."""
@@ -151,6 +247,8 @@ class LocalAcs:
         return found
 
     def stop(self) -> None:
+        for restarts in self.restarts.values():
+            restarts.due_at = None
         _stop_children(self.children)
         if self.xmpp is not None:
             self.xmpp.stop()
@@ -174,9 +272,7 @@ def run_up(data_dir: str = ".acs", external: bool = False) -> int:
         if not stopping:
             _print_summary(settings, acs.stack, acs.root, time.monotonic() - began)
         while not stopping:
-            if problem := acs.dead_child():
-                print(f"{problem}; stopping everything", flush=True)
-                stopping = True
+            acs.supervise(should_stop=lambda: stopping)
             time.sleep(0.5)
         print("stopping ...", flush=True)
         return 0

@@ -107,6 +107,8 @@ class CpeSession:
         self.faults_sent: list[int] = []
         self.messages = 0
         self.use_cwmp_version: str | None = None
+        # True once the ACS answered the Inform with an InformResponse (it took the Inform).
+        self.inform_acknowledged = False
         self._phase = _Phase.INFORM
         self._requests: list[TransferComplete | DUStateChangeComplete | RequestDownload] = []
         self._current: tuple[CwmpMessage, bytes] | None = None  # our outstanding request
@@ -210,6 +212,7 @@ class CpeSession:
         if message.METHOD == request.RESPONSE:
             if isinstance(request, Inform):
                 self.use_cwmp_version = envelope.header.use_cwmp_version
+                self.inform_acknowledged = True
                 self.device.inform_acked(request, self.url)
             else:
                 assert isinstance(request, TransferComplete | DUStateChangeComplete | RequestDownload)

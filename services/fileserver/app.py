@@ -280,5 +280,6 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
         log.info("file %s deleted", name, extra={"file_name": name, "by": principal.name})
         return Response(status_code=204)
 
-    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready})
+    add_health_routes(app, {"mongodb": mongo_check(runtime.mongo), "s3": runtime.s3_ready,
+                            "kafka": runtime.kafka_ready})
     return app

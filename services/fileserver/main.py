@@ -15,7 +15,7 @@ import logging
 import time
 
 from services.bus.events import TOPIC_FILE_EVENTS
-from services.bus.kafka import ensure_topics
+from services.bus.kafka import wait_for_topics
 from services.common.preflight import ConfigError, check_kafka, check_mongodb, check_port_free
 from services.common.service import serve
 from services.common.settings import Settings
@@ -59,8 +59,8 @@ async def run(settings: Settings) -> None:
     await asyncio.gather(check_mongodb(settings, settings.startup_wait),
                          check_kafka(settings, settings.startup_wait))
     await check_s3_key(settings)
-    # Normally created by `acs topics` or `acs up`; cheap to make sure, and events need it.
-    await ensure_topics(settings, [TOPIC_FILE_EVENTS])
+    # Made by `acs topics` (or `acs up`) with its layout, never by a service.
+    await wait_for_topics(settings, [TOPIC_FILE_EVENTS], settings.startup_wait)
     runtime = FileServerRuntime(settings)
     await runtime.start()
     try:

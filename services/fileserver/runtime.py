@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from services.bus.kafka import make_producer
+from services.bus.events import TOPIC_FILE_EVENTS
+from services.bus.kafka import BusCheck, make_producer
 from services.common.apikeys import ApiKeyAuth
 from services.common.settings import Settings
 from services.fileserver.catalog import Catalog
@@ -44,6 +45,7 @@ class FileServerRuntime:
         self.auth = ApiKeyAuth(db, settings.admin_api_key)
         self.store = ObjectStore(settings)
         self.producer: AIOKafkaProducer | None = make_producer(settings) if with_kafka else None
+        self._bus = BusCheck(settings, [TOPIC_FILE_EVENTS]) if with_kafka else None
         self.recorder = DownloadRecorder(settings, db, None)
         self.upload_recorder = UploadRecorder(settings, db, None)
         self.bucket_ready = asyncio.Event()
@@ -119,6 +121,10 @@ class FileServerRuntime:
 
     async def s3_ready(self) -> bool:
         return await self.store.ready()
+
+    async def kafka_ready(self) -> bool:
+        """The broker answers and ``file.events`` exists (events wait in MongoDB meanwhile)."""
+        return self._bus is None or await self._bus()
 
     async def discard_now(self, key: str) -> None:
         """Delete an object nobody references yet; if S3 refuses, leave it to the trash sweep."""

@@ -20,8 +20,8 @@ from aiokafka.errors import MessageSizeTooLargeError
 from pydantic import BaseModel
 from pymongo import AsyncMongoClient
 
-from services.bus.events import encode
-from services.bus.kafka import kafka_reachable, make_producer, topic_name
+from services.bus.events import TOPIC_INBOUND, TOPIC_REPLIES, encode
+from services.bus.kafka import BusCheck, make_producer, topic_name
 from services.common.settings import Settings
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
@@ -84,6 +84,7 @@ class GatewayApp:
         self._producer: Any = None
         self._replies: ReplyChannel | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._bus = BusCheck(settings, [TOPIC_INBOUND, TOPIC_REPLIES])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -275,8 +276,10 @@ class GatewayApp:
         return self.gateway is not None and not self.gateway.draining and await self._dependencies_ok()
 
     async def _dependencies_ok(self) -> bool:
+        """MongoDB answers, and the bus path works: the broker answers, the session topics exist
+        and the reply channel reads its partitions."""
         assert self._mongo is not None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._mongo.admin.command("ping"), 2.0)
-            return await kafka_reachable(self.settings, 2.0)
+            return self._replies is not None and self._replies.healthy() and await self._bus()
         return False

@@ -14,6 +14,13 @@ the same partition drift apart instead of sharing it for good. And a broker with
 partition holds: one partition taking every plan of a busy gateway cost it 85 % of a core at
 150,000 records against 12 % at 2,000 (235 plans/s, measured); spread over all partitions, each
 holds a twelfth.
+
+A broker that restarts without its log (the local Tansu keeps it in memory) comes back with
+partitions shorter than our position; it answers a fetch there with nothing, and the channel
+would wait for ever while the orchestrator writes plans from offset 0. A watchdog
+(``LostLogWatchdog``) reads the end of each partition every ``CHECK_SECONDS`` and reads a
+partition again from its start when its end moved back; the same probe tells readiness that the
+channel works.
 """
 
 from __future__ import annotations
@@ -28,12 +35,21 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from services.bus.events import TOPIC_REPLIES, SessionPlan
-from services.bus.kafka import client_options, topic_name, topic_partitions
+from services.bus.kafka import (
+    CONSUMER_METADATA_MAX_AGE_MS,
+    LostLogWatchdog,
+    client_options,
+    topic_name,
+    topic_partitions,
+)
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ROTATE_AFTER_RECORDS = 5000
+CHECK_SECONDS = 1.0
+# Readiness: the last successful check is at most this old.
+HEALTHY_WITHIN_SECONDS = 5.0
 # Longer than any session lives: a partition left behind may still receive its sessions' plans.
 GRACE_SECONDS = 900.0
 
@@ -65,15 +81,32 @@ class ReplyChannel:
         self._left: dict[TopicPartition, float] = {}  # partitions left behind -> when
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: LostLogWatchdog | None = None
 
     async def start(self) -> None:
         self._partitions = await topic_partitions(self.settings, TOPIC_REPLIES)
+        # A position outside the log (retention deleted it, or the broker lost it) restarts at
+        # the beginning: every plan still there may be for a session of ours.
         consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,  # type: ignore[arg-type]
-                                    enable_auto_commit=False, fetch_max_wait_ms=20)
+                                    enable_auto_commit=False, fetch_max_wait_ms=20,
+                                    auto_offset_reset="earliest", request_timeout_ms=5000,
+                                    metadata_max_age_ms=CONSUMER_METADATA_MAX_AGE_MS)
         await consumer.start()
         self._consumer = consumer
         await self._move_to_emptiest()
+        self._watchdog = LostLogWatchdog(consumer, interval=CHECK_SECONDS, on_rewind=self._rewound)
+        await self._watchdog.check()  # the ends of our partitions, for the next checks
         self._task = asyncio.create_task(self._run(), name="reply-channel")
+        self._watchdog.start()
+
+    def healthy(self) -> bool:
+        """The channel reads, and its partitions answered the watchdog a moment ago."""
+        return (self._task is not None and not self._task.done() and self._watchdog is not None
+                and time.monotonic() - self._watchdog.checked_ok_at < HEALTHY_WITHIN_SECONDS)
+
+    def _rewound(self, partitions: list[TopicPartition]) -> None:
+        if self._current in partitions:
+            self._current_from = 0  # counted from the start of the log the broker has now
 
     async def _move_to_emptiest(self) -> None:
         """Read from the end of the emptiest partition, then tell the orchestrator to write there.
@@ -133,6 +166,8 @@ class ReplyChannel:
             self.deliver(plan)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.asynchronous.database import AsyncDatabase
@@ -36,7 +36,7 @@ from pymongo.errors import (
 )
 
 from services.bus.events import TOPIC_INBOUND, decode_inbound
-from services.bus.kafka import make_consumer, topic_name
+from services.bus.kafka import LostLogWatchdog, make_consumer, topic_name
 from services.common.settings import Settings
 from services.inventory import events as device_events
 from services.inventory.changes import Observation, PlanConfig, observe
@@ -82,6 +82,27 @@ class _Stopping(Exception):
     """Raised inside a retry loop when the service is shutting down."""
 
 
+class _DropDoneOnRebalance(ConsumerRebalanceListener):
+    """Offsets applied but not committed are dropped for partitions lost or (re)gained.
+
+    Committed later, they could belong to a log the broker no longer has (a broker restarted
+    without it numbers from 0 again) and make the next owner skip that many messages. Dropped,
+    they cost a replay, which the idempotent writes absorb.
+    """
+
+    def __init__(self, owner: InventoryConsumer) -> None:
+        self.owner = owner
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        self.owner.forget(partitions)
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._drop(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._drop(assigned)
+
+
 class InventoryConsumer:
     def __init__(self, settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer, *,
                  retry_initial: float = 0.5, retry_max: float = 30.0, **consumer_options: object) -> None:
@@ -96,15 +117,28 @@ class InventoryConsumer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._done: dict[TopicPartition, int] = {}  # applied, not committed yet
+        # Bumped when partitions are lost, regained or rewound: a batch fetched before must not
+        # mark offsets done afterwards (they belong to the log before).
+        self._epoch = 0
+        self._watchdog: LostLogWatchdog | None = None
         self._last_commit = time.monotonic()
 
     async def start(self) -> None:
         # No session waits on the inventory: an idle partition may hold a fetch for the broker's
         # default 500 ms instead of the session path's 20 ms (fewer idle fetches on both sides).
         options: dict[str, object] = {"fetch_max_wait_ms": 500, **self.consumer_options}
-        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings), **options)
+        self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=group_id(self.settings),
+                                      listener=_DropDoneOnRebalance(self), **options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="inventory-consumer")
+        self._watchdog = LostLogWatchdog(self.consumer, on_rewind=self.forget)
+        self._watchdog.start()
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop what is applied but not committed for ``partitions`` (a replay will follow)."""
+        gone = set(partitions)
+        self._done = {tp: offset for tp, offset in self._done.items() if tp not in gone}
+        self._epoch += 1
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -117,6 +151,8 @@ class InventoryConsumer:
     async def stop(self, grace: float = 20.0) -> None:
         """Finish the batch in hand (and commit it), then leave the group."""
         self._stopping.set()
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
@@ -185,12 +221,14 @@ class InventoryConsumer:
         """Apply one batch, publish its events, commit its offsets."""
         assert self.consumer is not None
         started = time.perf_counter()
+        epoch = self._epoch
         observations = [o for records in batch.values() for record in records
                         if (o := self._observe(record)) is not None]
         result = await self._until_done(lambda: self._apply(observations), "mongodb")
         events = [device_events.to_event(fact) for fact in result.facts]
         await self._until_done(lambda: device_events.publish(self.producer, self.settings, events), "kafka")
-        self._done.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+        if epoch == self._epoch:  # else the batch is from before a rebalance or a lost log
+            self._done.update({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_SECONDS:
             await self._commit()
         MESSAGES.labels("applied").inc(result.writes)

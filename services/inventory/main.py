@@ -10,7 +10,7 @@ import signal
 from pymongo import AsyncMongoClient
 
 from services.bus.events import TOPIC_DEVICE_EVENTS, TOPIC_INBOUND
-from services.bus.kafka import ensure_topics, make_producer
+from services.bus.kafka import BusCheck, make_producer, wait_for_topics
 from services.common.preflight import check_kafka, check_mongodb
 from services.common.service import serve
 from services.common.settings import Settings
@@ -38,15 +38,17 @@ async def run(settings: Settings) -> None:
     try:
         await store.ensure_indexes(db)
         await credentials.ensure_indexes(db)
-        await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS])
+        # Made by `acs topics` (or `acs up`) with their layout, never by a service.
+        await wait_for_topics(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS], STARTUP_TIMEOUT)
         await producer.start()
         await consumer.start()
         await recorder.start()
         sweep_task = asyncio.create_task(sweeper.run(), name="inventory-silence-sweep")
         assert consumer.task is not None
         consumer.task.add_done_callback(_stop_process_if_failed)
-        app = create_app(settings, client, checks={"consumer": consumer.healthy, "timeline": recorder.healthy},
-                         producer=producer)
+        bus = BusCheck(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS])
+        app = create_app(settings, client, checks={"consumer": consumer.healthy, "timeline": recorder.healthy,
+                                                   "kafka": bus}, producer=producer)
         log.info("inventory listening on %s:%d", settings.bind_host, settings.inventory_port)
         await serve([(app, settings.inventory_port)], settings)
     finally:

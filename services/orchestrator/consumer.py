@@ -18,7 +18,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -32,7 +32,7 @@ from services.bus.events import (
     decode_inbound,
     encode,
 )
-from services.bus.kafka import make_consumer, topic_name
+from services.bus.kafka import LostLogWatchdog, make_consumer, topic_name
 from services.common.redaction import redact_model
 from services.common.settings import Settings
 from services.orchestrator.engine import Engine
@@ -114,6 +114,24 @@ class OffsetTracker:
             self.committed.pop(tp, None)
 
 
+class _ForgetOnRebalance(ConsumerRebalanceListener):
+    """Partitions lost or (re)gained start afresh in the tracker.
+
+    After a rejoin (a rebalance, or a broker restart that made the group coordinator forget us)
+    the log may not be the one the tracker saw: a broker that lost its log numbers from 0
+    again, and committing the old offsets into it would make the next owner skip that many.
+    """
+
+    def __init__(self, offsets: OffsetTracker) -> None:
+        self.offsets = offsets
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.offsets.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.offsets.forget(assigned)
+
+
 class InboundConsumer:
     """A pipeline: fetching never waits for handling, except when too much is in flight.
 
@@ -134,6 +152,7 @@ class InboundConsumer:
         self._offsets = OffsetTracker()
         self._room = asyncio.Event()
         self._room.set()
+        self._watchdog: LostLogWatchdog | None = None
 
     @property
     def group_id(self) -> str:
@@ -141,11 +160,16 @@ class InboundConsumer:
 
     async def start(self) -> None:
         self.consumer = make_consumer(self.settings, TOPIC_INBOUND, group_id=self.group_id,
-                                      **self.consumer_options)
+                                      listener=_ForgetOnRebalance(self._offsets), **self.consumer_options)
         await self.consumer.start()
         self._task = asyncio.create_task(self._run(), name="orchestrator-consumer")
+        # Rewound partitions start afresh in the tracker: their old offsets belong to a lost log.
+        self._watchdog = LostLogWatchdog(self.consumer, on_rewind=self._offsets.forget)
+        self._watchdog.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

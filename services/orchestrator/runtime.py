@@ -9,8 +9,17 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from services.bus.events import TOPIC_CAMPAIGN_EVENTS, CampaignEvent, DeviceEvent, SessionPlan, encode
-from services.bus.kafka import make_producer, topic_name
+from services.bus.events import (
+    TOPIC_CAMPAIGN_EVENTS,
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_INBOUND,
+    TOPIC_REPLIES,
+    CampaignEvent,
+    DeviceEvent,
+    SessionPlan,
+    encode,
+)
+from services.bus.kafka import BusCheck, make_producer, topic_name
 from services.common.apikeys import ApiKeyAuth
 from services.common.settings import Settings
 from services.orchestrator.campaign_runner import KIND as CAMPAIGN
@@ -59,6 +68,7 @@ class OrchestratorRuntime:
         self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies,
                              profiles=self.profiles)
         self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
+        self._bus = BusCheck(settings, [TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS]) if with_kafka else None
         # Bulk jobs: stored, leased and resumed by any instance (services/orchestrator/jobs.py).
         self.jobs = JobEngine(settings, self.store, self.publisher, self.http, self.requester,
                               config=job_config or JobConfig.from_settings(settings),
@@ -112,7 +122,10 @@ class OrchestratorRuntime:
                                               key=event.campaign_id.encode())
 
     async def kafka_ready(self) -> bool:
-        return self.consumer is None or self.consumer.running()
+        """The consumer runs, the broker answers and the topics of the session path exist."""
+        if self.consumer is None or self._bus is None:
+            return True
+        return self.consumer.running() and await self._bus()
 
     async def __aenter__(self) -> OrchestratorRuntime:
         await self.start()

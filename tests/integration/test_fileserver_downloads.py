@@ -18,7 +18,7 @@ import pytest
 from cwmp.digest import basic_authorization
 from cwmp.httputil import make_device_id
 from services.bus.events import TOPIC_FILE_EVENTS, FileDownloadEvent
-from services.bus.kafka import make_consumer, make_producer
+from services.bus.kafka import ensure_topics, make_consumer, make_producer
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
 from services.fileserver.downloads import ACTIVE
@@ -294,6 +294,7 @@ async def test_fileserver_events_kafka_missed_are_republished(
         # Old enough that the outbox knows nobody is publishing it right now.
         backdated = datetime.now(UTC) - timedelta(minutes=1)
         await collection.update_one({"_id": record["_id"]}, {"$set": {"finished_at": backdated}})
+        await ensure_topics(server.settings, [TOPIC_FILE_EVENTS])  # Kafka is usable again
         producer = make_producer(server.settings)
         await producer.start()
         try:

@@ -11,8 +11,15 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.bus.events import TOPIC_INBOUND, DeviceIdentity, InformEventCode, InformReceived, encode
-from services.bus.kafka import make_producer, topic_name
+from services.bus.events import (
+    TOPIC_DEVICE_EVENTS,
+    TOPIC_INBOUND,
+    DeviceIdentity,
+    InformEventCode,
+    InformReceived,
+    encode,
+)
+from services.bus.kafka import ensure_topics, make_producer, topic_name
 from services.common.settings import Settings
 from services.inventory.main import run
 
@@ -24,6 +31,7 @@ async def test_run_serves_the_api_consumes_informs_and_stops_on_sigterm(
     settings = settings.model_copy(update={"inventory_port": unused_tcp_port})
     base = f"http://127.0.0.1:{unused_tcp_port}"
     loop = asyncio.get_running_loop()
+    await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_DEVICE_EVENTS])  # as `acs topics` does
     service = asyncio.create_task(run(settings))
     try:
         async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": "test-admin-key"}) as api:
