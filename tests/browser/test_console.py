@@ -5,6 +5,7 @@ CPEs. The tests run in order and share one signed-in page; each takes screenshot
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -236,6 +237,80 @@ async def test_create_a_policy_and_see_a_bad_one_refused(admin_page: Page) -> No
     await expect(good.locator("button:has-text('Enable')")).to_be_visible()
 
 
+async def test_create_a_profile_preview_it_and_see_a_bad_one_refused(admin_page: Page) -> None:
+    await admin_page.click("#nav a[href='#/profiles']")
+    form = admin_page.locator("#profile-form")
+    name = "ui-inform-" + uuid.uuid4().hex[:6]
+    await form.locator("input[name=name]").fill(name)
+    await form.locator("input[name=priority]").fill(str(7000 + uuid.uuid4().int % 1000))
+    # Disabled, so that no session of the other tests applies it; a preview counts it as enabled.
+    await form.locator("input[name=enabled]").uncheck()
+    await form.locator("textarea[name=state]").fill(
+        '{"selector": {"product_class": "IGD-SIM"}, "parameters": '
+        '[{"name": "ManagementServer.PeriodicInformInterval", "value": 7200}]}')
+    await form.locator("button[type=submit]").click()
+    await expect(admin_page.locator(".notice")).to_contain_text(f"Profile {name} saved (version 1)")
+    row = admin_page.locator(f"#profile-list tr[data-profile='{name}']")
+    await expect(row.locator("td").nth(2)).to_have_text("no")
+    await expect(row.locator("td.compliance")).to_contain_text("compliant 0")
+    await row.locator("button:has-text('Preview')").click()
+    preview = admin_page.locator(f"#profile-preview[data-profile='{name}']")
+    matched = int(await preview.locator("[data-count=matched] .n").inner_text())
+    assert matched >= 2  # the fleet's two TR-098 CPEs
+    await expect(preview.locator("[data-count=would_change] .n")).to_have_text(str(matched))
+    await expect(preview).to_contain_text("InternetGatewayDevice.ManagementServer.PeriodicInformInterval")
+    await expect(preview.locator("td.sample-rpcs").first).to_contain_text("SetParameterValues")
+    await expect(preview.locator("td.sample-rpcs").first).to_contain_text("7200")
+    await screenshot(admin_page, "profiles", full=True)
+    # A bad one: a selector the query language refuses. The API's words show, beside the editor.
+    await form.locator("input[name=name]").fill("ui-bad-profile")
+    await form.locator("textarea[name=state]").fill('{"selector": {"product_class": {"$near": 1}}}')
+    await form.locator("button[type=submit]").click()
+    await expect(admin_page.locator(".problem")).to_contain_text("422")
+    await expect(form.locator(".field-error[data-field=state]")).to_contain_text("body.selector")
+    await expect(admin_page.locator("#profile-list tr[data-profile='ui-bad-profile']")).to_have_count(0)
+    # Versions: enabling makes version 2; a rollback to version 1 makes version 3, disabled again.
+    await row.locator("button:has-text('Enable')").click()
+    await expect(row.locator("td").nth(2)).to_have_text("yes")
+    await row.locator("button:has-text('Disable')").click()
+    await expect(row.locator("td").nth(2)).to_have_text("no")
+    await row.locator("button:has-text('Versions')").click()
+    versions = admin_page.locator(f"#profile-versions[data-profile='{name}']")
+    await expect(versions.locator("tbody tr")).to_have_count(3)
+    await versions.locator("tr[data-version='1'] button:has-text('Roll back')").click()
+    await expect(versions.locator("tbody tr").first).to_contain_text("rolled back to version 1")
+    await expect(row.locator("td").nth(4)).to_have_text("4")
+
+
+async def test_create_a_campaign_in_draft_and_see_it_listed(admin_page: Page, api: httpx.AsyncClient) -> None:
+    file_name = f"ui-campaign-{uuid.uuid4().hex[:6]}-3.2.0.bin"
+    stored = await api.put(f"/files/{file_name}", content=os.urandom(1000), params={
+        "file_type": "1 Firmware Upgrade Image", "version": "3.2.0", "product_class": "IGD-SIM"})
+    assert stored.status_code in (200, 201), stored.text
+    await admin_page.click("#nav a[href='#/campaigns']")
+    name = "ui-campaign-" + uuid.uuid4().hex[:6]
+    editor = admin_page.locator("#campaign-form textarea[name=campaign]")
+    await editor.fill(json.dumps({"name": name, "query": {"product_class": "IGD-SIM"}, "draft": True,
+                                  "firmware": [{"product_class": "IGD-SIM", "file_name": "no-such-file.bin"}]}))
+    await admin_page.click("#campaign-form button[type=submit]")
+    await expect(admin_page.locator(".problem")).to_contain_text("422")
+    await expect(admin_page.locator(".problem")).to_contain_text("no-such-file.bin")
+    await editor.fill(json.dumps({"name": name, "query": {"product_class": "IGD-SIM"}, "draft": True,
+                                  "firmware": [{"product_class": "IGD-SIM", "file_name": file_name}]}))
+    await admin_page.click("#campaign-form button[type=submit]")
+    await expect(admin_page.locator(".notice")).to_contain_text(f"Campaign {name} created (draft")
+    row = admin_page.locator(f"#campaign-list tr[data-campaign='{name}']")
+    await expect(row.locator("td.campaign-state")).to_contain_text("draft")
+    await expect(row.locator("button[data-action=start]")).to_be_visible()
+    await screenshot(admin_page, "campaigns")
+    await row.locator("a").click()
+    await expect(admin_page.locator("#campaign-summary .campaign-state")).to_have_text("draft")
+    await expect(admin_page.locator("#campaign-waves tr[data-wave='0']")).to_contain_text("canary")
+    await admin_page.locator("#campaign-summary button[data-action=cancel]").click()
+    await expect(admin_page.locator("#campaign-summary .campaign-state")).to_have_text("cancelled")
+    await expect(admin_page.locator("#campaign-summary button")).to_have_count(0)
+
+
 async def test_start_a_job_over_a_query_and_watch_it_reach_100(admin_page: Page, fleet: Fleet) -> None:
     devices = [cpe(fleet, 1), cpe(fleet, 3)]
     await admin_page.click("#nav a[href='#/jobs']")
@@ -296,11 +371,16 @@ async def test_a_read_only_key_sees_no_write_control_and_a_forged_write_is_refus
         for nav, shown, gone in (("#/files", "#file-list tbody tr", "#upload-form, #file-list button.danger"),
                                  ("#/jobs", "#job-list tbody tr", "#job-form"),
                                  ("#/tasks", "#task-list tbody tr", "#task-list button"),
-                                 ("#/policies", "#policy-list tbody tr", "#policy-list button")):
+                                 ("#/policies", "#policy-list tbody tr", "#policy-list button"),
+                                 ("#/profiles", "#profile-list tbody tr",
+                                  "#profile-list button.danger, #profile-list button:has-text('Edit')"),
+                                 ("#/campaigns", "#campaign-list tbody tr", "#campaign-form, #campaign-list button")):
             await page.click(f"#nav a[href='{nav}']")
             await expect(page.locator(shown).first).to_be_visible()  # the list is there, without its buttons
             assert await page.locator(gone).count() == 0, nav
         assert await page.locator("#policy-form").is_hidden()
+        await page.click("#nav a[href='#/profiles']")
+        assert await page.locator("#profile-form").is_hidden()
         # A forged write with the session's own CSRF token: the server refuses the role.
         status = await page.evaluate("""async (path) => {
             const session = await (await fetch('/console/api/session')).json();

@@ -8,6 +8,8 @@ import { tasksPage } from "./tasks.js";
 import { jobsPage } from "./jobs.js";
 import { filesPage } from "./files.js";
 import { policiesPage } from "./policies.js";
+import { profilesPage } from "./profiles.js";
+import { campaignsPage, campaignPage } from "./campaigns.js";
 import { adminPage } from "./admin.js";
 
 const session = { principal: "", role: "", canWrite: false, isAdmin: false };
@@ -20,6 +22,9 @@ const ROUTES = [
   [/^#\/jobs$/, jobsPage],
   [/^#\/files$/, filesPage],
   [/^#\/policies$/, policiesPage],
+  [/^#\/profiles$/, profilesPage],
+  [/^#\/campaigns$/, campaignsPage],
+  [/^#\/campaigns\/(.+)$/, campaignPage],
   [/^#\/admin$/, adminPage],
 ];
 
