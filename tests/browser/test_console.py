@@ -301,11 +301,13 @@ async def test_create_a_campaign_in_draft_and_see_it_listed(admin_page: Page, ap
     await expect(admin_page.locator(".notice")).to_contain_text(f"Campaign {name} created (draft")
     row = admin_page.locator(f"#campaign-list tr[data-campaign='{name}']")
     await expect(row.locator("td.campaign-state")).to_contain_text("draft")
+    await expect(row.locator("td.campaign-wave")).to_have_text("1 of 2 (canary)")  # the default: canary, 100 %
     await expect(row.locator("button[data-action=start]")).to_be_visible()
     await screenshot(admin_page, "campaigns")
     await row.locator("a").click()
     await expect(admin_page.locator("#campaign-summary .campaign-state")).to_have_text("draft")
     await expect(admin_page.locator("#campaign-waves tr[data-wave='0']")).to_contain_text("canary")
+    await screenshot(admin_page, "campaign")
     await admin_page.locator("#campaign-summary button[data-action=cancel]").click()
     await expect(admin_page.locator("#campaign-summary .campaign-state")).to_have_text("cancelled")
     await expect(admin_page.locator("#campaign-summary button")).to_have_count(0)

@@ -67,7 +67,7 @@ export async function campaignsPage(view, session) {
           el("td", { class: "campaign-state" }, statusBadge(c.state), c.reason ? el("div", { class: "muted" }, c.reason) : null,
             c.note ? el("div", { class: "muted" }, c.note) : null),
           el("td", {}, c.total),
-          el("td", {}, c.waves.length ? `${c.wave === 0 ? "canary" : c.wave} of ${c.waves.length - 1}` : ""),
+          el("td", { class: "campaign-wave" }, c.waves.length ? `${c.wave + 1} of ${c.waves.length}${c.wave === 0 ? " (canary)" : ""}` : ""),
           el("td", {}, statesBar(c.counts), el("span", { class: "campaign-percent" }, `${percentEnded(c.counts)} %`)),
           el("td", { class: "mono campaign-counts" }, countsText(c.counts)),
           el("td", {}, actionButtons(session, c, message, refresh))))),
