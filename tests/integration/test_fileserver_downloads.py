@@ -294,7 +294,7 @@ async def test_fileserver_events_kafka_missed_are_republished(
         # Old enough that the outbox knows nobody is publishing it right now.
         backdated = datetime.now(UTC) - timedelta(minutes=1)
         await collection.update_one({"_id": record["_id"]}, {"$set": {"finished_at": backdated}})
-        await ensure_topics(server.settings, [TOPIC_FILE_EVENTS])  # Kafka is usable again
+        await ensure_topics(server.settings)  # Kafka is usable again
         producer = make_producer(server.settings)
         await producer.start()
         try:

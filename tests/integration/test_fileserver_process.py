@@ -13,7 +13,6 @@ import httpx
 import pytest
 
 from acs.infra import free_port
-from services.bus.events import TOPIC_FILE_EVENTS
 from services.bus.kafka import ensure_topics
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
@@ -67,7 +66,7 @@ async def test_fileserver_process_serves_both_ports_and_stops_on_sigterm(
     api_port, downloads_port = free_port(), free_port()
     settings = settings.model_copy(update={"files_public_url": f"http://127.0.0.1:{downloads_port}"})
     log_path = tmp_path / "fileserver.log"
-    await ensure_topics(settings, [TOPIC_FILE_EVENTS])  # as `acs topics` does: services create none
+    await ensure_topics(settings)  # as `acs topics` does: services create none
     process = await start(process_env(settings, ACS_FILESERVER_PORT=str(api_port),
                                       ACS_DOWNLOADS_PORT=str(downloads_port)), log_path)
     try:
@@ -89,7 +88,7 @@ async def test_fileserver_process_starts_unready_while_s3_is_unreachable(
     api_port, downloads_port = free_port(), free_port()
     settings = settings.model_copy(update={"s3_endpoint": "127.0.0.1:1"})
     log_path = tmp_path / "fileserver.log"
-    await ensure_topics(settings, [TOPIC_FILE_EVENTS])  # as `acs topics` does: services create none
+    await ensure_topics(settings)  # as `acs topics` does: services create none
     process = await start(process_env(settings, ACS_FILESERVER_PORT=str(api_port), ACS_STARTUP_WAIT="1",
                                       ACS_DOWNLOADS_PORT=str(downloads_port)), log_path)
     try:

@@ -20,7 +20,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from cwmp.digest import DigestClient
-from services.bus.events import TOPIC_FILE_EVENTS
 from services.bus.kafka import ensure_topics
 from services.common.settings import Settings
 from services.fileserver.app import create_app
@@ -73,7 +72,7 @@ async def run_fileserver(settings: Settings, *, wait_for_bucket: bool = True, wi
     downloads_url = f"http://127.0.0.1:{dl_sock.getsockname()[1]}"
     settings = settings.model_copy(update={"files_public_url": downloads_url})
     if with_kafka:
-        await ensure_topics(settings, [TOPIC_FILE_EVENTS])  # as `acs topics` does: services create none
+        await ensure_topics(settings)  # as `acs topics` does: services create none
     runtime = FileServerRuntime(settings, with_kafka=with_kafka)
     await runtime.start()
     try:

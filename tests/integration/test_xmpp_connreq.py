@@ -13,6 +13,7 @@ from acs.xmppserver import XmppServer
 from cwmp.session import InformReceived
 from services.orchestrator.connreq import ConnectionRequester
 from services.orchestrator.state import DeviceState
+from services.orchestrator.targets import TargetPolicy, parse_networks
 from services.orchestrator.xmppconnreq import XmppRequester
 from simulator.config import FleetSettings
 from simulator.device import Device
@@ -20,6 +21,8 @@ from simulator.fleet import Fleet
 from simulator.miniacs import MiniAcs, eventually, serving
 
 pytestmark = pytest.mark.integration
+# The simulated CPEs listen on loopback, which a deployment refuses by default (targets.py).
+LOCAL_TARGETS = TargetPolicy(parse_networks("0.0.0.0/0,127.0.0.0/8", "test"))
 
 
 def _events(acs: MiniAcs, serial: str) -> list[list[str]]:
@@ -62,11 +65,12 @@ async def test_an_xmpp_connection_request_wakes_the_device_through_the_xmpp_serv
             await eventually(lambda: device.state == "idle")
             sessions = len(_events(acs, device.serial))
 
-            requester = ConnectionRequester(http, xmpp=xmpp)
+            requester = ConnectionRequester(http, targets=LOCAL_TARGETS, xmpp=xmpp)
             # Wrong credentials: the CPE itself says not-authorized; no session, no HTTP attempt.
             refused = await requester.wake(_state(device, jid, password="wrong", url=device.cr_url))
             assert (refused.outcome, refused.transport) == ("auth_failed", "xmpp"), refused
-            right = await ConnectionRequester(http, xmpp=xmpp).wake(_state(device, jid, url=device.cr_url))
+            right = await ConnectionRequester(http, targets=LOCAL_TARGETS, xmpp=xmpp).wake(
+                _state(device, jid, url=device.cr_url))
             assert (right.outcome, right.transport) == ("ok", "xmpp"), right
             await eventually(lambda: len(_events(acs, device.serial)) == sessions + 1)
             assert _events(acs, device.serial)[-1] == ["6 CONNECTION REQUEST"]
@@ -74,7 +78,7 @@ async def test_an_xmpp_connection_request_wakes_the_device_through_the_xmpp_serv
             # Only the JIDs in ConnReqAllowedJabberIDs may ask, once the list is set.
             device.model.set_internal("Device.ManagementServer.ConnReqAllowedJabberIDs", "someone@else.test")
             await eventually(lambda: device.state == "idle")
-            stranger = await ConnectionRequester(http, xmpp=xmpp).wake(_state(device, jid))
+            stranger = await ConnectionRequester(http, targets=LOCAL_TARGETS, xmpp=xmpp).wake(_state(device, jid))
             assert stranger.outcome == "auth_failed", stranger
         finally:
             await xmpp.close()
@@ -94,13 +98,14 @@ async def test_with_the_xmpp_server_down_the_request_falls_back_to_http_and_says
             device = fleet.device_by_index(0)
             assert device is not None
             await eventually(lambda: len(_events(acs, device.serial)) >= 1 and device.state == "idle")
-            result = await ConnectionRequester(http, xmpp=down).wake(
+            result = await ConnectionRequester(http, targets=LOCAL_TARGETS, xmpp=down).wake(
                 _state(device, "cpe-x@acs.local/cwmp", url=device.cr_url))
             assert (result.outcome, result.transport) == ("ok", "http"), result
             assert result.detail.startswith("XMPP failed (unreachable: XMPP server unavailable: cannot reach"), result
             await eventually(lambda: _events(acs, device.serial)[-1] == ["6 CONNECTION REQUEST"])
             # Without an HTTP URL there is nothing to fall back to: the XMPP outcome stands.
-            alone = await ConnectionRequester(http, xmpp=down).wake(_state(device, "cpe-x@acs.local/cwmp"))
+            alone = await ConnectionRequester(http, targets=LOCAL_TARGETS, xmpp=down).wake(
+                _state(device, "cpe-x@acs.local/cwmp"))
             assert (alone.outcome, alone.transport) == ("unreachable", "xmpp"), alone
         finally:
             await down.close()
