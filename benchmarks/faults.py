@@ -83,7 +83,7 @@ class Run:
     def listener(self, device: Device, record: SessionRecord, session: CpeSession) -> None:
         inform = session.inform
         self.sessions.append(Session(device.id_string, record.start, record.end, record.ok,
-                                     session.inform_acknowledged, inform.current_time if inform else ""))
+                                     session.inform_acked, inform.current_time if inform else ""))
 
 
 class Output:

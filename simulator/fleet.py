@@ -314,7 +314,8 @@ class Fleet:
             device=device.index, start=start_wall, end=start_wall + (time.perf_counter() - t0), ok=ok,
             reason=reason, events=session.event_codes, rpcs=len(session.rpcs),
             http_requests=channel.requests, retry_count=session.inform.retry_count if session.inform else 0,
-            lag=max(0.0, started - due),
+            lag=max(0.0, started - due), inform_acked=session.inform_acked,
+            cookies=tuple(channel.cookies.items()),
         )
         self.metrics.record(record)
         self.metrics.rpcs.update(session.rpcs)

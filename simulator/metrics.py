@@ -38,6 +38,8 @@ class SessionRecord:
     http_requests: int  # POSTs sent, 401 legs included
     retry_count: int  # RetryCount of the Inform
     lag: float  # seconds between "due" and the session actually starting (simulator saturation)
+    inform_acked: bool = False  # an InformResponse arrived (the ACS took the Inform)
+    cookies: tuple[tuple[str, str], ...] = ()  # the cookies the ACS set in the session
 
     @property
     def duration(self) -> float:

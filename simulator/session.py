@@ -108,12 +108,12 @@ class CpeSession:
         self.messages = 0
         self.use_cwmp_version: str | None = None
         # True once the ACS answered the Inform with an InformResponse (it took the Inform).
-        self.inform_acknowledged = False
         self._phase = _Phase.INFORM
         self._requests: list[TransferComplete | DUStateChangeComplete | RequestDownload] = []
         self._current: tuple[CwmpMessage, bytes] | None = None  # our outstanding request
         self._retries = 0
         self._hold = False
+        self.inform_acked = False  # the ACS answered the Inform with an InformResponse
 
     @property
     def done(self) -> bool:
@@ -212,7 +212,7 @@ class CpeSession:
         if message.METHOD == request.RESPONSE:
             if isinstance(request, Inform):
                 self.use_cwmp_version = envelope.header.use_cwmp_version
-                self.inform_acknowledged = True
+                self.inform_acked = True
                 self.device.inform_acked(request, self.url)
             else:
                 assert isinstance(request, TransferComplete | DUStateChangeComplete | RequestDownload)

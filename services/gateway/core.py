@@ -138,6 +138,10 @@ class Gateway:
         self.by_connection: dict[str, str] = {}
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
+        # The last cookie value checked and what it gave: a request asks for its cookie twice (is
+        # its session elsewhere? which session is it?), and the HMAC is checked once. The same
+        # value always gives the same answer, so one entry is enough and never stale.
+        self._last_cookie: tuple[str, SessionCookie] | None = None
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -180,8 +184,17 @@ class Gateway:
         return cookie.owner_url, forward_mark(cookie.session_id, secret)
 
     def _cookie(self, request: CwmpRequest) -> SessionCookie | None:
-        value = parse_cookie_header(request.headers.get("cookie")).get(COOKIE_NAME)
-        return parse_cookie_value(value, self.settings.secret_key) if value else None
+        header = request.headers.get("cookie")
+        if not header:
+            return None
+        value = parse_cookie_header(header).get(COOKIE_NAME)
+        if not value:
+            return None
+        if self._last_cookie is not None and self._last_cookie[0] == value:
+            return self._last_cookie[1]
+        cookie = parse_cookie_value(value, self.settings.secret_key)
+        self._last_cookie = (value, cookie)
+        return cookie
 
     # --- a new session: the Inform ---------------------------------------------------------------
 

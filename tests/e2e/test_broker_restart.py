@@ -117,7 +117,7 @@ class Acks:
                    if device.split("-")[-1].startswith(prefix) and "SetParameterValues" in rpcs) >= count
 
     def listener(self, device: Device, record: SessionRecord, session: CpeSession) -> None:
-        if session.inform_acknowledged and session.inform is not None:
+        if session.inform_acked and session.inform is not None:
             self.acked.append((device.id_string, record.start, session.inform.current_time))
         self.rpcs.setdefault(device.id_string, []).extend(session.rpcs)
 

@@ -35,3 +35,20 @@ def test_the_report_gives_the_ratio_and_flags_a_window_that_was_not_steady() -> 
     assert "trivial responder          CPU   10.0 %" in text
     assert "NOT STEADY" in text and text.count("NOT STEADY") == 1
     assert text.endswith("ACS / trivial responder: 0.60")
+
+
+def test_the_report_gives_cpu_per_completed_session_per_process_and_for_the_acs() -> None:
+    from acs.bench import InformCheck
+
+    args = argparse.Namespace(devices=100, interval=10, window=10.0, auth="none")
+    usage = {"gateway": ProcessUsage(cpu_seconds=0.5), "mongod": ProcessUsage(cpu_seconds=0.3),
+             "simulator (this process)": ProcessUsage(cpu_seconds=2.0)}
+    acs = RunResult("acs", 10.0, 0, 5.0, 9.0, 30.0, usage, completed=100,
+                    lost=InformCheck(acknowledged=100, missing_in_inventory=["s1"]))
+    text = report(args, [acs])
+    assert "  5.000 ms/session" in text  # gateway: 0.5 s over 100 sessions
+    assert " 20.000 ms/session" in text  # the simulator's own figure is shown...
+    assert "ACS CPU per session: 8.00 ms" in text  # ...but not counted for the ACS
+    assert "Informs acknowledged in the window: 100, LOST" in text and "not in the inventory 1" in text
+    assert "e.g. session s1" in text
+    assert not acs.lost.ok and InformCheck(acknowledged=3).ok
