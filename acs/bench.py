@@ -126,6 +126,7 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
 
     fleet = Fleet(FleetSettings(acs_url=acs_url, devices=args.devices, model="mixed", auth=auth,  # type: ignore[arg-type]
                                 acs_username=username, acs_password=password, periodic_interval=args.interval,
+                                digest_keep_nonce=getattr(args, "keep_nonce", False),
                                 ramp=args.ramp, max_sessions=args.max_sessions, seed=7,
                                 serial_prefix=f"B{label[:3].upper()}", keep_records=args.devices * 4))
     started = time.monotonic()
@@ -366,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="where the local servers keep data (temporary)")
     parser.add_argument("--skip-reference", action="store_true", help="measure the ACS only")
     parser.add_argument("--auth", choices=["digest", "none"], default="digest", help="CPE authentication")
+    parser.add_argument("--keep-nonce", action="store_true",
+                        help="the simulated CPEs keep their Digest nonce across sessions (no 401 leg)")
     args = parser.parse_args(argv)
     results = [] if args.skip_reference else [run_reference(args)]
     results.append(run_acs(args))

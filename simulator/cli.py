@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ProductClass of every device instead of IGD-SIM/DEV-SIM (spaces allowed)")
     p.add_argument("--digest-reuse-nc", action="store_true",
                    help="sloppy Digest client: re-send the first answer (nc=00000001) on every later request")
+    p.add_argument("--digest-keep-nonce", action="store_true",
+                   help="keep the Digest nonce across sessions: the next Inform carries it with nc + 1")
     p.add_argument("--drop-mid-session", type=int, default=0, metavar="N",
                    help="once per device, drop the TCP connection instead of answering the N-th ACS "
                         "request, then come back at once with a new Inform (0: never)")
@@ -102,7 +104,8 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         strict_types=not args.lenient_types, cr_host=args.cr_host, cr_port=args.cr_port,
         http_mode=HttpMode(args.http_mode), max_sessions=args.max_sessions, http_timeout=args.timeout,
         ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed, product_class=args.product_class,
-        digest_reuse_nc=args.digest_reuse_nc, drop_mid_session=args.drop_mid_session,
+        digest_reuse_nc=args.digest_reuse_nc,
+        digest_keep_nonce=args.digest_keep_nonce, drop_mid_session=args.drop_mid_session,
         credentials_in_url=args.credentials_in_url, parameters=args.parameters,
         fail_share=args.fail_share, fail_fault=args.fail_fault, fail_stage=args.fail_stage,
         offline_share=args.offline_share, download_seconds=args.download_seconds,

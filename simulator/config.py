@@ -79,6 +79,10 @@ class FleetSettings:
     # header again on every later request, of the session and of the device's next sessions,
     # until a 401 brings a new challenge.
     digest_reuse_nc: bool = False
+    # A Digest client that keeps the last challenge's nonce across sessions: the next session's
+    # Inform carries it pre-emptively with the next nonce count (RFC 7616 3.4), so the ACS can
+    # skip the 401 leg while the nonce is valid; a 401 (stale or not) brings a new one.
+    digest_keep_nonce: bool = False
     # Once per device, instead of answering the N-th ACS request of a session, drop the TCP
     # connection and come back at once with a new Inform on a new connection (still sending the
     # dropped session's cookie, as a client with a cookie jar does, unless ignore_cookies).

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cwmp.digest import DigestClient
+
 from . import memory
 from .config import FleetSettings, HttpMode
 from .connreq import ConnectionRequestApp, bind_socket, make_server
@@ -60,6 +62,7 @@ class Fleet:
         self.session_listeners: list[Callable[[Device, SessionRecord, CpeSession], None]] = []
         # Client behaviours that outlive a session, kept only when their option is on.
         self._reused_auth: dict[int, tuple[str, str]] = {}  # digest_reuse_nc: index -> header
+        self._digests: dict[int, DigestClient] = {}  # digest_keep_nonce: index -> last challenge
         self._dropped: set[int] = set()  # drop_mid_session: the devices that did (once each)
         self._cookie_jar: dict[int, dict[str, str]] = {}  # ... and the cookies their next session sends
         self.xmpp: dict[int, DeviceXmpp] = {}  # XMPP client mode: device index -> its XMPP link
@@ -284,7 +287,8 @@ class Fleet:
                                  ignore_cookies=s.ignore_cookies, timeout=s.http_timeout,
                                  user_agent=s.user_agent, reuse_nc=s.digest_reuse_nc,
                                  reused=self._reused_auth.get(device.index),
-                                 cookies=self._cookie_jar.pop(device.index, None))
+                                 cookies=self._cookie_jar.pop(device.index, None),
+                                 digest=self._digests.get(device.index) if s.digest_keep_nonce else None)
             ok, reason, retry_after, dropped = True, "", None, False
             try:
                 out = session.start()
@@ -310,6 +314,8 @@ class Fleet:
                 await self._release(connection, ok)
                 if channel.reused is not None:
                     self._reused_auth[device.index] = channel.reused
+                if s.digest_keep_nonce and channel.digest is not None:
+                    self._digests[device.index] = channel.digest
         record = SessionRecord(
             device=device.index, start=start_wall, end=start_wall + (time.perf_counter() - t0), ok=ok,
             reason=reason, events=session.event_codes, rpcs=len(session.rpcs),

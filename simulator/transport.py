@@ -105,7 +105,7 @@ class AcsChannel:
     def __init__(self, connection: Requester, url: str, *, auth: AuthMode, username: str, password: str,
                  ignore_cookies: bool = False, timeout: float = 30.0, user_agent: str = "acs-simulator",
                  reuse_nc: bool = False, reused: tuple[str, str] | None = None,
-                 cookies: dict[str, str] | None = None) -> None:
+                 cookies: dict[str, str] | None = None, digest: DigestClient | None = None) -> None:
         self.connection = connection
         self.url = url
         self.auth = auth
@@ -116,13 +116,20 @@ class AcsChannel:
         self.user_agent = user_agent
         self.cookies: dict[str, str] = dict(cookies or {})
         self.requests = 0
-        self._digest: DigestClient | None = None  # set once the ACS has challenged
+        # Set once the ACS has challenged; given, the previous session's client (digest_keep_nonce),
+        # whose nonce and count the first request then carries.
+        self._digest: DigestClient | None = digest
         # reuse_nc: (request target, Authorization) answered once and sent again as it is;
         # ``reused`` carries it over from the device's previous session.
         self.reuse_nc = reuse_nc
         self.reused = reused if reuse_nc else None
         self._redirects = 0
         self._own: list[Requester] = []  # connections opened for redirects to other origins
+
+    @property
+    def digest(self) -> DigestClient | None:
+        """The Digest client with the last challenge answered (kept for the next session)."""
+        return self._digest
 
     async def aclose(self) -> None:
         for connection in self._own:

@@ -44,3 +44,46 @@ async def test_the_session_cookie_hmac_is_checked_once_per_request(gateway_setti
             assert 1 <= len(checked) <= 2  # at most once per request (the same value: not even that)
         finally:
             await cpe.aclose()
+
+
+async def test_a_cpe_reusing_a_valid_nonce_with_the_next_nc_is_served_without_a_challenge(
+        gateway_settings: Settings) -> None:
+    """The next session's Inform carries the nonce of the last challenge and nc + 1: no 401 leg."""
+    async with ScriptedOrchestrator(gateway_settings, plan_on_inform([])), \
+            running_gateway(gateway_settings) as url:
+        cpe = TestCpe(url, "testcpe", "testcpe-password")
+        try:
+            first = await cpe.post(seed_inform(), authenticate=False)
+            assert first.status_code == 401
+            assert (await cpe.post(seed_inform())).status_code == 200  # answers the challenge
+            assert (await cpe.post(None)).status_code == 204
+            assert cpe.digest is not None
+            nonce = cpe.digest.challenge.nonce if cpe.digest.challenge else None
+            header = cpe.digest.authorization("POST", "/")
+            assert "nc=00000003" in header
+            again = await cpe.client.post("/", content=seed_inform(events=("2 PERIODIC",)).encode(),
+                                          headers={"content-type": "text/xml; charset=utf-8",
+                                                   "authorization": header})
+            assert again.status_code == 200 and rpc_of(again.content)[0] == "InformResponse"
+            assert (cpe.digest.challenge.nonce if cpe.digest.challenge else None) == nonce
+            assert (await cpe.post(None)).status_code == 204
+        finally:
+            await cpe.aclose()
+
+
+@pytest.mark.parametrize("keep_nonce", [True, False])
+async def test_the_simulator_keeping_its_nonce_skips_the_401_leg_of_later_sessions(
+        gateway_settings: Settings, keep_nonce: bool) -> None:
+    from simulator.miniacs import eventually
+    from tests.integration.test_gateway_with_simulator import simulated, summary
+
+    settings = gateway_settings.model_copy(update={"cpe_password": "testcpe-password"})
+    async with ScriptedOrchestrator(settings, plan_on_inform([])), running_gateway(settings) as url, \
+            simulated(url, digest_keep_nonce=keep_nonce, periodic_interval=1, jitter=0.0) as fleet:
+        await eventually(lambda: summary(fleet)["sessions_ok"] >= 3 or summary(fleet)["sessions_failed"] > 0,
+                         seconds=30)
+        records = list(fleet.metrics.records)
+    assert all(r.ok for r in records), [r.reason for r in records]
+    # A routine session: Inform and empty POST, plus the 401 leg when the nonce is not kept.
+    assert records[0].http_requests == 3
+    assert {r.http_requests for r in records[1:]} == ({2} if keep_nonce else {3})
