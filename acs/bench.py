@@ -143,8 +143,11 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
         sampler = UsageSampler({**pids, "simulator (this process)": os.getpid()})
         acked: list[tuple[str, str]] = []  # (device index, ACS session cookie) of each Inform taken
 
+        opened = time.time()
+
         def on_session(_device: Any, record: Any, _session: Any) -> None:
-            if record.inform_acked:
+            # Sessions begun in the window: their Informs come after the offsets marked.
+            if record.inform_acked and record.start >= opened:
                 acked.append((str(record.device), dict(record.cookies).get("acs_session", "")))
 
         fleet.session_listeners.append(on_session)
