@@ -74,23 +74,42 @@ async def device_page(client: httpx.AsyncClient, settings: Settings, query: dict
                       api_key: str | None, cursor: str | None, page_size: int = 500) -> tuple[list[str], str | None]:
     """One page of device ids matching an inventory query (``GET /api/v1/devices?q=``), and the
     cursor of the next page (None after the last)."""
-    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices"
-    params: dict[str, Any] = {"q": query if isinstance(query, str) else json.dumps(query), "fields": "id",
-                              "limit": page_size}
+    response = await _inventory_get(client, settings, "/api/v1/devices",
+                                    _page_params(query, "id", cursor, page_size), api_key, 30.0)
+    _check_query_answer(response)
+    body = response.json()
+    return [str(d["id"]) for d in body.get("devices", []) if "id" in d], body.get("next_cursor") or None
+
+
+def _query_text(query: dict[str, Any] | str) -> str:
+    return query if isinstance(query, str) else json.dumps(query)
+
+
+def _page_params(query: dict[str, Any] | str, fields: str, cursor: str | None, page_size: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"q": _query_text(query), "fields": fields, "limit": page_size}
     if cursor:
         params["cursor"] = cursor
+    return params
+
+
+async def _inventory_get(client: httpx.AsyncClient, settings: Settings, path: str, params: dict[str, Any],
+                         api_key: str | None, answer_within: float) -> httpx.Response:
+    """A GET of the inventory's API; no answer at all is a 503 to our caller."""
     try:
-        response = await client.get(url, params=params, headers=_headers(api_key), timeout=30.0)
+        return await client.get(f"{settings.inventory_url.rstrip('/')}{path}", params=params,
+                                headers=_headers(api_key), timeout=answer_within)
     except httpx.HTTPError as exc:
         raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+
+
+def _check_query_answer(response: httpx.Response) -> None:
+    """The inventory's answer to a caller's query: its refusals become the caller's errors."""
     if response.status_code == 400:
         raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
     if response.status_code in (401, 403):
         raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
     if response.status_code != 200:
         raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
-    body = response.json()
-    return [str(d["id"]) for d in body.get("devices", []) if "id" in d], body.get("next_cursor") or None
 
 
 def _detail(response: httpx.Response) -> str:
@@ -118,15 +137,8 @@ async def device_rows(client: httpx.AsyncClient, settings: Settings, query: dict
                       fields: str, cursor: str | None, page_size: int) -> tuple[list[dict[str, Any]], str | None]:
     """Like :func:`device_page`, with the devices' ``fields`` (campaigns: product class and software
     version), read with the service key (ACS_ADMIN_API_KEY)."""
-    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices"
-    params: dict[str, Any] = {"q": query if isinstance(query, str) else json.dumps(query), "fields": fields,
-                              "limit": page_size}
-    if cursor:
-        params["cursor"] = cursor
-    try:
-        response = await client.get(url, params=params, headers=_headers(settings.admin_api_key), timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
+    response = await _inventory_get(client, settings, "/api/v1/devices",
+                                    _page_params(query, fields, cursor, page_size), settings.admin_api_key, 30.0)
     if response.status_code != 200:
         raise UpstreamError(422 if response.status_code == 400 else 503,
                             f"the inventory answered {response.status_code}: {_detail(response)}")
@@ -137,16 +149,7 @@ async def device_rows(client: httpx.AsyncClient, settings: Settings, query: dict
 async def device_count(client: httpx.AsyncClient, settings: Settings, query: dict[str, Any] | str,
                        api_key: str | None) -> int:
     """``GET /api/v1/devices/count?q=``: how many devices the query matches."""
-    url = f"{settings.inventory_url.rstrip('/')}/api/v1/devices/count"
-    params = {"q": query if isinstance(query, str) else json.dumps(query)}
-    try:
-        response = await client.get(url, params=params, headers=_headers(api_key), timeout=60.0)
-    except httpx.HTTPError as exc:
-        raise UpstreamError(503, f"the inventory did not answer ({type(exc).__name__}); try again") from None
-    if response.status_code == 400:
-        raise UpstreamError(422, f"the inventory refused the query: {_detail(response)}")
-    if response.status_code in (401, 403):
-        raise UpstreamError(response.status_code, f"the inventory refused the key: {_detail(response)}")
-    if response.status_code != 200:
-        raise UpstreamError(503, f"the inventory answered {response.status_code}: {_detail(response)}")
+    response = await _inventory_get(client, settings, "/api/v1/devices/count", {"q": _query_text(query)},
+                                    api_key, 60.0)
+    _check_query_answer(response)
     return int(response.json()["count"])
