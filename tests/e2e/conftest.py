@@ -45,16 +45,20 @@ class Stack:
         return {"Authorization": f"Bearer {self.admin_key}"}
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
-          s3_server: S3Server, xmpp_server: XmppServer) -> Iterator[Stack]:
-    name = "e2e" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
-                                      "DOWNLOADS", "CONSOLE")}
+PORTS = ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "DOWNLOADS", "CONSOLE")
+
+
+def local_acs_env(name: str, kafka_bootstrap: str, mongodb_url: str, s3_server: S3Server,
+                  partitions: int) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of an `acs up --external` on the test run's servers, with every port its own
+    free one (a default port could be held by another stack on the machine), and those ports.
+    ``name`` keeps its topics, database and bucket apart from every other test's."""
+    ports = {p: free_port() for p in PORTS}
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
     env.update({
-        "ACS_KAFKA_BOOTSTRAP": kafka_bootstrap, "ACS_KAFKA_TOPIC_PREFIX": f"{name}.", "ACS_KAFKA_PARTITIONS": "4",
+        "ACS_KAFKA_BOOTSTRAP": kafka_bootstrap, "ACS_KAFKA_TOPIC_PREFIX": f"{name}.",
+        "ACS_KAFKA_PARTITIONS": str(partitions),
         "ACS_MONGODB_URL": mongodb_url, "ACS_MONGODB_DATABASE": name,
         "ACS_S3_ENDPOINT": s3_server.endpoint, "ACS_S3_ACCESS_KEY": s3_server.access_key,
         "ACS_S3_SECRET_KEY": s3_server.secret_key, "ACS_S3_BUCKET": name,
@@ -63,6 +67,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         "ACS_FILESERVER_URL": f"http://127.0.0.1:{ports['FILESERVER']}",
         "ACS_FILES_PUBLIC_URL": f"http://127.0.0.1:{ports['DOWNLOADS']}",
         "ACS_CONSOLE_URL": f"http://127.0.0.1:{ports['CONSOLE']}",
+    })
+    return env, ports
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
+          s3_server: S3Server, xmpp_server: XmppServer) -> Iterator[Stack]:
+    name = "e2e" + uuid.uuid4().hex[:8]
+    env, ports = local_acs_env(name, kafka_bootstrap, mongodb_url, s3_server, partitions=4)
+    env.update({
         "ACS_ADMIN_API_KEY": "e2e-admin-key-" + uuid.uuid4().hex,
         "ACS_SECRET_KEY": "e2e-secret-key-" + uuid.uuid4().hex,
         "ACS_CPE_USERNAME": "testcpe", "ACS_CPE_PASSWORD": "e2e-cpe-password",

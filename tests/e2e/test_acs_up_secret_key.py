@@ -3,7 +3,6 @@ credentials minted before a restart are still good after it (issue 15 item 5).""
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
@@ -17,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acs.infra import free_port
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
 from tests.conftest import S3Server
+from tests.e2e.conftest import local_acs_env
 from tests.integration.test_fileserver_support import DigestAuth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,20 +55,7 @@ def acs_up(env: dict[str, str], data_dir: Path) -> Iterator[None]:
 def test_download_credentials_minted_before_a_restart_work_after_it(
         tmp_path: Path, kafka_bootstrap: str, mongodb_url: str, s3_server: S3Server) -> None:
     name = "sk" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "GATEWAY_ADMIN", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER",
-                                      "DOWNLOADS")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}  # no ACS_SECRET_KEY
-    env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
-    env.update({
-        "ACS_KAFKA_BOOTSTRAP": kafka_bootstrap, "ACS_KAFKA_TOPIC_PREFIX": f"{name}.", "ACS_KAFKA_PARTITIONS": "2",
-        "ACS_MONGODB_URL": mongodb_url, "ACS_MONGODB_DATABASE": name,
-        "ACS_S3_ENDPOINT": s3_server.endpoint, "ACS_S3_ACCESS_KEY": s3_server.access_key,
-        "ACS_S3_SECRET_KEY": s3_server.secret_key, "ACS_S3_BUCKET": name,
-        "ACS_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['ORCHESTRATOR']}",
-        "ACS_INVENTORY_URL": f"http://127.0.0.1:{ports['INVENTORY']}",
-        "ACS_FILESERVER_URL": f"http://127.0.0.1:{ports['FILESERVER']}",
-        "ACS_FILES_PUBLIC_URL": f"http://127.0.0.1:{ports['DOWNLOADS']}",
-    })
+    env, ports = local_acs_env(name, kafka_bootstrap, mongodb_url, s3_server, partitions=2)  # no ACS_SECRET_KEY
     data_dir = tmp_path / "acs"
     api = f"http://127.0.0.1:{ports['API']}/api/v1"
     with acs_up(env, data_dir):

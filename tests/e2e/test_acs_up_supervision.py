@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from acs.infra import free_port
 from acs.up import Restarts, restart_delay
 from tests.conftest import S3Server
+from tests.e2e.conftest import local_acs_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,19 +82,7 @@ def service_pid(up: subprocess.Popen[str], name: str) -> int:
 def test_a_killed_or_stopped_service_is_restarted_and_ctrl_c_still_stops_everything(
         tmp_path: Path, kafka_bootstrap: str, mongodb_url: str, s3_server: S3Server) -> None:
     name = "sup" + uuid.uuid4().hex[:8]
-    ports = {p: free_port() for p in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "DOWNLOADS")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
-    env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
-    env.update({
-        "ACS_KAFKA_BOOTSTRAP": kafka_bootstrap, "ACS_KAFKA_TOPIC_PREFIX": f"{name}.", "ACS_KAFKA_PARTITIONS": "2",
-        "ACS_MONGODB_URL": mongodb_url, "ACS_MONGODB_DATABASE": name,
-        "ACS_S3_ENDPOINT": s3_server.endpoint, "ACS_S3_ACCESS_KEY": s3_server.access_key,
-        "ACS_S3_SECRET_KEY": s3_server.secret_key, "ACS_S3_BUCKET": name,
-        "ACS_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['ORCHESTRATOR']}",
-        "ACS_INVENTORY_URL": f"http://127.0.0.1:{ports['INVENTORY']}",
-        "ACS_FILESERVER_URL": f"http://127.0.0.1:{ports['FILESERVER']}",
-        "ACS_FILES_PUBLIC_URL": f"http://127.0.0.1:{ports['DOWNLOADS']}",
-    })
+    env, ports = local_acs_env(name, kafka_bootstrap, mongodb_url, s3_server, partitions=2)
     up = subprocess.Popen([sys.executable, "-m", "acs.cli", "up", "--external", "--data-dir", str(tmp_path / "acs")],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = Output(up)
