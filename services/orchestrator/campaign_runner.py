@@ -218,7 +218,7 @@ class CampaignRunner:
         if state == "scheduled":
             start_at = aware(doc["start_at"]) if doc.get("start_at") else None
             if start_at is not None and now < start_at:
-                return self._later(min(start_at, now + timedelta(seconds=60)))
+                return self._later(min(start_at, now + timedelta(seconds=60)), now)
             if not await self._advance(doc, owner, {"state": "running", "started_at": now, "reason": ""}):
                 return None
             doc["state"] = state = "running"
@@ -234,24 +234,27 @@ class CampaignRunner:
                 # Nothing moves while paused: the next round is the one a resume stores.
                 await self.store.advance_job(cid, owner, {"state": "paused"}, {}, unset=("work",))
                 return None
-            return self._later(now + timedelta(seconds=self.config.tick_seconds))
+            return self._later(now + timedelta(seconds=self.config.tick_seconds), now)
         reason = C.stop_reason(spec.stop, await self.devices.recent_outcomes(cid, doc.get("rules_since"),
                                                                               spec.stop.window),
                                await self.devices.failed_since(cid, doc.get("rules_since")))
         if reason:
             await self._pause(doc, owner, reason)
-            return self._later(now + timedelta(seconds=self.config.tick_seconds))
+            return self._later(now + timedelta(seconds=self.config.tick_seconds), now)
         if not await self._waves(doc, spec, owner, now):
-            return self._later(now + timedelta(seconds=self.config.tick_seconds))
+            return self._later(now + timedelta(seconds=self.config.tick_seconds), now)
         if doc.get("state") == "running":
             await self._start(doc, spec, owner, now)
             await self._recount(doc, owner)
-        return self._later(now + timedelta(seconds=self.config.tick_seconds))
+        return self._later(now + timedelta(seconds=self.config.tick_seconds), now)
 
-    def _later(self, when: datetime) -> datetime:
+    def _later(self, when: datetime, now: datetime) -> datetime:
         """The next round's time, on the wall clock of the leases (the campaign's clock may be another);
-        this instance also wakes its engine then (the others poll)."""
-        delay = max(0.0, (when - self.now()).total_seconds())
+        this instance also wakes its engine then (the others poll).
+
+        The delay counts from the round's own ``now``, not from a fresh reading: a clock stepped back
+        during the round (NTP, or a test's clock) must not push the next round hours away."""
+        delay = max(0.0, (when - now).total_seconds())
         if self.wake is not None:
             handle = asyncio.get_running_loop().call_later(delay, self._fire)
             self._timers.add(handle)

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from services.bus.events import utcnow
 from services.orchestrator import campaigns as C
+from services.orchestrator.campaign_runner import CampaignConfig, CampaignRunner
 from simulator.config import FleetSettings
 
 # A Wednesday, 10:30 UTC (11:30 in Paris in winter).
@@ -107,3 +109,17 @@ def test_the_simulator_spreads_a_share_evenly() -> None:
     assert all(sum(settings.fails(i) for i in range(start, start + 10)) == 3 for start in range(0, 90, 10))
     assert sum(settings.goes_offline(i) for i in range(100)) == 10
     assert not any(FleetSettings().fails(i) for i in range(100))
+
+
+async def test_a_clock_stepped_back_during_a_round_does_not_push_the_next_round_away() -> None:
+    """The CI failure of 2026-12-04: the test's clock went from noon back to 02:30 while a round ran,
+    and the round's "in 0.1 s" became "in 9.5 hours" (the delay was taken against a fresh reading)."""
+    noon = datetime(2026, 1, 7, 11, 0, tzinfo=UTC)
+    clock = [noon]
+    runner = CampaignRunner(None, None, None, None, None, None, None,  # type: ignore[arg-type]
+                            config=CampaignConfig(tick_seconds=0.1, clock=lambda: clock[0]))
+    round_now = runner.now()
+    clock[0] = noon - timedelta(hours=9, minutes=30)  # stepped back while the round worked
+    before = utcnow()
+    next_round = runner._later(round_now + timedelta(seconds=0.1), round_now)
+    assert timedelta(0) <= next_round - before <= timedelta(seconds=1)
