@@ -12,7 +12,8 @@ one).
 
 Each record goes to MongoDB ``audit`` (a TTL index deletes it after ``ACS_AUDIT_RETENTION_DAYS``)
 and, where the service has a Kafka producer, to the topic ``acs.audit`` (key: the principal) for
-SIEMs. A record that cannot be stored is logged as an error; the request's answer is not changed
+SIEMs, in the background (a slow or missing topic does not delay the write's answer). A record
+that cannot be stored or published is logged as an error; the request's answer is not changed
 (the write happened).
 """
 
@@ -43,6 +44,8 @@ MAX_BODY_BYTES = 64 * 1024  # a bigger body is recorded by size only
 # Fields secret whatever their value (beside redaction's password, api_key, key, secret ...).
 SECRET_FIELDS = frozenset({"new_password", "current_password", "totp_code", "code", "csrf_token", "token",
                            "totp_secret", "cpe_password", "connection_request_password"})
+MAX_PUBLISHING = 1000
+DRAIN_SECONDS = 5.0
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -107,6 +110,7 @@ class AuditTrail:
         self.service = service
         self.retention = timedelta(days=retention_days)
         self.publish = publish
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def ensure_indexes(self) -> None:
         seconds = int(self.retention.total_seconds())
@@ -125,11 +129,29 @@ class AuditTrail:
             await self.db[COLLECTION].insert_one(document)
         except Exception as exc:  # noqa: BLE001 - the write happened: say so loudly, answer anyway
             log.error("audit record not stored", extra={"audit_path": event.path, "error": str(exc)})
-        if self.publish is not None:
-            try:
-                await self.publish(event.model_dump(mode="json"))
-            except Exception as exc:  # noqa: BLE001 - stored already; the topic is a copy
-                log.error("audit record not published", extra={"audit_path": event.path, "error": str(exc)})
+        if self.publish is None:
+            return
+        # The topic is a copy of the stored record: published in the background, so that a slow or
+        # missing topic never delays the answer of a write (it did by the publish timeout, 5 s per
+        # write). Bounded: past MAX_PUBLISHING records in flight, a record is stored only, loudly.
+        if len(self._publishing) >= MAX_PUBLISHING:
+            log.error("audit record not published: too many in flight", extra={"audit_path": event.path})
+            return
+        task = asyncio.get_running_loop().create_task(self._publish(event.path, event.model_dump(mode="json")))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, path: str, record: dict[str, Any]) -> None:
+        assert self.publish is not None
+        try:
+            await self.publish(record)
+        except Exception as exc:  # noqa: BLE001 - stored already; the topic is a copy
+            log.error("audit record not published", extra={"audit_path": path, "error": str(exc)})
+
+    async def drain(self) -> None:
+        """Wait (bounded) for the records still being published: called before the producer stops."""
+        if self._publishing:
+            await asyncio.wait(set(self._publishing), timeout=DRAIN_SECONDS)
 
 
 def kafka_publisher(settings: Any, producer: Any) -> Publish:

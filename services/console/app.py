@@ -84,6 +84,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         await sessions.ensure_indexes(db)
         await trail.ensure_indexes()
         yield
+        await trail.drain()
         if owned:
             await mongo.close()
 

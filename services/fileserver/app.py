@@ -113,9 +113,10 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
     operator = Depends(runtime.auth.require("operator"))
     # Every write in the audit trail (services.common.audit; the orchestrator makes its indexes).
     assert runtime.auth.db is not None
-    audit.install(app, audit.AuditTrail(runtime.auth.db, "fileserver", runtime.settings.audit_retention_days,
-                                        audit.kafka_publisher(runtime.settings, runtime.producer)
-                                        if runtime.producer is not None else None))
+    runtime.audit_trail = audit.AuditTrail(runtime.auth.db, "fileserver", runtime.settings.audit_retention_days,
+                                           audit.kafka_publisher(runtime.settings, runtime.producer)
+                                           if runtime.producer is not None else None)
+    audit.install(app, runtime.audit_trail)
 
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(request: Request, exc: StorageUnavailable) -> Response:

@@ -23,6 +23,7 @@ from pymongo.errors import PyMongoError
 from services.bus.events import TOPIC_FILE_EVENTS
 from services.bus.kafka import BusCheck, make_producer
 from services.common.apikeys import ApiKeyAuth
+from services.common.audit import AuditTrail
 from services.common.settings import Settings
 from services.fileserver.catalog import Catalog
 from services.fileserver.recorder import DownloadRecorder, UploadRecorder
@@ -54,6 +55,7 @@ class FileServerRuntime:
         # the orchestrator gives up on a download after download_timeout anyway.
         self.trash_delay = timedelta(seconds=settings.download_timeout)
         self._background: list[asyncio.Task[None]] = []
+        self.audit_trail: AuditTrail | None = None  # set by create_app; drained before the producer stops
 
     async def start(self) -> None:
         try:
@@ -78,6 +80,8 @@ class FileServerRuntime:
                 await task
         await self.recorder.drain()
         await self.upload_recorder.drain()
+        if self.audit_trail is not None:
+            await self.audit_trail.drain()
         if self.producer is not None:
             with contextlib.suppress(Exception):
                 await self.producer.stop()

@@ -166,6 +166,7 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await trail.ensure_indexes()
         yield
+        await trail.drain()
         if owned:
             await mongo.close()
 

@@ -86,6 +86,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         try:
             yield
         finally:
+            await trail.drain()
             if manage_runtime:
                 await runtime.close()
 

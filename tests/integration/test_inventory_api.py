@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.bus.events import (
+    TOPIC_AUDIT,
     TOPIC_INBOUND,
     DeviceIdentity,
     InformEventCode,
@@ -52,7 +53,7 @@ async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[AsyncDatabas
 
 @pytest.fixture
 async def producer(settings: Settings, kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    await ensure_topics(settings, [TOPIC_INBOUND])
+    await ensure_topics(settings, [TOPIC_INBOUND, TOPIC_AUDIT])
     instance = make_producer(settings)
     await instance.start()
     try:
@@ -351,3 +352,24 @@ async def test_openapi_documents_every_route_with_a_summary(api: httpx.AsyncClie
     operations = [op for path in schema["paths"].values() for op in path.values()]
     assert len(operations) == 11  # with the stats and the device timeline routes
     assert all(op.get("summary") for op in operations)
+
+
+async def test_a_write_is_answered_at_once_when_the_audit_topic_is_missing(
+        settings: Settings, db: AsyncDatabase, kafka_bootstrap: str) -> None:
+    """The topic is a copy of the stored record: a missing one delayed every write by the publish
+    timeout (5 s each: 35 s for one test of this file). The record is stored at once all the same."""
+    slow = settings.model_copy(update={"kafka_topic_prefix": settings.kafka_topic_prefix + "noaudit.",
+                                       "kafka_publish_timeout": 60.0})
+    await ensure_topics(slow, [TOPIC_INBOUND])  # and no acs.audit
+    producer = make_producer(slow)
+    await producer.start()
+    try:
+        await seed(db, 1)
+        app = create_app(slow, db.client, producer=producer)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://inventory",
+                                     headers=ADMIN) as api, asyncio.timeout(10):
+            for _ in range(3):
+                assert (await api.post("/api/v1/devices/00259E-Box-SN00/tags/lab")).status_code == 200
+        assert await db["audit"].count_documents({"path": "/api/v1/devices/00259E-Box-SN00/tags/lab"}) == 3
+    finally:
+        await producer.stop()
