@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+# The settings the services need on the local broker (Tansu) and not on Apache Kafka: it refuses
+# idempotent producers, and it holds group joins for a share of the session timeout
+# (services.common.settings). Used by `acs up` and by the tests, which run on the same broker.
+LOCAL_BROKER_ENV = {"ACS_KAFKA_IDEMPOTENCE": "false", "ACS_KAFKA_SESSION_TIMEOUT_MS": "3000"}
 
 
 class InfraError(RuntimeError):
@@ -384,7 +388,7 @@ class LocalStack:
         """The ACS_ variables that point the services at these servers."""
         return {
             "ACS_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
-            "ACS_KAFKA_IDEMPOTENCE": "false",
+            **LOCAL_BROKER_ENV,
             "ACS_MONGODB_URL": self.mongo.url,
             "ACS_S3_ENDPOINT": self.s3.endpoint,
             "ACS_S3_ACCESS_KEY": self.s3.access_key,

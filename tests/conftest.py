@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from acs.infra import LocalKafka, LocalMongo, LocalS3
+from acs.infra import LOCAL_BROKER_ENV, LocalKafka, LocalMongo, LocalS3
 from services.common.settings import Settings
 from tests.xmpp_server import xmpp_server  # noqa: F401 - one prosody for every directory that needs it
 
@@ -146,6 +146,8 @@ def settings(request: pytest.FixtureRequest, unique_name: str) -> Settings:
     if "kafka_bootstrap" in names:
         values["kafka_bootstrap"] = request.getfixturevalue("kafka_bootstrap")
         values["kafka_partitions"] = 4
+        # As `acs up` runs the services on the same local broker.
+        values.update({k.removeprefix("ACS_").lower(): v for k, v in LOCAL_BROKER_ENV.items()})
     if "mongodb_url" in names:
         values["mongodb_url"] = request.getfixturevalue("mongodb_url")
     if "s3_server" in names:

@@ -112,8 +112,8 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None,
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 1_000,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": min(1_000, settings.kafka_session_timeout_ms // 3),
         "max_poll_records": 500,
         # Sessions wait on this bus. Kafka answers a waiting fetch as soon as data arrives; Tansu
         # (the local broker) notices data only when it next looks (about 200 ms after a message

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from acs.infra import free_port
+from acs.infra import LOCAL_BROKER_ENV, free_port
 from acs.xmppserver import XmppServer
 from tests.conftest import S3Server
 
@@ -57,6 +57,7 @@ def local_acs_env(name: str, kafka_bootstrap: str, mongodb_url: str, s3_server: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACS_")}
     env.update({f"ACS_{p}_PORT": str(port) for p, port in ports.items()})
     env.update({
+        **LOCAL_BROKER_ENV,
         "ACS_KAFKA_BOOTSTRAP": kafka_bootstrap, "ACS_KAFKA_TOPIC_PREFIX": f"{name}.",
         "ACS_KAFKA_PARTITIONS": str(partitions),
         "ACS_MONGODB_URL": mongodb_url, "ACS_MONGODB_DATABASE": name,
