@@ -107,6 +107,12 @@ class InformReceived(SessionRef):
     parameters: list[ParameterValue]
     retry_count: int = 0
     current_time: str = ""
+    # False: the gateway ended the session itself (nothing was due, services/common/workdue.py);
+    # the Inform is for the inventory, and the orchestrator skips it.
+    plan_needed: bool = True
+    # The work-due counters the gateway read for the device before publishing ("<all>:<device>");
+    # the orchestrator stores it when nothing is due. None: not read (marker off).
+    work_due_token: str | None = None
     cwmp_namespace: str = "urn:dslforum-org:cwmp-1-0"
     cwmp_version: str | None = None
     remote_address: str = ""

@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
+    # The "work due" marker (services/common/workdue.py, docs/architecture.md): the gateway ends a
+    # routine periodic session itself when the orchestrator said nothing is due for the device.
+    work_due_marker: bool = True
+    # How long the orchestrator's "nothing due" holds at most: then one Inform goes to it again.
+    work_due_idle_seconds: float = Field(3600.0, gt=0)
     # Wrong passwords per (username, address) in ACS_AUTH_THROTTLE_SECONDS before that pair is
     # refused (503 + Retry-After) until the window ends.
     auth_failures_before_throttle: int = Field(5, ge=1)

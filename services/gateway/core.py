@@ -67,6 +67,7 @@ from services.bus.events import (
     SetParameterValuesFaultEntry,
 )
 from services.common.settings import Settings
+from services.common.workdue import ROUTINE_EVENTS, DueReader, DueState, inform_fingerprint
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.http import CwmpRequest, HttpAnswer, plain
@@ -125,6 +126,8 @@ class GatewayDeps:
     advertise_url: str
     # Tells the instance holding a session that a newer one took it over (best effort, bounded).
     notify_taken_over: Callable[[Holder], Awaitable[None]] | None = None
+    # The orchestrator's per-device "work due" marker (services/common/workdue.py); None: off.
+    work_due: DueReader | None = None
 
 
 class Gateway:
@@ -263,18 +266,27 @@ class Gateway:
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
                                  request.connection_key, address, machine, username=auth.username,
                                  auth_ha1=auth.matched_ha1)
+        inform = event.inform
+        due_read = self._read_work_due(device_id, inform)
         try:
-            # An authenticated Inform of this device: it takes the lock whoever held it.
+            # An authenticated Inform of this device: it takes the lock whoever held it (and the
+            # work-due marker is read meanwhile, in the same round trip of latency).
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
                                                      self.settings.session_idle_timeout, self.deps.advertise_url)
         except PyMongoError as exc:
+            if due_read is not None:
+                due_read.cancel()
             log.warning("session lock store unavailable", extra={"device_id": device_id, "error": repr(exc)})
             return self._reject(503, "session store unavailable", retry_after=30)
+        due = await self._work_due(due_read, device_id)
         if previous is not None:
             await self._take_over(previous, session)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
-        inform = event.inform
+        routine = due is not None and due.idle and inform.retry_count == 0 \
+            and {e.event_code for e in inform.event} == ROUTINE_EVENTS
+        if routine:
+            session.plan_owed = False  # nothing is due: the session ends at the empty POST, with 204
         published = InformReceived(
             device_id=device_id, session_id=session.session_id, reply_to=self.deps.reply_to(),
             gateway_id=self.deps.gateway_id,
@@ -286,7 +298,7 @@ class Gateway:
                         for p in inform.parameter_list],
             retry_count=inform.retry_count, current_time=inform.current_time,
             cwmp_namespace=session.cwmp_ns, cwmp_version=machine.use_cwmp_version,
-            remote_address=address)
+            remote_address=address, plan_needed=not routine, work_due_token=due.token if due else None)
         try:
             await self._publish(published)
         except (PublishFailed, EventTooLarge) as exc:
@@ -298,12 +310,36 @@ class Gateway:
             return self._reject(503, "message bus unavailable", retry_after=30)
         metrics.SESSIONS_STARTED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
+        if routine:
+            metrics.ROUTINE_SESSIONS.inc()
         log.info("session started", extra={"device_id": device_id, "session_id": session.session_id,
-                                           "events": sorted(published.event_codes())})
+                                           "events": sorted(published.event_codes()), "routine": routine})
         value = make_cookie_value(session.session_id, self.deps.advertise_url, self.settings.secret_key)
         cookie = format_set_cookie(COOKIE_NAME, value, path="/", http_only=True, secure=request.tls)
         return self._send(machine.respond(InformResponse(), now=time.monotonic()),
                           headers=[("set-cookie", cookie)])
+
+    def _read_work_due(self, device_id: str, inform: Inform) -> asyncio.Task[DueState] | None:
+        """Start reading the device's work-due marker (None: the marker is off)."""
+        reader = self.deps.work_due
+        if reader is None:
+            return None
+        fingerprint = inform_fingerprint((p.name, p.value.value) for p in inform.parameter_list)
+        return asyncio.ensure_future(reader.state(device_id, fingerprint))
+
+    async def _work_due(self, read: asyncio.Task[DueState] | None, device_id: str) -> DueState | None:
+        """The marker's state, routine only for an Inform that may skip the orchestrator.
+
+        Unreadable, the orchestrator decides as if there were no marker (None).
+        """
+        if read is None:
+            return None
+        try:
+            state = await read
+        except PyMongoError as exc:
+            log.warning("work-due marker unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return None
+        return state
 
     async def _take_over(self, previous: Holder, session: GatewaySession) -> None:
         """End the session whose lock ``session`` took, before the new Inform is published.
