@@ -20,8 +20,9 @@ it was seen by the orchestrator.
 The marker is also bound to what the orchestrator saw: a fingerprint of the Inform's parameters
 (a changed ConnectionRequestURL, software version or any value a policy could match on sends the
 Inform to the orchestrator), and an expiry (ACS_WORK_DUE_IDLE_SECONDS), after which one Inform
-goes to the orchestrator again (time-based work, tags edited elsewhere). Only an Inform whose
-events are exactly ``2 PERIODIC``, with RetryCount 0, may be ended by the gateway.
+goes to the orchestrator again (tags edited elsewhere). Only an Inform whose events are exactly
+``2 PERIODIC`` may be ended by the gateway (whatever its RetryCount: a device with a task open
+is never idle, so no task was cut short by the failure being retried).
 """
 
 from __future__ import annotations

@@ -283,8 +283,9 @@ class Gateway:
             await self._take_over(previous, session)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
-        routine = due is not None and due.idle and inform.retry_count == 0 \
-            and {e.event_code for e in inform.event} == ROUTINE_EVENTS
+        # RetryCount may be above 0 (a refused or failed attempt): with nothing open for the
+        # device as of the token, no task can have been cut short by that failure.
+        routine = due is not None and due.idle and {e.event_code for e in inform.event} == ROUTINE_EVENTS
         if routine:
             session.plan_owed = False  # nothing is due: the session ends at the empty POST, with 204
         published = InformReceived(
