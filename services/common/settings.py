@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
+    # Admission control (services/gateway/admission.py): new sessions get 503 + Retry-After when the
+    # sessions just ended took (90th percentile, plus event-loop lag) more than half of this many
+    # seconds, all of them at the bound. 0: only ACS_MAX_SESSIONS limits.
+    admission_latency_bound: float = Field(1.5, ge=0)
+    # Retry-After of such a 503: a random number of seconds from half to one and a half times this.
+    admission_retry_after: int = Field(10, ge=1)
     # The "work due" marker (services/common/workdue.py, docs/architecture.md): the gateway ends a
     # routine periodic session itself when the orchestrator said nothing is due for the device.
     work_due_marker: bool = True

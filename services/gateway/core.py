@@ -69,6 +69,7 @@ from services.bus.events import (
 from services.common.settings import Settings
 from services.common.workdue import ROUTINE_EVENTS, DueReader, DueState, inform_fingerprint
 from services.gateway import metrics
+from services.gateway.admission import Admission
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.http import CwmpRequest, HttpAnswer, plain
 from services.gateway.locks import Holder, SessionLocks
@@ -145,6 +146,10 @@ class Gateway:
         # its session elsewhere? which session is it?), and the HMAC is checked once. The same
         # value always gives the same answer, so one entry is enough and never stale.
         self._last_cookie: tuple[str, SessionCookie] | None = None
+        bound = self.settings.admission_latency_bound
+        retry = self.settings.admission_retry_after
+        self.admission = Admission(bound, retry_after=(max(1, retry // 2), retry + retry // 2)) if bound > 0 else None
+        self._lag_watch: asyncio.Task[None] | None = None
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -205,6 +210,11 @@ class Gateway:
         address = request.client[0]
         if self.draining:
             return self._reject(503, "shutting down", retry_after=10)
+        if self.admission is not None:
+            if self._lag_watch is None or self._lag_watch.done():
+                self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
+            if not self.admission.admit(time.monotonic()):
+                return self._reject(503, "gateway overloaded", retry_after=self.admission.retry_after())
         authorization = request.headers.get("authorization")
         claimed = self.deps.authenticator.claimed_username(authorization)
         if wait := self.throttle.retry_after(claimed, address):
@@ -512,6 +522,9 @@ class Gateway:
         if not self._forget(session):
             return
         session.close()
+        if self.admission is not None and outcome in ("completed", "timeout"):
+            now = time.monotonic()
+            self.admission.ended(now, now - session.started)
         metrics.SESSIONS_ENDED.labels(outcome).inc()
         metrics.SESSION_DURATION.observe(time.monotonic() - session.started)
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
@@ -581,9 +594,19 @@ class Gateway:
                 continue
             await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
 
+    async def _watch_loop_lag(self, period: float = 0.05) -> None:
+        """How late the event loop wakes: time a request waits before it is even read."""
+        assert self.admission is not None
+        while not self.draining:
+            started = time.monotonic()
+            await asyncio.sleep(period)
+            self.admission.observe_loop_lag(time.monotonic() - started - period)
+
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the current ones ``grace`` seconds, then end them."""
         self.draining = True
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         deadline = time.monotonic() + grace
         # Polling is fine here: it runs once, at shutdown, for a few seconds at most.
         while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110
