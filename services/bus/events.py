@@ -246,7 +246,8 @@ class DeviceEvent(Contract):
     """One fact about a device, for subscribers of ``device.events``.
 
     kind: ``registered`` (first contact), ``booted`` (1 BOOT), ``bootstrapped`` (0 BOOTSTRAP),
-    ``informed`` (any Inform), ``value_changed`` (changes lists old and new values of the
+    ``informed`` (an Inform; routine periodic ones only with ACS_INFORMED_EVENTS=all),
+    ``value_changed`` (changes lists old and new values of the
     parameters that really changed), ``went_silent`` (no Inform for the configured multiple of its
     periodic interval), ``task_succeeded`` / ``task_failed`` / ``task_cancelled`` /
     ``task_expired`` (a task ended; details: task id, name, origin, job id, reason, last fault),

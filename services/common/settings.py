@@ -190,6 +190,9 @@ class Settings(BaseSettings):
 
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
+    # device.events `informed`: "notable" (default) leaves out routine periodic Informs (only
+    # `2 PERIODIC`, RetryCount 0, nothing else learnt), a firehose few subscribers want; "all".
+    informed_events: Literal["all", "notable"] = "notable"
 
     # How long a service waits at start for Kafka, MongoDB and S3 before giving up with one line.
     startup_wait: float = Field(30.0, ge=0)

@@ -64,7 +64,8 @@ def group_id(settings: Settings) -> str:
 
 def plan_config(settings: Settings) -> PlanConfig:
     return PlanConfig(silent_after_intervals=settings.silent_after_intervals,
-                      default_interval=settings.periodic_inform_interval)
+                      default_interval=settings.periodic_inform_interval,
+                      informed_events=settings.informed_events)
 
 
 def is_transient(exc: BaseException) -> bool:
