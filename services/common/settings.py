@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
+    # Local-broker tuning: the gateway moves to the emptiest cwmp.replies partition after this many
+    # records in its own (Tansu serves a fetch in time proportional to a partition's log); 0: never.
+    reply_rotate_records: int = Field(5000, ge=0)
     # Admission control (services/gateway/admission.py): new sessions get 503 + Retry-After when the
     # sessions just ended took (90th percentile, plus event-loop lag) more than half of this many
     # seconds, all of them at the bound. 0: only ACS_MAX_SESSIONS limits.
@@ -190,6 +193,9 @@ class Settings(BaseSettings):
 
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
+    # Local-broker tuning (the default suits the local Tansu, which lists a partition's whole log
+    # per fetch that finds data): the inventory fetches at most this often; 0 on Apache Kafka.
+    inventory_fetch_interval: float = Field(0.5, ge=0)
     # device.events `informed`: "notable" (default) leaves out routine periodic Informs (only
     # `2 PERIODIC`, RetryCount 0, nothing else learnt), a firehose few subscribers want; "all".
     informed_events: Literal["all", "notable"] = "notable"
