@@ -2,10 +2,12 @@
 
 A session count limit (ACS_MAX_SESSIONS) reacts only once thousands of sessions pile up, each
 slower than the last. Here the gateway watches what a new session would meet: how long the
-sessions that just ended took (Inform to end, on this instance) and how late its event loop runs
-(time a CPE's request waits before it is even read). When that estimate approaches the bound
-(ACS_ADMISSION_LATENCY_BOUND), a growing share of new sessions is refused, all of them at the
-bound; sessions already admitted go on. Retry-After spreads the refused CPEs over a window.
+sessions that just ended took (Inform to end, on this instance), how long the sessions still in
+progress have been running (when plans stall, few sessions end and those in progress age), and
+how late its event loop runs (time a CPE's request waits before it is even read). When that
+estimate approaches the bound (ACS_ADMISSION_LATENCY_BOUND), a growing share of new sessions is
+refused, all of them at the bound; sessions already admitted go on. Retry-After spreads the
+refused CPEs over a window.
 
 Pure bookkeeping, no I/O: the caller feeds durations and loop lag and asks :meth:`admit`.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable, Iterable
 
 
 class Admission:
@@ -39,27 +42,35 @@ class Admission:
         while self._ended and self._ended[0][0] < now - self.window:
             self._ended.popleft()
 
-    def estimate(self, now: float) -> float:
+    def estimate(self, now: float, in_progress: Callable[[], Iterable[float]] = tuple) -> float:
         """Seconds a session started now is expected to take: the 90th percentile of the recent
-        ones plus the loop's lag (cached for 100 ms: it is asked on every new session)."""
+        ones, or of the ages of those in progress (``in_progress``: their start times) if higher,
+        plus the loop's lag. Cached for 100 ms: it is asked on every new session."""
         if self._estimate is not None and now - self._estimate[0] < 0.1:
             return self._estimate[1]
         self._trim(now)
-        if len(self._ended) < self.min_samples:
-            value = self.loop_lag
-        else:
-            durations = sorted(d for _, d in self._ended)
-            value = durations[int(0.9 * (len(durations) - 1))] + self.loop_lag
+        value = 0.0
+        if len(self._ended) >= self.min_samples:
+            value = _p90([d for _, d in self._ended])
+        ages = [now - started for started in in_progress()]
+        if len(ages) >= self.min_samples:
+            value = max(value, _p90(ages))
+        value += self.loop_lag
         self._estimate = (now, value)
         return value
 
-    def admit(self, now: float) -> bool:
+    def admit(self, now: float, in_progress: Callable[[], Iterable[float]] = tuple) -> bool:
         """Refuse nothing below half the bound, everything at it, a growing share in between."""
         if self.bound <= 0:
             return True
-        excess = (self.estimate(now) - self.bound / 2) / (self.bound / 2)
+        excess = (self.estimate(now, in_progress) - self.bound / 2) / (self.bound / 2)
         return excess <= 0 or (excess < 1 and self.rng.random() >= excess)
 
     def retry_after(self) -> int:
         low, high = self.retry_after_range
         return self.rng.randint(low, high)
+
+
+def _p90(values: list[float]) -> float:
+    values.sort()
+    return values[int(0.9 * (len(values) - 1))]

@@ -213,7 +213,7 @@ class Gateway:
         if self.admission is not None:
             if self._lag_watch is None or self._lag_watch.done():
                 self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
-            if not self.admission.admit(time.monotonic()):
+            if not self.admission.admit(time.monotonic(), lambda: [s.started for s in self.sessions.values()]):
                 return self._reject(503, "gateway overloaded", retry_after=self.admission.retry_after())
         authorization = request.headers.get("authorization")
         claimed = self.deps.authenticator.claimed_username(authorization)

@@ -30,6 +30,14 @@ def test_sessions_past_the_bound_are_all_refused_and_half_way_a_share() -> None:
     assert 400 < admitted < 600
 
 
+def test_sessions_in_progress_for_long_count_when_few_end() -> None:
+    admission = Admission(2.0, rng=random.Random(1))
+    stalled = [90.0] * 50  # 50 sessions waiting for plans for 10 s, none ended
+    assert not admission.admit(100.0, lambda: stalled)
+    assert admission.admit(100.2, lambda: [100.0] * 50)  # young ones: fine
+    assert admission.admit(100.4, lambda: [90.0] * 5)  # too few to judge
+
+
 def test_the_loop_lag_counts_and_old_sessions_are_forgotten() -> None:
     admission = Admission(2.0, rng=random.Random(1))
     admission.observe_loop_lag(2.5)
