@@ -134,9 +134,10 @@ class Settings(BaseSettings):
     # Local-broker tuning: the gateway moves to the emptiest cwmp.replies partition after this many
     # records in its own (Tansu serves a fetch in time proportional to a partition's log); 0: never.
     reply_rotate_records: int = Field(5000, ge=0)
-    # Admission control (services/gateway/admission.py): new sessions get 503 + Retry-After when the
-    # sessions just ended took (90th percentile, plus event-loop lag) more than half of this many
-    # seconds, all of them at the bound. 0: only ACS_MAX_SESSIONS limits.
+    # Admission control (services/gateway/admission.py): new sessions get 503 + Retry-After when a
+    # routine session would take (twice the 90th percentile of the requests just answered or still
+    # waiting, plus event-loop lag) more than half of this many seconds, all of them at the bound.
+    # 0: only ACS_MAX_SESSIONS limits.
     admission_latency_bound: float = Field(1.5, ge=0)
     # Retry-After of such a 503: a random number of seconds from half to one and a half times this.
     admission_retry_after: int = Field(10, ge=1)

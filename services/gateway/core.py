@@ -150,10 +150,26 @@ class Gateway:
         retry = self.settings.admission_retry_after
         self.admission = Admission(bound, retry_after=(max(1, retry // 2), retry + retry // 2)) if bound > 0 else None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._in_progress: dict[int, float] = {}  # requests being handled: id -> when they arrived
 
     # --- entry point ---------------------------------------------------------------------------
 
     async def handle(self, request: CwmpRequest) -> HttpAnswer:
+        if self.admission is None:
+            return await self._handle(request)
+        started = time.monotonic()
+        key = id(request)
+        self._in_progress[key] = started
+        try:
+            answer = await self._handle(request)
+        finally:
+            del self._in_progress[key]
+        if answer.status != 503:  # a refusal is no sample of what an admitted session meets
+            now = time.monotonic()
+            self.admission.answered(now, now - started)
+        return answer
+
+    async def _handle(self, request: CwmpRequest) -> HttpAnswer:
         session = self._find_session(request)
         if session is None:
             return await self._start_session(request)
@@ -213,7 +229,7 @@ class Gateway:
         if self.admission is not None:
             if self._lag_watch is None or self._lag_watch.done():
                 self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
-            if not self.admission.admit(time.monotonic(), lambda: [s.started for s in self.sessions.values()]):
+            if not self.admission.admit(time.monotonic(), self._in_progress.values):
                 return self._reject(503, "gateway overloaded", retry_after=self.admission.retry_after())
         authorization = request.headers.get("authorization")
         claimed = self.deps.authenticator.claimed_username(authorization)
@@ -522,9 +538,6 @@ class Gateway:
         if not self._forget(session):
             return
         session.close()
-        if self.admission is not None and outcome in ("completed", "timeout"):
-            now = time.monotonic()
-            self.admission.ended(now, now - session.started)
         metrics.SESSIONS_ENDED.labels(outcome).inc()
         metrics.SESSION_DURATION.observe(time.monotonic() - session.started)
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))

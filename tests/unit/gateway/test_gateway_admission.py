@@ -1,4 +1,6 @@
-"""Admission control's decision (services/gateway/admission.py): pure, fed by hand."""
+"""Admission control's decision (services/gateway/admission.py): pure, fed by hand.
+
+Durations are of requests; a routine session is two of them."""
 
 from __future__ import annotations
 
@@ -10,22 +12,22 @@ from services.gateway.admission import Admission
 def test_little_load_or_fast_sessions_are_always_admitted() -> None:
     admission = Admission(2.0, rng=random.Random(1))
     for i in range(10):  # too few to judge, however slow
-        admission.ended(100.0 + i * 0.01, 30.0)
+        admission.answered(100.0 + i * 0.01, 30.0)
     assert all(admission.admit(100.2) for _ in range(100))
     fast = Admission(2.0, rng=random.Random(1))
     for i in range(200):
-        fast.ended(100.0 + i * 0.005, 0.3)
+        fast.answered(100.0 + i * 0.005, 0.3)
     assert all(fast.admit(101.0) for _ in range(100))
 
 
 def test_sessions_past_the_bound_are_all_refused_and_half_way_a_share() -> None:
     slow = Admission(2.0, rng=random.Random(1))
     for i in range(100):
-        slow.ended(100.0 + i * 0.01, 2.5)
+        slow.answered(100.0 + i * 0.01, 2.5)
     assert not any(slow.admit(101.0) for _ in range(100))
     half = Admission(2.0, rng=random.Random(1))
     for i in range(100):
-        half.ended(100.0 + i * 0.01, 1.5)  # three quarters of the bound: half are refused
+        half.answered(100.0 + i * 0.01, 0.75)  # a session of two: 3/4 of the bound, half refused
     admitted = sum(half.admit(101.0) for _ in range(1000))
     assert 400 < admitted < 600
 
@@ -44,7 +46,7 @@ def test_the_loop_lag_counts_and_old_sessions_are_forgotten() -> None:
     assert not admission.admit(100.0)
     admission.observe_loop_lag(0.0)
     for i in range(100):
-        admission.ended(100.0 + i * 0.01, 3.0)
+        admission.answered(100.0 + i * 0.01, 3.0)
     assert not admission.admit(101.0)
     assert admission.admit(104.0)  # two seconds later those sessions are out of the window
     assert all(5 <= admission.retry_after() <= 20 for _ in range(50))
