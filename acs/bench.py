@@ -56,6 +56,7 @@ class RunResult:
     usage: dict[str, ProcessUsage] = field(default_factory=dict)
     settled: bool = True  # False: the warm-up limit ran out before provisioning was over
     completed: int = 0  # sessions completed in the window
+    rejected: int = 0  # refused with 503 + Retry-After (admission control), not counted as failed
     lost: InformCheck | None = None  # the ACS run only
 
 
@@ -163,8 +164,9 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
     finally:
         await fleet.stop()
     lost = await check(acked) if check is not None else None
-    return RunResult(label, window["ok_per_s"], int(window["failed"]), window.get("p50_ms"), window.get("p99_ms"),
-                     warmup, usage, steady, int(window["ok"]), lost)
+    rejected = int(window.get("rejected", 0))
+    return RunResult(label, window["ok_per_s"], int(window["failed"]) - rejected, window.get("p50_ms"),
+                     window.get("p99_ms"), warmup, usage, steady, int(window["ok"]), rejected, lost)
 
 
 def settled(records: Iterable[Any], devices: int, quiet_seconds: float = 10.0) -> bool:
@@ -333,7 +335,8 @@ def report(args: argparse.Namespace, results: list[RunResult]) -> str:
         p50 = f"{result.p50_ms:.1f}" if result.p50_ms is not None else "-"
         p99 = f"{result.p99_ms:.1f}" if result.p99_ms is not None else "-"
         lines.append(f"  {result.label:8s} {result.sessions_per_second:8.1f} sessions/s  p50 {p50} ms  "
-                     f"p99 {p99} ms  failed {result.failed}  (warm-up {result.warmup_seconds:.0f} s)")
+                     f"p99 {p99} ms  failed {result.failed}  refused (503) {result.rejected}  "
+                     f"(warm-up {result.warmup_seconds:.0f} s)")
         if not result.settled:
             lines.append("      NOT STEADY: the warm-up limit ran out while devices were still being provisioned;"
                          " raise --warmup-limit")

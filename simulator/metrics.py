@@ -50,6 +50,7 @@ class SessionRecord:
 class _Window:
     ok: int = 0
     failed: int = 0
+    rejected: int = 0  # of the failed: refused with 503 (the ACS's admission control)
     durations: list[float] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
 
@@ -89,6 +90,8 @@ class Metrics:
         else:
             self.sessions_failed += 1
             self._window.failed += 1
+            if rec.reason.startswith("HTTP 503"):
+                self._window.rejected += 1
             self.failure_reasons[_reason_class(rec.reason)] += 1
         self._lags.append(rec.lag)
 
@@ -103,6 +106,7 @@ class Metrics:
             "failed_per_s": window.failed / elapsed,
             "ok": window.ok,
             "failed": window.failed,
+            "rejected": window.rejected,
             "in_flight": in_flight,
             "p50_ms": _ms(percentile(durations, 0.50)),
             "p99_ms": _ms(percentile(durations, 0.99)),

@@ -107,6 +107,12 @@ class InformReceived(SessionRef):
     parameters: list[ParameterValue]
     retry_count: int = 0
     current_time: str = ""
+    # False: the gateway ended the session itself (nothing was due, services/common/workdue.py);
+    # the Inform is for the inventory, and the orchestrator skips it.
+    plan_needed: bool = True
+    # The work-due counters the gateway read for the device before publishing ("<all>:<device>");
+    # the orchestrator stores it when nothing is due. None: not read (marker off).
+    work_due_token: str | None = None
     cwmp_namespace: str = "urn:dslforum-org:cwmp-1-0"
     cwmp_version: str | None = None
     remote_address: str = ""
@@ -240,7 +246,8 @@ class DeviceEvent(Contract):
     """One fact about a device, for subscribers of ``device.events``.
 
     kind: ``registered`` (first contact), ``booted`` (1 BOOT), ``bootstrapped`` (0 BOOTSTRAP),
-    ``informed`` (any Inform), ``value_changed`` (changes lists old and new values of the
+    ``informed`` (an Inform; routine periodic ones only with ACS_INFORMED_EVENTS=all),
+    ``value_changed`` (changes lists old and new values of the
     parameters that really changed), ``went_silent`` (no Inform for the configured multiple of its
     periodic interval), ``task_succeeded`` / ``task_failed`` / ``task_cancelled`` /
     ``task_expired`` (a task ended; details: task id, name, origin, job id, reason, last fault),

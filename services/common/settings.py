@@ -136,6 +136,21 @@ class Settings(BaseSettings):
     # On SIGTERM: how long sessions in progress may finish before they are ended.
     shutdown_grace: float = Field(15.0, ge=0)
     max_sessions: int = Field(2000, ge=1)
+    # Local-broker tuning: the gateway moves to the emptiest cwmp.replies partition after this many
+    # records in its own (Tansu serves a fetch in time proportional to a partition's log); 0: never.
+    reply_rotate_records: int = Field(5000, ge=0)
+    # Admission control (services/gateway/admission.py): new sessions get 503 + Retry-After when a
+    # routine session would take (twice the 90th percentile of the requests just answered or still
+    # waiting, plus event-loop lag) more than half of this many seconds, all of them at the bound.
+    # 0: only ACS_MAX_SESSIONS limits.
+    admission_latency_bound: float = Field(1.5, ge=0)
+    # Retry-After of such a 503: a random number of seconds from half to one and a half times this.
+    admission_retry_after: int = Field(10, ge=1)
+    # The "work due" marker (services/common/workdue.py, docs/architecture.md): the gateway ends a
+    # routine periodic session itself when the orchestrator said nothing is due for the device.
+    work_due_marker: bool = True
+    # How long the orchestrator's "nothing due" holds at most: then one Inform goes to it again.
+    work_due_idle_seconds: float = Field(3600.0, gt=0)
     # Wrong passwords per (username, address) in ACS_AUTH_THROTTLE_SECONDS before that pair is
     # refused (503 + Retry-After) until the window ends.
     auth_failures_before_throttle: int = Field(5, ge=1)
@@ -184,6 +199,12 @@ class Settings(BaseSettings):
 
     # --- inventory ------------------------------------------------------------------------------
     silent_after_intervals: float = 3.0
+    # Local-broker tuning (the default suits the local Tansu, which lists a partition's whole log
+    # per fetch that finds data): the inventory fetches at most this often; 0 on Apache Kafka.
+    inventory_fetch_interval: float = Field(0.5, ge=0)
+    # device.events `informed`: "notable" (default) leaves out routine periodic Informs (only
+    # `2 PERIODIC`, RetryCount 0, nothing else learnt), a firehose few subscribers want; "all".
+    informed_events: Literal["all", "notable"] = "notable"
 
     # How long a service waits at start for Kafka, MongoDB and S3 before giving up with one line.
     startup_wait: float = Field(30.0, ge=0)

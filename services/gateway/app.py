@@ -22,7 +22,9 @@ from pymongo import AsyncMongoClient
 
 from services.bus.events import TOPIC_INBOUND, TOPIC_REPLIES, encode
 from services.bus.kafka import BusCheck, make_producer, topic_name
+from services.common import workdue
 from services.common.settings import Settings
+from services.common.workdue import DueReader
 from services.gateway import metrics
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.core import EventTooLarge, Gateway, GatewayDeps
@@ -80,6 +82,7 @@ class GatewayApp:
         self.gateway: Gateway | None = None
         self._mongo: AsyncMongoClient | None = None
         self._locks: SessionLocks | None = None
+        self._work_due: DueReader | None = None
         self._http_client: httpx.AsyncClient | None = None
         self._producer: Any = None
         self._replies: ReplyChannel | None = None
@@ -117,6 +120,7 @@ class GatewayApp:
         locks = SessionLocks(db["gateway_session_locks"])
         await locks.ensure_indexes()
         self._locks = locks
+        self._work_due = DueReader(workdue.collection(db)) if settings.work_due_marker else None
         self._producer = make_producer(settings)
         await self._producer.start()
         from services.inventory import credentials
@@ -134,7 +138,8 @@ class GatewayApp:
         gateway = Gateway(GatewayDeps(
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
             authenticator=authenticator, reply_to=lambda: replies.reply_to,
-            advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over))
+            advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over,
+            work_due=self._work_due))
         self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
         await replies.start()
@@ -155,6 +160,8 @@ class GatewayApp:
             await self._producer.stop()  # flushes what is still buffered
         if self._locks is not None:
             await self._locks.close()
+        if self._work_due is not None:
+            await self._work_due.close()
         if self._http_client is not None:
             await self._http_client.aclose()
         if self._mongo is not None:

@@ -67,7 +67,9 @@ from services.bus.events import (
     SetParameterValuesFaultEntry,
 )
 from services.common.settings import Settings
+from services.common.workdue import ROUTINE_EVENTS, DueReader, DueState, inform_fingerprint
 from services.gateway import metrics
+from services.gateway.admission import Admission
 from services.gateway.auth import CpeAuthenticator
 from services.gateway.http import CwmpRequest, HttpAnswer, plain
 from services.gateway.locks import Holder, SessionLocks
@@ -125,6 +127,8 @@ class GatewayDeps:
     advertise_url: str
     # Tells the instance holding a session that a newer one took it over (best effort, bounded).
     notify_taken_over: Callable[[Holder], Awaitable[None]] | None = None
+    # The orchestrator's per-device "work due" marker (services/common/workdue.py); None: off.
+    work_due: DueReader | None = None
 
 
 class Gateway:
@@ -142,10 +146,30 @@ class Gateway:
         # its session elsewhere? which session is it?), and the HMAC is checked once. The same
         # value always gives the same answer, so one entry is enough and never stale.
         self._last_cookie: tuple[str, SessionCookie] | None = None
+        bound = self.settings.admission_latency_bound
+        retry = self.settings.admission_retry_after
+        self.admission = Admission(bound, retry_after=(max(1, retry // 2), retry + retry // 2)) if bound > 0 else None
+        self._lag_watch: asyncio.Task[None] | None = None
+        self._in_progress: dict[int, float] = {}  # requests being handled: id -> when they arrived
 
     # --- entry point ---------------------------------------------------------------------------
 
     async def handle(self, request: CwmpRequest) -> HttpAnswer:
+        if self.admission is None:
+            return await self._handle(request)
+        started = time.monotonic()
+        key = id(request)
+        self._in_progress[key] = started
+        try:
+            answer = await self._handle(request)
+        finally:
+            del self._in_progress[key]
+        if answer.status != 503:  # a refusal is no sample of what an admitted session meets
+            now = time.monotonic()
+            self.admission.answered(now, now - started)
+        return answer
+
+    async def _handle(self, request: CwmpRequest) -> HttpAnswer:
         session = self._find_session(request)
         if session is None:
             return await self._start_session(request)
@@ -202,6 +226,11 @@ class Gateway:
         address = request.client[0]
         if self.draining:
             return self._reject(503, "shutting down", retry_after=10)
+        if self.admission is not None:
+            if self._lag_watch is None or self._lag_watch.done():
+                self._lag_watch = asyncio.create_task(self._watch_loop_lag(), name="loop-lag")
+            if not self.admission.admit(time.monotonic(), self._in_progress.values):
+                return self._reject(503, "gateway overloaded", retry_after=self.admission.retry_after())
         authorization = request.headers.get("authorization")
         claimed = self.deps.authenticator.claimed_username(authorization)
         if wait := self.throttle.retry_after(claimed, address):
@@ -263,18 +292,28 @@ class Gateway:
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
                                  request.connection_key, address, machine, username=auth.username,
                                  auth_ha1=auth.matched_ha1)
+        inform = event.inform
+        due_read = self._read_work_due(device_id, inform)
         try:
-            # An authenticated Inform of this device: it takes the lock whoever held it.
+            # An authenticated Inform of this device: it takes the lock whoever held it (and the
+            # work-due marker is read meanwhile, in the same round trip of latency).
             previous = await self.deps.locks.acquire(device_id, session.session_id, self.deps.gateway_id,
                                                      self.settings.session_idle_timeout, self.deps.advertise_url)
         except PyMongoError as exc:
+            if due_read is not None:
+                due_read.cancel()
             log.warning("session lock store unavailable", extra={"device_id": device_id, "error": repr(exc)})
             return self._reject(503, "session store unavailable", retry_after=30)
+        due = await self._work_due(due_read, device_id)
         if previous is not None:
             await self._take_over(previous, session)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
-        inform = event.inform
+        # RetryCount may be above 0 (a refused or failed attempt): with nothing open for the
+        # device as of the token, no task can have been cut short by that failure.
+        routine = due is not None and due.idle and {e.event_code for e in inform.event} == ROUTINE_EVENTS
+        if routine:
+            session.plan_owed = False  # nothing is due: the session ends at the empty POST, with 204
         published = InformReceived(
             device_id=device_id, session_id=session.session_id, reply_to=self.deps.reply_to(),
             gateway_id=self.deps.gateway_id,
@@ -286,7 +325,7 @@ class Gateway:
                         for p in inform.parameter_list],
             retry_count=inform.retry_count, current_time=inform.current_time,
             cwmp_namespace=session.cwmp_ns, cwmp_version=machine.use_cwmp_version,
-            remote_address=address)
+            remote_address=address, plan_needed=not routine, work_due_token=due.token if due else None)
         try:
             await self._publish(published)
         except (PublishFailed, EventTooLarge) as exc:
@@ -298,12 +337,36 @@ class Gateway:
             return self._reject(503, "message bus unavailable", retry_after=30)
         metrics.SESSIONS_STARTED.inc()
         metrics.SESSIONS_ACTIVE.set(len(self.sessions))
+        if routine:
+            metrics.ROUTINE_SESSIONS.inc()
         log.info("session started", extra={"device_id": device_id, "session_id": session.session_id,
-                                           "events": sorted(published.event_codes())})
+                                           "events": sorted(published.event_codes()), "routine": routine})
         value = make_cookie_value(session.session_id, self.deps.advertise_url, self.settings.secret_key)
         cookie = format_set_cookie(COOKIE_NAME, value, path="/", http_only=True, secure=request.tls)
         return self._send(machine.respond(InformResponse(), now=time.monotonic()),
                           headers=[("set-cookie", cookie)])
+
+    def _read_work_due(self, device_id: str, inform: Inform) -> asyncio.Task[DueState] | None:
+        """Start reading the device's work-due marker (None: the marker is off)."""
+        reader = self.deps.work_due
+        if reader is None:
+            return None
+        fingerprint = inform_fingerprint((p.name, p.value.value) for p in inform.parameter_list)
+        return asyncio.ensure_future(reader.state(device_id, fingerprint))
+
+    async def _work_due(self, read: asyncio.Task[DueState] | None, device_id: str) -> DueState | None:
+        """The marker's state, routine only for an Inform that may skip the orchestrator.
+
+        Unreadable, the orchestrator decides as if there were no marker (None).
+        """
+        if read is None:
+            return None
+        try:
+            state = await read
+        except PyMongoError as exc:
+            log.warning("work-due marker unavailable", extra={"device_id": device_id, "error": repr(exc)})
+            return None
+        return state
 
     async def _take_over(self, previous: Holder, session: GatewaySession) -> None:
         """End the session whose lock ``session`` took, before the new Inform is published.
@@ -544,9 +607,19 @@ class Gateway:
                 continue
             await self._end(session, "dropped", "the CPE started a new session", taken_over=True)
 
+    async def _watch_loop_lag(self, period: float = 0.05) -> None:
+        """How late the event loop wakes: time a request waits before it is even read."""
+        assert self.admission is not None
+        while not self.draining:
+            started = time.monotonic()
+            await asyncio.sleep(period)
+            self.admission.observe_loop_lag(time.monotonic() - started - period)
+
     async def drain(self, grace: float) -> None:
         """Refuse new sessions, give the current ones ``grace`` seconds, then end them."""
         self.draining = True
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         deadline = time.monotonic() + grace
         # Polling is fine here: it runs once, at shutdown, for a few seconds at most.
         while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110

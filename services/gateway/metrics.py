@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 SESSIONS_STARTED = Counter("acs_gateway_sessions_started_total", "CWMP sessions started (Inform accepted)")
+ROUTINE_SESSIONS = Counter("acs_gateway_routine_sessions_total",
+                           "Sessions the gateway ended itself: nothing was due (the work-due marker)")
 SESSIONS_ENDED = Counter("acs_gateway_sessions_ended_total", "CWMP sessions ended, by outcome", ["outcome"])
 SESSIONS_ACTIVE = Gauge("acs_gateway_sessions_active", "CWMP sessions in progress on this instance")
 SESSION_DURATION = Histogram("acs_gateway_session_duration_seconds", "Inform to end of session",

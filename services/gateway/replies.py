@@ -6,14 +6,14 @@ are more instances than partitions; each keeps only the plans for its own sessio
 only useful while their session lives, so reading starts at the end of the partition and offsets
 are never committed.
 
-The partition moves: after ``rotate_after`` records the channel switches to the partition that
-holds the fewest, and keeps reading the ones it left for ``grace`` seconds (the orchestrator
-answers a session on the ``reply_to`` of its Inform). Two reasons. Gateways whose ids hash to
-the same partition drift apart instead of sharing it for good. And a broker without retention
-(the local Tansu keeps every record in memory) serves a fetch in time proportional to what the
-partition holds: one partition taking every plan of a busy gateway cost it 85 % of a core at
-150,000 records against 12 % at 2,000 (235 plans/s, measured); spread over all partitions, each
-holds a twelfth.
+The partition moves: after ``rotate_after`` records (ACS_REPLY_ROTATE_RECORDS, 0: never) the
+channel switches to the partition that holds the fewest, and keeps reading the ones it left for
+``grace`` seconds (the orchestrator answers a session on the ``reply_to`` of its Inform). Two
+reasons. Gateways whose ids hash to the same partition drift apart instead of sharing it for
+good. And a broker without retention (the local Tansu keeps every record in memory) serves a
+fetch in time proportional to what the partition holds: one partition taking every plan of a
+busy gateway cost it 85 % of a core at 150,000 records against 12 % at 2,000 (235 plans/s,
+measured); spread over all partitions, each holds a twelfth.
 
 A broker that restarts without its log (the local Tansu keeps it in memory) comes back with
 partitions shorter than our position; it answers a fetch there with nothing, and the channel
@@ -46,7 +46,6 @@ from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ROTATE_AFTER_RECORDS = 5000
 CHECK_SECONDS = 1.0
 # Readiness: the last successful check is at most this old.
 HEALTHY_WITHIN_SECONDS = 5.0
@@ -67,11 +66,12 @@ def next_partition(ends: dict[int, int], preferred: int, avoid: int | None = Non
 
 class ReplyChannel:
     def __init__(self, settings: Settings, gateway_id: str, deliver: Callable[[SessionPlan], None], *,
-                 rotate_after: int = ROTATE_AFTER_RECORDS, grace: float = GRACE_SECONDS) -> None:
+                 rotate_after: int | None = None, grace: float = GRACE_SECONDS) -> None:
         self.settings = settings
         self.gateway_id = gateway_id
         self.deliver = deliver
-        self.rotate_after = rotate_after
+        # ACS_REPLY_ROTATE_RECORDS (local-broker tuning); 0: never move.
+        self.rotate_after = settings.reply_rotate_records if rotate_after is None else rotate_after
         self.grace = grace
         self.reply_to = ""
         self._topic = topic_name(settings, TOPIC_REPLIES)
@@ -146,7 +146,8 @@ class ReplyChannel:
                     for record in records:
                         self._dispatch(record.value)
                 current = batches.get(self._current) if self._current is not None else None
-                if current and current[-1].offset + 1 - self._current_from >= self.rotate_after:
+                if current and self.rotate_after > 0 \
+                        and current[-1].offset + 1 - self._current_from >= self.rotate_after:
                     await self._move_to_emptiest()
             except asyncio.CancelledError:
                 raise

@@ -56,6 +56,7 @@ KEEP_APPLIED = 32
 CHANGES_PER_EVENT = 500
 _EVENT_NAMESPACE = uuid.UUID("0b6f1d6e-5f1c-4b0e-9d39-2f0f3c7f2a61")
 
+ROUTINE_EVENTS = ["2 PERIODIC"]  # the event codes of a routine periodic Inform, as listed
 ALWAYS_READ = tuple(encode_name(name) for suffix in (PERIODIC_INTERVAL, PERIODIC_ENABLE)
                     for name in well_known(suffix))
 
@@ -64,6 +65,9 @@ ALWAYS_READ = tuple(encode_name(name) for suffix in (PERIODIC_INTERVAL, PERIODIC
 class PlanConfig:
     silent_after_intervals: float
     default_interval: int
+    # "all": an ``informed`` event for every Inform; "notable": not for a routine one (only
+    # ``2 PERIODIC``, RetryCount 0, nothing else learnt from it): see docs/events.md.
+    informed_events: str = "all"
 
 
 @dataclass(frozen=True)
@@ -330,8 +334,10 @@ def _plan_inform(state: DeviceState, observation: Observation, config: PlanConfi
         facts.append(_fact("booted", observation))
     if not registered:
         facts.extend(_change_facts(observation, changes))
-    facts.append(_fact("informed", observation, details={
-        "events": codes, "remote_address": inform.remote_address, "retry_count": inform.retry_count}))
+    routine = not facts and codes == ROUTINE_EVENTS and inform.retry_count == 0
+    if config.informed_events == "all" or not routine:
+        facts.append(_fact("informed", observation, details={
+            "events": codes, "remote_address": inform.remote_address, "retry_count": inform.retry_count}))
     return Write(observation.device_id, _guard(observation), update, upsert=True), facts
 
 

@@ -93,6 +93,10 @@ class OffsetTracker:
         self.pending[tp].add(offset)
         self.next_offset[tp] = max(self.next_offset.get(tp, 0), offset + 1)
 
+    def skipped(self, tp: TopicPartition, offset: int) -> None:
+        """An offset with nothing to handle (an Inform the gateway answered, an undecodable one)."""
+        self.next_offset[tp] = max(self.next_offset.get(tp, 0), offset + 1)
+
     def finished(self, tp: TopicPartition, offset: int) -> None:
         self.pending[tp].discard(offset)
 
@@ -199,6 +203,7 @@ class InboundConsumer:
                 for record in records:
                     event = _decode(record.value)
                     if event is None:
+                        self._offsets.skipped(tp, record.offset)
                         continue
                     self._offsets.started(tp, record.offset)
                     self._enqueue(event, tp, record.offset)
@@ -268,8 +273,13 @@ def _session_of(event: InboundEvent) -> str | None:
     return getattr(event, "session_id", None)
 
 
+# An Inform whose session the gateway ended itself (nothing due, services/common/workdue.py):
+# for the inventory only. Recognised without decoding it (the encoder writes compact JSON).
+GATEWAY_ENDED = b'"plan_needed":false'
+
+
 def _decode(raw: bytes | None) -> InboundEvent | None:
-    if raw is None:
+    if raw is None or GATEWAY_ENDED in raw:
         return None
     try:
         return decode_inbound(raw)

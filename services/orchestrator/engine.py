@@ -36,6 +36,7 @@ from services.bus.events import (
     new_id,
     utcnow,
 )
+from services.common import workdue
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
 from services.inventory import credentials
@@ -205,6 +206,14 @@ class Engine:
                                         gateway_id=event.gateway_id, in_reply_to=event.event_id)
         await self._store_cpe_credentials(view.device, decision)
         await self._commit(decision, event.reply_to, "inform")
+        final = {t.id: t for t in open_tasks} | {t.id: t for t in decision.tasks}
+        if event.work_due_token is not None and self.settings.work_due_marker and not decision.plan.rpcs \
+                and not decision.plan.more and not decision.new_tasks and not any(t.open for t in final.values()):
+            # Nothing planned and nothing open: the gateway may end the next routine sessions
+            # itself, until something marks the device due (services/common/workdue.py).
+            fingerprint = workdue.inform_fingerprint((p.name, p.value) for p in event.parameters)
+            await workdue.mark_idle(self.store.db, event.device_id, event.work_due_token, fingerprint,
+                                    self.settings.work_due_idle_seconds)
 
     async def on_answer(self, event: RpcResponseReceived | RpcFaultReceived) -> None:
         view = await self.store.session_view(event.session_id)
@@ -346,6 +355,7 @@ class Engine:
             if not lost:
                 break
         await self.store.forget_device(event.device_id)
+        await workdue.mark_due(self.store.db, [event.device_id])  # its next Inform: a first contact
         log.info("deleted device forgotten", extra={"device_id": event.device_id, "by": event.deleted_by,
                                                      "cancelled_tasks": cancelled})
 

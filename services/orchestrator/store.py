@@ -35,6 +35,7 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, OperationFailure
 
+from services.common import workdue
 from services.orchestrator.policies import Policy
 from services.orchestrator.state import DeviceState, SessionState
 from services.orchestrator.tasks import OPEN, TERMINAL, Task, TaskStatus, aware
@@ -111,6 +112,8 @@ class Store:
     async def insert_tasks(self, tasks: Sequence[Task]) -> None:
         if tasks:
             await self.tasks.insert_many([t.to_document() for t in tasks], ordered=False)
+            # After the insert: the device's next Inform goes to the orchestrator (workdue.py).
+            await workdue.mark_due(self.db, (t.device_id for t in tasks))
 
     async def insert_new_tasks(self, tasks: Sequence[Task]) -> list[str]:
         """Insert the tasks whose id is not taken yet; the ids inserted (a re-run page adds none twice)."""
@@ -118,13 +121,15 @@ class Store:
             return []
         try:
             await self.tasks.insert_many([t.to_document() for t in tasks], ordered=False)
-            return [t.id for t in tasks]
+            inserted = [t.id for t in tasks]
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != 11000 for e in errors):
                 raise
             taken = {tasks[e["index"]].id for e in errors}
-            return [t.id for t in tasks if t.id not in taken]
+            inserted = [t.id for t in tasks if t.id not in taken]
+        await workdue.mark_due(self.db, (t.device_id for t in tasks))
+        return inserted
 
     async def get_task(self, task_id: str) -> Task | None:
         document = await self.tasks.find_one({"_id": task_id})
@@ -381,6 +386,7 @@ class Store:
 
     async def insert_policy(self, policy: Policy) -> None:
         await self.policies.insert_one(_policy_document(policy))
+        await workdue.mark_due(self.db)  # a policy may concern any device
 
     async def list_policies(self) -> list[Policy]:
         found: list[Policy] = []
@@ -399,7 +405,10 @@ class Store:
         return _policy_from(document) if document else None
 
     async def delete_policy(self, policy_id: str) -> bool:
-        return (await self.policies.delete_one({"_id": policy_id})).deleted_count > 0
+        deleted = (await self.policies.delete_one({"_id": policy_id})).deleted_count > 0
+        if deleted:
+            await workdue.mark_due(self.db)
+        return deleted
 
     # --- jobs ------------------------------------------------------------------------------
 

@@ -87,3 +87,26 @@ async def test_the_simulator_keeping_its_nonce_skips_the_401_leg_of_later_sessio
     # A routine session: Inform and empty POST, plus the 401 leg when the nonce is not kept.
     assert records[0].http_requests == 3
     assert {r.http_requests for r in records[1:]} == ({2} if keep_nonce else {3})
+
+
+async def test_slow_sessions_make_the_gateway_refuse_new_ones_and_the_simulator_honours_retry_after(
+        gateway_settings: Settings) -> None:
+    """Plans that never come: every session takes the plan timeout (0.4 s), past half the bound
+    (0.5 s). New sessions then get 503 + Retry-After (1-3 s) and the CPEs wait that long."""
+    from simulator.miniacs import eventually
+    from tests.integration.test_gateway_with_simulator import simulated
+
+    settings = gateway_settings.model_copy(update={"cpe_auth": "none", "session_plan_timeout": 0.4,
+                                                   "admission_latency_bound": 0.5, "admission_retry_after": 2})
+    async with ScriptedOrchestrator(settings, lambda event: None), running_gateway(settings) as url, \
+            simulated(url, auth="none", devices=40, periodic_interval=1, jitter=0.0, ramp=0.5) as fleet:
+        await eventually(lambda: fleet.metrics.failure_reasons.get("HTTP 503", 0) >= 10, seconds=30)
+        await eventually(lambda: any(not r.ok and r.reason.startswith("HTTP 503") and any(
+            later.device == r.device and later.start > r.end for later in fleet.metrics.records)
+            for r in fleet.metrics.records), seconds=30)
+        records = list(fleet.metrics.records)
+    assert set(fleet.metrics.failure_reasons) == {"HTTP 503"}  # refused, never failed otherwise
+    for refused in (r for r in records if not r.ok):
+        later = [r.start for r in records if r.device == refused.device and r.start > refused.end]
+        if later:
+            assert min(later) - refused.end >= 0.9  # Retry-After (at least 1 s) was honoured

@@ -344,8 +344,8 @@ async def test_a_real_mongod_restart_loses_nothing(settings: Settings, producer:
 async def test_records_arriving_while_a_batch_is_handled_wait_and_come_in_one_fetch(
         settings: Settings, db: AsyncDatabase, producer: AIOKafkaProducer,
         running: Callable[[], Awaitable[InventoryConsumer]], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consumer_module, "FETCH_INTERVAL_SECONDS", 3.0)
     consumer = await running()
+    consumer.settings = consumer.settings.model_copy(update={"inventory_fetch_interval": 3.0})
     sizes: list[int] = []
     handle = consumer.handle
 

@@ -355,3 +355,17 @@ def test_a_deleted_device_is_deleted_and_its_next_inform_registers_it_again() ->
     assert gpv is None
     again, facts = run(state, inform("1 BOOT", params={"Device.X.A": ("c", "xsd:string")}, event_id="i2"))
     assert again.upsert and [f.kind for f in facts] == ["registered", "booted", "informed"]
+
+
+def test_informed_events_can_leave_out_routine_periodic_informs() -> None:
+    from dataclasses import replace
+
+    notable = replace(CONFIG, informed_events="notable")
+    state = known()
+    _, facts = plan(state, observe(inform("2 PERIODIC", event_id="r1")), notable)
+    assert facts == []  # routine: nothing to tell
+    _, facts = plan(state, observe(inform("2 PERIODIC", event_id="r2")), CONFIG)
+    assert [f.kind for f in facts] == ["informed"]  # "all": as before
+    _, facts = plan(state, observe(inform("2 PERIODIC", "4 VALUE CHANGE", event_id="r3",
+                                          params={"Device.X.A": ("2", "xsd:string")})), notable)
+    assert "informed" in [f.kind for f in facts]  # not routine
