@@ -169,16 +169,23 @@ async def measure(label: str, acs_url: str, pids: dict[str, int], args: argparse
                      window.get("p99_ms"), warmup, usage, steady, int(window["ok"]), rejected, lost)
 
 
+ROUTINE_EVENTS = ("2 PERIODIC",)
+
+
 def settled(records: Iterable[Any], devices: int, quiet_seconds: float = 10.0) -> bool:
-    """Every device completed a session, and none of the last ``quiet_seconds`` had RPCs."""
+    """Every device has completed a routine session (only ``2 PERIODIC``, no RPC: its bootstrap
+    and provisioning are over), and none of the last ``quiet_seconds`` had RPCs.
+
+    "Every device finished some session" was not enough: sessions that waited out the plan timeout
+    behind a bootstrap backlog also carry no RPC, and a window measured then is bootstrap traffic."""
     now = time.time()
-    done: set[int] = set()
+    routine: set[int] = set()
     for record in records:
-        if record.ok:
-            done.add(record.device)
         if record.end > now - quiet_seconds and record.rpcs:
             return False
-    return len(done) >= devices
+        if record.ok and not record.rpcs and tuple(record.events) == ROUTINE_EVENTS:
+            routine.add(record.device)
+    return len(routine) >= devices
 
 
 def run_reference(args: argparse.Namespace) -> RunResult:
@@ -367,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--interval", type=int, default=60, help="periodic Inform interval, seconds")
     parser.add_argument("--window", type=float, default=60.0, help="measured seconds after the warm-up")
-    parser.add_argument("--ramp", type=float, default=30.0, help="seconds over which the devices boot")
+    parser.add_argument("--ramp", type=float, default=None,
+                        help="seconds over which the devices boot (default: devices / 10, at least 30: "
+                             "bootstraps at 10 per second, which this machine serves, instead of a flood)")
     parser.add_argument("--max-sessions", type=int, default=500, help="concurrent sessions of the simulator")
     parser.add_argument("--warmup-limit", type=float, default=1200.0, help="give up waiting for bootstraps")
     parser.add_argument("--data-dir", default=None, help="where the local servers keep data (temporary)")
@@ -376,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-nonce", action="store_true",
                         help="the simulated CPEs keep their Digest nonce across sessions (no 401 leg)")
     args = parser.parse_args(argv)
+    if args.ramp is None:
+        args.ramp = max(30.0, args.devices / 10)
     results = [] if args.skip_reference else [run_reference(args)]
     results.append(run_acs(args))
     print(report(args, results), flush=True)

@@ -15,15 +15,19 @@ class Record:
     ok: bool
     end: float
     rpcs: int
+    events: tuple[str, ...] = ("2 PERIODIC",)
 
 
-def test_a_fleet_is_settled_once_every_device_finished_a_session_and_rpcs_stopped() -> None:
+def test_a_fleet_is_settled_once_every_device_had_a_routine_session_and_rpcs_stopped() -> None:
     now = time.time()
-    quiet = [Record(0, True, now - 60, 3), Record(1, True, now - 1, 0)]
+    quiet = [Record(0, True, now - 60, 3, ("0 BOOTSTRAP",)), Record(0, True, now - 30, 0),
+             Record(1, True, now - 1, 0)]
     assert settled(quiet, devices=2)
     assert not settled(quiet, devices=3)  # device 2 never finished a session
     assert not settled([*quiet, Record(1, True, now - 2, 4)], devices=2)  # provisioning still going on
     assert not settled([Record(0, True, now - 60, 0), Record(1, False, now - 50, 0)], devices=2)
+    # Its bootstrap ended without RPCs (the plan never came): not a routine session yet.
+    assert not settled([Record(0, True, now - 30, 0), Record(1, True, now - 20, 0, ("0 BOOTSTRAP",))], devices=2)
 
 
 def test_the_report_gives_the_ratio_and_flags_a_window_that_was_not_steady() -> None:
