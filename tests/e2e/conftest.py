@@ -35,6 +35,7 @@ class Stack:
     cpe_username: str
     cpe_password: str
     env: dict[str, str]
+    up_pid: int = 0  # the `acs up` process: its children are the services (a test may kill one)
 
     @property
     def xmpp_server(self) -> str:
@@ -86,6 +87,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         "ACS_REBOOT_TIMEOUT": "8", "ACS_SWEEP_INTERVAL": "1",
         # Campaign rounds often enough for tests of a few minutes' worth of waves (tests/e2e/test_campaigns.py).
         "ACS_CAMPAIGN_TICK_SECONDS": "0.5",
+        # A killed orchestrator's campaign lease lapses within seconds (its restart continues it).
+        "ACS_JOB_LEASE_SECONDS": "5",
         "ACS_LOG_LEVEL": "INFO",
         # XMPP connection requests (Annex K) through the test run's prosody.
         "ACS_XMPP_SERVER": xmpp_server.address, "ACS_XMPP_JID": f"acs-{name}@{xmpp_server.domain}",
@@ -113,7 +116,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
                     api_url=f"http://127.0.0.1:{ports['API']}/api/v1",
                     downloads_url=f"http://127.0.0.1:{ports['DOWNLOADS']}",
                     admin_key=env["ACS_ADMIN_API_KEY"], cpe_username="testcpe",
-                    cpe_password="e2e-cpe-password", env=env)
+                    cpe_password="e2e-cpe-password", env=env, up_pid=up.pid)
     finally:
         up.send_signal(signal.SIGINT)
         try:

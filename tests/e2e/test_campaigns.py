@@ -8,8 +8,10 @@ the outcome from the task and the version the device reports when it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from simulator.config import FleetSettings
@@ -256,5 +259,53 @@ async def test_offline_devices_fail_by_the_timeout_and_refused_downloads_with_th
         offline = [t for t in tasks if int(t["device_id"][-6:]) in (0, 5)]
         # The campaign gave up on them: their Downloads are cancelled, not left waiting forever.
         assert {t["status"] for t in offline} == {"cancelled"}
+    finally:
+        await fleet.stop()
+
+
+def service_pid(stack: Stack, name: str) -> int | None:
+    for child in psutil.Process(stack.up_pid).children():
+        with contextlib.suppress(psutil.Error):
+            if child.cmdline()[-1:] == [name]:
+                return child.pid
+    return None
+
+
+async def test_an_orchestrator_killed_mid_wave_is_restarted_and_continues_without_a_second_download(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    """Real devices, real downloads: SIGKILL of the orchestrator while a wave's Downloads are in
+    flight; `acs up` starts it again, and the campaign ends with one Download per device."""
+    fleet, prefix = await start_fleet(stack, api, 24, model="tr098", download_seconds=1.5)
+    try:
+        firmware = await upload_firmware(api, "IGD-SIM")
+        created = await api.post("/campaigns", json={
+            "name": "killed mid-wave", "query": {"serial_number": {"$prefix": prefix}},
+            "firmware": [{"product_class": "IGD-SIM", "file_name": firmware}],
+            "canary": {"size": 2}, "waves": [{"percent": 100}],
+            "limits": {"max_in_flight": 6, "connection_requests_per_second": 20, "device_timeout_seconds": 90}})
+        assert created.status_code == 201, created.text
+        campaign_id = created.json()["id"]
+        samples: list[dict[str, Any]] = []
+        await watch(api, campaign_id, lambda p: p["wave"] == 1 and p["counts"]["in_progress"] >= 3, 60, samples)
+        killed = service_pid(stack, "orchestrator")
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+
+        async def restarted_and_ready() -> bool:
+            pid = service_pid(stack, "orchestrator")
+            return pid not in (None, killed) and \
+                (await api.get(f"/campaigns/{campaign_id}/progress")).status_code == 200
+
+        await eventually(restarted_and_ready, seconds=30)
+        done = await watch(api, campaign_id, lambda p: p["state"] in ("completed", "paused"), 90, samples)
+        assert done["state"] == "completed" and done["counts"]["upgraded"] == 24, done
+        # One Download per device: in the orchestrator's tasks and in the fileserver's records.
+        tasks = (await api.get("/tasks", params={"job_id": campaign_id, "limit": 100})).json()["tasks"]
+        assert sorted(t["device_id"] for t in tasks) == sorted({t["device_id"] for t in tasks})
+        assert len(tasks) == 24 and {t["status"] for t in tasks} == {"succeeded"}
+        records = (await api.get(f"/files/{firmware}/downloads", params={"limit": 1000})).json()["downloads"]
+        assert sorted(r["device_id"] for r in records) == sorted({r["device_id"] for r in records})
+        assert len(records) == 24
+        assert all((cpe.sw_version or "") == TARGET for cpe in fleet.devices)
     finally:
         await fleet.stop()
