@@ -39,6 +39,10 @@ class DeviceState(BaseModel):
     software_version: str | None = None
     connection_request_url: str | None = None
     udp_connection_request_address: str | None = None
+    # ManagementServer.NATDetected as last reported (Annex G); None: never reported.
+    nat_detected: bool | None = None
+    # Bootstrap turned STUN on and the CPE took it (the "stun" SetParameterValues succeeded).
+    stun_enabled: bool = False
     xmpp_jid: str | None = None  # ManagementServer.ConnReqJabberID (Annex K)
     cr_username: str | None = None
     cr_password: str | None = None

@@ -345,6 +345,7 @@ def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepC
     elif key == "stun":
         # Annex G: the CPE will learn its UDPConnectionRequestAddress from the STUN server.
         result["stun"] = "enabled"
+        updates = {"stun_enabled": True}
     else:
         return _walk_absorb(task, key, response, ctx)
     return Absorbed(progress=progress, result=result, device_updates=updates)
