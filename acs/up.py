@@ -335,7 +335,7 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
     if settings.xmpp_server:
         lines.append(f"  XMPP (connection requests)    {settings.xmpp_server} as {settings.xmpp_jid}")
     if settings.stun_server:
-        lines.append(f"  STUN (UDP connection requests) {settings.stun_server}:{settings.stun_port}")
+        lines.append(f"  STUN (UDP conn. requests)     {settings.stun_server}:{settings.stun_port}")
     lines += [
         f"  CPE credentials               {_cpe_credentials(settings)}",
         f"  connection requests to        {settings.connection_request_allowed_networks}"
