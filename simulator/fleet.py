@@ -125,8 +125,6 @@ class Fleet:
         self._stopping = True
         for link in self.xmpp.values():
             await link.stop()
-        for stun_link in self.stun.values():
-            await stun_link.stop()
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +134,8 @@ class Fleet:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for stun_link in self.stun.values():  # after the tasks: one of them may have just started a link
+            await stun_link.stop()
         if self._cr_server is not None:
             self._cr_server.should_exit = True
             if self._cr_task is not None:
