@@ -13,6 +13,7 @@ from cwmp.udp import parse_udp_connection_request
 from services.orchestrator.connreq import ConnectionRequester, behind_nat
 from services.orchestrator.state import DeviceState
 from services.orchestrator.targets import TargetPolicy, parse_networks
+from services.orchestrator.xmppconnreq import XmppRequester
 from tests.unit.orchestrator.orchestrator_builders import IGD, Clock, Harness, inform, small_config
 
 LOCAL = TargetPolicy(parse_networks("0.0.0.0/0,127.0.0.0/8", "test"))
@@ -129,3 +130,33 @@ def test_natdetected_is_learned_from_the_inform(clock: Clock) -> None:
     h.inform(inform("4 VALUE CHANGE", parameters={f"{ms}NATDetected": "0"}, session="s2"))
     assert h.device.nat_detected is False
     assert h.device.udp_connection_request_address == "198.51.100.2:40001"  # unchanged: not in that Inform
+
+
+async def test_with_the_xmpp_server_down_a_device_behind_nat_gets_udp_and_both_reasons(
+        udp_cpe: tuple[str, Sink]) -> None:
+    address, sink = udp_cpe
+    client, seen = http_cpe()
+    down = XmppRequester("127.0.0.1:1", "acs@acs.local", "pw", answer_within=1.0)  # nothing listens there
+    try:
+        async with client:
+            result = await ConnectionRequester(client, targets=LOCAL, xmpp=down).wake(
+                device("http://100.64.0.9:7547/", address, xmpp_jid="cpe-9@acs.local/cwmp"))
+    finally:
+        await down.close()
+    assert (result.outcome, result.transport) == ("sent", "udp"), result
+    assert result.detail.startswith("XMPP failed (unreachable: XMPP server unavailable")
+    assert "; behind NAT (its STUN address 127.0.0.1 differs" in result.detail
+    await asyncio.wait_for(sink.received.get(), 2)
+    assert seen == []
+
+
+async def test_without_credentials_udp_is_not_tried_and_the_detail_says_so(udp_cpe: tuple[str, Sink]) -> None:
+    address, sink = udp_cpe
+    client, seen = http_cpe()
+    state = DeviceState(id="d", connection_request_url="http://100.64.0.9:7547/",
+                        udp_connection_request_address=address)
+    async with client:
+        result = await ConnectionRequester(client, targets=LOCAL).wake(state)
+    assert (result.outcome, result.transport) == ("ok", "http") and len(seen) == 1
+    assert result.detail == "UDP needs the connection request credentials, not provisioned yet: HTTP"
+    assert sink.received.empty()
