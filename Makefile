@@ -21,6 +21,10 @@ $(INSTALLED): pyproject.toml
 	@command -v prosody >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody >/dev/null; } || \
 		echo "prosody is not installed (apt-get install prosody): the XMPP tests will fail"
+	@# UDP connection requests (Annex G) need a real STUN server for `acs up` and the tests: Debian's coturn.
+	@command -v turnserver >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; } || \
+		echo "coturn is not installed (apt-get install coturn): the STUN tests will fail"
 	@touch $@
 
 install: $(INSTALLED)

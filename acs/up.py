@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acs.infra import InfraError, LocalServer, LocalStack
+from acs.stunserver import StunServer
+from acs.stunserver import start_for_local_acs as start_stun_for_local_acs
 from acs.xmppserver import XmppServer, start_for_local_acs
 from services.common.preflight import ConfigError, check_port_free
 from services.common.settings import Settings
@@ -128,6 +130,7 @@ class LocalAcs:
         self.began = time.monotonic()
         self.settings = Settings()
         self.xmpp: XmppServer | None = None
+        self.stun: StunServer | None = None
         self.say: Callable[[str], None] = lambda line: print(line, flush=True)
 
     def start(self, should_stop: Callable[[], bool] = lambda: False) -> Settings:
@@ -145,6 +148,8 @@ class LocalAcs:
             os.environ.update(self.stack.environment())
             # XMPP connection requests (Annex K): a local prosody when installed (acs/xmppserver.py).
             self.xmpp = start_for_local_acs(self.root / "servers" / "prosody", os.environ)  # type: ignore[arg-type]
+            # UDP connection requests (Annex G): a local coturn, STUN only, when installed (acs/stunserver.py).
+            self.stun = start_stun_for_local_acs(self.root / "servers" / "coturn", os.environ)  # type: ignore[arg-type]
         # The children inherit this environment, so every process reads the same settings.
         os.environ["ACS_ADMIN_API_KEY"] = _admin_key(self.root)
         os.environ["ACS_SECRET_KEY"] = _secret_key(self.root)
@@ -252,6 +257,8 @@ class LocalAcs:
         _stop_children(self.children)
         if self.xmpp is not None:
             self.xmpp.stop()
+        if self.stun is not None:
+            self.stun.stop()
         if self.stack is not None:
             self.stack.stop()
 
@@ -327,6 +334,8 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
         ]
     if settings.xmpp_server:
         lines.append(f"  XMPP (connection requests)    {settings.xmpp_server} as {settings.xmpp_jid}")
+    if settings.stun_server:
+        lines.append(f"  STUN (UDP conn. requests)     {settings.stun_server}:{settings.stun_port}")
     lines += [
         f"  CPE credentials               {_cpe_credentials(settings)}",
         f"  connection requests to        {settings.connection_request_allowed_networks}"

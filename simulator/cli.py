@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline-share", type=float, default=0.0, metavar="SHARE",
                    help="share of the devices that accept a firmware download, then go offline for good")
     p.add_argument("--download-seconds", type=float, default=0.0, help="extra seconds every download takes")
+    p.add_argument("--stun", action="store_true",
+                   help="STUN client mode (Annex G): once the ACS sets STUNEnable, learn the UDP connection-request "
+                        "address from the STUN server and take UDP connection requests")
+    p.add_argument("--behind-nat", action="store_true",
+                   help="simulate a carrier-grade NAT: ConnectionRequestURL on 100.64.0.0/10, unreachable "
+                        "(use with --stun)")
     p.add_argument("--seed", type=int, default=None, help="random seed (jitter, backoff)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between report lines")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
@@ -109,6 +115,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         credentials_in_url=args.credentials_in_url, parameters=args.parameters,
         fail_share=args.fail_share, fail_fault=args.fail_fault, fail_stage=args.fail_stage,
         offline_share=args.offline_share, download_seconds=args.download_seconds,
+        stun=args.stun, behind_nat=args.behind_nat,
     )
 
 

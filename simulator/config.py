@@ -118,6 +118,13 @@ class FleetSettings:
     xmpp_server: str = ""
     xmpp_domain: str = "acs.local"
     xmpp_password: str = "xmpp-{serial}"
+    # STUN client mode (Annex G, simulator/stunmode.py): a device whose STUNEnable the ACS set learns
+    # its UDPConnectionRequestAddress from its STUN server and takes UDP connection requests.
+    stun: bool = False
+    # Simulated carrier-grade NAT: ConnectionRequestURL on 100.64.0.0/10 (unreachable), NATDetected true.
+    behind_nat: bool = False
+    # A UDP connection request whose ts is further than this from the device's clock is refused.
+    udp_clock_skew: float = 300.0
     # Runtime behaviour.
     http_mode: HttpMode = HttpMode.SESSION
     max_sessions: int = 1000  # concurrent sessions (file descriptors and ACS load)

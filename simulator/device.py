@@ -275,6 +275,10 @@ class Device:
 
     @property
     def cr_url(self) -> str:
+        if self.settings.behind_nat:
+            # Its WAN address behind a carrier-grade NAT (RFC 6598), which the ACS cannot reach.
+            port, n = urlsplit(self.settings.cr_base_url).port, self.index + 1
+            return f"http://100.64.{(n >> 8) & 0xFF}.{n & 0xFF}:{port}/{self.index}"
         return f"{self.settings.cr_base_url}/{self.index}"
 
     def next_cwmp_id(self) -> str:

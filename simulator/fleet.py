@@ -32,6 +32,7 @@ from .device import PROFILES, Device, DeviceState, Transfer, now_iso
 from .http11 import Connection, HttpError, Origin, origin_of
 from .metrics import Metrics, SessionRecord
 from .session import CpeSession, OutKind, SessionFailed
+from .stunmode import DeviceStun
 from .template import load_big_template, load_template
 from .transport import AcsChannel, credentials_through_url, download, ssl_context, upload
 from .xmppmode import DeviceXmpp
@@ -66,6 +67,9 @@ class Fleet:
         self._dropped: set[int] = set()  # drop_mid_session: the devices that did (once each)
         self._cookie_jar: dict[int, dict[str, str]] = {}  # ... and the cookies their next session sends
         self.xmpp: dict[int, DeviceXmpp] = {}  # XMPP client mode: device index -> its XMPP link
+        self.stun: dict[int, DeviceStun] = {}  # STUN client mode: device index -> its UDP socket
+        if settings.stun:
+            self.session_listeners.append(self._stun_after_session)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -130,6 +134,8 @@ class Fleet:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for stun_link in self.stun.values():  # after the tasks: one of them may have just started a link
+            await stun_link.stop()
         if self._cr_server is not None:
             self._cr_server.should_exit = True
             if self._cr_task is not None:
@@ -171,6 +177,23 @@ class Fleet:
     def device_by_index(self, index: int) -> Device | None:
         pos = index - self.settings.first_index
         return self.devices[pos] if 0 <= pos < len(self.devices) else None
+
+    def _stun_after_session(self, device: Device, _record: SessionRecord, _session: CpeSession) -> None:
+        """STUN client mode: start the device's STUN client once the ACS turned STUNEnable on, stop it
+        when it turned it off (simulator/stunmode.py)."""
+        link = self.stun.get(device.index)
+        if link is None:
+            link = DeviceStun(device, self.settings.cr_host, self._accept_connection_request, self._count_cr,
+                              self.settings.udp_clock_skew)
+        if link.enabled and not link.running and not self._stopping:
+            self.stun[device.index] = link
+            task = asyncio.create_task(link.start())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif not link.enabled and link.running:
+            task = asyncio.create_task(link.stop())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _count_cr(self, outcome: str) -> None:
         self.metrics.connection_requests[outcome] += 1

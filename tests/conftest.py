@@ -21,6 +21,7 @@ import pytest
 
 from acs.infra import LOCAL_BROKER_ENV, LocalKafka, LocalMongo, LocalS3
 from services.common.settings import Settings
+from tests.stun_server import stun_server  # noqa: F401 - one coturn for every directory that needs it
 from tests.xmpp_server import xmpp_server  # noqa: F401 - one prosody for every directory that needs it
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     xmpp_password: str = ""
     xmpp_register: bool = False
 
+    # --- UDP connection requests through NAT (TR-069 Annex G) -------------------------------------
+    # The STUN server that bootstrap gives the CPEs (ManagementServer.STUNServerAddress, host or
+    # address as the CPEs reach it; empty: STUN is not provisioned), its UDP port, the optional
+    # STUNUsername/STUNPassword (empty: no MESSAGE-INTEGRITY) and the keep-alive bounds in seconds
+    # (STUNMinimumKeepAlivePeriod; STUNMaximumKeepAlivePeriod, -1: no maximum).
+    stun_server: str = ""
+    stun_port: int = Field(3478, ge=1, le=65535)
+    stun_username: str = ""
+    stun_password: str = ""
+    stun_min_keepalive: int = Field(30, ge=0)
+    stun_max_keepalive: int = Field(-1, ge=-1)
+
     # --- gateway --------------------------------------------------------------------------------
     # Where the other gateway instances reach this one (in Kubernetes: http://$(POD_IP):7547).
     # Defaults to this host's address and ACS_GATEWAY_PORT.

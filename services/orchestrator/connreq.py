@@ -6,8 +6,8 @@ REQUEST"), 401 with a challenge (we answer it once, never falling back to Basic)
 is busy or rate-limiting (not an authentication failure: back off). A 401 without ``qop`` (RFC
 2069) is answered too.
 
-UDP (Annex G): for a CPE behind NAT that reports UDPConnectionRequestAddress, one signed
-datagram, sent three times since UDP may drop it; there is no reply.
+UDP (Annex G): for a CPE behind NAT that reports UDPConnectionRequestAddress (learned from its
+STUN server), one signed datagram, sent three times since UDP may drop it; there is no reply.
 
 Both are rate-limited per device and globally with token buckets, because CPEs rate-limit
 themselves and an ACS that hammers a fleet after an outage only makes it worse (checklist S4).
@@ -17,6 +17,7 @@ Credentials never reach a log line.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -162,12 +163,48 @@ class XmppSender(Protocol):
     async def request(self, jid: str, username: str, password: str) -> ConnectionRequestResult: ...
 
 
+def behind_nat(device: DeviceState) -> str:
+    """Why the device counts as behind NAT (Annex G), or "" when it does not: it said so
+    (NATDetected), or the public UDP address its STUN server saw differs from the host of its
+    ConnectionRequestURL (the CPE's own WAN address; address literals only), or it reported no
+    ConnectionRequestURL."""
+    if not device.udp_connection_request_address:
+        return ""
+    if device.nat_detected:
+        return "NATDetected"
+    if not device.connection_request_url:
+        return "no ConnectionRequestURL"
+    try:
+        udp_host, _port = parse_udp_address(device.udp_connection_request_address)
+    except UdpRequestError:
+        return ""
+    http_host = urlsplit(device.connection_request_url).hostname or ""
+    try:
+        # Only address literals compare: a host name would need DNS, and may well be the same place.
+        http_ip, udp_ip = ipaddress.ip_address(http_host), ipaddress.ip_address(udp_host)
+    except ValueError:
+        return ""
+    if http_ip != udp_ip:
+        return f"its STUN address {udp_ip} differs from its ConnectionRequestURL host {http_ip}"
+    return ""
+
+
+def _joined(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
 class ConnectionRequester:
-    """Wakes devices. The order: XMPP when the device reported a ConnReqJabberID and the ACS has an
-    XMPP login (services/orchestrator/xmppconnreq.py); then HTTP when XMPP did not get the CPE's
-    yes (its server down, no answer, the CPE not online on XMPP) or was not tried; then UDP when
-    HTTP cannot reach the CPE and it reported a UDP address. The outcome's detail says why an
-    earlier transport was passed over."""
+    """Wakes devices. The order (docs/orchestrator.md, "Connection requests"):
+
+    1. XMPP when the device reported a ConnReqJabberID and the ACS has an XMPP login
+       (services/orchestrator/xmppconnreq.py); the next steps when XMPP did not get the CPE's yes
+       (its server down, no answer, the CPE not online on XMPP) or was not tried;
+    2. UDP first for a device behind NAT (:func:`behind_nat`) with a UDPConnectionRequestAddress,
+       then HTTP only if the datagram could not be sent (no reply ever comes to say it arrived);
+    3. otherwise HTTP, then UDP when HTTP cannot reach the CPE and it reported a UDP address.
+
+    The outcome's detail says why a transport was passed over, e.g. that STUN was turned on at
+    bootstrap but the CPE never reported an address (its STUN server down or unreachable)."""
 
     def __init__(self, client: httpx.AsyncClient, limiter: RateLimiter | None = None,
                  answer_within: float = 5.0, targets: TargetPolicy | None = None,
@@ -200,21 +237,58 @@ class ConnectionRequester:
             if result.ok or result.outcome in ("auth_failed", "busy") or not (
                     device.connection_request_url or device.udp_connection_request_address):
                 return result  # the CPE itself answered: asking again over HTTP would not change it
-            fallback = await self._http_then_udp(device, username, password)
-            return replace(fallback, detail=f"XMPP failed ({result.outcome}: {result.detail}); {fallback.detail}")
-        return await self._http_then_udp(device, username, password)
+            fallback = await self._direct(device, username, password)
+            return replace(fallback, detail=_joined(f"XMPP failed ({result.outcome}: {result.detail})",
+                                                    fallback.detail))
+        return await self._direct(device, username, password)
+
+    async def _direct(self, device: DeviceState, username: str | None,
+                      password: str | None) -> ConnectionRequestResult:
+        """UDP first behind NAT, HTTP first otherwise (steps 2 and 3 of the class docstring)."""
+        address = device.udp_connection_request_address
+        nat = behind_nat(device)
+        if not (nat and address and username and password):
+            result = await self._http_then_udp(device, username, password)
+            if result.transport != "http":
+                return result
+            return replace(result, detail=_joined(self._why_not_udp(device, username, password), result.detail))
+        udp = await self._udp_refusal(address)
+        if udp is None:
+            udp = await udp_connection_request(address, username, password)
+            if udp.ok:
+                return replace(udp, detail=_joined(f"behind NAT ({nat}): UDP first", udp.detail))
+        if not device.connection_request_url:
+            return udp
+        http = await self._http(device, username, password)
+        return replace(http, detail=_joined(f"behind NAT ({nat}) but UDP failed ({udp.outcome}: {udp.detail})",
+                                            http.detail))
+
+    @staticmethod
+    def _why_not_udp(device: DeviceState, username: str | None, password: str | None) -> str:
+        if not device.udp_connection_request_address:
+            if device.stun_enabled:
+                return ("no UDPConnectionRequestAddress learned although STUN was turned on at bootstrap "
+                        "(the CPE did not reach its STUN server?): HTTP")
+            return "HTTP (no UDPConnectionRequestAddress)" if device.nat_detected else ""
+        if not (username and password):
+            return "UDP needs the connection request credentials, not provisioned yet: HTTP"
+        return ""
+
+    async def _http(self, device: DeviceState, username: str | None,
+                    password: str | None) -> ConnectionRequestResult:
+        assert device.connection_request_url
+        try:
+            target = await self.targets.http_target(device.connection_request_url)
+        except TargetRefused as exc:
+            return ConnectionRequestResult("refused_address", "http", f"not called: {exc}")
+        return await http_connection_request(self.client, device.connection_request_url, username,
+                                             password, self.answer_within, target)
 
     async def _http_then_udp(self, device: DeviceState, username: str | None,
                              password: str | None) -> ConnectionRequestResult:
         result: ConnectionRequestResult | None = None
         if device.connection_request_url:
-            try:
-                target = await self.targets.http_target(device.connection_request_url)
-            except TargetRefused as exc:
-                result = ConnectionRequestResult("refused_address", "http", f"not called: {exc}")
-            else:
-                result = await http_connection_request(self.client, device.connection_request_url, username,
-                                                       password, self.answer_within, target)
+            result = await self._http(device, username, password)
             if result.outcome not in ("timeout", "unreachable", "refused_address"):
                 return result
         if device.udp_connection_request_address and username and password:

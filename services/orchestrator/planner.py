@@ -236,6 +236,9 @@ def _update_from_inform(device: DeviceState, inform: InformReceived, now: Any) -
                                  (f"{root}DeviceInfo.SoftwareVersion", "software_version")):
             if param in values:
                 updates[attribute] = values[param] or None
+        # Annex G: whether the CPE found its STUN mapping to differ from its own address.
+        if f"{ms}NATDetected" in values:
+            updates["nat_detected"] = values[f"{ms}NATDetected"].strip().lower() in ("true", "1")
     return device.model_copy(update=updates)
 
 
@@ -252,6 +255,7 @@ def _bootstrap(w: _Work, inform: InformReceived, *, forget_old_identity: bool) -
     values = [p.name for p in inform.parameters]
     w.update_device({
         "bootstrapped_at": w.now,
+        "stun_enabled": False,  # until this bootstrap's STUN SetParameterValues succeeds
         "data_model": prov.detect_data_model(values),
         "pending_cr_username": f"cr-{w.env.new_secret()[:16]}",
         "pending_cr_password": w.env.new_secret(),

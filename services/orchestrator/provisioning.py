@@ -51,6 +51,27 @@ def bootstrap_values(root: str, username: str, password: str, cfg: PlanConfig) -
     return values
 
 
+def stun_values(root: str, cfg: PlanConfig) -> list[rpcs.Value]:
+    """SetParameterValues turning STUN on (TR-069 Annex G), or nothing when the ACS has no STUN server.
+
+    A separate RPC, for the same all-or-nothing reason as :func:`cpe_credential_values`: a CPE without
+    STUN (9005 on STUNEnable) keeps its connection request credentials. STUNUsername/STUNPassword go
+    only when configured: a CPE with an empty STUNUsername sends no MESSAGE-INTEGRITY.
+    """
+    if not cfg.stun_server:
+        return []
+    ms = f"{root}ManagementServer."
+    values = [rpcs.Value(f"{ms}STUNEnable", "true", "xsd:boolean"),
+              rpcs.Value(f"{ms}STUNServerAddress", cfg.stun_server),
+              rpcs.Value(f"{ms}STUNServerPort", str(cfg.stun_port), "xsd:unsignedInt")]
+    if cfg.stun_username:
+        values += [rpcs.Value(f"{ms}STUNUsername", cfg.stun_username),
+                   rpcs.Value(f"{ms}STUNPassword", cfg.stun_password)]
+    values += [rpcs.Value(f"{ms}STUNMinimumKeepAlivePeriod", str(cfg.stun_min_keepalive), "xsd:unsignedInt"),
+               rpcs.Value(f"{ms}STUNMaximumKeepAlivePeriod", str(cfg.stun_max_keepalive), "xsd:int")]
+    return values
+
+
 def cpe_credential_values(root: str, username: str, password: str) -> list[rpcs.Value]:
     """SetParameterValues of the device's own ACS credentials (ManagementServer.Username/Password).
 

@@ -5,7 +5,7 @@ its configuration, and the few impure things it needs (clock, ids, secrets) pass
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,10 @@ class DeviceState(BaseModel):
     software_version: str | None = None
     connection_request_url: str | None = None
     udp_connection_request_address: str | None = None
+    # ManagementServer.NATDetected as last reported (Annex G); None: never reported.
+    nat_detected: bool | None = None
+    # Bootstrap turned STUN on and the CPE took it (the "stun" SetParameterValues succeeded).
+    stun_enabled: bool = False
     xmpp_jid: str | None = None  # ManagementServer.ConnReqJabberID (Annex K)
     cr_username: str | None = None
     cr_password: str | None = None
@@ -172,6 +176,15 @@ class PlanConfig:
     bootstrap_provisioning: bool = True
     # Give each device its own ManagementServer.Username/Password at bootstrap (provisioned mode).
     provision_cpe_credentials: bool = False
+    # STUN for UDP connection requests through NAT (Annex G), set at bootstrap where the CPE has
+    # ManagementServer.STUNEnable: the server as the CPEs reach it ("" : not provisioned), its port,
+    # STUNUsername/STUNPassword when set, the keep-alive bounds (ACS_STUN_*).
+    stun_server: str = ""
+    stun_port: int = 3478
+    stun_username: str = ""
+    stun_password: str = field(default="", repr=False)
+    stun_min_keepalive: int = 30
+    stun_max_keepalive: int = -1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanConfig:
@@ -186,6 +199,9 @@ class PlanConfig:
             retry_base_seconds=settings.task_retry_base_seconds,
             retry_max_seconds=settings.task_retry_max_seconds,
             provision_cpe_credentials=settings.cpe_credentials == "provisioned",
+            stun_server=settings.stun_server, stun_port=settings.stun_port,
+            stun_username=settings.stun_username, stun_password=settings.stun_password,
+            stun_min_keepalive=settings.stun_min_keepalive, stun_max_keepalive=settings.stun_max_keepalive,
         )
 
 

@@ -307,6 +307,10 @@ def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
         values = prov.cpe_credential_values(root, cpe_username, ctx.env.cpe_password(cpe_username, nonce))
         out.append(Outgoing("cpe", rpcs.set_parameter_values(values, task.args.get("parameter_key", "")),
                             [v.name for v in values]))
+    stun = prov.stun_values(root, ctx.cfg)
+    if stun:
+        out.append(Outgoing("stun", rpcs.set_parameter_values(stun, task.args.get("parameter_key", "")),
+                            [v.name for v in stun]))
     walk, items = prov.walk_begin(walk_id(task), [root + sub for sub in task.args.get("subtrees", [])], ctx.cfg,
                                   whole_subtrees=True)
     ctx.walks.add(items)
@@ -338,6 +342,10 @@ def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepC
         updates = {"cpe_username": device.pending_cpe_username, "cpe_nonce": device.pending_cpe_nonce,
                    "pending_cpe_username": None, "pending_cpe_nonce": None}
         result["cpe_credentials"] = "set"
+    elif key == "stun":
+        # Annex G: the CPE will learn its UDPConnectionRequestAddress from the STUN server.
+        result["stun"] = "enabled"
+        updates = {"stun_enabled": True}
     else:
         return _walk_absorb(task, key, response, ctx)
     return Absorbed(progress=progress, result=result, device_updates=updates)
@@ -379,7 +387,8 @@ KINDS: dict[str, Kind] = {
     BOOTSTRAP_TASK: Kind(_bootstrap_start, _bootstrap_absorb, _bootstrap_proceed,
                          # A CPE that will not change its ACS credentials keeps the shared pair:
                          # noted in the result's errors, the rest of the bootstrap goes on.
-                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:")) or key == "cpe"),
+                         # Likewise a CPE without STUN (a fault on "stun"): it stays on HTTP/XMPP.
+                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:")) or key in ("cpe", "stun")),
     **{name: _SINGLE for name in ("setParameterValues", "deleteObject", "getParameterAttributes",
                                   "setParameterAttributes", "reboot", "factoryReset", "getRPCMethods",
                                   "scheduleInform", "download", "upload", "scheduleDownload",

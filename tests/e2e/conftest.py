@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from acs.infra import LOCAL_BROKER_ENV, free_port
+from acs.stunserver import StunServer
 from acs.xmppserver import XmppServer
 from tests.conftest import S3Server
 
@@ -75,7 +76,7 @@ def local_acs_env(name: str, kafka_bootstrap: str, mongodb_url: str, s3_server: 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongodb_url: str,
-          s3_server: S3Server, xmpp_server: XmppServer) -> Iterator[Stack]:
+          s3_server: S3Server, xmpp_server: XmppServer, stun_server: StunServer) -> Iterator[Stack]:
     name = "e2e" + uuid.uuid4().hex[:8]
     env, ports = local_acs_env(name, kafka_bootstrap, mongodb_url, s3_server, partitions=4)
     env.update({
@@ -93,6 +94,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         # XMPP connection requests (Annex K) through the test run's prosody.
         "ACS_XMPP_SERVER": xmpp_server.address, "ACS_XMPP_JID": f"acs-{name}@{xmpp_server.domain}",
         "ACS_XMPP_PASSWORD": "e2e-xmpp-" + uuid.uuid4().hex, "ACS_XMPP_REGISTER": "true",
+        # UDP connection requests through NAT (Annex G): bootstrap gives CPEs the test run's coturn.
+        "ACS_STUN_SERVER": stun_server.host, "ACS_STUN_PORT": str(stun_server.port),
     })
     data_dir = tmp_path_factory.mktemp("stack")
     up = subprocess.Popen([sys.executable, "-m", "acs.cli", "up", "--external", "--data-dir", str(data_dir)],
