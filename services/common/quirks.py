@@ -19,8 +19,8 @@ costs no round trip. A generation counter (document ``_id: "*"`` in ``quirks_gen
 every write; each reader checks it every ``ACS_QUIRKS_REFRESH_SECONDS`` and reloads the table
 when it moved, so a change reaches every instance within that bound.
 
-The transformations themselves (boolean literals, parameter-name case) are pure functions here,
-used by the gateway on what it sends and receives.
+The parameter-name case fixes are pure functions here, used by the gateway on what it sends and
+receives; the boolean literal style is the protocol core's ``AcsSession.boolean_literal``.
 """
 
 from __future__ import annotations
@@ -237,25 +237,6 @@ def software_version_of(parameters: Iterable[tuple[str, str]]) -> str | None:
 
 
 # --- what the quirks change (pure) ------------------------------------------------------------
-
-_NUMERIC = {"true": "1", "false": "0"}
-_WORDS = {"1": "true", "0": "false"}
-
-
-def boolean_literals(rpc: Mapping[str, Any], style: str | None) -> dict[str, Any]:
-    """A SetParameterValues with its xsd:boolean values written in ``style`` (others unchanged)."""
-    if style is None or rpc.get("method") != "SetParameterValues":
-        return dict(rpc)
-    table = _NUMERIC if style == "numeric" else _WORDS
-    out: list[Any] = []
-    for item in rpc.get("parameter_list") or []:
-        value = item.get("value") if isinstance(item, Mapping) else None
-        if isinstance(value, Mapping) and str(value.get("type", "")).endswith("boolean") \
-                and str(value.get("value", "")).strip().lower() in table:
-            item = {**item, "value": {**value, "value": table[str(value["value"]).strip().lower()]}}
-        out.append(item)
-    return {**rpc, "parameter_list": out}
-
 
 class NameCase:
     """Parameter-name case fixes both ways, from :attr:`Quirks.parameter_case`."""

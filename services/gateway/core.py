@@ -53,6 +53,7 @@ from cwmp.session import (
     default_response,
 )
 from cwmp.session import InformReceived as InformArrived
+from cwmp.values import BooleanLiteral
 from services.bus.events import (
     TOPIC_INBOUND,
     CpeRequestReceived,
@@ -308,6 +309,9 @@ class Gateway:
                                  request.connection_key, address, machine, username=auth.username,
                                  auth_ha1=auth.matched_ha1, quirks=quirks,
                                  name_case=NameCase(quirks.parameter_case) if quirks.parameter_case else None)
+        if quirks.boolean_style is not None:
+            machine.boolean_literal = BooleanLiteral.ONE_ZERO if quirks.boolean_style == "numeric" \
+                else BooleanLiteral.TRUE_FALSE
         inform = event.inform
         due_read = self._read_work_due(device_id, inform)
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from cwmp.session import AcsSession
 from services.bus.events import PlannedRpc, SessionPlan
-from services.common.quirks import NO_QUIRKS, NameCase, Quirks, boolean_literals, rename
+from services.common.quirks import NO_QUIRKS, NameCase, Quirks, rename
 
 
 def new_session_id() -> str:
@@ -125,9 +125,9 @@ class GatewaySession:
         return rename(rpc, self.name_case.to_model) if self.name_case is not None else rpc
 
     def cpe_rpc(self, rpc: dict[str, Any]) -> dict[str, Any]:
-        """A planned RPC as this CPE needs it: its boolean literals and its names' case."""
-        out = boolean_literals(rpc, self.quirks.boolean_style)
-        return rename(out, self.name_case.to_cpe) if self.name_case is not None else out
+        """A planned RPC with its names spelled this CPE's way (boolean literals: the machine's
+        ``boolean_literal``, set from the quirks at the Inform)."""
+        return rename(rpc, self.name_case.to_cpe) if self.name_case is not None else rpc
 
     def unsent_rpc_ids(self) -> list[str]:
         return [planned.rpc_id for planned in self.queue]

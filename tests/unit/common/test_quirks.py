@@ -10,7 +10,6 @@ from services.common.quirks import (
     QuirkEntry,
     QuirkMatch,
     Quirks,
-    boolean_literals,
     conflicts,
     matches,
     rename,
@@ -90,21 +89,6 @@ def test_the_model_refuses_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValidationError):
         QuirkMatch.model_validate({"oui": {"$prefix": "00", "$lt": "1"}})
     assert Quirks.model_validate({"max_envelopes": 5}).active() == {"max_envelopes": 5}
-
-
-def test_boolean_literals_change_only_booleans_of_set_parameter_values() -> None:
-    spv = {"method": "SetParameterValues", "parameter_key": "k", "parameter_list": [
-        {"name": "A.Enable", "value": {"value": "true", "type": "xsd:boolean"}},
-        {"name": "A.Other", "value": {"value": "false", "type": "xsd:boolean"}},
-        {"name": "A.Name", "value": {"value": "true", "type": "xsd:string"}},
-        {"name": "A.Count", "value": {"value": "1", "type": "xsd:unsignedInt"}}]}
-    numeric = boolean_literals(spv, "numeric")
-    assert [p["value"]["value"] for p in numeric["parameter_list"]] == ["1", "0", "true", "1"]
-    words = boolean_literals(numeric, "words")
-    assert [p["value"]["value"] for p in words["parameter_list"]] == ["true", "false", "true", "1"]
-    assert boolean_literals(spv, None) == spv
-    gpv = {"method": "GetParameterValues", "parameter_names": ["A.Enable"]}
-    assert boolean_literals(gpv, "numeric") == gpv
 
 
 def test_name_case_fixes_both_ways() -> None:
