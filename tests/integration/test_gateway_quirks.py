@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,7 +64,7 @@ async def quirk_table(settings: Settings, **quirks: Any) -> AsyncIterator[QuirkS
     if quirks:
         await store.insert("q1", "quirky", "", QuirkMatch(oui="00D09E", product_class=QUIRKY,
                                                           software_version={"$prefix": "1."}),
-                           Quirks.model_validate(quirks), "test", __import__("datetime").datetime.now())
+                           Quirks.model_validate(quirks), "test", datetime.now(UTC))
     try:
         yield store
     finally:
@@ -132,7 +134,7 @@ async def test_a_change_of_the_table_reaches_a_running_gateway(gateway_settings:
 
         assert await end_status("C1") == 204
         await store.insert("q2", "later", "", QuirkMatch(oui="00D09E", product_class=QUIRKY), Quirks(end_session="200"),
-                           "test", __import__("datetime").datetime.now())
+                           "test", datetime.now(UTC))
         async with asyncio.timeout(5):
             serial = 2
             while await end_status(f"C{serial}") != 200:
@@ -227,3 +229,29 @@ async def test_digest_without_qop_only_for_devices_allowed_it(gateway_settings: 
                 else:
                     assert answer.status_code == 401
                     assert 'qop="auth"' in answer.headers["www-authenticate"]
+
+
+async def test_real_agents_informs_an_entry_for_easycwmp_only(gateway_settings: Settings, shared_dir: Path) -> None:
+    """Real agents' first messages (interop/): an entry for easycwmp's OUI, ProductClass and firmware
+    changes its session; cwmp-sim's TP-Link device, on the same gateway, gets the standard one."""
+    settings = gateway_settings.model_copy(update={"cpe_auth": "none"})
+    interop = shared_dir / "interop"
+    async with quirk_table(settings) as store, \
+            ScriptedOrchestrator(settings, plan_on_inform([])), running_gateway(settings) as url:
+        await store.insert("q-easy", "easycwmp", "", QuirkMatch(oui="FFFFFF", product_class="easycwmp",
+                                                                software_version={"$prefix": "example_"}),
+                           Quirks(max_envelopes=2, end_session="200"), "test",
+                           datetime.now(UTC))
+        await asyncio.sleep(0.5)  # the gateway's refresh period is 0.2 s here
+        for name, envelopes, end in (("easycwmp_inform_0BOOTSTRAP_1BOOT_unauthenticated.xml", "2", 200),
+                                     ("cwmp-sim_tr181-ex220csv_inform_1BOOT.xml", "1", 204)):
+            cpe = TestCpe(url)
+            try:
+                answer = await cpe.post((interop / name).read_bytes())
+                assert answer.status_code == 200, name
+                method, _, element = rpc_of(answer.content)
+                assert (method, element.findtext("MaxEnvelopes")) == ("InformResponse", envelopes), name
+                last = await cpe.post(None)
+                assert (last.status_code, last.content) == (end, b""), name
+            finally:
+                await cpe.aclose()
