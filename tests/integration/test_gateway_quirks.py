@@ -99,7 +99,6 @@ async def test_boolean_literals_follow_the_device_style(gateway_settings: Settin
         assert await _values_sent(url, QUIRKY, "B1") == ["1", "true"]  # the string stays a string
         assert await _values_sent(url, PLAIN, "B2") == ["true", "true"]
         # The orchestrator is told of the request as it planned it.
-        answers = orchestrator.of_type("rpc_response")
         await orchestrator.wait_for(lambda e: isinstance(e, RpcResponseReceived) and e.device_id.endswith("B2"))
         answers = orchestrator.of_type("rpc_response")
         assert all(a.request == plan[0] for a in answers)
