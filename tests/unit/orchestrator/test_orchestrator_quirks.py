@@ -87,3 +87,13 @@ def test_other_devices_are_walked_level_by_level() -> None:
         assert gpns[0] == {"method": "GetParameterNames", "parameter_path": HOSTS, "next_level": True}
         assert len(gpns) > 1 and all(r["next_level"] for r in gpns)
         assert h.tasks["walk"].status is TaskStatus.SUCCEEDED
+
+
+def test_the_root_object_is_asked_for_without_next_level_where_the_quirks_say() -> None:
+    """A bootstrap whose Inform names no data model asks GetParameterNames("") for the root."""
+    other = [e.model_copy(update={"match": QuirkMatch(oui="AAAAAA")}) for e in TABLE]
+    for table, next_level in ((TABLE, False), (other, True)):
+        h = Harness(QuirkClock(table), small_config())
+        plan = h.inform(inform("0 BOOTSTRAP", "1 BOOT", parameters={"X.Unknown": "1"}))
+        gpns = [p.rpc for p in plan.rpcs if p.rpc["method"] == "GetParameterNames"]
+        assert gpns == [{"method": "GetParameterNames", "parameter_path": "", "next_level": next_level}]
