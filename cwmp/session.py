@@ -553,11 +553,14 @@ class AcsSession:
 
     # -- outbound -------------------------------------------------------------------------
 
-    def respond(self, message: CwmpMessage, *, now: float, hold_requests: bool | None = None) -> Outgoing:
+    def respond(self, message: CwmpMessage, *, now: float, hold_requests: bool | None = None,
+                any_max_envelopes: bool = False) -> Outgoing:
         """Answer the CPE request just received (InformResponse, TransferCompleteResponse, ...).
 
         ``hold_requests=True`` stops the CPE from sending requests until the ACS sends a
         reply without it or a 204 (T10): use it to drain the ACS's own queue first.
+        ``any_max_envelopes``: an InformResponse MaxEnvelopes other than 1 is sent as given (a
+        per-vendor quirk for CPEs that want one).
         """
         if self._owed is None:
             raise AcsProtocolError(f"no CPE request to answer in state {self._state}")
@@ -570,7 +573,7 @@ class AcsSession:
         if kind is _Out.INFORM_RESPONSE:
             if self._version_incompatible:
                 raise AcsProtocolError("no common CWMP version: fault the Inform with 8006")
-            if getattr(message, "max_envelopes", 1) != 1:
+            if getattr(message, "max_envelopes", 1) != 1 and not any_max_envelopes:
                 raise AcsProtocolError("InformResponse MaxEnvelopes MUST be 1 (A.3.3.1)")
         use_version = self.use_cwmp_version if kind is _Out.INFORM_RESPONSE else None
         self._outbound(kind)

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-mode", choices=[m.value for m in HttpMode], default="session",
                    help="session: one connection per session; shared: one pool; device: keep-alive per device")
     p.add_argument("--ignore-cookies", action="store_true", help="never send cookies back (like cwmp-sim)")
+    p.add_argument("--bool-style", choices=("any", "numeric"), default="any",
+                   help="numeric: refuse (9007) SetParameterValues booleans written true/false")
+    p.add_argument("--digest-without-qop", action="store_true", help="answer Digest the RFC 2069 way (no qop)")
+    p.add_argument("--no-next-level", action="store_true",
+                   help="fault (9003) every GetParameterNames with NextLevel=true")
     p.add_argument("--cwmp-version", choices=("1.0", "1.1", "1.2", "1.4"), default="1.2")
     p.add_argument("--jitter", type=float, default=0.05, help="periodic Inform jitter, fraction of the interval")
     p.add_argument("--retry-min-wait", type=int, default=5, help="default CWMPRetryMinimumWaitInterval")
@@ -107,6 +112,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         jitter=args.jitter, retry_min_wait=args.retry_min_wait, acs_username=args.username,
         acs_password=args.password, memory_file=args.memory, cr_username=args.cr_username, cr_password=args.cr_password,
         auth=AuthMode(args.auth), ignore_cookies=args.ignore_cookies, cwmp_version=args.cwmp_version,
+        bool_style=args.bool_style, digest_without_qop=args.digest_without_qop, gpn_next_level=not args.no_next_level,
         strict_types=not args.lenient_types, cr_host=args.cr_host, cr_port=args.cr_port,
         http_mode=HttpMode(args.http_mode), max_sessions=args.max_sessions, http_timeout=args.timeout,
         ramp=ramp, reboot_delay=args.reboot_delay, seed=args.seed, product_class=args.product_class,

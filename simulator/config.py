@@ -83,6 +83,14 @@ class FleetSettings:
     # Inform carries it pre-emptively with the next nonce count (RFC 7616 3.4), so the ACS can
     # skip the 401 leg while the nonce is valid; a 401 (stale or not) brings a new one.
     digest_keep_nonce: bool = False
+    # Vendor quirks (docs/quirks.md) as some agents have them. ``bool_style`` "numeric": a
+    # SetParameterValues whose xsd:boolean values are written true/false is refused with 9007
+    # (only 1/0 accepted); "any" accepts both, as the standard says.
+    bool_style: str = "any"
+    # An RFC 2069 Digest client: it ignores the challenge's qop and sends no qop, nc or cnonce.
+    digest_without_qop: bool = False
+    # A CPE that cannot answer GetParameterNames with NextLevel=true: fault 9003.
+    gpn_next_level: bool = True
     # Once per device, instead of answering the N-th ACS request of a session, drop the TCP
     # connection and come back at once with a new Inform on a new connection (still sending the
     # dropped session's cookie, as a client with a cookie jar does, unless ignore_cookies).

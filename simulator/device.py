@@ -581,6 +581,9 @@ class Device:
         return GetRPCMethodsResponse(method_list=CPE_METHODS)
 
     def _gpn(self, req: GetParameterNames) -> CwmpMessage:
+        if req.next_level and not self.settings.gpn_next_level:
+            # The quirk of some agents: NextLevel=true is not implemented.
+            raise CwmpFault.from_code(CpeFault.INVALID_ARGUMENTS, "Invalid arguments: NextLevel=true not supported")
         return GetParameterNamesResponse(self.model.get_parameter_names(req.parameter_path, req.next_level))
 
     def _gpv(self, req: GetParameterValues) -> CwmpMessage:

@@ -311,7 +311,8 @@ class Fleet:
                                  user_agent=s.user_agent, reuse_nc=s.digest_reuse_nc,
                                  reused=self._reused_auth.get(device.index),
                                  cookies=self._cookie_jar.pop(device.index, None),
-                                 digest=self._digests.get(device.index) if s.digest_keep_nonce else None)
+                                 digest=self._digests.get(device.index) if s.digest_keep_nonce else None,
+                                 digest_without_qop=s.digest_without_qop)
             ok, reason, retry_after, dropped = True, "", None, False
             try:
                 out = session.start()

@@ -19,6 +19,7 @@ The rules played (checklist T5, T9-T15, T21, T26):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -48,6 +49,9 @@ from cwmp.models import (
 from .device import Device
 
 __all__ = ["CWMP_VERSIONS", "CpeSession", "Outgoing", "SessionFailed"]
+
+# An xsd:boolean value written as a word (what a bool_style=numeric CPE refuses).
+_BOOLEAN_WORD = re.compile(rb'type="xsd:boolean"[^>]*>\s*(?:true|false)\s*<', re.IGNORECASE)
 
 # --cwmp-version -> (namespace, SupportedCWMPVersions header or None)
 CWMP_VERSIONS: dict[str, tuple[str, str | None]] = {
@@ -106,6 +110,7 @@ class CpeSession:
         self.rpcs: list[str] = []  # ACS methods answered, in order
         self.faults_sent: list[int] = []
         self.messages = 0
+        self._boolean_words = False  # the last ACS envelope wrote an xsd:boolean value as true/false
         self.use_cwmp_version: str | None = None
         # True once the ACS answered the Inform with an InformResponse (it took the Inform).
         self._phase = _Phase.INFORM
@@ -163,6 +168,8 @@ class CpeSession:
             return self._receive_empty()
         if status != 200:
             raise SessionFailed(f"HTTP {status}")
+        # The parsed envelope normalises booleans; a CPE strict about their literals reads the wire.
+        self._boolean_words = bool(_BOOLEAN_WORD.search(body))
         try:
             envelope = parse_envelope(body, content_type)
         except UnknownMethod as exc:
@@ -232,6 +239,11 @@ class CpeSession:
         cwmp_id = envelope.header.id
         self.rpcs.append(message.METHOD)
         try:
+            if self._boolean_words and message.METHOD == "SetParameterValues" \
+                    and self.device.settings.bool_style == "numeric":
+                # The quirk of some agents: only 1/0 are booleans (genieacs#228).
+                raise CwmpFault.from_code(CpeFault.INVALID_PARAMETER_VALUE,
+                                          "Invalid parameter value: booleans must be 1 or 0")
             response: CwmpMessage | CwmpFault = self.device.handle(message)
         except CwmpFault as fault:
             response = fault

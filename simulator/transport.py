@@ -59,6 +59,7 @@ except ImportError:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 _MAX_REDIRECTS = 5
+_QOP = re.compile(r',?\s*qop=("[^"]*"|[^,\s]*)', re.IGNORECASE)  # a challenge's qop, for RFC 2069 clients
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _VERSION_RE = re.compile(r"\d+(?:\.\d+)+[A-Za-z0-9.\-]*")
 
@@ -105,7 +106,8 @@ class AcsChannel:
     def __init__(self, connection: Requester, url: str, *, auth: AuthMode, username: str, password: str,
                  ignore_cookies: bool = False, timeout: float = 30.0, user_agent: str = "acs-simulator",
                  reuse_nc: bool = False, reused: tuple[str, str] | None = None,
-                 cookies: dict[str, str] | None = None, digest: DigestClient | None = None) -> None:
+                 cookies: dict[str, str] | None = None, digest: DigestClient | None = None,
+                 digest_without_qop: bool = False) -> None:
         self.connection = connection
         self.url = url
         self.auth = auth
@@ -123,6 +125,7 @@ class AcsChannel:
         # ``reused`` carries it over from the device's previous session.
         self.reuse_nc = reuse_nc
         self.reused = reused if reuse_nc else None
+        self.digest_without_qop = digest_without_qop
         self._redirects = 0
         self._own: list[Requester] = []  # connections opened for redirects to other origins
 
@@ -232,6 +235,9 @@ class AcsChannel:
             raise SessionFailed("auth: Basic credentials refused")
         if self._digest is None:
             self._digest = DigestClient(self.username, self.password, allow_basic=True)
+        if self.digest_without_qop:
+            # An RFC 2069 client reads no qop in the challenge: no qop, nc or cnonce in its answer.
+            challenges = [_QOP.sub("", c) for c in challenges]
         try:
             value = self._digest.authorization("POST", target, challenges)
         except DigestError as exc:

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     work_due_marker: bool = True
     # How long the orchestrator's "nothing due" holds at most: then one Inform goes to it again.
     work_due_idle_seconds: float = Field(3600.0, gt=0)
+    # How often the gateway and the orchestrator check whether the per-vendor quirks table changed
+    # (docs/quirks.md): a change applies on every instance within this many seconds.
+    quirks_refresh_seconds: float = Field(2.0, gt=0, le=300)
     # Wrong passwords per (username, address) in ACS_AUTH_THROTTLE_SECONDS before that pair is
     # refused (503 + Retry-After) until the window ends.
     auth_failures_before_throttle: int = Field(5, ge=1)

@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from services.bus.events import TOPIC_INBOUND, TOPIC_REPLIES, encode
 from services.bus.kafka import BusCheck, make_producer, topic_name
 from services.common import workdue
+from services.common.quirks import QuirksCache
 from services.common.settings import Settings
 from services.common.workdue import DueReader
 from services.gateway import metrics
@@ -83,6 +84,7 @@ class GatewayApp:
         self._mongo: AsyncMongoClient | None = None
         self._locks: SessionLocks | None = None
         self._work_due: DueReader | None = None
+        self._quirks: QuirksCache | None = None
         self._http_client: httpx.AsyncClient | None = None
         self._producer: Any = None
         self._replies: ReplyChannel | None = None
@@ -121,6 +123,9 @@ class GatewayApp:
         await locks.ensure_indexes()
         self._locks = locks
         self._work_due = DueReader(workdue.collection(db)) if settings.work_due_marker else None
+        # The per-vendor quirks, in memory, refreshed when the table changes (docs/quirks.md).
+        self._quirks = QuirksCache(db, settings.quirks_refresh_seconds)
+        await self._quirks.start()
         self._producer = make_producer(settings)
         await self._producer.start()
         from services.inventory import credentials
@@ -139,7 +144,7 @@ class GatewayApp:
             settings=settings, gateway_id=self.gateway_id, publish=self._publish, locks=locks,
             authenticator=authenticator, reply_to=lambda: replies.reply_to,
             advertise_url=advertise_url(settings), notify_taken_over=self._notify_taken_over,
-            work_due=self._work_due))
+            work_due=self._work_due, quirks=self._quirks))
         self._http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.session_plan_timeout + 10))
         replies = ReplyChannel(settings, self.gateway_id, gateway.deliver_plan)
         await replies.start()
@@ -162,6 +167,8 @@ class GatewayApp:
             await self._locks.close()
         if self._work_due is not None:
             await self._work_due.close()
+        if self._quirks is not None:
+            await self._quirks.close()
         if self._http_client is not None:
             await self._http_client.aclose()
         if self._mongo is not None:

@@ -21,6 +21,7 @@ only fault is a sloppy Digest client.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ class AuthOutcome:
     device_id: str | None = None
     # (algorithm "MD5" | "SHA-256", HA1) that matched, for own credentials.
     matched_ha1: tuple[str, str] | None = None
+    # RFC 2069 Digest (no qop): verified, but accepted only for devices whose quirks allow it
+    # (the gateway decides once the Inform names the device).
+    without_qop: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,10 @@ class CpeAuthenticator:
         self.ha1_source = ha1_source
         self.candidates = candidates
         self.has_own_credentials = has_own_credentials
-        self.digest = DigestServer(settings.cpe_realm, settings.secret_key, nonce_ttl=300.0)
+        # RFC 2069 answers are verified too; the gateway refuses them for a device whose quirks do
+        # not allow them (AuthOutcome.without_qop).
+        self.digest = DigestServer(settings.cpe_realm, settings.secret_key, nonce_ttl=300.0,
+                                   allow_missing_qop=True)
 
     @staticmethod
     def claimed_username(authorization: str | None) -> str | None:
@@ -140,7 +147,12 @@ class CpeAuthenticator:
         if scheme == "basic":
             return await self._basic(authorization, tls, session_ha1)
         if scheme == "digest" and self.mode == "digest":
-            return await self._digest(method, uri, authorization, session_ha1)
+            outcome = await self._digest(method, uri, authorization, session_ha1)
+            try:
+                without_qop = parse_authorization(authorization).qop is None
+            except DigestError:
+                return outcome
+            return dataclasses.replace(outcome, without_qop=True) if without_qop else outcome
         return AuthOutcome(ok=False, challenge=self.challenge(), reason=f"{scheme} authentication not accepted")
 
     async def _basic(self, authorization: str, tls: bool, session_ha1: tuple[str, str] | None = None,

@@ -53,6 +53,7 @@ from cwmp.session import (
     default_response,
 )
 from cwmp.session import InformReceived as InformArrived
+from cwmp.values import BooleanLiteral
 from services.bus.events import (
     TOPIC_INBOUND,
     CpeRequestReceived,
@@ -66,6 +67,7 @@ from services.bus.events import (
     SessionPlan,
     SetParameterValuesFaultEntry,
 )
+from services.common.quirks import NO_QUIRKS, NameCase, Quirks, QuirksCache, software_version_of
 from services.common.settings import Settings
 from services.common.workdue import ROUTINE_EVENTS, DueReader, DueState, inform_fingerprint
 from services.gateway import metrics
@@ -129,6 +131,8 @@ class GatewayDeps:
     notify_taken_over: Callable[[Holder], Awaitable[None]] | None = None
     # The orchestrator's per-device "work due" marker (services/common/workdue.py); None: off.
     work_due: DueReader | None = None
+    # The per-vendor quirks table (services/common/quirks.py, docs/quirks.md); None: no quirks.
+    quirks: QuirksCache | None = None
 
 
 class Gateway:
@@ -140,6 +144,8 @@ class Gateway:
                                      max_per_address=self.settings.auth_failures_per_address)
         self.sessions: dict[str, GatewaySession] = {}
         self.by_connection: dict[str, str] = {}
+        # Sessions of CPEs with the quirk session_binding=address: remote address -> session id.
+        self.by_address: dict[str, str] = {}
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
         # The last cookie value checked and what it gave: a request asks for its cookie twice (is
@@ -193,6 +199,9 @@ class Gateway:
                 return session
         # CPEs that ignore cookies (genieacs#82, cwmp-sim) stay on their TCP connection.
         if session_id := self.by_connection.get(request.connection_key):
+            return self.sessions.get(session_id)
+        # CPEs that also open a new connection per request (quirk session_binding=address).
+        if session_id := self.by_address.get(request.client[0]):
             return self.sessions.get(session_id)
         return None
 
@@ -285,13 +294,24 @@ class Gateway:
                 return HttpAnswer(401, b"", [("www-authenticate", challenge)])
             metrics.AUTH_FAILURES.labels("device-mismatch").inc()
             return self._reject(refusal.status, refusal.reason, close=True)
+        quirks = self._quirks_of(event.inform)
+        if auth.without_qop and not quirks.digest_without_qop:
+            # RFC 2069 Digest (no qop, no nonce count: replayable) only for devices the quirks
+            # table names; for any other it is refused like a malformed answer, not a wrong password.
+            log.info("Digest without qop refused", extra={"remote": address, "device_id": device_id})
+            metrics.REJECTED.labels("401", "auth").inc()
+            return HttpAnswer(401, b"", [("www-authenticate", self.deps.authenticator.challenge())])
         self.throttle.succeeded(auth.username, address)
         if len(self.sessions) >= self.settings.max_sessions:
             return self._reject(503, "gateway saturated", retry_after=30)
 
         session = GatewaySession(machine.session_id, device_id, machine.cwmp_ns or "",
                                  request.connection_key, address, machine, username=auth.username,
-                                 auth_ha1=auth.matched_ha1)
+                                 auth_ha1=auth.matched_ha1, quirks=quirks,
+                                 name_case=NameCase(quirks.parameter_case) if quirks.parameter_case else None)
+        if quirks.boolean_style is not None:
+            machine.boolean_literal = BooleanLiteral.ONE_ZERO if quirks.boolean_style == "numeric" \
+                else BooleanLiteral.TRUE_FALSE
         inform = event.inform
         due_read = self._read_work_due(device_id, inform)
         try:
@@ -309,6 +329,8 @@ class Gateway:
             await self._take_over(previous, session)
         self.sessions[session.session_id] = session
         self.by_connection[request.connection_key] = session.session_id
+        if quirks.session_binding == "address":
+            self.by_address[address] = session.session_id
         # RetryCount may be above 0 (a refused or failed attempt): with nothing open for the
         # device as of the token, no task can have been cut short by that failure.
         routine = due is not None and due.idle and {e.event_code for e in inform.event} == ROUTINE_EVENTS
@@ -321,7 +343,7 @@ class Gateway:
                                   product_class=identity.product_class,
                                   serial_number=identity.serial_number),
             events=[InformEventCode(code=e.event_code, command_key=e.command_key) for e in inform.event],
-            parameters=[ParameterValue(name=p.name, value=p.value.value, type=p.value.type)
+            parameters=[ParameterValue(name=session.model_name(p.name), value=p.value.value, type=p.value.type)
                         for p in inform.parameter_list],
             retry_count=inform.retry_count, current_time=inform.current_time,
             cwmp_namespace=session.cwmp_ns, cwmp_version=machine.use_cwmp_version,
@@ -343,8 +365,18 @@ class Gateway:
                                            "events": sorted(published.event_codes()), "routine": routine})
         value = make_cookie_value(session.session_id, self.deps.advertise_url, self.settings.secret_key)
         cookie = format_set_cookie(COOKIE_NAME, value, path="/", http_only=True, secure=request.tls)
-        return self._send(machine.respond(InformResponse(), now=time.monotonic()),
+        response = InformResponse(max_envelopes=quirks.max_envelopes or 1)
+        return self._send(machine.respond(response, now=time.monotonic(),
+                                             any_max_envelopes=quirks.max_envelopes is not None),
                           headers=[("set-cookie", cookie)])
+
+    def _quirks_of(self, inform: Inform) -> Quirks:
+        """The device's entry of the quirks table (in memory: no round trip)."""
+        if self.deps.quirks is None:
+            return NO_QUIRKS
+        identity = inform.device_id
+        version = software_version_of((p.name, p.value.value) for p in inform.parameter_list)
+        return self.deps.quirks.lookup(identity.oui, identity.product_class, version)
 
     def _read_work_due(self, device_id: str, inform: Inform) -> asyncio.Task[DueState] | None:
         """Start reading the device's work-due marker (None: the marker is off)."""
@@ -466,19 +498,19 @@ class Gateway:
         method = event.request.request.METHOD
         common = {"device_id": session.device_id, "session_id": session.session_id,
                   "reply_to": self.deps.reply_to(), "gateway_id": self.deps.gateway_id, "rpc_id": rpc_id,
-                  "request": rpc_to_dict(event.request.request)}
+                  "request": session.model_names(rpc_to_dict(event.request.request))}
         if isinstance(event, FaultReceived):
             metrics.RPCS.labels(method, "fault").inc()
             fault = event.fault
             await self._publish(RpcFaultReceived(
                 **common, method=method, fault_code=fault.code, fault_string=fault.string,
                 parameter_faults=[SetParameterValuesFaultEntry(
-                    parameter_name=f.parameter_name, fault_code=f.fault_code,
+                    parameter_name=session.model_name(f.parameter_name), fault_code=f.fault_code,
                     fault_string=f.fault_string or "") for f in fault.set_parameter_values_faults]))
         else:
             metrics.RPCS.labels(method, "ok").inc()
             await self._publish(RpcResponseReceived(**common, method=event.response.METHOD,
-                                                    rpc=rpc_to_dict(event.response)))
+                                                    rpc=session.model_names(rpc_to_dict(event.response))))
 
     async def _cpe_request(self, session: GatewaySession, event: RequestReceived) -> HttpAnswer:
         machine = session.machine
@@ -516,9 +548,11 @@ class Gateway:
                 outcome = "timeout" if session.plan_timed_out else "completed"
                 await self._end(session, outcome,
                                 "no plan from the orchestrator in time" if session.plan_timed_out else "")
+                if session.quirks.end_session == "200":
+                    return HttpAnswer(200, b"")  # the quirk: an empty 200 instead of 204
                 return self._send(out)
             try:
-                rpc = rpc_from_dict(planned.rpc)
+                rpc = rpc_from_dict(session.cpe_rpc(planned.rpc))
                 return self._send(machine.send_request(rpc, now=time.monotonic(), cwmp_id=planned.rpc_id))
             except (ValueError, SessionError) as exc:
                 # A bad plan entry must not kill the session: skip it, say so, send the next.
@@ -579,6 +613,8 @@ class Gateway:
             return False
         if self.by_connection.get(session.connection_key) == session.session_id:
             del self.by_connection[session.connection_key]
+        if self.by_address.get(session.remote_address) == session.session_id:
+            del self.by_address[session.remote_address]
         return True
 
     async def expire_idle(self) -> None:

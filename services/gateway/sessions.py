@@ -17,9 +17,11 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from cwmp.session import AcsSession
 from services.bus.events import PlannedRpc, SessionPlan
+from services.common.quirks import NO_QUIRKS, NameCase, Quirks, rename
 
 
 def new_session_id() -> str:
@@ -40,6 +42,9 @@ class GatewaySession:
     # accepted inside this session after the bootstrap replaced them (the CPE may go on with the
     # pair it started the session with).
     auth_ha1: tuple[str, str] | None = None
+    # The device's entry of the quirks table, read at its Inform (services/common/quirks.py).
+    quirks: Quirks = NO_QUIRKS
+    name_case: NameCase | None = None
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     last_lock_refresh: float = field(default_factory=time.monotonic)
@@ -111,6 +116,18 @@ class GatewaySession:
             return None
         self.outstanding = self.queue.popleft()
         return self.outstanding
+
+    def model_name(self, name: str) -> str:
+        """A name the CPE reported, in the data model's case (quirk parameter_case)."""
+        return self.name_case.to_model(name) if self.name_case is not None else name
+
+    def model_names(self, rpc: dict[str, Any]) -> dict[str, Any]:
+        return rename(rpc, self.name_case.to_model) if self.name_case is not None else rpc
+
+    def cpe_rpc(self, rpc: dict[str, Any]) -> dict[str, Any]:
+        """A planned RPC with its names spelled this CPE's way (boolean literals: the machine's
+        ``boolean_literal``, set from the quirks at the Inform)."""
+        return rename(rpc, self.name_case.to_cpe) if self.name_case is not None else rpc
 
     def unsent_rpc_ids(self) -> list[str]:
         return [planned.rpc_id for planned in self.queue]

@@ -52,6 +52,7 @@ from services.orchestrator.connreq import ConnectionRequestResult
 from services.orchestrator.jobs import task_event
 from services.orchestrator.policies import Policy, PolicyTask
 from services.orchestrator.profiles_api import add_profile_routes
+from services.orchestrator.quirks_api import add_quirk_routes
 from services.orchestrator.runtime import OrchestratorRuntime
 from services.orchestrator.state import DeviceState
 from services.orchestrator.store import CursorError
@@ -367,6 +368,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         return Response(status_code=204)
 
     add_profile_routes(app, runtime)
+    add_quirk_routes(app, auth, runtime.quirk_store, runtime.quirks)
     stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
     accounts = Accounts(runtime.db, settings.account_lock_failures)
     accounts_api.add_routes(app, runtime.db, auth, accounts)

@@ -37,6 +37,7 @@ from services.bus.events import (
     utcnow,
 )
 from services.common import workdue
+from services.common.quirks import QuirksCache
 from services.common.settings import Settings
 from services.fileserver.credentials import download_url, mint_download_credentials
 from services.inventory import credentials
@@ -146,7 +147,7 @@ def _settle(done: asyncio.Future[dict[str, InformView]],
 class Engine:
     def __init__(self, settings: Settings, store: Store, publisher: Publisher, http: httpx.AsyncClient,
                  *, config: PlanConfig | None = None, policies: PolicyCache | None = None,
-                 profiles: ProfileCache | None = None) -> None:
+                 profiles: ProfileCache | None = None, quirks: QuirksCache | None = None) -> None:
         self.settings = settings
         self.store = store
         self.publisher = publisher
@@ -155,6 +156,7 @@ class Engine:
         self.policies = policies or PolicyCache(store)
         self.profiles = profiles or ProfileCache(ProfileStore(store.db))
         self.inform_views = InformViewBatcher(store)
+        self.quirks = quirks
 
     def env(self) -> Env:
         settings = self.settings
@@ -162,7 +164,8 @@ class Engine:
                    mint_credentials=lambda name, device: mint_download_credentials(settings, name, device),
                    upload_url=lambda name: upload_url(settings, name),
                    cpe_password=lambda username, nonce: cpecreds.derive_password(settings.secret_key, username,
-                                                                                 nonce))
+                                                                                 nonce),
+                   quirks_of=self.quirks.lookup if self.quirks is not None else None)
 
     async def handle(self, event: InboundEvent) -> None:
         started = time.perf_counter()

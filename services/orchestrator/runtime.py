@@ -21,6 +21,7 @@ from services.bus.events import (
 )
 from services.bus.kafka import BusCheck, make_producer, topic_name
 from services.common.apikeys import ApiKeyAuth
+from services.common.quirks import QuirksCache
 from services.common.settings import Settings
 from services.orchestrator.campaign_runner import KIND as CAMPAIGN
 from services.orchestrator.campaign_runner import CampaignConfig, CampaignRunner, CampaignStore
@@ -29,6 +30,7 @@ from services.orchestrator.consumer import InboundConsumer, KafkaPublisher, swee
 from services.orchestrator.engine import Engine, PolicyCache
 from services.orchestrator.jobs import JobConfig, JobEngine
 from services.orchestrator.profile_store import ProfileCache, ProfileStore, migrate_policies
+from services.orchestrator.quirks_store import QuirkStore
 from services.orchestrator.store import Store
 from services.orchestrator.targets import TargetPolicy
 from services.orchestrator.xmppconnreq import XmppRequester
@@ -63,10 +65,13 @@ class OrchestratorRuntime:
         self.policies = PolicyCache(self.store)
         self.profile_store = ProfileStore(self.db)
         self.profiles = ProfileCache(self.profile_store)
+        # The per-vendor quirks (docs/quirks.md): written through the API, read from memory.
+        self.quirk_store = QuirkStore(self.db)
+        self.quirks = QuirksCache(self.db, settings.quirks_refresh_seconds)
         self.producer = make_producer(settings) if with_kafka else None
         self.publisher = KafkaPublisher(settings, self.producer) if self.producer else NullPublisher()
         self.engine = Engine(settings, self.store, self.publisher, self.http, policies=self.policies,
-                             profiles=self.profiles)
+                             profiles=self.profiles, quirks=self.quirks)
         self.consumer = InboundConsumer(settings, self.engine, **(consumer_options or {})) if with_kafka else None
         self._bus = BusCheck(settings, [TOPIC_INBOUND, TOPIC_REPLIES, TOPIC_DEVICE_EVENTS]) if with_kafka else None
         # Bulk jobs: stored, leased and resumed by any instance (services/orchestrator/jobs.py).
@@ -91,6 +96,8 @@ class OrchestratorRuntime:
         await self.campaign_devices.ensure_indexes()
         await self.profile_store.ensure_indexes()
         await migrate_policies(self.store, self.profile_store)
+        await self.quirk_store.ensure_indexes()
+        await self.quirks.start()
         if self.producer is not None:
             await self.producer.start()
         if self.consumer is not None:
@@ -101,6 +108,7 @@ class OrchestratorRuntime:
 
     async def close(self) -> None:
         await self.jobs.stop()
+        await self.quirks.close()
         self.campaigns.cancel_timers()
         if self._sweeper is not None:
             self._sweeper.cancel()

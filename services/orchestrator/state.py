@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.common.quirks import NO_QUIRKS, Quirks
 from services.common.settings import Settings
 from services.orchestrator.tasks import aware
 
@@ -220,3 +221,10 @@ class Env:
     # (username, nonce) -> the device's own ACS password (cpecreds.derive_password); None: the
     # planner sets no ManagementServer credentials.
     cpe_password: Callable[[str, str], str] | None = None
+    # (OUI, ProductClass, software version) -> the device's per-vendor quirks (docs/quirks.md).
+    quirks_of: Callable[[str, str, str | None], Quirks] | None = None
+
+    def quirks(self, device: DeviceState) -> Quirks:
+        if self.quirks_of is None:
+            return NO_QUIRKS
+        return self.quirks_of(device.oui, device.product_class, device.software_version)

@@ -248,8 +248,11 @@ def walk_id(task: Task) -> str:
 
 
 def _walk_start(task: Task, ctx: StepContext) -> Step:
+    # A CPE that cannot answer NextLevel=true (quirk gpn_next_level=false) is asked for each
+    # path's whole subtree at once (NextLevel=false) instead of level by level.
+    whole = ctx.env.quirks(ctx.device).gpn_next_level is False
     walk, items = prov.walk_begin(walk_id(task), [task.args.get("parameter_path", "")], ctx.cfg,
-                                  read_values=task.args.get("read_values", True))
+                                  whole_subtrees=whole, read_values=task.args.get("read_values", True))
     ctx.walks.add(items)
     return _walk_step(task, {"walk": walk}, ctx)
 
@@ -290,8 +293,9 @@ def _bootstrap_start(task: Task, ctx: StepContext) -> Step:
     root = ctx.device.data_model
     if root is None:
         # Nothing in the Inform told us the data model: ask for the root object first.
+        next_level = ctx.env.quirks(ctx.device).gpn_next_level is not False
         return Step(progress={"phase": "root"},
-                    rpcs=[Outgoing("root", rpcs.get_parameter_names("", True), [""])], final=False)
+                    rpcs=[Outgoing("root", rpcs.get_parameter_names("", next_level), [""])], final=False)
     return _bootstrap_main(task, root, ctx)
 
 

@@ -38,7 +38,7 @@ ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/v1/devices/[^/]+/tasks(/|$)"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/connection-request$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/devices/[^/]+/(desired|variables)$"), "orchestrator_url"),
-    (re.compile(r"^/api/v1/(tasks|jobs|policies|profiles|campaigns|apikeys|users|sessions|audit)(/|$)"),
+    (re.compile(r"^/api/v1/(tasks|jobs|policies|profiles|quirks|campaigns|apikeys|users|sessions|audit)(/|$)"),
      "orchestrator_url"),
     (re.compile(r"^/api/v1/stats/tasks$"), "orchestrator_url"),
     (re.compile(r"^/api/v1/stats/devices$"), "inventory_url"),

@@ -306,6 +306,7 @@ API_ROUTES = {
     "/api/v1/jobs": "acs-orchestrator",
     "/api/v1/policies/p1": "acs-orchestrator",
     "/api/v1/profiles/p1/preview": "acs-orchestrator",
+    "/api/v1/quirks/q1": "acs-orchestrator",
     "/api/v1/devices/ABC-Router-123/desired": "acs-orchestrator",
     "/api/v1/devices/ABC-Router-123/variables": "acs-orchestrator",
     "/api/v1/campaigns/c1/pause": "acs-orchestrator",
