@@ -45,6 +45,9 @@ from services.orchestrator.tasks import Task, TaskStatus, aware
 PROFILE_ORIGIN = "profile"
 ACTION_ORIGIN_PREFIX = "profile:"
 PARAMETER_KEY = "profile"
+# Markers in ``profile_applied`` before a digest: accepted with Status 1, not yet read back; read
+# back before a reboot with the old value (read again after the next boot).
+READBACK, AFTER_BOOT = "?", "!"
 Mode = Literal["enforce", "report"]
 DeviceProfileState = Literal["compliant", "pending", "drifted", "failing"]
 # Device facts a template may name; ``{vars.NAME}`` names a per-device variable.
@@ -678,13 +681,25 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
                 applied.pop(encode_name(name), None)
             else:
                 applied[encode_name(name)] = desired.digest()  # seen compliant: nothing to send
+    # SetParameterValues Status 1 (applied after a reboot or commit): "?" + digest until a read
+    # confirms it, "!" + digest when a read before a reboot still showed the old value.
+    booted = bool(events & {"boot", "bootstrap"})
+    unconfirmed = {n: d for n, d in eff.values.items() if applied.get(encode_name(n)) in (
+        READBACK + d.digest(), AFTER_BOOT + d.digest())}
     due = [d for n, d in eff.values.items()
-           if d.mode == "enforce" and applied.get(encode_name(n)) != d.digest()]
+           if d.mode == "enforce" and n not in unconfirmed and applied.get(encode_name(n)) != d.digest()]
     due_attrs = [a for n, a in eff.attributes.items()
                  if a.mode == "enforce" and applied.get("@" + encode_name(n)) != a.digest()]
     due_digest = value_digest("|".join(sorted(f"{d.name}={d.digest()}" for d in due) +
                                        sorted(f"@{a.name}={a.digest()}" for a in due_attrs)), "due")
     gave_up = failed is not None and failed.get("digest") == due_digest
+    to_read = [d for n, d in unconfirmed.items() if booted or applied[encode_name(n)][0] == READBACK]
+    if to_read and not busy:
+        out.tasks.append(("getParameterValues", {
+            "parameter_names": [d.name for d in to_read],
+            "profile": {"kind": "readback", "after_boot": booted, "profiles": sorted({d.profile_id for d in to_read}),
+                        "expect": {d.name: [d.value, d.type, d.digest()] for d in to_read}}}))
+        busy = True
     if (due or due_attrs) and not busy and not gave_up:
         if due:
             out.tasks.append(("setParameterValues", {
@@ -754,6 +769,9 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
             entry = {"state": "pending"}
             if unresolved := [u for u in eff.unresolved if u["profile_name"] == compiled.profile.name]:
                 entry["unresolved"] = [u["name"] for u in unresolved][:20]
+            if waiting := sorted(d.name for d in mine if d.name in unconfirmed):
+                # Status 1: the CPE applies them after a reboot; a read has not confirmed them yet.
+                entry["unconfirmed"] = waiting[:20]
         else:
             entry = {"state": "compliant"}
         entry["version"] = compiled.profile.version
@@ -788,11 +806,19 @@ def settle(task: Task, state: ProfileState, now: datetime) -> tuple[ProfileState
     profiles = list(meta.get("profiles", []))
     kind = meta.get("kind") if meta.get("kind") in ("firmware", "objects") else "values"
     failed = dict(state.failed or {})
+    if meta.get("kind") == "readback":
+        return _settle_readback(task, state, now), None
     if task.status is TaskStatus.SUCCEEDED:
         failed.pop(kind, None)
-        applied = {**state.applied, **meta.get("digests", {})}
+        digests = dict(meta.get("digests", {}))
+        unconfirmed = kind == "values" and rpcs_status(task) == 1
+        if unconfirmed:
+            # Applied after a reboot or commit: a read decides (secrets read back empty: taken as is).
+            secret = {encode_name(n) for n in meta.get("secret", [])}
+            digests = {k: v if k in secret else READBACK + v for k, v in digests.items()}
+        applied = {**state.applied, **digests}
         # A firmware is there once the device informs with its version; values are there now.
-        status = state.status if kind == "firmware" else {
+        status = state.status if kind == "firmware" or unconfirmed else {
             pid: {**s, "state": "compliant", "at": now} if pid in profiles and s.get("state") == "pending" else s
             for pid, s in state.status.items()}
         details: dict[str, Any] = {"task_id": task.id, "profiles": profiles}
@@ -819,6 +845,41 @@ def settle(task: Task, state: ProfileState, now: datetime) -> tuple[ProfileState
             kind="profile_failed", device_id=task.device_id, details={
                 "task_id": task.id, "profiles": profiles, "reason": task.reason, "fault": fault})
     return state, None
+
+
+def rpcs_status(task: Task) -> int:
+    try:
+        return int(task.result.get("status") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _settle_readback(task: Task, state: ProfileState, now: datetime) -> ProfileState:
+    """A read-back after Status 1: confirmed, still the old value (wait for a reboot), or not applied."""
+    meta = task.args.get("profile") or {}
+    expect: dict[str, list[str]] = meta.get("expect", {})
+    applied = dict(state.applied)
+    read = {p["name"]: p for p in task.result.get("parameters", [])} if task.status is TaskStatus.SUCCEEDED else {}
+    for name, (value, xsd, digest) in expect.items():
+        key = encode_name(name)
+        if applied.get(key) not in (READBACK + digest, AFTER_BOOT + digest):
+            continue  # the desired value moved on meanwhile
+        found = read.get(name)
+        if found is not None and same_text(str(found.get("value", "")), str(found.get("type", "")), value, xsd):
+            applied[key] = digest
+        elif found is not None and not meta.get("after_boot"):
+            applied[key] = AFTER_BOOT + digest
+        else:
+            applied.pop(key, None)  # not applied even after a reboot (or unreadable): send it again
+    confirmed = {n for n, (_, _, digest) in expect.items() if applied.get(encode_name(n)) == digest}
+    status = dict(state.status)
+    for pid in meta.get("profiles", []):
+        entry = status.get(pid)
+        # Pending only for want of this read: compliant now (the next Inform recomputes it anyway).
+        if entry and entry.get("state") == "pending" and entry.get("unconfirmed") and \
+                set(entry["unconfirmed"]) <= confirmed and not entry.get("unresolved"):
+            status[pid] = {k: v for k, v in entry.items() if k != "unconfirmed"} | {"state": "compliant", "at": now}
+    return ProfileState(applied=applied, status=status, failed=state.failed)
 
 
 def redact_task_args(task: Task) -> dict[str, Any]:

@@ -285,3 +285,78 @@ async def test_a_firmware_profile_upgrades_only_the_devices_below_its_version(
         await old.stop()
         await new.stop()
         await api.delete(f"/profiles/{profile['id']}")
+
+
+PORT_MAPPING = {"tr098": ("WANDevice.1.WANConnectionDevice.1.WANIPConnection.1.PortMapping.", "PortMappingProtocol",
+                          "PortMappingEnabled"),
+                "tr181": ("NAT.PortMapping.", "Protocol", "Enable")}
+
+
+async def test_object_instances_converge_created_once_and_unwanted_ones_deleted(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:6].upper()
+    fleets = {model: _fleet(stack, model, f"O{model[2:]}{tag}", 2) for model in PORT_MAPPING}
+    ids: list[str] = []
+    try:
+        for fleet in fleets.values():
+            await fleet.start()
+        for fleet in fleets.values():
+            for device in fleet.devices:
+                await eventually(lambda d=device: asyncio.sleep(0, d.state == DeviceState.IDLE  # type: ignore[misc]
+                                                                and d.bootstrapped_url), seconds=60)
+                # A row the operator does not want, made by the device itself.
+                device.model.add_object(device.model.root_path + PORT_MAPPING[fleet.settings.model][0], "",
+                                        internal=True)
+        for n, (model, fleet) in enumerate(fleets.items()):
+            path, protocol, enable = PORT_MAPPING[model]
+            created = await api.post("/profiles", json={
+                "name": f"pm-{model}-{tag}", "priority": 7000 + n * 1000 + int(tag[:3], 16) % 900,
+                "selector": {"product_class": fleet.settings.product_class},
+                "objects": [{"path": path, "keys": [{"name": "ExternalPort", "value": 8080},
+                                                    {"name": protocol, "value": "TCP"}],
+                             "values": [{"name": "InternalClient", "value": "192.168.1.10"},
+                                        {"name": "InternalPort", "value": 80}, {"name": enable, "value": True}]},
+                            {"path": path, "keys": [{"name": enable, "value": False}], "present": False}]})
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        for fleet in fleets.values():
+            for device in fleet.devices:
+                await _wake(device)
+        for profile_id in ids:
+            await eventually(lambda pid=profile_id: _compliant(api, pid, 2), seconds=90)  # type: ignore[misc]
+
+        def rows(device: Device) -> dict[str, dict[str, str]]:
+            table = device.model.root_path + PORT_MAPPING[device.settings.model][0]
+            out: dict[str, dict[str, str]] = {}
+            for info in device.model.get_parameter_names(table, False):
+                rest = info.name[len(table):]
+                number, _, leaf = rest.partition(".")
+                if leaf and not leaf.endswith("."):
+                    out.setdefault(number, {})[leaf] = device.model.get(info.name)
+            return out
+
+        for model, fleet in fleets.items():
+            _, protocol, enable = PORT_MAPPING[model]
+            for device in fleet.devices:
+                found = rows(device)
+                # The disabled row is gone; one row is the wanted one, with its values.
+                assert [r["ExternalPort"] for r in found.values()] == ["8080"], found
+                (row,) = found.values()
+                assert (row[protocol], row["InternalClient"], row["InternalPort"], row[enable]) == (
+                    "TCP", "192.168.1.10", "80", "true")
+        # More sessions (a connection request each) create nothing more.
+        device = fleets["tr098"].devices[0]
+        before = dict(rows(device))
+        await _wake(device)
+        await eventually(lambda: asyncio.sleep(0, device.state == DeviceState.IDLE), seconds=30)
+        await asyncio.sleep(1.0)
+        assert rows(device) == before
+        tasks = await _profile_tasks(api, device)
+        assert [t["name"] for t in tasks] == ["profileObjects"] and tasks[0]["status"] == "succeeded"
+        desired = (await api.get(f"/devices/{_dpath(device)}/desired")).json()
+        assert {o["present"]: o["applied"] for o in desired["objects"]} == {True: True, False: True}
+    finally:
+        for fleet in fleets.values():
+            await fleet.stop()
+        for profile_id in ids:
+            await api.delete(f"/profiles/{profile_id}")

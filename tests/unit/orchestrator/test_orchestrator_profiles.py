@@ -232,3 +232,72 @@ def test_versions_compare_as_numbers_part_by_part_whatever_their_length() -> Non
     assert not P.below("2.010", "2.9") and not P.below(None, "1.0") and not P.below("1.0", "1.0")
     huge = "1." + "9" * 5000
     assert P.below("1.10", huge) and not P.below(huge, "1.10")
+
+
+def _status_one(rpc: dict[str, Any]) -> dict[str, Any]:
+    if rpc["method"] == "SetParameterValues":
+        return {"method": "SetParameterValuesResponse", "status": 1}
+    return _accept(rpc)
+
+
+def _read(values: dict[str, str]) -> Any:
+    def answer(rpc: dict[str, Any]) -> dict[str, Any]:
+        if rpc["method"] == "GetParameterValues":
+            return {"method": "GetParameterValuesResponse", "parameter_list": [
+                {"name": n, "value": {"value": values[n], "type": "xsd:string"}} for n in rpc["parameter_names"]]}
+        return _accept(rpc)
+    return answer
+
+
+def _methods(plan: Any) -> list[str]:
+    return [p.rpc["method"] for p in plan.rpcs]
+
+
+def test_status_one_is_pending_until_a_read_confirms_it(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    assert h.device is not None
+    entry = h.device.profile_status["id-ntp"]
+    assert entry["state"] == "pending"  # not compliant: the CPE applies it later
+    # The next session reads it back (and sends nothing else): the value is there, compliant.
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    assert _methods(plan) == ["GetParameterValues"] and plan.rpcs[0].rpc["parameter_names"] == [NTP]
+    h.answer_all(plan, _read({NTP: "pool.ntp.org"}), session="s2")
+    h.end(session="s2")
+    assert h.device.profile_status["id-ntp"]["state"] == "compliant"
+    assert h.inform(inform("2 PERIODIC", session="s3")).rpcs == []
+    assert h.device.profile_status["id-ntp"]["state"] == "compliant"
+
+
+def test_status_one_read_back_old_waits_for_the_reboot_then_resends(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    h.answer_all(plan, _read({NTP: "old.example"}), session="s2")  # not applied before the reboot
+    h.end(session="s2")
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "pending"
+    # Neither re-sent nor read again until the device boots.
+    assert h.inform(inform("2 PERIODIC", session="s3")).rpcs == []
+    h.end(session="s3") if "s3" in h.sessions else None
+    plan = h.inform(inform("1 BOOT", session="s4"))
+    assert _methods(plan) == ["GetParameterValues"]
+    h.answer_all(plan, _read({NTP: "old.example"}), session="s4")  # still old after the reboot
+    h.end(session="s4")
+    # Then it is due again: sent once more.
+    plan = h.inform(inform("2 PERIODIC", session="s5"))
+    assert [v["value"]["value"] for s in _spv(plan) for v in s["parameter_list"]] == ["pool.ntp.org"]
+
+
+def test_status_one_confirmed_by_the_inform_itself(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    from tests.unit.orchestrator.orchestrator_builders import SEED_PARAMETERS as seed
+    plan = h.inform(inform("1 BOOT", session="s2", parameters={**seed, NTP: "pool.ntp.org"}))
+    assert plan.rpcs == []  # the Inform shows the value: nothing to read
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "compliant"
