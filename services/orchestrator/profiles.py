@@ -48,6 +48,7 @@ PARAMETER_KEY = "profile"
 # Markers in ``profile_applied`` before a digest: accepted with Status 1, not yet read back; read
 # back before a reboot with the old value (read again after the next boot).
 READBACK, AFTER_BOOT = "?", "!"
+FRESH = "~"  # profile_applied["~" + name]: when a freshness path was last read (epoch seconds)
 Mode = Literal["enforce", "report"]
 DeviceProfileState = Literal["compliant", "pending", "drifted", "failing"]
 # Device facts a template may name; ``{vars.NAME}`` names a per-device variable.
@@ -158,6 +159,37 @@ class DesiredObject(BaseModel):
         return self
 
 
+class Freshness(BaseModel):
+    """Keep a parameter or a subtree no older than ``max_age``: read it (GetParameterValues) when
+    the last read is older."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="a parameter, or a subtree ending with '.' (full or relative)")
+    max_age: int = Field(ge=60, le=365 * 86400, description="seconds")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        return _check_name(path)
+
+
+class Discovery(BaseModel):
+    """How much of the data model a device's bootstrap walks, beyond the ACS's own subtrees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subtrees: list[str] = Field(default_factory=list, max_length=20,
+                                description="partial paths (full or relative), walked level by level")
+    full: bool = Field(False, description="walk the whole data model level by level (bounded by "
+                                          "ACS_WALK_MAX_PARAMETERS)")
+
+    @field_validator("subtrees")
+    @classmethod
+    def _subtrees(cls, subtrees: list[str]) -> list[str]:
+        return [_check_name(p, object_path=True) for p in subtrees]
+
+
 class ProfileAction(BaseModel):
     """On these Inform events, queue these tasks: what a policy did, now part of a profile."""
 
@@ -182,6 +214,8 @@ class ProfileBody(BaseModel):
     attributes: list[DesiredAttribute] = Field(default_factory=list, max_length=MAX_PARAMETERS)
     objects: list[DesiredObject] = Field(default_factory=list, max_length=50,
                                          description="object instances identified by key parameters")
+    freshness: list[Freshness] = Field(default_factory=list, max_length=50)
+    discovery: Discovery | None = Field(None, description="what a bootstrap walks for these devices")
     actions: list[ProfileAction] = Field(default_factory=list, max_length=20)
     firmware: ProfileFirmware | None = Field(None, description="devices whose SoftwareVersion is below "
                                                                "its version download it")
@@ -407,6 +441,9 @@ class Effective:
     values: dict[str, Desired] = field(default_factory=dict)
     attributes: dict[str, DesiredAttr] = field(default_factory=dict)
     objects: dict[str, DesiredInstance] = field(default_factory=dict)
+    freshness: dict[str, int] = field(default_factory=dict)  # absolute path -> the smallest max age
+    discover: list[str] = field(default_factory=list)  # absolute subtrees to walk at bootstrap
+    discover_full: bool = False
     # (name, profile name, why): parameters left out for this device
     unresolved: list[dict[str, str]] = field(default_factory=list)
     overridden: list[dict[str, Any]] = field(default_factory=list)
@@ -482,6 +519,14 @@ def effective(applicable: Sequence[Compiled], facts: Mapping[str, Any], root: st
             out.attributes[name] = DesiredAttr(name, a.notification,
                                                tuple(a.access_list) if a.access_list is not None else None,
                                                profile.id, profile.mode)
+        for f in profile.freshness:
+            path = absolute(f.path, root)
+            if path is not None:
+                out.freshness[path] = min(f.max_age, out.freshness.get(path, f.max_age))
+        if profile.discovery is not None:
+            out.discover_full |= profile.discovery.full
+            out.discover += [p for p in (absolute(s, root) for s in profile.discovery.subtrees)
+                             if p is not None and p not in out.discover]
         for o in profile.objects:
             path = absolute(o.path, root)
             if path is None:
@@ -727,6 +772,24 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
             "profile": {"kind": "objects", "digests": {"#" + o.id: o.digest() for o in due_objects},
                         "due": objects_digest, "profiles": sorted({o.profile_id for o in due_objects})}}))
 
+    # Freshness: "~" + name keeps when it was last read (epoch seconds); an Inform that carries a
+    # stale parameter is a read of it.
+    stamp = str(int(now.timestamp()))
+    stale: list[str] = []
+    for path, max_age in sorted(eff.freshness.items()):
+        key = FRESH + encode_name(path)
+        last = applied.get(key)
+        if last is not None and last.isdigit() and now.timestamp() - int(last) <= max_age:
+            continue
+        if path in reported:
+            applied[key] = stamp
+        else:
+            stale.append(path)
+    if stale and not any(t.origin == PROFILE_ORIGIN and t.open and (t.args.get("profile") or {}).get("kind")
+                         == "refresh" for t in open_tasks):
+        out.tasks.append(("getParameterValues", {"parameter_names": stale, "profile": {
+            "kind": "refresh", "profiles": sorted({c.profile.id for c in applicable if c.profile.freshness})}}))
+
     # Firmware: the highest priority applicable profile that names one decides.
     firmware = next((c.profile for c in applicable if c.profile.firmware is not None), None)
     fw_below = fw_gave_up = False
@@ -789,7 +852,8 @@ def decide(pset: ProfileSet | None, document: Mapping[str, Any], facts: Mapping[
             **({"objects": failed_all["objects"]} if objects_gave_up else {})}
     # Only what some applicable profile still manages is remembered: the state stays small.
     managed = {encode_name(n) for n in eff.values} | {"@" + encode_name(n) for n in eff.attributes} | \
-        {p + o.id for o in eff.objects.values() for p in ("#", "+")}
+        {p + o.id for o in eff.objects.values() for p in ("#", "+")} | \
+        {FRESH + encode_name(n) for n in eff.freshness}
     applied = {k: v for k, v in applied.items() if k in managed}
     out.state = ProfileState(applied=applied, status=status, failed=kept or None)
     for item in out.drifted:
@@ -808,6 +872,12 @@ def settle(task: Task, state: ProfileState, now: datetime) -> tuple[ProfileState
     failed = dict(state.failed or {})
     if meta.get("kind") == "readback":
         return _settle_readback(task, state, now), None
+    if meta.get("kind") == "refresh":
+        # Read, or refused: either way not asked again before its age is up.
+        stamp = str(int(now.timestamp()))
+        return ProfileState(applied={**state.applied, **{FRESH + encode_name(n): stamp
+                                                         for n in task.args.get("parameter_names", [])}},
+                            status=state.status, failed=state.failed), None
     if task.status is TaskStatus.SUCCEEDED:
         failed.pop(kind, None)
         digests = dict(meta.get("digests", {}))

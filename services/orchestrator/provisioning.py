@@ -151,14 +151,15 @@ def _record(control: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def walk_begin(walk_id: str, paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = False,
-               read_values: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               read_values: bool = True, depth: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start a walk of ``paths``: its control state and its first items.
 
     ``whole_subtrees`` asks each path with NextLevel=false: one round trip returns the subtree.
     Right for small subtrees known in advance (bootstrap's DeviceInfo., ManagementServer.): a
     level-by-level walk of the same subtrees costs about ten Kafka round trips per device, which
     a fleet booting at once turns into a queue. Unknown or large subtrees are walked level by
-    level, so that no single answer gets too big for the CPE (checklist Q10).
+    level, so that no single answer gets too big for the CPE (checklist Q10). ``depth``: how many
+    levels below the shallowest path are walked (default ``walk_max_depth``).
     """
     paths = list(dict.fromkeys(paths))
     frontier = [p for p in paths if p == "" or p.endswith(".")]
@@ -167,7 +168,7 @@ def walk_begin(walk_id: str, paths: Iterable[str], cfg: PlanConfig, *, whole_sub
     shallowest = min((p.count(".") for p in frontier), default=0)
     control: dict[str, Any] = {
         "id": walk_id, "queued": 0, "taken": 0, "records": 0, "gpns": 0, "parameters": 0, "objects": 0,
-        "buffer": [], "truncated": False, "errors": [], "max_dots": shallowest + cfg.walk_max_depth,
+        "buffer": [], "truncated": False, "errors": [], "max_dots": shallowest + (depth or cfg.walk_max_depth),
         "next_level": not whole_subtrees, "read_values": read_values}
     items = [_rpc_item(control, "gpn", [path]) for path in frontier]
     if leaves:

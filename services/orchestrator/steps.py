@@ -326,7 +326,7 @@ def walk_id(task: Task) -> str:
 
 def _walk_start(task: Task, ctx: StepContext) -> Step:
     walk, items = prov.walk_begin(walk_id(task), [task.args.get("parameter_path", "")], ctx.cfg,
-                                  read_values=task.args.get("read_values", True))
+                                  read_values=task.args.get("read_values", True), depth=task.args.get("depth"))
     ctx.walks.add(items)
     return _walk_step(task, {"walk": walk}, ctx)
 

@@ -301,3 +301,58 @@ def test_status_one_confirmed_by_the_inform_itself(clock: Clock, cfg: PlanConfig
     plan = h.inform(inform("1 BOOT", session="s2", parameters={**seed, NTP: "pool.ntp.org"}))
     assert plan.rpcs == []  # the Inform shows the value: nothing to read
     assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "compliant"
+
+
+UPTIME = f"{IGD}DeviceInfo.UpTime"
+
+
+def test_freshness_reads_what_is_older_than_its_age(clock: Clock, cfg: PlanConfig) -> None:
+    fresh = _profile("fresh", 1, [], freshness=[P.Freshness(path="DeviceInfo.UpTime", max_age=600),
+                                               P.Freshness(path="WANDevice.1.", max_age=3600)])
+    h = _harness(clock, cfg, fresh)
+    plan = h.inform(inform("2 PERIODIC"))
+    (gpv,) = [p.rpc for p in plan.rpcs]
+    assert gpv["method"] == "GetParameterValues" and gpv["parameter_names"] == [UPTIME, f"{IGD}WANDevice.1."]
+    h.answer_all(plan, _read({UPTIME: "5", f"{IGD}WANDevice.1.": ""}))
+    h.end()
+    clock.advance(300)
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []  # both still fresh
+    clock.advance(400)  # UpTime is 700 s old now, the subtree 700 s
+    plan = h.inform(inform("2 PERIODIC", session="s3"))
+    assert [p.rpc["parameter_names"] for p in plan.rpcs] == [[UPTIME]]
+    h.answer_all(plan, _read({UPTIME: "705"}), session="s3")
+    h.end(session="s3")
+    # An Inform that carries the parameter is a read of it: nothing to ask.
+    clock.advance(700)
+    from tests.unit.orchestrator.orchestrator_builders import SEED_PARAMETERS as seed
+    plan = h.inform(inform("2 PERIODIC", session="s4", parameters={**seed, UPTIME: "1405"}))
+    assert plan.rpcs == []
+    assert h.device is not None and h.device.profile_status["id-fresh"]["state"] == "compliant"
+
+
+def test_discovery_walks_the_profiles_subtrees_or_everything_at_bootstrap(clock: Clock, cfg: PlanConfig) -> None:
+    some = _profile("some", 1, [], discovery=P.Discovery(subtrees=["WANDevice.", "DeviceInfo."]))
+    h = Harness(clock, cfg)
+    h.profile_input = P.ProfileInput(P.ProfileSet([some]))
+    h.inform(inform("0 BOOTSTRAP"))
+    walks = [t for t in h.tasks.values() if t.name == "getParameterNames"]
+    # DeviceInfo. is walked by the bootstrap already; WANDevice. level by level on its own.
+    assert [(t.args["parameter_path"], t.origin) for t in walks] == [(f"{IGD}WANDevice.", "profile-discovery")]
+    assert h.inform(inform("2 PERIODIC", session="s2")) is not None
+    assert len([t for t in h.tasks.values() if t.name == "getParameterNames"]) == 1  # only at bootstrap
+
+    full = _profile("full", 2, [], discovery=P.Discovery(full=True))
+    h = Harness(clock, cfg)
+    h.profile_input = P.ProfileInput(P.ProfileSet([some, full]))
+    plan = h.inform(inform("0 BOOTSTRAP"))
+    (walk,) = [t for t in h.tasks.values() if t.name == "getParameterNames"]
+    assert walk.args == {"parameter_path": IGD, "read_values": True, "depth": 32}
+    assert plan.more  # the walk goes on level by level after the bootstrap's answers
+
+
+def test_a_deep_walk_goes_as_deep_as_asked(clock: Clock, cfg: PlanConfig) -> None:
+    from services.orchestrator import provisioning as prov
+    control, _ = prov.walk_begin("w", ["Device."], cfg, depth=20)
+    assert control["max_dots"] == 21
+    control, _ = prov.walk_begin("w", ["Device."], cfg)
+    assert control["max_dots"] == 1 + cfg.walk_max_depth
