@@ -99,8 +99,15 @@ async def run(args: argparse.Namespace) -> int:
         rpcs: Counter[str] = Counter()
         until: dict[str, int] = {}  # device -> sessions it took until it held the desired values
 
+        failures: Counter[str] = Counter()
+        informs: Counter[str] = Counter()  # event codes of the sessions after a device's first
+
         def on_session(device: Any, record: Any, _session: Any) -> None:
             key = f"{device.settings.model}:{record.device}"
+            if not record.ok:
+                failures[record.reason or "?"] += 1
+            if sessions[key] and key not in until:
+                informs[",".join(record.events)] += 1
             sessions[key] += 1
             rpcs[key] += int(record.rpcs or 0)
             if key not in until and device_compliant(device, args.objects):
@@ -141,6 +148,11 @@ async def run(args: argparse.Namespace) -> int:
         if needed:
             print(f"sessions until compliant: mean {statistics.mean(needed):.2f}, max {max(needed)}, "
                   f"in one session: {sum(1 for n in needed if n == 1)} of {len(needed)}")
+        if failures:
+            print("failed sessions: " + ", ".join(f"{n} {r}" for r, n in failures.most_common(5)))
+        if informs:
+            print("later sessions of devices not yet compliant, by events: " +
+                  ", ".join(f"{n} {e}" for e, n in informs.most_common(5)))
         total_sessions = sum(sessions.values())
         print(f"RPCs per session: {sum(rpcs.values()) / total_sessions:.1f}" if total_sessions else "no sessions")
         await api.aclose()

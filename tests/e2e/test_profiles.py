@@ -360,3 +360,53 @@ async def test_object_instances_converge_created_once_and_unwanted_ones_deleted(
             await fleet.stop()
         for profile_id in ids:
             await api.delete(f"/profiles/{profile_id}")
+
+
+async def test_values_applied_after_a_reboot_stay_pending_until_read_back(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    pc = f"S1{uuid.uuid4().hex[:6].upper()}"
+    # The device answers Status 1 for the NTP server and applies it only when it boots.
+    fleet = _fleet(stack, "tr181", pc, 1, apply_after_reboot=("Time.NTPServer1",))
+    created = await api.post("/profiles", json={
+        "name": f"later-{pc}", "priority": 9000 + int(uuid.uuid4().hex[:3], 16), "selector": {"product_class": pc},
+        "parameters": [{"name": "Time.NTPServer1", "value": "after-boot.example"}]})
+    assert created.status_code == 201, created.text
+    profile_id = created.json()["id"]
+    try:
+        await fleet.start()
+        device = fleet.devices[0]
+
+        async def state() -> dict[str, Any] | None:
+            desired = (await api.get(f"/devices/{_dpath(device)}/desired")).json()
+            return next((p for p in desired.get("profiles", []) if p["profile_id"] == profile_id), None)
+
+        async def settled() -> bool:
+            tasks = await _profile_tasks(api, device)
+            return bool(tasks) and all(t["status"] in ("succeeded", "failed") for t in tasks) and \
+                device.state == DeviceState.IDLE
+        await eventually(settled, seconds=60)
+        assert device.after_boot == {"Device.Time.NTPServer1": "after-boot.example"}
+        assert (await eventually(state))["state"] == "pending"  # Status 1: not compliant yet
+        # The next session reads it back: still the old value, so it waits for the boot.
+        await _wake(device)
+        await eventually(lambda: _reads(api, device, 1), seconds=30)
+        await eventually(settled, seconds=30)
+        assert (await state() or {})["state"] == "pending"
+        assert [t["name"] for t in await _profile_tasks(api, device)].count("setParameterValues") == 1
+        # A reboot applies it; the Inform after it brings a read that confirms it.
+        reboot = await api.post(f"/devices/{_dpath(device)}/tasks", json={"name": "reboot"})
+        assert reboot.status_code == 201, reboot.text
+        await _wake(device)
+        await eventually(lambda: _reads(api, device, 2), seconds=60)
+        await eventually(lambda: _compliant(api, profile_id, 1), seconds=30)
+        assert device.model.get("Device.Time.NTPServer1") == "after-boot.example"
+        assert [t["name"] for t in await _profile_tasks(api, device)].count("setParameterValues") == 1
+    finally:
+        await fleet.stop()
+        await api.delete(f"/profiles/{profile_id}")
+
+
+async def _reads(api: httpx.AsyncClient, device: Device, count: int) -> bool:
+    reads = [t for t in await _profile_tasks(api, device)
+             if t["name"] == "getParameterValues" and t["status"] == "succeeded"]
+    return len(reads) >= count
