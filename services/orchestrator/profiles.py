@@ -956,6 +956,12 @@ def redact_task_args(task: Task) -> dict[str, Any]:
     """A profile task's args as the API shows them: secret values never come back."""
     if task.origin != PROFILE_ORIGIN:
         return task.args
+    if task.name == "profileObjects":
+        def masked(entry: Mapping[str, Any]) -> dict[str, Any]:
+            hidden = set(entry.get("secret", []))
+            return {**entry, **{part: [[n, REDACTED if n in hidden else v, t] for n, v, t in entry.get(part, [])]
+                                for part in ("keys", "values")}}
+        return {**task.args, "objects": [masked(o) for o in task.args.get("objects", [])]}
     secret = set(task.args.get("profile", {}).get("secret", []))
     values = [{**v, "value": REDACTED} if v["name"] in secret or is_secret(v["name"]) else v
               for v in task.args.get("parameter_values", [])]

@@ -190,3 +190,16 @@ def test_bad_object_entries_are_refused() -> None:
         P.DesiredObject(path="NAT.PortMapping", keys=[{"name": "Enable", "value": False}])  # type: ignore[list-item]
     with pytest.raises(ValidationError):
         P.DesiredObject(path="NAT.PortMapping.", keys=[])
+
+
+def test_secret_values_of_an_entry_are_masked_in_the_task(clock: Clock, cfg: PlanConfig) -> None:
+    entry = {**PORT_8080, "values": [{"name": "InternalClient", "value": "{vars.host}"},
+                                     {"name": "X_Password", "value": "hunter2"}]}
+    h = _harness(clock, cfg, _profile(entry))
+    h.profile_input = P.ProfileInput(P.ProfileSet([_profile(entry)]), P.Variables({"host": "10.0.0.9"},
+                                                                                  frozenset({"host"})))
+    h.inform(inform("2 PERIODIC"))
+    task = next(t for t in h.tasks.values() if t.name == "profileObjects")
+    (shown,) = P.redact_task_args(task)["objects"]
+    assert shown["values"] == [["InternalClient", P.REDACTED, "xsd:string"], ["X_Password", P.REDACTED, "xsd:string"]]
+    assert task.args["objects"][0]["values"][0][1] == "10.0.0.9"  # sent as it is
