@@ -203,3 +203,7 @@ def test_secret_values_of_an_entry_are_masked_in_the_task(clock: Clock, cfg: Pla
     (shown,) = P.redact_task_args(task)["objects"]
     assert shown["values"] == [["InternalClient", P.REDACTED, "xsd:string"], ["X_Password", P.REDACTED, "xsd:string"]]
     assert task.args["objects"][0]["values"][0][1] == "10.0.0.9"  # sent as it is
+    # The API's view of the task (GET /tasks/{id}) shows neither.
+    public = task.public()["args"]["objects"][0]
+    assert public["values"] == shown["values"] and "10.0.0.9" not in str(task.public())
+    assert "hunter2" not in str(task.public())
