@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import psutil
 
 from acs.infra import free_port
 from simulator.config import FleetSettings
@@ -119,6 +120,8 @@ async def run(args: argparse.Namespace) -> int:
 
         for fleet in fleets:
             fleet.session_listeners.append(on_session)
+        processes = {name: psutil.Process(pid) for name, pid in {**acs.pids(), "simulator": os.getpid()}.items()}
+        cpu_before = {name: _cpu(p) for name, p in processes.items()}
         started = time.monotonic()
         await asyncio.gather(*(fleet.start() for fleet in fleets))
         everyone = [d for fleet in fleets for d in fleet.devices]
@@ -161,6 +164,11 @@ async def run(args: argparse.Namespace) -> int:
             print("later sessions of devices not yet compliant, by events: " +
                   ", ".join(f"{n} {e}" for e, n in informs.most_common(5)))
         total_sessions = sum(accepted.values())
+        if total_sessions:
+            used = {name: _cpu(p) - cpu_before[name] for name, p in processes.items()}
+            print("CPU ms per session the ACS took: " + ", ".join(
+                f"{name} {1000 * seconds / total_sessions:.1f}" for name, seconds in
+                sorted(used.items(), key=lambda item: -item[1])))
         print(f"RPCs per session the ACS took: {sum(rpcs.values()) / total_sessions:.1f}" if total_sessions
               else "no sessions")
         await api.aclose()
@@ -170,6 +178,14 @@ async def run(args: argparse.Namespace) -> int:
             await fleet.stop()
         await asyncio.to_thread(acs.stop)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _cpu(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+        return float(times.user + times.system + times.children_user + times.children_system)
+    except psutil.Error:
+        return 0.0
 
 
 def main() -> int:

@@ -232,6 +232,14 @@ def walk_next(control: dict[str, Any], upcoming: Sequence[dict[str, Any]], cfg: 
             out.append((f"gpn:{path}", rpcs.get_parameter_names(path, control["next_level"]), [path]))
         else:
             out.append((f"gpv:{item['seq']}", rpcs.get_parameter_values(item["names"]), item["names"]))
+    if not more_names and control["taken"] >= control["queued"] and control["buffer"] and len(out) < cfg.walk_fanout:
+        # No GetParameterNames is out, so no name will join the names still waiting: read them
+        # in this plan rather than one round trip later (a bootstrap's walk is then two plans).
+        flush = _rpc_item(control, "gpv", control["buffer"])
+        control["buffer"] = []
+        control["taken"] += 1
+        items.append(flush)
+        out.append((f"gpv:{flush['seq']}", rpcs.get_parameter_values(flush["names"]), flush["names"]))
     final = not more_names and control["taken"] >= control["queued"] and not control["buffer"]
     return control, out, final, items
 
