@@ -410,3 +410,33 @@ async def _reads(api: httpx.AsyncClient, device: Device, count: int) -> bool:
     reads = [t for t in await _profile_tasks(api, device)
              if t["name"] == "getParameterValues" and t["status"] == "succeeded"]
     return len(reads) >= count
+
+
+async def test_full_discovery_walks_a_big_model_level_by_level_at_bootstrap(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    pc = f"FD{uuid.uuid4().hex[:6].upper()}"
+    created = await api.post("/profiles", json={
+        "name": f"full-{pc}", "priority": 11000 + int(uuid.uuid4().hex[:3], 16), "selector": {"product_class": pc},
+        "discovery": {"full": True}})
+    assert created.status_code == 201, created.text
+    fleet = _fleet(stack, "tr181", pc, 1, parameters=3000)
+    try:
+        await fleet.start()
+        device = fleet.devices[0]
+
+        async def walked() -> dict[str, Any] | None:
+            found = (await api.get(f"/devices/{_dpath(device)}/tasks", params={"limit": 50})).json()["tasks"]
+            walk = next((t for t in found if t["origin"] == "profile-discovery"), None)
+            return walk if walk and walk["status"] in ("succeeded", "failed") else None
+        walk = await eventually(walked, seconds=120)
+        assert walk["status"] == "succeeded", walk
+        assert walk["args"] == {"parameter_path": "Device.", "read_values": True, "depth": 32}
+        leaves = [i.name for i in device.model.get_parameter_names("Device.", False) if not i.name.endswith(".")]
+        assert len(leaves) > 3000
+        # Every name of the model, found level by level (and too many for the task document).
+        assert walk["result"]["parameters_count"] == len(leaves) and walk["result"]["parameters_stored"]
+        full = (await api.get(f"/tasks/{walk['id']}")).json()["result"]
+        assert {p["name"] for p in full["parameters"]} == set(leaves)
+    finally:
+        await fleet.stop()
+        await api.delete(f"/profiles/{created.json()['id']}")
