@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "request, then come back at once with a new Inform (0: never)")
     p.add_argument("--credentials-in-url", action="store_true",
                    help="download as wget/curl agents do: Username/Password pasted into the URL, then decoded")
+    p.add_argument("--apply-after-reboot", action="append", default=[], metavar="NAME",
+                   help="a parameter (relative to the root, e.g. Time.NTPServer1) applied only at the next "
+                        "boot: SetParameterValues of it answers Status 1 (repeatable)")
     p.add_argument("--parameters", type=int, default=0, metavar="N",
                    help="grow each device's data model to at least N parameters (a vendor table)")
     p.add_argument("--fail-share", type=float, default=0.0, metavar="SHARE",
@@ -119,6 +122,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         digest_reuse_nc=args.digest_reuse_nc,
         digest_keep_nonce=args.digest_keep_nonce, drop_mid_session=args.drop_mid_session,
         credentials_in_url=args.credentials_in_url, parameters=args.parameters,
+        apply_after_reboot=tuple(args.apply_after_reboot),
         fail_share=args.fail_share, fail_fault=args.fail_fault, fail_stage=args.fail_stage,
         offline_share=args.offline_share, download_seconds=args.download_seconds,
         stun=args.stun, behind_nat=args.behind_nat,

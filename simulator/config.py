@@ -99,6 +99,10 @@ class FleetSettings:
     # Password go into the URL as they are (http://user:pass@host/...), and the client
     # percent-decodes them from there.
     credentials_in_url: bool = False
+    # Parameters (names relative to the root: "Time.NTPServer1") the device applies only at its
+    # next boot: a SetParameterValues that sets one answers Status 1 and keeps the old value
+    # until then, as CPEs that commit some settings on reboot do.
+    apply_after_reboot: tuple[str, ...] = ()
     # Grow every device's data model to at least this many parameters (0: the template's own),
     # with a vendor table of 20 parameters per entry (simulator.template.load_big_template); a
     # session may then carry at least that many messages (a discovery walk of it needs them).

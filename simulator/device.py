@@ -187,6 +187,7 @@ class Device:
         "_id_counter",
         "_serial",
         "_wake",
+        "after_boot",
         "boot_time",
         "bootstrapped_url",
         "cr_pending",
@@ -221,6 +222,7 @@ class Device:
         self.boot_time = 0.0
         self.sw_version: str | None = None  # None: the fleet's default version
         self.firmware_pending: str | None = None  # version active after the next boot
+        self.after_boot: dict[str, str] = {}  # values set with Status 1, applied at the next boot
         self.bootstrapped_url: str | None = None  # ACS URL of the last acknowledged BOOTSTRAP
         self.retry_count = 0
         self.retry_at = 0.0
@@ -343,6 +345,10 @@ class Device:
         old_sw = self.sw_version or self.settings.sw_version
         if self.firmware_pending is not None:
             self.sw_version, self.firmware_pending = self.firmware_pending, None
+        deferred, self.after_boot = self.after_boot, {}
+        if not factory_reset:
+            for name, value in deferred.items():
+                self.model.set_internal(name, value)
         if factory_reset:
             self.model.reset()
             self.bootstrapped_url = None
@@ -590,8 +596,16 @@ class Device:
         return GetParameterValuesResponse(self.model.get_parameter_values(req.parameter_names))
 
     def _spv(self, req: SetParameterValues) -> CwmpMessage:
+        later = {self.model.root_path + name for name in self.settings.apply_after_reboot}
+        before = {i.name: self.model.get(i.name) for i in req.parameter_list if i.name in later}
         changed = self.model.set_parameter_values(req.parameter_list, req.parameter_key,
                                                   strict_types=self.settings.strict_types)
+        if before:
+            # Taken (checked, all or nothing), applied at the next boot: Status 1.
+            for name, old in before.items():
+                self.after_boot[name] = self.model.get(name)
+                self.model.set_internal(name, old)
+            return SetParameterValuesResponse(status=1)
         periodic = {self._ms("PeriodicInformEnable"), self._ms("PeriodicInformInterval"),
                     self._ms("PeriodicInformTime")}
         if periodic.intersection(changed):

@@ -57,6 +57,9 @@ FIRMWARE_FILE_TYPES = ("1 Firmware Upgrade Image", "6 Stored Firmware Image")
 HEAL_ORIGIN = "self-heal"
 # The walk of <root>SoftwareModules. queued after a (Autonomous)DUStateChangeComplete.
 SOFTWARE_MODULES_ORIGIN = "software-modules"
+# Walks a profile's ``discovery`` asks for at bootstrap; "full" walks this many levels below the root.
+PROFILE_DISCOVERY_ORIGIN = "profile-discovery"
+FULL_DISCOVERY_DEPTH = 32
 # Self-heal walks open at once per device: a job of bad names must not walk the whole tree.
 MAX_OPEN_HEALS = 3
 
@@ -193,7 +196,8 @@ def on_inform(inform: InformReceived, device: DeviceState | None, open_tasks: Se
     leading += _policy_tasks(w, policies, facts, inform_events(codes, first_contact))
     if profile_input is not None:
         leading += _profile_tasks(w, inform, profile_input, tags, inform_events(codes, first_contact),
-                                  bootstrapped=BOOTSTRAP_EVENT in codes)
+                                  bootstrapped=BOOTSTRAP_EVENT in codes,
+                                  discover=BOOTSTRAP_EVENT in codes or first_contact)
 
     queued = sorted((t for t in w.tasks.values() if T.is_due(t, now) and t.id not in leading),
                     key=lambda t: (t.created_at, t.id))
@@ -284,7 +288,7 @@ def _policy_tasks(w: _Work, policies: Sequence[Policy], facts: DeviceFacts, even
 
 
 def _profile_tasks(w: _Work, inform: InformReceived, given: profiles.ProfileInput, tags: frozenset[str],
-                   events: set[str], *, bootstrapped: bool) -> list[str]:
+                   events: set[str], *, bootstrapped: bool, discover: bool = False) -> list[str]:
     """The profiles' difference for this device as tasks (see profiles.decide), and its new profile state."""
     d = w.device
     fields: dict[str, Any] = {"id": d.id, "oui": d.oui, "product_class": d.product_class,
@@ -301,6 +305,28 @@ def _profile_tasks(w: _Work, inform: InformReceived, given: profiles.ProfileInpu
     ids = [w.new_task(name, args, origin=profiles.PROFILE_ORIGIN).id for name, args in out.tasks]
     ids += [w.new_task(spec.name, dict(spec.args), origin=origin, policy_id=action_id).id
             for action_id, origin, spec in out.actions]
+    if discover:
+        ids += _discovery_tasks(w, out.effective)
+    return ids
+
+
+def _discovery_tasks(w: _Work, eff: profiles.Effective) -> list[str]:
+    """At bootstrap: the walks the profiles' ``discovery`` asks for beyond the bootstrap's own
+    subtrees, level by level with the usual walker (bounded per plan and per walk)."""
+    root = w.device.data_model
+    if eff.discover_full:
+        paths: list[tuple[str, int | None]] = [(root or "", FULL_DISCOVERY_DEPTH)]
+    else:
+        walked = tuple((root or "") + sub for sub in w.cfg.discovery_subtrees) if w.cfg.bootstrap_provisioning else ()
+        paths = [(p, None) for p in eff.discover if not p.startswith(walked)]
+    open_paths = {t.args.get("parameter_path") for t in w.tasks.values()
+                  if t.origin == PROFILE_DISCOVERY_ORIGIN and t.open}
+    ids: list[str] = []
+    for path, depth in paths:
+        if path in open_paths:
+            continue
+        args: dict[str, Any] = {"parameter_path": path, "read_values": True, **({"depth": depth} if depth else {})}
+        ids.append(w.new_task("getParameterNames", args, origin=PROFILE_DISCOVERY_ORIGIN, max_attempts=2).id)
     return ids
 
 

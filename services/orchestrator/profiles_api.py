@@ -280,6 +280,8 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
             for d in sorted(eff.values.values(), key=lambda d: d.name)],
             "attributes": [{"name": a.name, "notification": a.notification, "access_list": a.access_list,
                             "profile_id": a.profile_id} for a in eff.attributes.values()],
+            "objects": [{**o.public(), "applied": applied.get("#" + o.id) == o.digest(),
+                         "instance": applied.get("+" + o.id)} for o in eff.objects.values()],
             "unresolved": eff.unresolved, "overridden": eff.overridden,
             "profiles": [{"profile_id": pid, **_json(s)} for pid, s in device.profile_status.items()]}
 
@@ -321,6 +323,15 @@ def _preview_device(pset: P.ProfileSet, found: dict[str, Any], state: DeviceStat
         if name == "setParameterValues":
             rpcs.append({"method": "SetParameterValues", "parameters": [
                 {**v, "value": P.REDACTED if v["name"] in secret else v["value"]} for v in args["parameter_values"]]})
+        elif name == "profileObjects":
+            # What it sends depends on the table the CPE answers: a read, then AddObject and
+            # SetParameterValues for a missing instance, SetParameterValues for one that differs,
+            # DeleteObject for each unwanted one.
+            rpcs.append({"method": "GetParameterValues", "parameters": [{"name": p} for p in
+                                                                         sorted({o["path"] for o in args["objects"]})]})
+            rpcs.append({"method": "AddObject/SetParameterValues/DeleteObject", "objects": [
+                o.public() for o in out.effective.objects.values()
+                if o.id in {e["id"] for e in args["objects"]}]})
         elif name == "download":
             rpcs.append({"method": "Download", "file_name": args["file_name"], "version": args["version"],
                          "file_type": args["file_type"]})

@@ -172,14 +172,15 @@ def _record(control: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def walk_begin(walk_id: str, paths: Iterable[str], cfg: PlanConfig, *, whole_subtrees: bool = False,
-               read_values: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+               read_values: bool = True, depth: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start a walk of ``paths``: its control state and its first items.
 
     ``whole_subtrees`` asks each path with NextLevel=false: one round trip returns the subtree.
     Right for small subtrees known in advance (bootstrap's DeviceInfo., ManagementServer.): a
     level-by-level walk of the same subtrees costs about ten Kafka round trips per device, which
     a fleet booting at once turns into a queue. Unknown or large subtrees are walked level by
-    level, so that no single answer gets too big for the CPE (checklist Q10).
+    level, so that no single answer gets too big for the CPE (checklist Q10). ``depth``: how many
+    levels below the shallowest path are walked (default ``walk_max_depth``).
     """
     paths = list(dict.fromkeys(paths))
     frontier = [p for p in paths if p == "" or p.endswith(".")]
@@ -188,7 +189,7 @@ def walk_begin(walk_id: str, paths: Iterable[str], cfg: PlanConfig, *, whole_sub
     shallowest = min((p.count(".") for p in frontier), default=0)
     control: dict[str, Any] = {
         "id": walk_id, "queued": 0, "taken": 0, "records": 0, "gpns": 0, "parameters": 0, "objects": 0,
-        "buffer": [], "truncated": False, "errors": [], "max_dots": shallowest + cfg.walk_max_depth,
+        "buffer": [], "truncated": False, "errors": [], "max_dots": shallowest + (depth or cfg.walk_max_depth),
         "next_level": not whole_subtrees, "read_values": read_values}
     items = [_rpc_item(control, "gpn", [path]) for path in frontier]
     if leaves:
@@ -252,6 +253,14 @@ def walk_next(control: dict[str, Any], upcoming: Sequence[dict[str, Any]], cfg: 
             out.append((f"gpn:{path}", rpcs.get_parameter_names(path, control["next_level"]), [path]))
         else:
             out.append((f"gpv:{item['seq']}", rpcs.get_parameter_values(item["names"]), item["names"]))
+    if not more_names and control["taken"] >= control["queued"] and control["buffer"] and len(out) < cfg.walk_fanout:
+        # No GetParameterNames is out, so no name will join the names still waiting: read them
+        # in this plan rather than one round trip later (a bootstrap's walk is then two plans).
+        flush = _rpc_item(control, "gpv", control["buffer"])
+        control["buffer"] = []
+        control["taken"] += 1
+        items.append(flush)
+        out.append((f"gpv:{flush['seq']}", rpcs.get_parameter_values(flush["names"]), flush["names"]))
     final = not more_names and control["taken"] >= control["queued"] and not control["buffer"]
     return control, out, final, items
 

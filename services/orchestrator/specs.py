@@ -109,6 +109,8 @@ class GetParameterNames(_Spec):
     name: Literal["getParameterNames"]
     parameter_path: str = Field("", max_length=256, description="partial path ending with '.', or '' for all")
     read_values: bool = True
+    depth: int | None = Field(None, ge=1, le=64, description="levels below parameter_path to walk (discovery; "
+                                                              "default ACS_WALK_MAX_DEPTH's 8)")
 
     @field_validator("parameter_path")
     @classmethod

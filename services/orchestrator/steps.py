@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from services.orchestrator import profiles, rpcs
 from services.orchestrator import provisioning as prov
-from services.orchestrator import rpcs
 from services.orchestrator.cpecreds import forget_updates
 from services.orchestrator.state import DeviceState, Env, PlanConfig
 from services.orchestrator.tasks import Task
@@ -239,6 +239,83 @@ def _add_proceed(task: Task, ctx: StepContext) -> Step:
                                [v.name for v in values])], final=True)
 
 
+# --- profileObjects: object instances identified by key parameters (profiles.plan_objects) ----
+#
+# Read each table (GetParameterValues of its path), then in one step: SetParameterValues on the
+# instances that match, AddObject for the missing ones, DeleteObject for the unwanted ones; then
+# the keys and values of the new instances. The instance number of an AddObject is recorded in
+# the device state (``profile_applied["+" + entry id]``) with its answer, before anything else is
+# planned: a retry, or the next session, uses that instance instead of creating another.
+
+PROFILE_OBJECTS_TASK = "profileObjects"
+
+
+def created_instances(device: DeviceState) -> dict[str, str]:
+    return {k[1:]: v for k, v in device.profile_applied.items() if k.startswith("+")}
+
+
+def _objects_start(task: Task, ctx: StepContext) -> Step:
+    paths = sorted({o["path"] for o in task.args["objects"]})
+    return Step(progress={"phase": "read", "paths": paths, "tables": {}},
+                rpcs=[Outgoing(f"read:{i}", rpcs.get_parameter_values([p]), [p]) for i, p in enumerate(paths)],
+                final=False)
+
+
+def _objects_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
+    progress, result = dict(task.progress), dict(task.result)
+    updates: dict[str, Any] = {}
+    if key.startswith("read:"):
+        path = progress["paths"][int(key[5:])]
+        wanted = {n for o in task.args["objects"] if o["path"] == path for n, _, _ in (*o["keys"], *o["values"])}
+        found = {n: (v["value"], v["type"]) for n, v in rpcs.read_values(response).items()}
+        # Only the names the entries compare: a table of 64 rows stays a few kilobytes.
+        tables = profiles.table_instances(path, found)
+        progress["tables"] = {**progress["tables"], path: {
+            i: {n: list(v) for n, v in row.items() if n in wanted} for i, row in tables.items()}}
+    elif key.startswith("add:"):
+        entry_id = key[4:]
+        number = rpcs.read_instance_number(response)
+        entry = next(o for o in task.args["objects"] if o["id"] == entry_id)
+        if number is not None:
+            instance = f"{entry['path']}{number}."
+            progress["created"] = {**progress.get("created", {}), entry_id: instance}
+            updates["profile_applied"] = {**ctx.device.profile_applied, "+" + entry_id: instance}
+            result["objects"] = [*result.get("objects", []), {"created": instance}]
+        result["add_status"] = max(int(result.get("add_status", 0)), rpcs.read_status(response))
+    elif key.startswith("del:"):
+        result["objects"] = [*result.get("objects", []), {"deleted": progress["deleting"][int(key[4:])]}]
+    else:  # spv, fill
+        result["status"] = max(int(result.get("status", 0)), rpcs.read_status(response))
+    return Absorbed(progress=progress, result=result, device_updates=updates)
+
+
+def _objects_proceed(task: Task, ctx: StepContext) -> Step:
+    progress = dict(task.progress)
+    entries = task.args["objects"]
+    key = task.args.get("parameter_key", "")
+    if progress["phase"] == "read":
+        tables = {p: {i: {n: (v[0], v[1]) for n, v in row.items()} for i, row in t.items()}
+                  for p, t in progress["tables"].items()}
+        ops = profiles.plan_objects(entries, tables, created_instances(ctx.device))
+        out: list[Outgoing] = []
+        if ops.set_values:
+            values = [rpcs.Value(n, v, t) for n, v, t in ops.set_values]
+            out.append(Outgoing("spv", rpcs.set_parameter_values(values, key), [v.name for v in values]))
+        by_id = {o["id"]: o for o in entries}
+        out += [Outgoing(f"add:{i}", rpcs.add_object(by_id[i]["path"], key), [by_id[i]["path"]]) for i in ops.add]
+        out += [Outgoing(f"del:{n}", rpcs.delete_object(p, key), [p]) for n, p in enumerate(ops.delete)]
+        progress.update(phase="change", tables={}, adding=ops.add, deleting=ops.delete)
+        return Step(progress=progress, rpcs=out, final=not ops.add)
+    if progress["phase"] == "change" and progress.get("created"):
+        by_id = {o["id"]: o for o in entries}
+        values = [rpcs.Value(instance + n, v, t) for entry_id, instance in progress["created"].items()
+                  for n, v, t in (*by_id[entry_id]["keys"], *by_id[entry_id]["values"])]
+        progress["phase"] = "fill"
+        return Step(progress=progress, rpcs=[Outgoing("fill", rpcs.set_parameter_values(values, key),
+                                                      [v.name for v in values])], final=True)
+    return Step(progress=progress, rpcs=[], final=True)
+
+
 # --- getParameterNames: refresh a subtree with a walk -----------------------------------------
 
 
@@ -252,7 +329,8 @@ def _walk_start(task: Task, ctx: StepContext) -> Step:
     # path's whole subtree at once (NextLevel=false) instead of level by level.
     whole = ctx.env.quirks(ctx.device).gpn_next_level is False
     walk, items = prov.walk_begin(walk_id(task), [task.args.get("parameter_path", "")], ctx.cfg,
-                                  whole_subtrees=whole, read_values=task.args.get("read_values", True))
+                                  whole_subtrees=whole, read_values=task.args.get("read_values", True),
+                                  depth=task.args.get("depth"))
     ctx.walks.add(items)
     return _walk_step(task, {"walk": walk}, ctx)
 
@@ -388,6 +466,7 @@ KINDS: dict[str, Kind] = {
                               # Below the requested path, a vanished object is no reason to fail.
                               tolerates=lambda task, key: _below_requested_path(task, key)),
     "addObject": Kind(_add_start, _add_absorb, _add_proceed),
+    PROFILE_OBJECTS_TASK: Kind(_objects_start, _objects_absorb, _objects_proceed),
     BOOTSTRAP_TASK: Kind(_bootstrap_start, _bootstrap_absorb, _bootstrap_proceed,
                          # A CPE that will not change its ACS credentials keeps the shared pair:
                          # noted in the result's errors, the rest of the bootstrap goes on.

@@ -129,6 +129,11 @@ class Task(BaseModel):
                                                  for v in body["args"].get("parameter_values", [])]}
             if not body["args"]["parameter_values"]:
                 del body["args"]["parameter_values"]
+            if self.name == "profileObjects":  # object entries: their secret keys and values
+                body["args"]["objects"] = [
+                    {**o, **{part: [[n, "********" if n in set(o.get("secret", [])) else v, t]
+                                    for n, v, t in o.get(part, [])] for part in ("keys", "values")}}
+                    for o in self.args.get("objects", [])]
         return body
 
     def to_document(self) -> dict[str, Any]:

@@ -285,3 +285,158 @@ async def test_a_firmware_profile_upgrades_only_the_devices_below_its_version(
         await old.stop()
         await new.stop()
         await api.delete(f"/profiles/{profile['id']}")
+
+
+PORT_MAPPING = {"tr098": ("WANDevice.1.WANConnectionDevice.1.WANIPConnection.1.PortMapping.", "PortMappingProtocol",
+                          "PortMappingEnabled"),
+                "tr181": ("NAT.PortMapping.", "Protocol", "Enable")}
+
+
+async def test_object_instances_converge_created_once_and_unwanted_ones_deleted(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:6].upper()
+    fleets = {model: _fleet(stack, model, f"O{model[2:]}{tag}", 2) for model in PORT_MAPPING}
+    ids: list[str] = []
+    try:
+        for fleet in fleets.values():
+            await fleet.start()
+        for fleet in fleets.values():
+            for device in fleet.devices:
+                await eventually(lambda d=device: asyncio.sleep(0, d.state == DeviceState.IDLE  # type: ignore[misc]
+                                                                and d.bootstrapped_url), seconds=60)
+                # A row the operator does not want, made by the device itself.
+                device.model.add_object(device.model.root_path + PORT_MAPPING[fleet.settings.model][0], "",
+                                        internal=True)
+        for n, (model, fleet) in enumerate(fleets.items()):
+            path, protocol, enable = PORT_MAPPING[model]
+            created = await api.post("/profiles", json={
+                "name": f"pm-{model}-{tag}", "priority": 7000 + n * 1000 + int(tag[:3], 16) % 900,
+                "selector": {"product_class": fleet.settings.product_class},
+                "objects": [{"path": path, "keys": [{"name": "ExternalPort", "value": 8080},
+                                                    {"name": protocol, "value": "TCP"}],
+                             "values": [{"name": "InternalClient", "value": "192.168.1.10"},
+                                        {"name": "InternalPort", "value": 80}, {"name": enable, "value": True}]},
+                            {"path": path, "keys": [{"name": enable, "value": False}], "present": False}]})
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+        for fleet in fleets.values():
+            for device in fleet.devices:
+                await _wake(device)
+        for profile_id in ids:
+            await eventually(lambda pid=profile_id: _compliant(api, pid, 2), seconds=90)  # type: ignore[misc]
+
+        def rows(device: Device) -> dict[str, dict[str, str]]:
+            table = device.model.root_path + PORT_MAPPING[device.settings.model][0]
+            out: dict[str, dict[str, str]] = {}
+            for info in device.model.get_parameter_names(table, False):
+                rest = info.name[len(table):]
+                number, _, leaf = rest.partition(".")
+                if leaf and not leaf.endswith("."):
+                    out.setdefault(number, {})[leaf] = device.model.get(info.name)
+            return out
+
+        for model, fleet in fleets.items():
+            _, protocol, enable = PORT_MAPPING[model]
+            for device in fleet.devices:
+                found = rows(device)
+                # The disabled row is gone; one row is the wanted one, with its values.
+                assert [r["ExternalPort"] for r in found.values()] == ["8080"], found
+                (row,) = found.values()
+                assert (row[protocol], row["InternalClient"], row["InternalPort"], row[enable]) == (
+                    "TCP", "192.168.1.10", "80", "true")
+        # More sessions (a connection request each) create nothing more.
+        device = fleets["tr098"].devices[0]
+        before = dict(rows(device))
+        await _wake(device)
+        await eventually(lambda: asyncio.sleep(0, device.state == DeviceState.IDLE), seconds=30)
+        await asyncio.sleep(1.0)
+        assert rows(device) == before
+        tasks = await _profile_tasks(api, device)
+        assert [t["name"] for t in tasks] == ["profileObjects"] and tasks[0]["status"] == "succeeded"
+        desired = (await api.get(f"/devices/{_dpath(device)}/desired")).json()
+        assert {o["present"]: o["applied"] for o in desired["objects"]} == {True: True, False: True}
+    finally:
+        for fleet in fleets.values():
+            await fleet.stop()
+        for profile_id in ids:
+            await api.delete(f"/profiles/{profile_id}")
+
+
+async def test_values_applied_after_a_reboot_stay_pending_until_read_back(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    pc = f"S1{uuid.uuid4().hex[:6].upper()}"
+    # The device answers Status 1 for the NTP server and applies it only when it boots.
+    fleet = _fleet(stack, "tr181", pc, 1, apply_after_reboot=("Time.NTPServer1",))
+    created = await api.post("/profiles", json={
+        "name": f"later-{pc}", "priority": 9000 + int(uuid.uuid4().hex[:3], 16), "selector": {"product_class": pc},
+        "parameters": [{"name": "Time.NTPServer1", "value": "after-boot.example"}]})
+    assert created.status_code == 201, created.text
+    profile_id = created.json()["id"]
+    try:
+        await fleet.start()
+        device = fleet.devices[0]
+
+        async def state() -> dict[str, Any] | None:
+            desired = (await api.get(f"/devices/{_dpath(device)}/desired")).json()
+            return next((p for p in desired.get("profiles", []) if p["profile_id"] == profile_id), None)
+
+        async def settled() -> bool:
+            tasks = await _profile_tasks(api, device)
+            return bool(tasks) and all(t["status"] in ("succeeded", "failed") for t in tasks) and \
+                device.state == DeviceState.IDLE
+        await eventually(settled, seconds=60)
+        assert device.after_boot == {"Device.Time.NTPServer1": "after-boot.example"}
+        assert (await eventually(state))["state"] == "pending"  # Status 1: not compliant yet
+        # The next session reads it back: still the old value, so it waits for the boot.
+        await _wake(device)
+        await eventually(lambda: _reads(api, device, 1), seconds=30)
+        await eventually(settled, seconds=30)
+        assert (await state() or {})["state"] == "pending"
+        assert [t["name"] for t in await _profile_tasks(api, device)].count("setParameterValues") == 1
+        # A reboot applies it; the Inform after it brings a read that confirms it.
+        reboot = await api.post(f"/devices/{_dpath(device)}/tasks", json={"name": "reboot"})
+        assert reboot.status_code == 201, reboot.text
+        await _wake(device)
+        await eventually(lambda: _reads(api, device, 2), seconds=60)
+        await eventually(lambda: _compliant(api, profile_id, 1), seconds=30)
+        assert device.model.get("Device.Time.NTPServer1") == "after-boot.example"
+        assert [t["name"] for t in await _profile_tasks(api, device)].count("setParameterValues") == 1
+    finally:
+        await fleet.stop()
+        await api.delete(f"/profiles/{profile_id}")
+
+
+async def _reads(api: httpx.AsyncClient, device: Device, count: int) -> bool:
+    reads = [t for t in await _profile_tasks(api, device)
+             if t["name"] == "getParameterValues" and t["status"] == "succeeded"]
+    return len(reads) >= count
+
+
+async def test_full_discovery_walks_a_big_model_level_by_level_at_bootstrap(
+        api: httpx.AsyncClient, stack: Stack) -> None:
+    pc = f"FD{uuid.uuid4().hex[:6].upper()}"
+    created = await api.post("/profiles", json={
+        "name": f"full-{pc}", "priority": 11000 + int(uuid.uuid4().hex[:3], 16), "selector": {"product_class": pc},
+        "discovery": {"full": True}})
+    assert created.status_code == 201, created.text
+    fleet = _fleet(stack, "tr181", pc, 1, parameters=3000)
+    try:
+        await fleet.start()
+        device = fleet.devices[0]
+
+        async def walked() -> dict[str, Any] | None:
+            found = (await api.get(f"/devices/{_dpath(device)}/tasks", params={"limit": 50})).json()["tasks"]
+            walk = next((t for t in found if t["origin"] == "profile-discovery"), None)
+            return walk if walk and walk["status"] in ("succeeded", "failed") else None
+        walk = await eventually(walked, seconds=120)
+        assert walk["status"] == "succeeded", walk
+        assert walk["args"] == {"parameter_path": "Device.", "read_values": True, "depth": 32}
+        leaves = [i.name for i in device.model.get_parameter_names("Device.", False) if not i.name.endswith(".")]
+        assert len(leaves) > 3000
+        # Every name of the model, found level by level (and too many for the task document).
+        assert walk["result"]["parameters_count"] == len(leaves) and walk["result"]["parameters_stored"]
+        full = (await api.get(f"/tasks/{walk['id']}")).json()["result"]
+        assert {p["name"] for p in full["parameters"]} == set(leaves)
+    finally:
+        await fleet.stop()
+        await api.delete(f"/profiles/{created.json()['id']}")

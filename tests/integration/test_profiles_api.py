@@ -164,3 +164,31 @@ async def test_the_cache_notices_a_change_made_through_another_instance(
     await asyncio.sleep(0.25)
     assert sorted(c.profile.name for c in (await cache.current()).all) == ["boot-read", "later"]
     assert (await cache.current()) is (await cache.current())  # not rebuilt while nothing changes
+
+
+async def test_objects_freshness_and_discovery_are_saved_and_bad_ones_refused(
+        api: tuple[httpx.AsyncClient, OrchestratorRuntime]) -> None:
+    client, _ = api
+    entry = {"path": "NAT.PortMapping.", "keys": [{"name": "ExternalPort", "value": 8080}],
+             "values": [{"name": "InternalClient", "value": "{vars.lan_host}"}], "present": True}
+    made = await _create(client, name="pm", priority=31, objects=[entry],
+                         freshness=[{"path": "DeviceInfo.UpTime", "max_age": 600}],
+                         discovery={"subtrees": ["WiFi."], "full": False})
+    got = (await client.get(f"/api/v1/profiles/{made['id']}")).json()
+    assert got["objects"][0]["keys"] == [{"name": "ExternalPort", "value": 8080, "type": None}]
+    assert got["freshness"] == [{"path": "DeviceInfo.UpTime", "max_age": 600}]
+    assert got["discovery"] == {"subtrees": ["WiFi."], "full": False}
+    patched = await client.patch(f"/api/v1/profiles/{made['id']}", json={"objects": []})
+    assert patched.status_code == 200 and patched.json()["version"] == 2
+    old = (await client.get(f"/api/v1/profiles/{made['id']}/versions/1")).json()
+    assert old["objects"][0]["path"] == "NAT.PortMapping."
+    for bad, why in (
+            ({**entry, "present": False}, "absent instance has no values"),
+            ({**entry, "path": "NAT.PortMapping"}, "must be an object path"),
+            ({**entry, "keys": []}, "at least 1"),
+            ({**entry, "values": [{"name": "ExternalPort", "value": 1}]}, "given twice")):
+        refused = await client.post("/api/v1/profiles", json={"name": "x", "priority": 32, "objects": [bad]})
+        assert refused.status_code == 422 and why in refused.text, refused.text
+    short = await client.post("/api/v1/profiles", json={"name": "x", "priority": 32,
+                                                        "freshness": [{"path": "DeviceInfo.", "max_age": 5}]})
+    assert short.status_code == 422

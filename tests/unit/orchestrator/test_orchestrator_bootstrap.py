@@ -151,3 +151,23 @@ def test_periodic_inform_setting_zero_leaves_periodic_informs_alone(clock: Clock
     plan = h.inform(inform("0 BOOTSTRAP"))
     names = [v["name"] for v in plan.rpcs[0].rpc["parameter_list"]]
     assert names == [f"{MS}ConnectionRequestUsername", f"{MS}ConnectionRequestPassword"]
+
+
+def test_names_short_of_a_batch_are_read_in_the_same_plan_when_no_walk_is_out(clock: Clock, cfg: PlanConfig) -> None:
+    def flat(rpc: dict[str, Any]) -> dict[str, Any]:
+        if rpc["method"] == "GetParameterNames":
+            tree = {DI: {f"{DI}Manufacturer": False, f"{DI}SoftwareVersion": False, f"{DI}UpTime": False},
+                    MS: {f"{MS}URL": True, f"{MS}PeriodicInformInterval": True}}
+            return gpn_response(tree[rpc["parameter_path"]])
+        return _walk_answers(rpc)
+
+    h = Harness(clock, cfg)
+    plan = h.inform(inform("0 BOOTSTRAP", "1 BOOT"))
+    second = h.answer_all(plan, flat)
+    assert second is not None
+    # Five names, batches of two: the last one goes with the full batches, not a round trip later.
+    assert [len(p.rpc["parameter_names"]) for p in second.rpcs] == [2, 2, 1] and second.more is False
+    assert h.answer_all(second, flat) is None
+    task = h.task_named("bootstrap")
+    assert task.status is TaskStatus.SUCCEEDED and len(task.result["parameters"]) == 5
+    assert all("value" in p for p in task.result["parameters"])

@@ -232,3 +232,127 @@ def test_versions_compare_as_numbers_part_by_part_whatever_their_length() -> Non
     assert not P.below("2.010", "2.9") and not P.below(None, "1.0") and not P.below("1.0", "1.0")
     huge = "1." + "9" * 5000
     assert P.below("1.10", huge) and not P.below(huge, "1.10")
+
+
+def _status_one(rpc: dict[str, Any]) -> dict[str, Any]:
+    if rpc["method"] == "SetParameterValues":
+        return {"method": "SetParameterValuesResponse", "status": 1}
+    return _accept(rpc)
+
+
+def _read(values: dict[str, str]) -> Any:
+    def answer(rpc: dict[str, Any]) -> dict[str, Any]:
+        if rpc["method"] == "GetParameterValues":
+            return {"method": "GetParameterValuesResponse", "parameter_list": [
+                {"name": n, "value": {"value": values[n], "type": "xsd:string"}} for n in rpc["parameter_names"]]}
+        return _accept(rpc)
+    return answer
+
+
+def _methods(plan: Any) -> list[str]:
+    return [p.rpc["method"] for p in plan.rpcs]
+
+
+def test_status_one_is_pending_until_a_read_confirms_it(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    assert h.device is not None
+    entry = h.device.profile_status["id-ntp"]
+    assert entry["state"] == "pending"  # not compliant: the CPE applies it later
+    # The next session reads it back (and sends nothing else): the value is there, compliant.
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    assert _methods(plan) == ["GetParameterValues"] and plan.rpcs[0].rpc["parameter_names"] == [NTP]
+    h.answer_all(plan, _read({NTP: "pool.ntp.org"}), session="s2")
+    h.end(session="s2")
+    assert h.device.profile_status["id-ntp"]["state"] == "compliant"
+    assert h.inform(inform("2 PERIODIC", session="s3")).rpcs == []
+    assert h.device.profile_status["id-ntp"]["state"] == "compliant"
+
+
+def test_status_one_read_back_old_waits_for_the_reboot_then_resends(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    plan = h.inform(inform("2 PERIODIC", session="s2"))
+    h.answer_all(plan, _read({NTP: "old.example"}), session="s2")  # not applied before the reboot
+    h.end(session="s2")
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "pending"
+    # Neither re-sent nor read again until the device boots.
+    assert h.inform(inform("2 PERIODIC", session="s3")).rpcs == []
+    h.end(session="s3") if "s3" in h.sessions else None
+    plan = h.inform(inform("1 BOOT", session="s4"))
+    assert _methods(plan) == ["GetParameterValues"]
+    h.answer_all(plan, _read({NTP: "old.example"}), session="s4")  # still old after the reboot
+    h.end(session="s4")
+    # Then it is due again: sent once more.
+    plan = h.inform(inform("2 PERIODIC", session="s5"))
+    assert [v["value"]["value"] for s in _spv(plan) for v in s["parameter_list"]] == ["pool.ntp.org"]
+
+
+def test_status_one_confirmed_by_the_inform_itself(clock: Clock, cfg: PlanConfig) -> None:
+    h = _harness(clock, cfg, _profile("ntp", 1, [{"name": "Time.NTPServer1", "value": "pool.ntp.org"}]))
+    plan = h.inform(inform("2 PERIODIC"))
+    h.answer_all(plan, _status_one)
+    h.end()
+    from tests.unit.orchestrator.orchestrator_builders import SEED_PARAMETERS as seed
+    plan = h.inform(inform("1 BOOT", session="s2", parameters={**seed, NTP: "pool.ntp.org"}))
+    assert plan.rpcs == []  # the Inform shows the value: nothing to read
+    assert h.device is not None and h.device.profile_status["id-ntp"]["state"] == "compliant"
+
+
+UPTIME = f"{IGD}DeviceInfo.UpTime"
+
+
+def test_freshness_reads_what_is_older_than_its_age(clock: Clock, cfg: PlanConfig) -> None:
+    fresh = _profile("fresh", 1, [], freshness=[P.Freshness(path="DeviceInfo.UpTime", max_age=600),
+                                               P.Freshness(path="WANDevice.1.", max_age=3600)])
+    h = _harness(clock, cfg, fresh)
+    plan = h.inform(inform("2 PERIODIC"))
+    (gpv,) = [p.rpc for p in plan.rpcs]
+    assert gpv["method"] == "GetParameterValues" and gpv["parameter_names"] == [UPTIME, f"{IGD}WANDevice.1."]
+    h.answer_all(plan, _read({UPTIME: "5", f"{IGD}WANDevice.1.": ""}))
+    h.end()
+    clock.advance(300)
+    assert h.inform(inform("2 PERIODIC", session="s2")).rpcs == []  # both still fresh
+    clock.advance(400)  # UpTime is 700 s old now, the subtree 700 s
+    plan = h.inform(inform("2 PERIODIC", session="s3"))
+    assert [p.rpc["parameter_names"] for p in plan.rpcs] == [[UPTIME]]
+    h.answer_all(plan, _read({UPTIME: "705"}), session="s3")
+    h.end(session="s3")
+    # An Inform that carries the parameter is a read of it: nothing to ask.
+    clock.advance(700)
+    from tests.unit.orchestrator.orchestrator_builders import SEED_PARAMETERS as seed
+    plan = h.inform(inform("2 PERIODIC", session="s4", parameters={**seed, UPTIME: "1405"}))
+    assert plan.rpcs == []
+    assert h.device is not None and h.device.profile_status["id-fresh"]["state"] == "compliant"
+
+
+def test_discovery_walks_the_profiles_subtrees_or_everything_at_bootstrap(clock: Clock, cfg: PlanConfig) -> None:
+    some = _profile("some", 1, [], discovery=P.Discovery(subtrees=["WANDevice.", "DeviceInfo."]))
+    h = Harness(clock, cfg)
+    h.profile_input = P.ProfileInput(P.ProfileSet([some]))
+    h.inform(inform("0 BOOTSTRAP"))
+    walks = [t for t in h.tasks.values() if t.name == "getParameterNames"]
+    # DeviceInfo. is walked by the bootstrap already; WANDevice. level by level on its own.
+    assert [(t.args["parameter_path"], t.origin) for t in walks] == [(f"{IGD}WANDevice.", "profile-discovery")]
+    assert h.inform(inform("2 PERIODIC", session="s2")) is not None
+    assert len([t for t in h.tasks.values() if t.name == "getParameterNames"]) == 1  # only at bootstrap
+
+    full = _profile("full", 2, [], discovery=P.Discovery(full=True))
+    h = Harness(clock, cfg)
+    h.profile_input = P.ProfileInput(P.ProfileSet([some, full]))
+    plan = h.inform(inform("0 BOOTSTRAP"))
+    (walk,) = [t for t in h.tasks.values() if t.name == "getParameterNames"]
+    assert walk.args == {"parameter_path": IGD, "read_values": True, "depth": 32}
+    assert plan.more  # the walk goes on level by level after the bootstrap's answers
+
+
+def test_a_deep_walk_goes_as_deep_as_asked(clock: Clock, cfg: PlanConfig) -> None:
+    from services.orchestrator import provisioning as prov
+    control, _ = prov.walk_begin("w", ["Device."], cfg, depth=20)
+    assert control["max_dots"] == 21
+    control, _ = prov.walk_begin("w", ["Device."], cfg)
+    assert control["max_dots"] == 1 + cfg.walk_max_depth

@@ -483,3 +483,21 @@ def test_a_local_change_is_reported_as_value_change_only_with_notification_on(
     assert ("4 VALUE CHANGE", "") in events(inform)
     assert {p.name: p.value.value for p in inform.parameter_list}[ntp] == "local.example"
     assert len(wakes) > woken  # active notification: a session at once
+
+
+def test_a_value_applied_after_reboot_answers_status_1_and_holds_after_the_boot(
+        clock: Clock, wakes: list[float]) -> None:
+    device = make_device(clock, wakes, apply_after_reboot=("Time.NTPServer1",))
+    ntp, other = "InternetGatewayDevice.Time.NTPServer1", "InternetGatewayDevice.Time.NTPServer2"
+    old = device.model.get(ntp)
+    answer = device.handle(SetParameterValues([
+        ParameterValueStruct(ntp, ParameterValue("later.example", "xsd:string")),
+        ParameterValueStruct(other, ParameterValue("now.example", "xsd:string"))], "k"))
+    assert answer.status == 1  # type: ignore[union-attr]
+    assert device.model.get(ntp) == old and device.model.get(other) == "now.example"
+    assert device.after_boot == {ntp: "later.example"}
+    device.boot(clock())
+    assert device.model.get(ntp) == "later.example" and device.after_boot == {}
+    # Only those names: a SetParameterValues without them answers Status 0.
+    assert device.handle(SetParameterValues([  # type: ignore[union-attr]
+        ParameterValueStruct(other, ParameterValue("again.example", "xsd:string"))], "k")).status == 0
