@@ -366,7 +366,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         return Response(status_code=204)
 
     add_profile_routes(app, runtime)
-    stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
+    stats.add_routes(app, runtime.db, Depends(auth.require("read-only", scoped=True)))
     accounts = Accounts(runtime.db, settings.account_lock_failures)
     accounts_api.add_routes(app, runtime.db, auth, accounts)
 

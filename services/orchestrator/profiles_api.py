@@ -3,6 +3,12 @@
 Roles: read-only reads; admin writes profiles and imports variables (as for policies). Every write
 keeps the previous version (``/versions``), who changed it and when; ``/rollback`` saves an old
 version as the newest. Secrets among the variables are never shown back.
+
+Scopes (services.common.scopes): profiles are fleet settings. A scoped principal reads their
+definitions and versions, but every figure about devices is limited to its scope (compliance
+counts, failing devices, previews), and a device's variables and desired state are read for a
+device of its scope only (404 for any other). Writes (profiles, variables) need an unscoped admin:
+a profile applies to the whole fleet its selector matches.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the role aliases made below.
@@ -18,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from services.bus.events import new_id, utcnow
+from services.common import scopes
 from services.common.apikeys import Principal
 from services.fileserver.credentials import download_url
 from services.inventory.query import device_document
@@ -48,8 +55,17 @@ class VariablesIn(BaseModel):
 
 def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     auth, pstore, cache = runtime.auth, runtime.profile_store, runtime.profiles
-    Reader = Annotated[Principal, Depends(auth.require("read-only"))]
+    # Reads limit themselves to the caller's scope (see the module's docstring).
+    Reader = Annotated[Principal, Depends(auth.require("read-only", scoped=True))]
     Admin = Annotated[Principal, Depends(auth.require("admin"))]
+
+    async def scope_ids(principal: Principal) -> list[str] | None:
+        """The devices of a scoped principal's scope; None for everything."""
+        return None if principal.scope is None else await scopes.device_ids(runtime.db, principal)
+
+    async def reachable(principal: Principal, device_id: str) -> None:
+        if not await scopes.device_in_scope(runtime.db, principal, device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS")
 
     async def one(profile_id: str) -> P.Profile:
         profile = await pstore.get(profile_id)
@@ -114,9 +130,10 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/profiles/{profile_id}", tags=["profiles"], summary="A profile, with its compliance counts",
              responses={404: {"description": "unknown profile"}})
-    async def get_profile(profile_id: ProfileId, _: Reader) -> dict[str, Any]:
+    async def get_profile(profile_id: ProfileId, principal: Reader) -> dict[str, Any]:
         profile = await one(profile_id)
-        return {**profile.model_dump(mode="json"), "compliance": await pstore.compliance(profile_id)}
+        return {**profile.model_dump(mode="json"),
+                "compliance": await pstore.compliance(profile_id, await scope_ids(principal))}
 
     @app.put("/api/v1/profiles/{profile_id}", tags=["profiles"], summary="Replace a profile (a new version)",
              responses={404: {"description": "unknown profile"}, 409: {"description": "name or priority taken"}})
@@ -180,10 +197,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/profiles/{profile_id}/compliance", tags=["profiles"],
              summary="Devices compliant, pending, drifted and failing (with the CPE's fault)")
-    async def profile_compliance(profile_id: ProfileId, _: Reader) -> dict[str, Any]:
+    async def profile_compliance(profile_id: ProfileId, principal: Reader) -> dict[str, Any]:
         await one(profile_id)
-        return {"profile_id": profile_id, "counts": await pstore.compliance(profile_id),
-                "failing": await pstore.failing(profile_id)}
+        ids = await scope_ids(principal)
+        return {"profile_id": profile_id, "counts": await pstore.compliance(profile_id, ids),
+                "failing": await pstore.failing(profile_id, device_ids=ids)}
 
     @app.post("/api/v1/profiles/{profile_id}/preview", tags=["profiles"],
               summary="What the profile would do, without touching a device",
@@ -201,7 +219,9 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         samples: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            page, cursor = await _inventory_page(runtime, profile.selector, principal, cursor)
+            # A scoped caller previews the devices of its scope only.
+            selector = scopes.job_query(principal, profile.selector)
+            page, cursor = await _inventory_page(runtime, selector, principal, cursor)
             ids = [str(d["id"]) for d in page]
             states = {d["_id"]: DeviceState.from_document(d)
                       async for d in runtime.store.devices.find({"_id": {"$in": ids}})}
@@ -253,7 +273,8 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/devices/{device_id}/variables", tags=["profiles"],
              summary="A device's variables (secret ones masked)")
-    async def device_variables(device_id: DeviceId, _: Reader) -> dict[str, Any]:
+    async def device_variables(device_id: DeviceId, principal: Reader) -> dict[str, Any]:
+        await reachable(principal, device_id)
         variables = await pstore.variables_of(device_id)
         return {"device_id": device_id, "variables": {
             k: (P.REDACTED if k in variables.secret else v) for k, v in sorted(variables.values.items())},
@@ -261,9 +282,9 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/devices/{device_id}/desired", tags=["profiles"],
              summary="The device's effective desired state and where each value comes from")
-    async def device_desired(device_id: DeviceId, _: Reader) -> dict[str, Any]:
+    async def device_desired(device_id: DeviceId, principal: Reader) -> dict[str, Any]:
         device = await runtime.store.get_device(device_id)
-        if device is None:
+        if device is None or not await scopes.device_in_scope(runtime.db, principal, device_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS")
         # The profiles its last session found applicable (selectors on Inform parameters included).
         applicable = [p for p in await pstore.list() if p.id in device.profile_status and p.enabled]
@@ -329,10 +350,11 @@ def _preview_device(pset: P.ProfileSet, found: dict[str, Any], state: DeviceStat
     return rpcs
 
 
-async def _inventory_page(runtime: OrchestratorRuntime, selector: dict[str, Any], principal: Principal,
+async def _inventory_page(runtime: OrchestratorRuntime, selector: dict[str, Any] | str, principal: Principal,
                           cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     settings = runtime.settings
-    params: dict[str, Any] = {"q": json.dumps(selector), "fields": DEVICE_FIELDS, "limit": PREVIEW_PAGE}
+    query = selector if isinstance(selector, str) else json.dumps(selector)
+    params: dict[str, Any] = {"q": query, "fields": DEVICE_FIELDS, "limit": PREVIEW_PAGE}
     if cursor:
         params["cursor"] = cursor
     try:

@@ -165,7 +165,7 @@ async def test_a_partner_scoped_user_sees_and_acts_on_only_its_devices(stack: St
                            headers=alice)).json()["tasks"] == []
     # Routes that know nothing of scopes are closed to a scoped principal.
     assert (await orch.get("/api/v1/policies", headers=alice)).status_code == 403
-    assert (await inv.get("/api/v1/stats/devices", headers=alice)).status_code == 403
+    assert (await inv.get("/api/v1/stats/devices", headers=alice)).json()["total"] == 3  # opted in, scoped
 
     # A key of alice's has her scope.
     key = (await orch.post("/api/v1/apikeys", json={"name": "alice-oss", "role": "operator", "user": "alice"},
@@ -386,3 +386,76 @@ async def test_audit_records_are_published_on_the_audit_topic(settings: Settings
         dropper: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
         await dropper.drop_database(settings.mongodb_database)
         await dropper.close()
+
+
+async def test_timeline_figures_profiles_and_deletion_are_limited_to_the_scope(stack: Stack) -> None:
+    """The routes that used to refuse a scoped principal (403) now serve it within its scope, and
+    answer 404 for a device outside it, exactly as for an unknown one."""
+    from datetime import UTC, datetime
+
+    from services.inventory.timeline import COLLECTION as TIMELINE
+
+    await create_user(stack, "paula", "read-only", {"tags": "partner-a"})
+    await create_user(stack, "pat", "admin", {"tags": "partner-a"})
+    paula, pat = await sign_in(stack, "paula"), await sign_in(stack, "pat")
+    inv, orch = stack.inventory, stack.orchestrator
+    now = datetime.now(UTC)
+    for number, device_id in enumerate(PARTNER_A[:1] + PARTNER_B[:1]):
+        await stack.db[TIMELINE].insert_one({"_id": f"event-{number}", "device_id": device_id, "time": now,
+                                             "kind": "booted", "changes": [], "details": {}, "expires_at": now})
+
+    # The timeline: a device of the scope reads as for anyone; another is not found.
+    mine = await inv.get(f"/api/v1/devices/{path(PARTNER_A[0])}/events", headers=paula)
+    assert mine.status_code == 200 and [e["event_id"] for e in mine.json()["events"]] == ["event-0"]
+    theirs = await inv.get(f"/api/v1/devices/{path(PARTNER_B[0])}/events", headers=paula)
+    unknown = await inv.get(f"/api/v1/devices/{path('00259E-Box-NOPE')}/events", headers=paula)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json()["detail"].replace(PARTNER_B[0], "x") == unknown.json()["detail"].replace(
+        "00259E-Box-NOPE", "x")
+    assert (await inv.get(f"/api/v1/devices/{path(PARTNER_B[0])}/events", headers=ADMIN)).json()["events"]
+
+    # The Overview's figures count the scope's devices and their tasks only.
+    figures = (await inv.get("/api/v1/stats/devices", headers=paula)).json()
+    assert figures["total"] == 3 and sum(v["count"] for v in figures["versions"]) == 3
+    assert (await inv.get("/api/v1/stats/devices", headers=ADMIN)).json()["total"] == 5
+    reboot = {"name": "reboot"}
+    for device_id in (PARTNER_A[0], PARTNER_B[0], PARTNER_B[1]):
+        assert (await orch.post(f"/api/v1/devices/{path(device_id)}/tasks", json=reboot,
+                                headers=ADMIN)).status_code == 201
+    assert (await orch.get("/api/v1/stats/tasks", headers=paula)).json()["by_status"]["pending"] == 1
+    assert (await orch.get("/api/v1/stats/tasks", headers=ADMIN)).json()["by_status"]["pending"] == 3
+
+    # Profiles: definitions are fleet settings (readable); figures and device routes are scoped;
+    # writes need an unscoped admin.
+    created = await orch.post("/api/v1/profiles", headers=ADMIN, json={
+        "name": "ntp", "priority": 10, "parameters": [{"name": "Device.Time.NTPServer1", "value": "ntp.example"}]})
+    assert created.status_code == 201, created.text
+    profile_id = created.json()["id"]
+    for number, device_id in enumerate(PARTNER_A[:2] + PARTNER_B):
+        state = "failing" if number % 2 else "compliant"
+        await stack.db["orchestrator_devices"].update_one(
+            {"_id": device_id}, {"$set": {f"profile_status.{profile_id}": {"state": state}}})
+    assert (await orch.get("/api/v1/profiles", headers=paula)).status_code == 200
+    scoped = (await orch.get(f"/api/v1/profiles/{profile_id}/compliance", headers=paula)).json()
+    assert scoped["counts"] == {"compliant": 1, "pending": 0, "drifted": 0, "failing": 1}
+    assert [d["device_id"] for d in scoped["failing"]] == [PARTNER_A[1]]
+    everyone = (await orch.get(f"/api/v1/profiles/{profile_id}", headers=ADMIN)).json()["compliance"]
+    assert everyone == {"compliant": 2, "pending": 0, "drifted": 0, "failing": 2}
+    assert (await orch.get(f"/api/v1/profiles/{profile_id}", headers=paula)).json()["compliance"]["failing"] == 1
+    for route in ("variables", "desired"):
+        assert (await orch.get(f"/api/v1/devices/{path(PARTNER_B[0])}/{route}", headers=paula)).status_code == 404
+    assert (await orch.get(f"/api/v1/devices/{path(PARTNER_A[0])}/variables", headers=paula)).status_code == 200
+    preview = await orch.post(f"/api/v1/profiles/{profile_id}/preview", headers=paula)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["matched"] == 3
+    assert (await orch.post(f"/api/v1/profiles/{profile_id}/preview", headers=ADMIN)).json()["matched"] == 5
+    assert (await orch.post(f"/api/v1/profiles/{profile_id}/disable", headers=pat)).status_code == 403
+
+    # Deletion: a scoped admin cannot reach a device outside its scope (this inventory has no bus,
+    # so a device it may delete gets as far as 503).
+    outside = await inv.delete(f"/api/v1/devices/{path(PARTNER_B[0])}", headers=pat)
+    assert outside.status_code == 404
+    inside = await inv.delete(f"/api/v1/devices/{path(PARTNER_A[2])}", headers=pat)
+    assert inside.status_code == 503
+    assert (await inv.delete(f"/api/v1/devices/{path(PARTNER_A[2])}", headers=paula)).status_code == 403
+    assert await inventory_store.devices(stack.db).count_documents({}) == 5
