@@ -344,7 +344,12 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                 "errors": [{"location": f"row {e.row}", "message": e.error} for e in errors[:100]]})
         if not rows:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "no credentials in the body")
-        return ImportResult(imported=await credentials.import_rows(db, rows, settings.cpe_realm))
+        # The audit keeps who had credentials before and after (never a password or an HA1).
+        usernames = sorted({row.username for row in rows})[:1000]
+        before = await credentials.described(db, usernames)
+        imported = await credentials.import_rows(db, rows, settings.cpe_realm)
+        audit.note_change(before or None, await credentials.described(db, usernames))
+        return ImportResult(imported=imported)
 
     @app.get("/api/v1/credentials", summary="List which devices have CPE credentials (never the secrets)",
              dependencies=admin, response_model=CredentialList)
@@ -365,8 +370,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     @app.delete("/api/v1/credentials/{username}", summary="Delete a CPE's credentials", dependencies=admin,
                 status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown username"}})
     async def delete_credentials(username: str) -> Response:
+        before = await credentials.described(db, [username])
         if not await credentials.delete_credentials(db, username):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no credentials for {username!r}")
+        audit.note_change(before[0] if before else None, None)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return app

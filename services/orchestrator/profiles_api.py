@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from services.bus.events import new_id, utcnow
-from services.common import scopes
+from services.common import audit, redaction, scopes
 from services.common.apikeys import Principal
 from services.fileserver.credentials import download_url
 from services.inventory.query import device_document
@@ -107,6 +107,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         cache.invalidate()
         log.info("profile saved", extra={"profile_id": updated.id, "profile_version": updated.version,
                                          "change": change, "by": principal.name})
+        audit.note_change(current.model_dump(mode="json"), updated.model_dump(mode="json"))
         return updated.model_dump(mode="json")
 
     @app.post("/api/v1/profiles", status_code=201, tags=["profiles"], summary="Create a configuration profile",
@@ -122,6 +123,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         cache.invalidate()
         log.info("profile created", extra={"profile_id": profile.id, "by": principal.name})
+        audit.note_change(None, profile.model_dump(mode="json"))
         return profile.model_dump(mode="json")
 
     @app.get("/api/v1/profiles", tags=["profiles"], summary="The profiles, highest priority first")
@@ -166,9 +168,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     @app.delete("/api/v1/profiles/{profile_id}", status_code=204, tags=["profiles"],
                 summary="Delete a profile (its versions are kept)")
     async def delete_profile(profile_id: ProfileId, principal: Admin) -> Response:
-        if not await pstore.delete(await one(profile_id), principal.name, utcnow()):
+        current = await one(profile_id)
+        if not await pstore.delete(current, principal.name, utcnow()):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile {profile_id!r}")
         cache.invalidate()
+        audit.note_change(current.model_dump(mode="json"), None)
         return Response(status_code=204)
 
     @app.get("/api/v1/profiles/{profile_id}/versions", tags=["profiles"],
@@ -265,6 +269,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         raw = await request.body()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         rows, secret_names, errors = _parse_variables(raw, kind, secret)
+        # The audit keeps which devices and variables, never a value of a secret one.
+        audit.note_body({"secret": sorted(secret_names), "devices": [
+            {"device_id": device_id,
+             "variables": {k: (redaction.REDACTED if k in secret_names else v) for k, v in values.items()}}
+            for device_id, values in rows]})
         if errors:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(errors[:20]))
         count = await pstore.import_variables(rows, secret_names, utcnow())
