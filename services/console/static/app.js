@@ -11,6 +11,8 @@ import { policiesPage } from "./policies.js";
 import { profilesPage } from "./profiles.js";
 import { campaignsPage, campaignPage } from "./campaigns.js";
 import { adminPage } from "./admin.js";
+import { usersPage } from "./users.js";
+import { auditPage } from "./audit.js";
 
 const session = { principal: "", role: "", canWrite: false, isAdmin: false };
 
@@ -26,6 +28,8 @@ const ROUTES = [
   [/^#\/campaigns$/, campaignsPage],
   [/^#\/campaigns\/(.+)$/, campaignPage],
   [/^#\/admin$/, adminPage],
+  [/^#\/users$/, usersPage],
+  [/^#\/audit$/, auditPage],
 ];
 
 function showSignIn(message) {
