@@ -521,11 +521,14 @@ async def test_users_and_audit_pages(browser: Browser, recorded: Recorded, api: 
             await expect(detail).to_contain_text('"locked":true')  # before the unlock
             await expect(detail).to_contain_text('"locked":false')  # after it
             await expect(detail).to_contain_text("bootstrap-admin")
+            await screenshot(page, "audit")
             await page.select_option("#audit-method", "")
             await page.fill("#audit-target", f"/api/v1/users/{ghost}")
             await page.locator("#audit-target").dispatch_event("change")
             await expect(rows).to_have_count(50)
             await expect(rows.first).to_contain_text("404 refused")
+            stored = (await api.get("/audit", params={"path_prefix": f"/api/v1/users/{ghost}", "limit": 1000})).json()
+            assert len(stored["records"]) == 55, [(r["service"], r["method"], r["path"]) for r in stored["records"][:3]]
             await page.click("#audit-older")
             await expect(rows).to_have_count(5)
             await expect(page.locator(".pager")).to_contain_text("page 2")
@@ -540,7 +543,6 @@ async def test_users_and_audit_pages(browser: Browser, recorded: Recorded, api: 
             await page.fill("#audit-target", "")
             await page.locator("#audit-target").dispatch_event("change")
             await expect(rows).to_have_count(50)
-            await screenshot(page, "audit")
             page_text = await page.locator("#view").inner_text()
             assert password not in page_text and new_password not in page_text
         await page.click("#signout")

@@ -8,10 +8,8 @@ const METHODS = ["", "POST", "PUT", "PATCH", "DELETE"];
 const OUTCOMES = ["", "ok", "refused", "failed"];
 const PAGE = 50;
 
-function brief(value) {
-  if (value === null || value === undefined) return "";
-  const text = JSON.stringify(value);
-  return text.length > 160 ? text.slice(0, 157) + "..." : text;
+function full(value) {
+  return value === null || value === undefined ? "" : JSON.stringify(value);
 }
 
 // A datetime-local input's value (no zone: the console shows UTC) as an ISO time in UTC.
@@ -46,8 +44,8 @@ export async function auditPage(view, session) {
       el("dl", { class: "kv" },
         ...[["time", when(record.time)], ["service", record.service], ["principal", record.principal || "(refused credentials)"],
             ["role", record.role || ""], ["user", record.user || ""], ["scope", record.scope || ""], ["address", record.address || ""],
-            ["status", `${record.status} (${record.outcome})`], ["query", brief(record.query)], ["body", brief(record.body)],
-            ["before", brief(record.before)], ["after", brief(record.after)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
+            ["status", `${record.status} (${record.outcome})`], ["query", full(record.query)], ["body", full(record.body)],
+            ["before", full(record.before)], ["after", full(record.after)]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
   }
 
   let latest = 0; // answers to an older request (filters changed since) are dropped
@@ -73,11 +71,21 @@ export async function auditPage(view, session) {
   }
 
   view.append(el("h1", {}, "Audit trail"),
-    el("div", { class: "toolbar", id: "audit-filters" }, Object.values(filters),
+    el("div", { class: "toolbar", id: "audit-filters" }, filters.principal, filters.method, filters.path_prefix, filters.outcome,
+      el("span", { class: "muted" }, "from"), filters.since, el("span", { class: "muted" }, "to"), filters.until,
       el("span", { class: "muted" }, "newest first; the first page refreshes every 5 s")),
     box, pager, details);
+  // Back to the newest page when a filter changes (a blur that changed nothing keeps the page).
+  let shown = JSON.stringify(params());
   for (const input of Object.values(filters)) {
-    input.addEventListener("change", () => { pages.length = 1; index = 0; load(); });
+    input.addEventListener("change", () => {
+      const wanted = JSON.stringify(params());
+      if (wanted === shown) return;
+      shown = wanted;
+      pages.length = 1;
+      index = 0;
+      load();
+    });
   }
   every(5000, () => { if (index === 0) load(); });
   await load();
