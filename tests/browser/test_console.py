@@ -480,14 +480,15 @@ async def test_users_and_audit_pages(browser: Browser, recorded: Recorded, api: 
         async with httpx.AsyncClient(base_url=console, timeout=30) as outside:
             opened = await outside.post("/console/api/session", json={"username": name, "password": password})
             assert opened.status_code == 201, opened.text
-            cookie = {"acs_session": opened.cookies["acs_session"]}
-            assert (await outside.get("/api/v1/devices", params={"limit": 1}, cookies=cookie)).status_code == 200
+            outside.cookies.clear()  # the session's cookie goes with the requests below only
+            cookie = {"Cookie": f"acs_session={opened.cookies['acs_session']}"}
+            assert (await outside.get("/api/v1/devices", params={"limit": 1}, headers=cookie)).status_code == 200
             await row.locator("button:has-text('Sessions')").click()
             await expect(page.locator("#user-sessions tbody tr")).to_have_count(1)
             await page.click("#revoke-all-sessions")
             await expect(page.locator("#user-message")).to_contain_text(f"Ended 1 session(s) of {name}.")
             await expect(page.locator("#user-sessions")).to_contain_text("No open session.")
-            assert (await outside.get("/api/v1/devices", params={"limit": 1}, cookies=cookie)).status_code == 401
+            assert (await outside.get("/api/v1/devices", params={"limit": 1}, headers=cookie)).status_code == 401
             # Lock and unlock.
             await row.locator("button:has-text('Lock')").click()
             await expect(row).to_contain_text("locked")
