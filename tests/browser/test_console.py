@@ -449,6 +449,10 @@ async def test_a_scoped_user_signs_in_with_password_and_totp_and_sees_only_its_d
         status = await page.evaluate("async (path) => (await fetch('/api/v1/devices/' + path)).status",
                                      quote(quote(other.id_string, safe=""), safe=""))
         assert status == 404
+        # Files are a catalogue shared by every scope: listed, but no upload or delete for a scoped operator.
+        await page.click("#nav a[href='#/files']")
+        await expect(page.locator("#file-list table")).to_be_visible()  # the API answers a scoped reader
+        assert await page.locator("#upload-form, #file-list button.danger").count() == 0
         assert not recorded.errors, recorded.errors
     finally:
         await context.close()
