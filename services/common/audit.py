@@ -10,6 +10,12 @@ and the fields below), the HTTP status and the outcome (``ok`` below 400, ``refu
 403 and 404, ``failed`` otherwise). Response bodies are never recorded (a created API key is in
 one).
 
+A write that changes a setting (a profile, a policy, CPE credentials, a user, an API key) also
+notes the setting as it was and as it is (:func:`note_change`, called by the route): ``before``
+and ``after``, with every secret hidden the same way (the user's hash, TOTP secret and steps and
+the credentials' HA1s are never in them: the routes give their public views). ``before`` is null
+for a creation, ``after`` for a deletion; a refused write has neither.
+
 Each record goes to MongoDB ``audit`` (a TTL index deletes it after ``ACS_AUDIT_RETENTION_DAYS``)
 and, where the service has a Kafka producer, to the topic ``acs.audit`` (key: the principal) for
 SIEMs, in the background (a slow or missing topic does not delay the write's answer). A record
@@ -23,6 +29,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +54,26 @@ SECRET_FIELDS = frozenset({"new_password", "current_password", "totp_code", "cod
 MAX_PUBLISHING = 1000
 DRAIN_SECONDS = 5.0
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
+# The audit slot of the request being answered (the dict the middleware also puts in the ASGI
+# scope), so that a route notes a change without taking the request. The dict is shared, not
+# re-set: a route running in a copied context still writes into the same one.
+_current_slot: ContextVar[dict[str, Any] | None] = ContextVar("acs_audit_slot", default=None)
+
+
+def note_body(body: Any) -> None:
+    """Record ``body`` (JSON-like) in place of the request's own, for a route whose body holds
+    secrets the generic redaction cannot tell (e.g. variables a request itself declares secret)."""
+    slot = _current_slot.get()
+    if slot is not None:
+        slot["body"] = body
+
+
+def note_change(before: Any, after: Any) -> None:
+    """Record, in the audit record of the current request, a setting as it was and as it is now
+    (JSON-like; secrets are hidden when the record is made). None for "did not exist"."""
+    slot = _current_slot.get()
+    if slot is not None:
+        slot["change"] = (before, after)
 
 
 class AuditEvent(Contract):
@@ -66,6 +93,10 @@ class AuditEvent(Contract):
     body_bytes: int = 0
     status: int = Field(description="the HTTP status of the answer")
     outcome: str = Field(description="ok (< 400), refused (401, 403, 404) or failed")
+    before: Any = Field(None, description="a changed setting (profile, policy, CPE credentials, user, API key) "
+                                          "as it was, secrets redacted; null for a creation or no setting")
+    after: Any = Field(None, description="the setting as it is after the write, secrets redacted; null for a "
+                                         "deletion or no setting")
 
 
 def hide_secrets(data: Any) -> Any:
@@ -86,10 +117,14 @@ def outcome_of(status: int) -> str:
 
 def make_record(service: str, principal: Principal | None, address: str | None, method: str, path: str,
                 query: list[tuple[str, str]], body: bytes, body_bytes: int, status: int,
-                at: datetime | None = None) -> AuditEvent:
-    """The record of one request (pure)."""
+                at: datetime | None = None, change: tuple[Any, Any] | None = None,
+                body_noted: Any = None) -> AuditEvent:
+    """The record of one request (pure); ``change``: the setting before and after (note_change);
+    ``body_noted``: what the route recorded in place of the body (note_body)."""
     parsed: Any = None
-    if body and body_bytes <= MAX_BODY_BYTES:
+    if body_noted is not None:
+        parsed = _image(body_noted) if body_bytes <= MAX_BODY_BYTES else None
+    elif body and body_bytes <= MAX_BODY_BYTES:
         try:
             parsed = hide_secrets(json.loads(body))
         except (ValueError, RecursionError):
@@ -99,7 +134,19 @@ def make_record(service: str, principal: Principal | None, address: str | None, 
                       user=principal.user if principal else None, scope=principal.scope if principal else None,
                       address=address, method=method, path=path,
                       query=hide_secrets(dict(query)), body=parsed, body_bytes=body_bytes, status=status,
-                      outcome=outcome_of(status))
+                      outcome=outcome_of(status), before=_image(change[0] if change else None),
+                      after=_image(change[1] if change else None))
+
+
+def _image(document: Any) -> Any:
+    """A setting as the audit keeps it: JSON-like (times as ISO text), every secret hidden."""
+    if document is None:
+        return None
+    return hide_secrets(json.loads(json.dumps(document, default=_plain)))
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 class AuditTrail:
@@ -185,6 +232,7 @@ class AuditMiddleware:
             return
         slot: dict[str, Any] = {}
         scope[AUDIT_SLOT] = slot
+        token = _current_slot.set(slot)
         body = bytearray()
         size = 0
         status_code = 500
@@ -208,13 +256,15 @@ class AuditMiddleware:
         try:
             await self.app(scope, receiving, sending)
         finally:
+            _current_slot.reset(token)
             client = scope.get("client")
             query = [(k, v) for k, v in _query_pairs(scope)]
             principal = slot.get("principal")
+            change = slot.get("change") if status_code < 400 else None
             await self.trail.record(make_record(
                 self.trail.service, principal if isinstance(principal, Principal) else None,
                 client[0] if client else None, str(scope["method"]), str(scope.get("path", "")), query,
-                bytes(body), size, status_code))
+                bytes(body), size, status_code, change=change, body_noted=slot.get("body")))
 
 
 def _query_pairs(scope: Scope) -> list[tuple[str, str]]:

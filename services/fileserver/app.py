@@ -6,6 +6,13 @@ and size are computed. Metadata travels in query parameters or ``X-File-*`` head
 when both are given). Keys with the read-only role list, describe and fetch; operator keys upload
 and delete (services.common.apikeys).
 
+Scopes (services.common.scopes): operator files (firmware, configurations to push) are global, a
+catalogue every device may be given: a scoped principal lists, describes and fetches them. CPE
+uploads belong to their device: a scoped principal sees those of the devices of its scope only,
+and any other answers 404 as an unknown file; the download and upload attempts of a file are
+listed for the devices of its scope only. Writes (upload, delete) need an unscoped operator: the
+catalogue is shared by every scope.
+
 The same catalog holds what CPEs uploaded for Upload RPCs (uploads.py), kind ``upload``, named
 ``<device id>/<command key>``. Their names contain ``/`` (URL-encoded as ``%2F`` in the path,
 which reaches us decoded), hence a name parameter that matches ``/`` (routing.py) in every
@@ -29,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from pymongo.errors import PyMongoError
 from starlette.requests import ClientDisconnect
 
-from services.common import audit
+from services.common import audit, scopes
 from services.common.api import create_api
 from services.common.apikeys import Principal
 from services.common.errors import problem
@@ -109,8 +116,20 @@ def content_disposition(name: str) -> str:
 def create_app(runtime: FileServerRuntime) -> FastAPI:
     app = create_api(title="ACS fileserver", description=__doc__ or "",
                      openapi_guard=runtime.auth.require("read-only"))
-    reader = Depends(runtime.auth.require("read-only"))
+    # Reads serve scoped principals within their scope (see the module's docstring).
+    reader = Depends(runtime.auth.require("read-only", scoped=True))
     operator = Depends(runtime.auth.require("operator"))
+    db = runtime.auth.db
+
+    async def scope_ids(principal: Principal) -> list[str] | None:
+        return None if principal.scope is None or db is None else await scopes.device_ids(db, principal)
+
+    async def visible(principal: Principal, record: FileRecord | None) -> FileRecord | None:
+        """``record``, or None when it is a CPE upload of a device outside the principal's scope."""
+        if record is None or record.kind != "upload" or principal.scope is None or db is None:
+            return record
+        return record if record.device_id and await scopes.device_in_scope(db, principal, record.device_id) \
+            else None
     # Every write in the audit trail (services.common.audit; the orchestrator makes its indexes).
     assert runtime.auth.db is not None
     runtime.audit_trail = audit.AuditTrail(runtime.auth.db, "fileserver", runtime.settings.audit_retention_days,
@@ -210,7 +229,8 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
         """Files in name order, optionally filtered on metadata."""
         records = await runtime.catalog.list(file_type=file_type, oui=oui, product_class=product_class,
                                              version=version, kind=kind, device_id=device_id,
-                                             command_key=command_key, after=cursor, limit=limit)
+                                             command_key=command_key, after=cursor, limit=limit,
+                                             upload_devices=await scope_ids(principal))
         next_cursor = records[-1].name if len(records) == limit else None
         return FileList(files=[_info(runtime, record) for record in records], next_cursor=next_cursor)
 
@@ -223,7 +243,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
                    206: {"description": "The requested byte range"}, 404: {"description": "No such file"}})
     async def content(name: str, request: Request, principal: Principal = reader) -> Response:
         """The bytes of a file, e.g. a configuration a CPE uploaded. Range and ETag as for CPEs."""
-        record = await runtime.catalog.get(name)
+        record = await visible(principal, await runtime.catalog.get(name))
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
         plan = plan_for(request, record)
@@ -250,7 +270,7 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
     async def downloads(name: str, principal: Principal = reader,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """The latest download attempts of a file by CPEs, newest first."""
-        records = await runtime.recorder.recent(name, limit)
+        records = await runtime.recorder.recent(name, limit, await scope_ids(principal))
         for record in records:
             record["event_id"] = record.pop("_id")
         return {"downloads": records}
@@ -259,14 +279,14 @@ def create_app(runtime: FileServerRuntime) -> FastAPI:
     async def uploads(name: str, principal: Principal = reader,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """The latest upload attempts by CPEs to this name, newest first, failed ones included."""
-        records = await runtime.upload_recorder.recent(name, limit)
+        records = await runtime.upload_recorder.recent(name, limit, await scope_ids(principal))
         for record in records:
             record["event_id"] = record.pop("_id")
         return {"uploads": records}
 
     @app.get(API + "/" + NAME, response_model=FileInfo)
     async def describe(name: str, principal: Principal = reader) -> FileInfo:
-        record = await runtime.catalog.get(name)
+        record = await visible(principal, await runtime.catalog.get(name))
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
         return _info(runtime, record)

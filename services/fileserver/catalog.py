@@ -228,12 +228,17 @@ class Catalog:
                    product_class: str | None = None, version: str | None = None,
                    kind: FileKind | None = None, device_id: str | None = None,
                    command_key: str | None = None,
-                   after: str | None = None, limit: int = 100) -> list[FileRecord]:
-        """Files in name order; ``after`` is the last name of the previous page (keyset paging)."""
+                   after: str | None = None, limit: int = 100,
+                   upload_devices: list[str] | None = None) -> list[FileRecord]:
+        """Files in name order; ``after`` is the last name of the previous page (keyset paging);
+        ``upload_devices``: CPE uploads of these devices only (a scope's), operator files all."""
         query = list_query(file_type=file_type, oui=oui, product_class=product_class, version=version,
                            kind=kind, device_id=device_id, command_key=command_key)
         if after is not None:
             query["_id"] = {"$gt": after}
+        if upload_devices is not None:
+            visible = {"$or": [{"kind": {"$ne": "upload"}}, {"device_id": {"$in": upload_devices}}]}
+            query = {"$and": [query, visible]} if query else visible
         cursor = self.files.find(query).sort("_id", ASCENDING).limit(limit)
         return [FileRecord.from_document(document) async for document in cursor]
 

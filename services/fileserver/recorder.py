@@ -107,8 +107,13 @@ class _Outbox:
             sent += 1
         return sent
 
-    async def recent(self, file_name: str, limit: int = 100) -> list[dict[str, Any]]:
-        cursor = self.collection.find({"file_name": file_name}, {"published": 0}) \
+    async def recent(self, file_name: str, limit: int = 100,
+                     device_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """The latest records of ``file_name``; ``device_ids``: of these devices only (a scope's)."""
+        query: dict[str, Any] = {"file_name": file_name}
+        if device_ids is not None:
+            query["device_id"] = {"$in": device_ids}
+        cursor = self.collection.find(query, {"published": 0}) \
             .sort("finished_at", DESCENDING).limit(limit)
         return [document async for document in cursor]
 

@@ -1,7 +1,9 @@
 """The inventory's northbound API: devices, queries, tags and per-device CPE credentials.
 
 Roles: ``read-only`` reads devices; ``operator`` tags them; ``admin`` deletes devices and manages
-credentials. Query syntax and examples: docs/inventory.md.
+credentials. Device reads, counts, figures, timelines, tags and deletion serve scoped principals
+within their scope (services.common.scopes; 404 outside it); credentials are for unscoped admins.
+Query syntax and examples: docs/inventory.md.
 
 Deleting a device publishes ``DeviceDeleted`` on ``cwmp.inbound`` (key: the device id) before it
 deletes the record: the orchestrator forgets the device when it gets there, and the inventory's own
@@ -152,13 +154,12 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         settings.mongodb_url, tz_aware=True)
     db: AsyncDatabase = mongo[settings.mongodb_database]
     auth = ApiKeyAuth(db, settings.admin_api_key)
-    reader = [Depends(auth.require("read-only"))]
     admin = [Depends(auth.require("admin"))]
-    as_admin = Depends(auth.require("admin"))  # for routes that need the principal itself
     # Routes that limit their answer to the principal's scope (services.common.scopes): devices
     # outside it are not found.
     as_scoped_reader = Depends(auth.require("read-only", scoped=True))
     as_scoped_operator = Depends(auth.require("operator", scoped=True))
+    as_scoped_admin = Depends(auth.require("admin", scoped=True))
     trail = audit.AuditTrail(db, "inventory", settings.audit_retention_days,
                              audit.kafka_publisher(settings, producer) if producer is not None else None)
 
@@ -227,8 +228,8 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
         QUERY_SECONDS.labels("count").observe(time.perf_counter() - started)
         return Count(count=total)
 
-    stats.add_routes(app, db, reader)
-    timeline.add_routes(app, db, reader)
+    stats.add_routes(app, db, as_scoped_reader)
+    timeline.add_routes(app, db, as_scoped_reader)
 
     @app.get("/api/v1/devices/{device_id}", summary="Read one device",
              responses={200: {"model": Device}, 404: {"description": "Unknown device"}})
@@ -265,9 +266,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
             "with this device_id): the device can then no longer authenticate"))] = False,
         # A default, not an Annotated alias: this module's annotations are strings, which FastAPI
         # resolves in the module's globals, where a per-app alias does not exist.
-        principal: Principal = as_admin,
+        principal: Principal = as_scoped_admin,
     ) -> Response:
-        if await store.find_device(db, device_id, {"_id": 1}) is None:
+        # A scoped admin deletes devices of its scope only; any other is not found.
+        if await store.devices(db).find_one(scopes.within(principal, {"_id": device_id}), {"_id": 1}) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         if producer is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "this inventory instance has no message "
@@ -343,7 +345,12 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
                 "errors": [{"location": f"row {e.row}", "message": e.error} for e in errors[:100]]})
         if not rows:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "no credentials in the body")
-        return ImportResult(imported=await credentials.import_rows(db, rows, settings.cpe_realm))
+        # The audit keeps who had credentials before and after (never a password or an HA1).
+        usernames = sorted({row.username for row in rows})[:1000]
+        before = await credentials.described(db, usernames)
+        imported = await credentials.import_rows(db, rows, settings.cpe_realm)
+        audit.note_change(before or None, await credentials.described(db, usernames))
+        return ImportResult(imported=imported)
 
     @app.get("/api/v1/credentials", summary="List which devices have CPE credentials (never the secrets)",
              dependencies=admin, response_model=CredentialList)
@@ -364,8 +371,10 @@ def create_app(settings: Settings, client: AsyncMongoClient | None = None,
     @app.delete("/api/v1/credentials/{username}", summary="Delete a CPE's credentials", dependencies=admin,
                 status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown username"}})
     async def delete_credentials(username: str) -> Response:
+        before = await credentials.described(db, [username])
         if not await credentials.delete_credentials(db, username):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no credentials for {username!r}")
+        audit.note_change(before[0] if before else None, None)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return app

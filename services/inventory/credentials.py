@@ -240,6 +240,14 @@ def _described(document: dict[str, Any]) -> dict[str, Any]:
             "updated_at": document.get("updated_at"), "source": document.get("source", "import"), "state": state}
 
 
+async def described(db: AsyncDatabase, usernames: list[str]) -> list[dict[str, Any]]:
+    """The listing entries of these usernames (never the HA1s), in username order; for the audit."""
+    cursor = db[CREDENTIALS].find({"_id": {"$in": usernames}}, {"device_id": 1, "realm": 1, "updated_at": 1,
+                                                                 "source": 1, "ha1_md5": 1, "pending_ha1_md5": 1})
+    found = [_described(document) async for document in cursor.sort("_id", ASCENDING)]
+    return [{"username": d.pop("_id"), **d} for d in found]
+
+
 async def delete_credentials(db: AsyncDatabase, username: str) -> bool:
     result = await db[CREDENTIALS].delete_one({"_id": username})
     return result.deleted_count == 1

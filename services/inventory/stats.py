@@ -3,7 +3,8 @@
 Devices in total, silent (no Inform within ACS_SILENT_AFTER_INTERVALS intervals) and seen within
 their interval; Informs of the last minute and the last 5 minutes (every session starts with one);
 software versions per product class. Each figure is one query on an indexed field, or (versions)
-one aggregation that reads only the indexed fields it groups by.
+one aggregation that reads only the indexed fields it groups by. For a scoped principal
+(services.common.scopes) every figure counts the devices of its scope only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from fastapi.params import Depends
 from pydantic import BaseModel, Field
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common import scopes
+from services.common.apikeys import Principal
 from services.inventory import store
 
 QUERY_TIMEOUT_MS = 10_000
@@ -40,21 +43,33 @@ class DeviceStats(BaseModel):
     at: datetime
 
 
-async def device_stats(db: AsyncDatabase, now: datetime | None = None) -> dict[str, Any]:
+def _within(scope: dict[str, Any] | None, condition: dict[str, Any]) -> dict[str, Any]:
+    if scope is None:
+        return condition
+    return scope if not condition else {"$and": [scope, condition]}
+
+
+async def device_stats(db: AsyncDatabase, now: datetime | None = None,
+                       scope: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The figures; ``scope``: a MongoDB filter on ``devices`` they are limited to (None: all)."""
     now = now or datetime.now(UTC)
     devices = store.devices(db)
+
+    def count(condition: dict[str, Any]) -> Any:
+        return devices.count_documents(_within(scope, condition), maxTimeMS=QUERY_TIMEOUT_MS)
+
     total, silent, minute, five, grouped = await asyncio.gather(
-        devices.count_documents({}, maxTimeMS=QUERY_TIMEOUT_MS),
-        devices.count_documents({"silent_since": {"$type": "date"}}, maxTimeMS=QUERY_TIMEOUT_MS),
-        devices.count_documents({"last_inform": {"$gte": now - timedelta(minutes=1)}}, maxTimeMS=QUERY_TIMEOUT_MS),
-        devices.count_documents({"last_inform": {"$gte": now - timedelta(minutes=5)}}, maxTimeMS=QUERY_TIMEOUT_MS),
-        _versions(db))
+        count({}), count({"silent_since": {"$type": "date"}}),
+        count({"last_inform": {"$gte": now - timedelta(minutes=1)}}),
+        count({"last_inform": {"$gte": now - timedelta(minutes=5)}}),
+        _versions(db, scope))
     return {"total": total, "silent": silent, "seen": total - silent, "informs_last_minute": minute,
             "informs_last_5_minutes": five, "versions": grouped, "at": now}
 
 
-async def _versions(db: AsyncDatabase) -> list[dict[str, Any]]:
-    pipeline: list[dict[str, Any]] = [
+async def _versions(db: AsyncDatabase, scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    pipeline: list[dict[str, Any]] = [] if scope is None else [{"$match": scope}]
+    pipeline += [
         {"$group": {"_id": {"p": "$product_class", "v": "$software_version"}, "n": {"$sum": 1}}},
         {"$sort": {"n": -1}},
         {"$limit": MAX_VERSIONS},
@@ -64,8 +79,10 @@ async def _versions(db: AsyncDatabase) -> list[dict[str, Any]]:
             async for d in cursor]
 
 
-def add_routes(app: FastAPI, db: AsyncDatabase, reader: list[Depends]) -> None:
-    @app.get("/api/v1/stats/devices", summary="Fleet figures (console Overview)", dependencies=reader,
+def add_routes(app: FastAPI, db: AsyncDatabase, reader: Depends) -> None:
+    """``reader``: the read-only dependency that admits scoped principals (it yields the principal)."""
+
+    @app.get("/api/v1/stats/devices", summary="Fleet figures (console Overview); a scoped caller's scope only",
              response_model=DeviceStats, tags=["stats"])
-    async def stats() -> dict[str, Any]:
-        return await device_stats(db)
+    async def stats(principal: Principal = reader) -> dict[str, Any]:
+        return await device_stats(db, scope=scopes.device_filter(principal))

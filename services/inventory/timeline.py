@@ -8,6 +8,8 @@ topic in its own consumer group (``<prefix>inventory-timeline``) and stores each
 the batch is stored; while MongoDB is down the recorder retries the same batch.
 
 ``GET /api/v1/devices/{id}/events`` (read-only) pages through one device's events, newest first.
+A scoped principal (services.common.scopes) reads the timeline of a device of its scope only; any
+other device's answers 404 as an unknown one does, events stored or not.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from services.bus.events import TOPIC_DEVICE_EVENTS, DeviceEvent, ValueChange
 from services.bus.kafka import make_consumer, topic_name
+from services.common import scopes
+from services.common.apikeys import Principal
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,9 +158,12 @@ def _after(cursor: str) -> dict[str, Any]:
     return {"$or": [{"time": {"$lt": at}}, {"time": at, "_id": {"$lt": event_id}}]}
 
 
-def add_routes(app: FastAPI, db: AsyncDatabase, reader: list[Depends]) -> None:
-    @app.get("/api/v1/devices/{device_id}/events", summary="A device's events, newest first", dependencies=reader,
-             response_model=Timeline, tags=["devices"],
+def add_routes(app: FastAPI, db: AsyncDatabase, reader: Depends) -> None:
+    """``reader``: the read-only dependency that admits scoped principals (it yields the principal)."""
+
+    @app.get("/api/v1/devices/{device_id}/events", summary="A device's events, newest first",
+             response_model=Timeline, tags=["devices"], responses={404: {"description": "a device outside the "
+                                                                                      "caller's scope"}},
              description=f"The device.events of the last {TIMELINE_DAYS} days (value changes with old and new "
                          "values, boots, Informs, silences, task outcomes, faults, firmware upgrades).")
     async def device_events(
@@ -164,7 +171,11 @@ def add_routes(app: FastAPI, db: AsyncDatabase, reader: list[Depends]) -> None:
         kind: Annotated[str | None, Query(description="only events of this kind")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        principal: Principal = reader,
     ) -> dict[str, Any]:
+        if not await scopes.device_in_scope(db, principal, device_id):
+            # Not 403: a device of another scope is as unknown as one that does not exist.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
         query: dict[str, Any] = {"device_id": device_id}
         if kind:
             query["kind"] = kind

@@ -117,6 +117,8 @@ class AuditRecord(BaseModel):
     body_bytes: int
     status: int
     outcome: str
+    before: Any = Field(None, description="a changed setting as it was (secrets redacted); null for a creation")
+    after: Any = Field(None, description="the setting as it is after the write; null for a deletion")
 
 
 class AuditList(BaseModel):
@@ -164,6 +166,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
         except AccountError as exc:
             raise HTTPException(exc.status, exc.detail) from None
         log.info("user created", extra={"username": body.username, "role": body.role, "by": principal.name})
+        audit.note_change(None, view(user))
         return view(user)
 
     @app.get("/api/v1/users", response_model=UserList, tags=["users"], summary="The operator accounts")
@@ -180,7 +183,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
                summary="Change an account's role or scope, disable or enable it, unlock it",
                responses={404: {"description": "no user"}})
     async def change_user(username: str, body: UserPatch, principal: Admin) -> dict[str, Any]:
-        await user_or_404(username)
+        before = view(await user_or_404(username))
         changes: dict[str, Any] = {}
         if body.role is not None:
             changes["role"] = body.role
@@ -199,6 +202,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
             await end_sessions(username)
         await auth.invalidate_everywhere()  # the user's keys take the change at once
         log.info("user changed", extra={"username": username, "changes": sorted(changes), "by": principal.name})
+        audit.note_change(before, view(user))
         return view(user)
 
     @app.post("/api/v1/users/{username}/password", status_code=204, tags=["users"],
@@ -216,6 +220,7 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
             raise HTTPException(exc.status, exc.detail) from None
         await end_sessions(username, keep_token=request.cookies.get(SESSION_COOKIE))
         log.info("password changed", extra={"username": username, "by": principal.name})
+        audit.note_change(view(user), view(await user_or_404(username)))
         return Response(status_code=204)
 
     @app.post("/api/v1/users/{username}/totp", response_model=TotpStart, tags=["users"],
@@ -240,16 +245,21 @@ def add_routes(app: FastAPI, db: Any, auth: ApiKeyAuth, accounts: Accounts) -> N
     async def confirm_totp(username: str, body: TotpCode, principal: Anyone) -> dict[str, Any]:
         if principal.user != username:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+        before = view(await user_or_404(username))
         if not await accounts.confirm_totp(username, body.code):
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "wrong code, or no enrolment started")
-        return view(await user_or_404(username))
+        after = view(await user_or_404(username))
+        audit.note_change(before, after)
+        return after
 
     @app.delete("/api/v1/users/{username}/totp", status_code=204, tags=["users"],
                 summary="Remove the second factor (oneself, or an admin for a user who lost it)")
     async def remove_totp(username: str, principal: Anyone) -> Response:
         self_or_admin(principal, username)
+        before = view(await user_or_404(username))
         if not await accounts.remove_totp(username):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+        audit.note_change(before, view(await user_or_404(username)))
         return Response(status_code=204)
 
     # --- console sessions -----------------------------------------------------------------------

@@ -345,6 +345,7 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
         except DuplicateKeyError:
             raise HTTPException(status.HTTP_409_CONFLICT, f"a policy named {body.name!r} exists") from None
         runtime.policies.invalidate()
+        audit.note_change(None, policy.model_dump())  # redacted when recorded
         return redact(policy.model_dump())
 
     @app.get("/api/v1/policies", response_model=PolicyList, tags=["policies"], summary="List policies")
@@ -362,14 +363,16 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     @app.delete("/api/v1/policies/{policy_id}", status_code=204, tags=["policies"],
                 responses={404: {"description": "unknown policy"}})
     async def delete_policy(policy_id: str, _: Admin) -> Response:
+        before = await store.get_policy(policy_id)
         if not await store.delete_policy(policy_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no policy {policy_id!r}")
         runtime.policies.invalidate()
+        audit.note_change(before.model_dump() if before is not None else None, None)
         return Response(status_code=204)
 
     add_profile_routes(app, runtime)
     add_quirk_routes(app, auth, runtime.quirk_store, runtime.quirks)
-    stats.add_routes(app, runtime.db, Depends(auth.require("read-only")))
+    stats.add_routes(app, runtime.db, Depends(auth.require("read-only", scoped=True)))
     accounts = Accounts(runtime.db, settings.account_lock_failures)
     accounts_api.add_routes(app, runtime.db, auth, accounts)
 
@@ -397,6 +400,8 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
             raise HTTPException(status.HTTP_409_CONFLICT, f"an API key named {body.name!r} exists; revoke it "
                                                           "first or choose another name") from None
         log.info("API key created", extra={"key_name": body.name, "role": body.role, "by": principal.name})
+        # Never the key itself: who it is for and what it may do.
+        audit.note_change(None, {"name": body.name, "role": body.role, "user": body.user, "scope": scope})
         return {"name": body.name, "role": body.role, "key": key}
 
     @app.get("/api/v1/apikeys", response_model=ApiKeyList, tags=["apikeys"],
@@ -407,8 +412,10 @@ def create_app(runtime: OrchestratorRuntime, *, manage_runtime: bool = True) -> 
     @app.delete("/api/v1/apikeys/{name}", status_code=204, tags=["apikeys"], summary="Revoke an API key",
                 responses={404: {"description": "no key with that name"}})
     async def revoke_key(name: str, _: Admin) -> Response:
+        before = next((k for k in await auth.list_keys() if k["name"] == name), None)
         if not await auth.revoke(name):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API key named {name!r}")
+        audit.note_change(before, None)
         return Response(status_code=204)
 
     return app

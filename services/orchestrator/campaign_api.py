@@ -3,6 +3,10 @@
 The API stores decisions (a new campaign, a pause, a resume, a cancel, a retry, an approval) in
 the campaign document; the runner (campaign_runner.py) acts on them at its next round, under the
 engine's lease. Every change is conditional on the state read, so two operators cannot both win.
+
+A scoped principal (services.common.scopes) makes campaigns whose selection is its query within
+its scope (``{"$and": [scope, query]}``, stored with the scope) and sees and controls only the
+campaigns made within the same scope; any other answers 404, as an unknown one.
 """
 
 # No "from __future__ import annotations": FastAPI resolves the role aliases defined in the function.
@@ -17,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from services.bus.events import CampaignEvent, new_id, utcnow
+from services.common import scopes
 from services.common.apikeys import Principal
 from services.fileserver.credentials import download_url
 from services.orchestrator import campaigns as C
@@ -97,21 +102,28 @@ class CampaignDeviceList(BaseModel):
 
 def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     settings, store, auth = runtime.settings, runtime.store, runtime.auth
-    Reader = Annotated[Principal, Depends(auth.require("read-only"))]
-    Operator = Annotated[Principal, Depends(auth.require("operator"))]
+    # Every route limits itself to the caller's scope (campaigns made within the same scope).
+    Reader = Annotated[Principal, Depends(auth.require("read-only", scoped=True))]
+    Operator = Annotated[Principal, Depends(auth.require("operator", scoped=True))]
     devices = runtime.campaign_devices
-    not_found = {404: {"description": "unknown campaign"}}
+    not_found = {404: {"description": "unknown campaign (or one made outside the caller's scope)"}}
     conflict = {**not_found, 409: {"description": "not allowed in the campaign's state"}}
 
-    async def campaign_or_404(campaign_id: str) -> dict[str, Any]:
+    def visible(principal: Principal | None) -> dict[str, Any]:
+        """The condition on campaign documents of what ``principal`` may see."""
+        return {} if principal is None or principal.scope is None else {"scope": principal.scope}
+
+    async def campaign_or_404(campaign_id: str, principal: Principal | None = None) -> dict[str, Any]:
         doc = await store.get_job(campaign_id)
-        if doc is None or doc.get("kind") != KIND:
+        if doc is None or doc.get("kind") != KIND or (
+                principal is not None and principal.scope is not None and doc.get("scope") != principal.scope):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no campaign {campaign_id!r}")
         return doc
 
     async def change(campaign_id: str, allowed: tuple[str, ...], changes: dict[str, Any], what: str,
-                     unset: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        doc = await campaign_or_404(campaign_id)
+                     unset: tuple[str, ...] = (), extra: dict[str, Any] | None = None,
+                     principal: Principal | None = None) -> dict[str, Any]:
+        doc = await campaign_or_404(campaign_id, principal)
         if doc["state"] not in allowed:
             raise HTTPException(status.HTTP_409_CONFLICT, f"a {doc['state']} campaign cannot be {what}")
         update: dict[str, Any] = {"$set": changes}
@@ -142,7 +154,12 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
                          503: {"description": "inventory or fileserver down"}})
     async def create_campaign(body: C.CampaignIn, principal: Operator) -> dict[str, Any]:
         try:
-            total = await clients.device_count(runtime.http, settings, body.query, settings.admin_api_key)
+            # A scoped caller's campaign selects within its scope, and nothing else.
+            query = scopes.job_query(principal, body.query)
+        except scopes.QueryError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        try:
+            total = await clients.device_count(runtime.http, settings, query, settings.admin_api_key)
             firmware = []
             for entry in body.firmware:
                 facts = await clients.file_facts(runtime.http, settings, entry.file_name)
@@ -158,7 +175,8 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         targets = C.wave_targets(total, body.canary, body.waves)
         state = "draft" if body.draft else "scheduled"
         doc: dict[str, Any] = {
-            "_id": new_id(), "kind": KIND, "name": body.name, "query": body.query, "firmware": firmware,
+            "_id": new_id(), "kind": KIND, "name": body.name, "query": query, "scope": principal.scope,
+            "firmware": firmware,
             "spec": body.model_dump(mode="json"), "state": state, "paused_by": None, "reason": "", "note": "",
             "total": total, "cursor": None, "selection_done": False, "wave": 0, "active_waves": [],
             "waves": [{"target": t, "seen": 0, "taken": 0, "counts": {}, "approved": False,
@@ -175,10 +193,11 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/campaigns", response_model=CampaignList, tags=["campaigns"],
              summary="Campaigns, newest first")
-    async def list_campaigns(_: Reader, state: Annotated[str | None, Query(description="a campaign state")] = None,
+    async def list_campaigns(principal: Reader,
+                             state: Annotated[str | None, Query(description="a campaign state")] = None,
                              limit: Annotated[int, Query(ge=1, le=200)] = 50,
                              cursor: str | None = None) -> dict[str, Any]:
-        query: dict[str, Any] = {"kind": KIND}
+        query: dict[str, Any] = {"kind": KIND, **visible(principal)}
         if state:
             query["state"] = state
         if cursor:
@@ -193,14 +212,15 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/campaigns/{campaign_id}", response_model=CampaignOut, tags=["campaigns"],
              summary="A campaign", responses=not_found)
-    async def get_campaign(campaign_id: str, _: Reader) -> dict[str, Any]:
-        return view(await campaign_or_404(campaign_id))
+    async def get_campaign(campaign_id: str, principal: Reader) -> dict[str, Any]:
+        return view(await campaign_or_404(campaign_id, principal))
 
     @app.get("/api/v1/campaigns/{campaign_id}/progress", response_model=ProgressOut, tags=["campaigns"],
              summary="Devices per state, per wave and in all (read from the campaign's stored counts)",
              responses=not_found)
-    async def campaign_progress(campaign_id: str, _: Reader) -> dict[str, Any]:
-        doc = await store.jobs.find_one({"_id": campaign_id, "kind": KIND}, {"spec": 0, "firmware": 0})
+    async def campaign_progress(campaign_id: str, principal: Reader) -> dict[str, Any]:
+        doc = await store.jobs.find_one({"_id": campaign_id, "kind": KIND, **visible(principal)},
+                                        {"spec": 0, "firmware": 0})
         if doc is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no campaign {campaign_id!r}")
         counts = C.progress(doc)
@@ -210,12 +230,12 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/campaigns/{campaign_id}/devices", response_model=CampaignDeviceList, tags=["campaigns"],
              summary="The campaign's materialised devices, by device id", responses=not_found)
-    async def campaign_devices(campaign_id: str, _: Reader,
+    async def campaign_devices(campaign_id: str, principal: Reader,
                                state: Annotated[str | None, Query(description="a device state")] = None,
                                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                                cursor: Annotated[str | None, Query(description="next_cursor of the previous "
                                                                                "page")] = None) -> dict[str, Any]:
-        await campaign_or_404(campaign_id)
+        await campaign_or_404(campaign_id, principal)
         rows = await devices.page(campaign_id, state, limit + 1, cursor)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -223,8 +243,9 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.post("/api/v1/campaigns/{campaign_id}/start", response_model=CampaignOut, tags=["campaigns"],
               summary="Schedule a draft (it starts at start_at, or now)", responses=conflict)
-    async def start_campaign(campaign_id: str, _: Operator) -> dict[str, Any]:
-        doc = await change(campaign_id, ("draft",), {"state": "scheduled", "work": TICK}, "started")
+    async def start_campaign(campaign_id: str, principal: Operator) -> dict[str, Any]:
+        doc = await change(campaign_id, ("draft",), {"state": "scheduled", "work": TICK}, "started",
+                           principal=principal)
         return view(doc)
 
     @app.post("/api/v1/campaigns/{campaign_id}/pause", response_model=CampaignOut, tags=["campaigns"],
@@ -232,7 +253,7 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     async def pause_campaign(campaign_id: str, principal: Operator) -> dict[str, Any]:
         doc = await change(campaign_id, ("scheduled", "running"),
                            {"state": "paused", "paused_by": principal.name, "reason": f"paused by {principal.name}",
-                            "paused_at": utcnow(), "work": TICK}, "paused")
+                            "paused_at": utcnow(), "work": TICK}, "paused", principal=principal)
         await announce(doc, "campaign_paused", paused_by=principal.name)
         return view(doc)
 
@@ -240,20 +261,21 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
               summary="Resume a paused campaign; the stop rules count outcomes from now on", responses=conflict)
     async def resume_campaign(campaign_id: str, principal: Operator) -> dict[str, Any]:
         doc = await change(campaign_id, ("paused",), {"state": "running", "paused_by": None, "reason": "",
-                                                      "rules_since": utcnow(), "work": TICK}, "resumed")
+                                                      "rules_since": utcnow(), "work": TICK}, "resumed",
+                           principal=principal)
         log.info("campaign resumed", extra={"campaign_id": campaign_id, "by": principal.name})
         await announce(doc, "campaign_resumed", by=principal.name)
         return view(doc)
 
     @app.post("/api/v1/campaigns/{campaign_id}/approve", response_model=CampaignOut, tags=["campaigns"],
               summary="Approve the next wave (gates.manual_approval)", responses=conflict)
-    async def approve_wave(campaign_id: str, _: Operator) -> dict[str, Any]:
-        doc = await campaign_or_404(campaign_id)
+    async def approve_wave(campaign_id: str, principal: Operator) -> dict[str, Any]:
+        doc = await campaign_or_404(campaign_id, principal)
         following = int(doc.get("wave", 0)) + 1
         if following >= len(doc["waves"]):
             raise HTTPException(status.HTTP_409_CONFLICT, "the campaign is in its last wave")
         return view(await change(campaign_id, ("running", "paused", "scheduled"),
-                                 {f"waves.{following}.approved": True}, "approved"))
+                                 {f"waves.{following}.approved": True}, "approved", principal=principal))
 
     @app.post("/api/v1/campaigns/{campaign_id}/cancel", response_model=CampaignOut, tags=["campaigns"],
               summary="Cancel: open Downloads are cancelled, waiting devices skipped", responses=conflict)
@@ -261,14 +283,14 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         reason = f"campaign cancelled by {principal.name}"
         doc = await change(campaign_id, ("draft", "scheduled", "running", "paused"),
                            {"state": "cancelled", "reason": reason, "work": SWEEP, "cancelled_at": utcnow()},
-                           "cancelled")
+                           "cancelled", principal=principal)
         await announce(doc, "campaign_cancelled", by=principal.name)
         return view(doc)
 
     @app.post("/api/v1/campaigns/{campaign_id}/retry-failed", response_model=CampaignOut, tags=["campaigns"],
               summary="Failed devices wait again (their next attempt, a new Download)", responses=conflict)
     async def retry_failed(campaign_id: str, principal: Operator) -> dict[str, Any]:
-        doc = await campaign_or_404(campaign_id)
+        doc = await campaign_or_404(campaign_id, principal)
         if doc["state"] not in ("running", "paused", "completed"):
             raise HTTPException(status.HTTP_409_CONFLICT, f"a {doc['state']} campaign has no devices to retry")
         waves = await devices.retry_failed(campaign_id)
@@ -276,7 +298,7 @@ def add_campaign_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         if doc["state"] == "completed":
             changes["state"] = "running"
         updated = await change(campaign_id, (doc["state"],), changes, "retried", unset=("completed_at",),
-                               extra={"$addToSet": {"active_waves": {"$each": waves}}})
+                               extra={"$addToSet": {"active_waves": {"$each": waves}}}, principal=principal)
         log.info("campaign failed devices retried", extra={"campaign_id": campaign_id, "by": principal.name})
         return view(updated)
 

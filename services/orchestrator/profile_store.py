@@ -161,19 +161,27 @@ class ProfileStore:
 
     # --- compliance -----------------------------------------------------------------------------
 
-    async def compliance(self, profile_id: str) -> dict[str, int]:
-        """Devices per state, from each device's last session since the profile applied to it."""
+    async def compliance(self, profile_id: str, device_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Devices per state, from each device's last session since the profile applied to it;
+        ``device_ids``: among these devices only (a scope's)."""
         key = f"profile_status.{profile_id}.state"
         counts = {"compliant": 0, "pending": 0, "drifted": 0, "failing": 0}
-        rows = await self.devices.aggregate([{"$match": {key: {"$exists": True}}},
+        match: dict[str, Any] = {key: {"$exists": True}}
+        if device_ids is not None:
+            match["_id"] = {"$in": list(device_ids)}
+        rows = await self.devices.aggregate([{"$match": match},
                                              {"$group": {"_id": f"${key}", "n": {"$sum": 1}}}])
         async for row in rows:
             counts[str(row["_id"])] = int(row["n"])
         return counts
 
-    async def failing(self, profile_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    async def failing(self, profile_id: str, limit: int = 20,
+                      device_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         key = f"profile_status.{profile_id}"
-        found = self.devices.find({f"{key}.state": "failing"}, {key: 1}).limit(limit)
+        query: dict[str, Any] = {f"{key}.state": "failing"}
+        if device_ids is not None:
+            query["_id"] = {"$in": list(device_ids)}
+        found = self.devices.find(query, {key: 1}).limit(limit)
         return [{"device_id": d["_id"], "fault": d["profile_status"][profile_id].get("fault")} async for d in found]
 
     async def claim_policy(self, policy_id: str, profile_id: str) -> bool:

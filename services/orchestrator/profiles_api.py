@@ -3,6 +3,12 @@
 Roles: read-only reads; admin writes profiles and imports variables (as for policies). Every write
 keeps the previous version (``/versions``), who changed it and when; ``/rollback`` saves an old
 version as the newest. Secrets among the variables are never shown back.
+
+Scopes (services.common.scopes): profiles are fleet settings. A scoped principal reads their
+definitions and versions, but every figure about devices is limited to its scope (compliance
+counts, failing devices, previews), and a device's variables and desired state are read for a
+device of its scope only (404 for any other). Writes (profiles, variables) need an unscoped admin:
+a profile applies to the whole fleet its selector matches.
 """
 
 # No "from __future__ import annotations": FastAPI must resolve the role aliases made below.
@@ -18,6 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from services.bus.events import new_id, utcnow
+from services.common import audit, redaction, scopes
 from services.common.apikeys import Principal
 from services.fileserver.credentials import download_url
 from services.inventory.query import device_document
@@ -48,8 +55,17 @@ class VariablesIn(BaseModel):
 
 def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     auth, pstore, cache = runtime.auth, runtime.profile_store, runtime.profiles
-    Reader = Annotated[Principal, Depends(auth.require("read-only"))]
+    # Reads limit themselves to the caller's scope (see the module's docstring).
+    Reader = Annotated[Principal, Depends(auth.require("read-only", scoped=True))]
     Admin = Annotated[Principal, Depends(auth.require("admin"))]
+
+    async def scope_ids(principal: Principal) -> list[str] | None:
+        """The devices of a scoped principal's scope; None for everything."""
+        return None if principal.scope is None else await scopes.device_ids(runtime.db, principal)
+
+    async def reachable(principal: Principal, device_id: str) -> None:
+        if not await scopes.device_in_scope(runtime.db, principal, device_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS")
 
     async def one(profile_id: str) -> P.Profile:
         profile = await pstore.get(profile_id)
@@ -91,6 +107,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         cache.invalidate()
         log.info("profile saved", extra={"profile_id": updated.id, "profile_version": updated.version,
                                          "change": change, "by": principal.name})
+        audit.note_change(current.model_dump(mode="json"), updated.model_dump(mode="json"))
         return updated.model_dump(mode="json")
 
     @app.post("/api/v1/profiles", status_code=201, tags=["profiles"], summary="Create a configuration profile",
@@ -106,6 +123,7 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         cache.invalidate()
         log.info("profile created", extra={"profile_id": profile.id, "by": principal.name})
+        audit.note_change(None, profile.model_dump(mode="json"))
         return profile.model_dump(mode="json")
 
     @app.get("/api/v1/profiles", tags=["profiles"], summary="The profiles, highest priority first")
@@ -114,9 +132,10 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/profiles/{profile_id}", tags=["profiles"], summary="A profile, with its compliance counts",
              responses={404: {"description": "unknown profile"}})
-    async def get_profile(profile_id: ProfileId, _: Reader) -> dict[str, Any]:
+    async def get_profile(profile_id: ProfileId, principal: Reader) -> dict[str, Any]:
         profile = await one(profile_id)
-        return {**profile.model_dump(mode="json"), "compliance": await pstore.compliance(profile_id)}
+        return {**profile.model_dump(mode="json"),
+                "compliance": await pstore.compliance(profile_id, await scope_ids(principal))}
 
     @app.put("/api/v1/profiles/{profile_id}", tags=["profiles"], summary="Replace a profile (a new version)",
              responses={404: {"description": "unknown profile"}, 409: {"description": "name or priority taken"}})
@@ -149,9 +168,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
     @app.delete("/api/v1/profiles/{profile_id}", status_code=204, tags=["profiles"],
                 summary="Delete a profile (its versions are kept)")
     async def delete_profile(profile_id: ProfileId, principal: Admin) -> Response:
-        if not await pstore.delete(await one(profile_id), principal.name, utcnow()):
+        current = await one(profile_id)
+        if not await pstore.delete(current, principal.name, utcnow()):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no profile {profile_id!r}")
         cache.invalidate()
+        audit.note_change(current.model_dump(mode="json"), None)
         return Response(status_code=204)
 
     @app.get("/api/v1/profiles/{profile_id}/versions", tags=["profiles"],
@@ -180,10 +201,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/profiles/{profile_id}/compliance", tags=["profiles"],
              summary="Devices compliant, pending, drifted and failing (with the CPE's fault)")
-    async def profile_compliance(profile_id: ProfileId, _: Reader) -> dict[str, Any]:
+    async def profile_compliance(profile_id: ProfileId, principal: Reader) -> dict[str, Any]:
         await one(profile_id)
-        return {"profile_id": profile_id, "counts": await pstore.compliance(profile_id),
-                "failing": await pstore.failing(profile_id)}
+        ids = await scope_ids(principal)
+        return {"profile_id": profile_id, "counts": await pstore.compliance(profile_id, ids),
+                "failing": await pstore.failing(profile_id, device_ids=ids)}
 
     @app.post("/api/v1/profiles/{profile_id}/preview", tags=["profiles"],
               summary="What the profile would do, without touching a device",
@@ -201,7 +223,9 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         samples: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            page, cursor = await _inventory_page(runtime, profile.selector, principal, cursor)
+            # A scoped caller previews the devices of its scope only.
+            selector = scopes.job_query(principal, profile.selector)
+            page, cursor = await _inventory_page(runtime, selector, principal, cursor)
             ids = [str(d["id"]) for d in page]
             states = {d["_id"]: DeviceState.from_document(d)
                       async for d in runtime.store.devices.find({"_id": {"$in": ids}})}
@@ -245,6 +269,11 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
         raw = await request.body()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         rows, secret_names, errors = _parse_variables(raw, kind, secret)
+        # The audit keeps which devices and variables, never a value of a secret one.
+        audit.note_body({"secret": sorted(secret_names), "devices": [
+            {"device_id": device_id,
+             "variables": {k: (redaction.REDACTED if k in secret_names else v) for k, v in values.items()}}
+            for device_id, values in rows]})
         if errors:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(errors[:20]))
         count = await pstore.import_variables(rows, secret_names, utcnow())
@@ -253,7 +282,8 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/devices/{device_id}/variables", tags=["profiles"],
              summary="A device's variables (secret ones masked)")
-    async def device_variables(device_id: DeviceId, _: Reader) -> dict[str, Any]:
+    async def device_variables(device_id: DeviceId, principal: Reader) -> dict[str, Any]:
+        await reachable(principal, device_id)
         variables = await pstore.variables_of(device_id)
         return {"device_id": device_id, "variables": {
             k: (P.REDACTED if k in variables.secret else v) for k, v in sorted(variables.values.items())},
@@ -261,9 +291,9 @@ def add_profile_routes(app: FastAPI, runtime: OrchestratorRuntime) -> None:
 
     @app.get("/api/v1/devices/{device_id}/desired", tags=["profiles"],
              summary="The device's effective desired state and where each value comes from")
-    async def device_desired(device_id: DeviceId, _: Reader) -> dict[str, Any]:
+    async def device_desired(device_id: DeviceId, principal: Reader) -> dict[str, Any]:
         device = await runtime.store.get_device(device_id)
-        if device is None:
+        if device is None or not await scopes.device_in_scope(runtime.db, principal, device_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r} has informed this ACS")
         # The profiles its last session found applicable (selectors on Inform parameters included).
         applicable = [p for p in await pstore.list() if p.id in device.profile_status and p.enabled]
@@ -340,10 +370,11 @@ def _preview_device(pset: P.ProfileSet, found: dict[str, Any], state: DeviceStat
     return rpcs
 
 
-async def _inventory_page(runtime: OrchestratorRuntime, selector: dict[str, Any], principal: Principal,
+async def _inventory_page(runtime: OrchestratorRuntime, selector: dict[str, Any] | str, principal: Principal,
                           cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     settings = runtime.settings
-    params: dict[str, Any] = {"q": json.dumps(selector), "fields": DEVICE_FIELDS, "limit": PREVIEW_PAGE}
+    query = selector if isinstance(selector, str) else json.dumps(selector)
+    params: dict[str, Any] = {"q": query, "fields": DEVICE_FIELDS, "limit": PREVIEW_PAGE}
     if cursor:
         params["cursor"] = cursor
     try:

@@ -449,6 +449,119 @@ async def test_a_scoped_user_signs_in_with_password_and_totp_and_sees_only_its_d
         status = await page.evaluate("async (path) => (await fetch('/api/v1/devices/' + path)).status",
                                      quote(quote(other.id_string, safe=""), safe=""))
         assert status == 404
+        # Files are a catalogue shared by every scope: listed, but no upload or delete for a scoped operator.
+        await page.click("#nav a[href='#/files']")
+        await expect(page.locator("#file-list table")).to_be_visible()  # the API answers a scoped reader
+        assert await page.locator("#upload-form, #file-list button.danger").count() == 0
+        assert not recorded.errors, recorded.errors
+    finally:
+        await context.close()
+
+
+async def test_users_and_audit_pages(browser: Browser, recorded: Recorded, api: httpx.AsyncClient,
+                                     stack: Stack) -> None:
+    """Admin: create a user, end its sessions, lock and unlock it, reset its password; then find
+    those writes in the audit trail (filters, cursor paging, before/after). Anyone else sees
+    neither page's controls."""
+    name, password, new_password = "ui-acct-" + uuid.uuid4().hex[:6], "first long password", "second long password"
+    ghost = "ui-ghost-" + uuid.uuid4().hex[:6]
+    console = console_url(stack)
+    context = await new_context(browser, recorded)
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    try:
+        await sign_in(page, stack, stack.admin_key)
+        await page.click("#nav a[href='#/users']")
+        await page.fill("#user-name", name)
+        await page.fill("#user-password", password)
+        await page.select_option("#user-role", "read-only")
+        await page.fill("#user-scope", '{"tags": "ui-nothing"}')
+        await page.click("#user-form button[type=submit]")
+        await expect(page.locator("#user-message")).to_contain_text(f"User {name} (read-only) created.")
+        row = page.locator(f"#user-list tr[data-user='{name}']")
+        await expect(row).to_contain_text('{"tags":"ui-nothing"}')
+        # Its console session, listed and ended from the page.
+        async with httpx.AsyncClient(base_url=console, timeout=30) as outside:
+            opened = await outside.post("/console/api/session", json={"username": name, "password": password})
+            assert opened.status_code == 201, opened.text
+            outside.cookies.clear()  # the session's cookie goes with the requests below only
+            cookie = {"Cookie": f"acs_session={opened.cookies['acs_session']}"}
+            assert (await outside.get("/api/v1/devices", params={"limit": 1}, headers=cookie)).status_code == 200
+            await row.locator("button:has-text('Sessions')").click()
+            await expect(page.locator("#user-sessions tbody tr")).to_have_count(1)
+            await page.click("#revoke-all-sessions")
+            await expect(page.locator("#user-message")).to_contain_text(f"Ended 1 session(s) of {name}.")
+            await expect(page.locator("#user-sessions")).to_contain_text("No open session.")
+            assert (await outside.get("/api/v1/devices", params={"limit": 1}, headers=cookie)).status_code == 401
+            # Lock and unlock.
+            await row.locator("button:has-text('Lock')").click()
+            await expect(row).to_contain_text("locked")
+            locked = await outside.post("/console/api/session", json={"username": name, "password": password})
+            assert locked.status_code == 401 and "locked" in locked.json()["detail"]
+            await row.locator("button:has-text('Unlock')").click()
+            await expect(row).to_contain_text("active")
+            # Reset the password.
+            await row.locator("button:has-text('Reset password')").click()
+            await expect(page.locator("#reset-name")).to_have_value(name)
+            await page.fill("#reset-password", new_password)
+            await page.click("#reset-form button[type=submit]")
+            await expect(page.locator("#user-message")).to_contain_text(f"Password of {name} set")
+            assert (await outside.post("/console/api/session", json={"username": name,
+                                                                     "password": password})).status_code == 401
+            signed = await outside.post("/console/api/session", json={"username": name, "password": new_password})
+            assert signed.status_code == 201
+            await screenshot(page, "users")
+
+            # The audit trail: the writes just made, filtered, with their before and after.
+            for _ in range(55):  # refused writes, enough for two pages of one target
+                assert (await api.post(f"/users/{ghost}/password", json={"new_password": "x" * 12})).status_code == 404
+            await page.click("#nav a[href='#/audit']")
+            await page.fill("#audit-target", f"/api/v1/users/{name}")
+            await page.select_option("#audit-method", "PATCH")
+            rows = page.locator("#audit-list tbody tr")
+            await expect(rows).to_have_count(2)  # the lock and the unlock
+            await expect(rows.first).to_contain_text("200 ok")
+            await rows.first.click()
+            detail = page.locator("#audit-detail")
+            await expect(detail).to_contain_text('"locked":true')  # before the unlock
+            await expect(detail).to_contain_text('"locked":false')  # after it
+            await expect(detail).to_contain_text("bootstrap-admin")
+            await screenshot(page, "audit")
+            await page.select_option("#audit-method", "")
+            await page.fill("#audit-target", f"/api/v1/users/{ghost}")
+            await page.locator("#audit-target").dispatch_event("change")
+            await expect(rows).to_have_count(50)
+            await expect(rows.first).to_contain_text("404 refused")
+            stored = (await api.get("/audit", params={"path_prefix": f"/api/v1/users/{ghost}", "limit": 1000})).json()
+            assert len(stored["records"]) == 55, [(r["service"], r["method"], r["path"]) for r in stored["records"][:3]]
+            await page.click("#audit-older")
+            await expect(rows).to_have_count(5)
+            await expect(page.locator(".pager")).to_contain_text("page 2")
+            await page.click("#audit-newer")
+            await expect(rows).to_have_count(50)
+            # A time range that ended before the test: nothing.
+            await page.fill("#audit-until", "2020-01-01T00:00:00")
+            await page.locator("#audit-until").dispatch_event("change")
+            await expect(page.locator("#audit-list")).to_contain_text("No record matches.")
+            await page.fill("#audit-until", "")
+            await page.locator("#audit-until").dispatch_event("change")
+            await page.fill("#audit-target", "")
+            await page.locator("#audit-target").dispatch_event("change")
+            await expect(rows).to_have_count(50)
+            page_text = await page.locator("#view").inner_text()
+            assert password not in page_text and new_password not in page_text
+        await page.click("#signout")
+        await expect(page.locator("#signin")).to_be_visible()
+        # The user itself (read-only, scoped): no link, and the pages show no control.
+        await page.fill("#username", name)
+        await page.fill("#password", new_password)
+        await page.click("#signin-form button[type=submit]")
+        await expect(page.locator("#who")).to_contain_text(f"{name} (read-only, scope")
+        for link in ("#/users", "#/audit"):
+            assert await page.locator(f"#nav a[href='{link}']").is_hidden()
+            await page.goto(console + "/#" + link[1:])
+            await expect(page.locator("#view")).to_contain_text("Shown to unscoped admins only.")
+            assert await page.locator("#view form, #view button").count() == 0
         assert not recorded.errors, recorded.errors
     finally:
         await context.close()

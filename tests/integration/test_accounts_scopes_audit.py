@@ -165,7 +165,7 @@ async def test_a_partner_scoped_user_sees_and_acts_on_only_its_devices(stack: St
                            headers=alice)).json()["tasks"] == []
     # Routes that know nothing of scopes are closed to a scoped principal.
     assert (await orch.get("/api/v1/policies", headers=alice)).status_code == 403
-    assert (await inv.get("/api/v1/stats/devices", headers=alice)).status_code == 403
+    assert (await inv.get("/api/v1/stats/devices", headers=alice)).json()["total"] == 3  # opted in, scoped
 
     # A key of alice's has her scope.
     key = (await orch.post("/api/v1/apikeys", json={"name": "alice-oss", "role": "operator", "user": "alice"},
@@ -385,3 +385,168 @@ async def test_audit_records_are_published_on_the_audit_topic(settings: Settings
         dropper: AsyncMongoClient = AsyncMongoClient(settings.mongodb_url)
         await dropper.drop_database(settings.mongodb_database)
         await dropper.close()
+
+
+async def test_timeline_figures_profiles_and_deletion_are_limited_to_the_scope(stack: Stack) -> None:
+    """The routes that used to refuse a scoped principal (403) now serve it within its scope, and
+    answer 404 for a device outside it, exactly as for an unknown one."""
+    from datetime import UTC, datetime
+
+    from services.inventory.timeline import COLLECTION as TIMELINE
+
+    await create_user(stack, "paula", "read-only", {"tags": "partner-a"})
+    await create_user(stack, "pat", "admin", {"tags": "partner-a"})
+    paula, pat = await sign_in(stack, "paula"), await sign_in(stack, "pat")
+    inv, orch = stack.inventory, stack.orchestrator
+    now = datetime.now(UTC)
+    for number, device_id in enumerate(PARTNER_A[:1] + PARTNER_B[:1]):
+        await stack.db[TIMELINE].insert_one({"_id": f"event-{number}", "device_id": device_id, "time": now,
+                                             "kind": "booted", "changes": [], "details": {}, "expires_at": now})
+
+    # The timeline: a device of the scope reads as for anyone; another is not found.
+    mine = await inv.get(f"/api/v1/devices/{path(PARTNER_A[0])}/events", headers=paula)
+    assert mine.status_code == 200 and [e["event_id"] for e in mine.json()["events"]] == ["event-0"]
+    theirs = await inv.get(f"/api/v1/devices/{path(PARTNER_B[0])}/events", headers=paula)
+    unknown = await inv.get(f"/api/v1/devices/{path('00259E-Box-NOPE')}/events", headers=paula)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json()["detail"].replace(PARTNER_B[0], "x") == unknown.json()["detail"].replace(
+        "00259E-Box-NOPE", "x")
+    assert (await inv.get(f"/api/v1/devices/{path(PARTNER_B[0])}/events", headers=ADMIN)).json()["events"]
+
+    # The Overview's figures count the scope's devices and their tasks only.
+    figures = (await inv.get("/api/v1/stats/devices", headers=paula)).json()
+    assert figures["total"] == 3 and sum(v["count"] for v in figures["versions"]) == 3
+    assert (await inv.get("/api/v1/stats/devices", headers=ADMIN)).json()["total"] == 5
+    reboot = {"name": "reboot"}
+    for device_id in (PARTNER_A[0], PARTNER_B[0], PARTNER_B[1]):
+        assert (await orch.post(f"/api/v1/devices/{path(device_id)}/tasks", json=reboot,
+                                headers=ADMIN)).status_code == 201
+    assert (await orch.get("/api/v1/stats/tasks", headers=paula)).json()["by_status"]["pending"] == 1
+    assert (await orch.get("/api/v1/stats/tasks", headers=ADMIN)).json()["by_status"]["pending"] == 3
+
+    # Profiles: definitions are fleet settings (readable); figures and device routes are scoped;
+    # writes need an unscoped admin.
+    created = await orch.post("/api/v1/profiles", headers=ADMIN, json={
+        "name": "ntp", "priority": 10, "parameters": [{"name": "Device.Time.NTPServer1", "value": "ntp.example"}]})
+    assert created.status_code == 201, created.text
+    profile_id = created.json()["id"]
+    for number, device_id in enumerate(PARTNER_A[:2] + PARTNER_B):
+        state = "failing" if number % 2 else "compliant"
+        await stack.db["orchestrator_devices"].update_one(
+            {"_id": device_id}, {"$set": {f"profile_status.{profile_id}": {"state": state}}})
+    assert (await orch.get("/api/v1/profiles", headers=paula)).status_code == 200
+    scoped = (await orch.get(f"/api/v1/profiles/{profile_id}/compliance", headers=paula)).json()
+    assert scoped["counts"] == {"compliant": 1, "pending": 0, "drifted": 0, "failing": 1}
+    assert [d["device_id"] for d in scoped["failing"]] == [PARTNER_A[1]]
+    everyone = (await orch.get(f"/api/v1/profiles/{profile_id}", headers=ADMIN)).json()["compliance"]
+    assert everyone == {"compliant": 2, "pending": 0, "drifted": 0, "failing": 2}
+    assert (await orch.get(f"/api/v1/profiles/{profile_id}", headers=paula)).json()["compliance"]["failing"] == 1
+    for route in ("variables", "desired"):
+        assert (await orch.get(f"/api/v1/devices/{path(PARTNER_B[0])}/{route}", headers=paula)).status_code == 404
+    assert (await orch.get(f"/api/v1/devices/{path(PARTNER_A[0])}/variables", headers=paula)).status_code == 200
+    preview = await orch.post(f"/api/v1/profiles/{profile_id}/preview", headers=paula)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["matched"] == 3
+    assert (await orch.post(f"/api/v1/profiles/{profile_id}/preview", headers=ADMIN)).json()["matched"] == 5
+    assert (await orch.post(f"/api/v1/profiles/{profile_id}/disable", headers=pat)).status_code == 403
+
+    # Deletion: a scoped admin cannot reach a device outside its scope (this inventory has no bus,
+    # so a device it may delete gets as far as 503).
+    outside = await inv.delete(f"/api/v1/devices/{path(PARTNER_B[0])}", headers=pat)
+    assert outside.status_code == 404
+    inside = await inv.delete(f"/api/v1/devices/{path(PARTNER_A[2])}", headers=pat)
+    assert inside.status_code == 503
+    assert (await inv.delete(f"/api/v1/devices/{path(PARTNER_A[2])}", headers=paula)).status_code == 403
+    assert await inventory_store.devices(stack.db).count_documents({}) == 5
+
+
+async def test_settings_changes_are_audited_before_and_after_without_a_secret(stack: Stack) -> None:
+    """Profiles, policies, CPE credentials, users and API keys: the record of each change holds the
+    setting as it was and as it is, secrets redacted; no stored record holds any secret used."""
+    orch, inv = stack.orchestrator, stack.inventory
+    secrets = ["profile-secret-value-1", "policy-secret-value-2", "cpe-cred-secret-3", "cpe-cred-secret-4",
+               "variable-secret-5", "a long first password", "a long second password"]
+
+    async def change_of(method: str, path_: str) -> dict[str, Any]:
+        found = await stack.db[AUDIT].find_one({"method": method, "path": path_, "status": {"$lt": 400}},
+                                               sort=[("time", -1)])
+        assert found is not None, (method, path_)
+        return found
+
+    # A profile: created, changed, deleted.
+    created = await orch.post("/api/v1/profiles", headers=ADMIN, json={
+        "name": "admin-password", "priority": 10, "parameters": [
+            {"name": "Device.Users.User.1.Password", "value": secrets[0]},
+            {"name": "Device.Time.NTPServer1", "value": "ntp.example"}]})
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    assert (await orch.patch(f"/api/v1/profiles/{pid}", headers=ADMIN, json={"priority": 20})).status_code == 200
+    assert (await orch.delete(f"/api/v1/profiles/{pid}", headers=ADMIN)).status_code == 204
+    made = await change_of("POST", "/api/v1/profiles")
+    assert made["before"] is None and made["after"]["name"] == "admin-password"
+    assert made["after"]["parameters"][0] == {"name": "Device.Users.User.1.Password", "value": "<redacted>",
+                                              "type": None}
+    patched = await change_of("PATCH", f"/api/v1/profiles/{pid}")
+    assert (patched["before"]["priority"], patched["after"]["priority"]) == (10, 20)
+    assert (patched["before"]["version"], patched["after"]["version"]) == (1, 2)
+    deleted = await change_of("DELETE", f"/api/v1/profiles/{pid}")
+    assert deleted["before"]["priority"] == 20 and deleted["after"] is None
+    imported = await orch.post("/api/v1/profiles/variables", headers=ADMIN, json={
+        "secret": ["PPP_KEY"], "devices": [{"device_id": PARTNER_A[0], "variables": {"PPP_KEY": secrets[4],
+                                                                                    "VLAN": "7"}}]})
+    assert imported.status_code == 200, imported.text
+    variables = await change_of("POST", "/api/v1/profiles/variables")
+    assert variables["body"]["devices"] == [{"device_id": PARTNER_A[0],
+                                             "variables": {"PPP_KEY": "<redacted>", "VLAN": "7"}}]
+
+    # A policy: created and deleted.
+    policy = await orch.post("/api/v1/policies", headers=ADMIN, json={
+        "name": "set-password", "events": ["boot"], "tasks": [{"name": "setParameterValues", "parameter_values": [
+            {"name": "Device.Users.User.1.Password", "value": secrets[1]}]}]})
+    assert policy.status_code == 201, policy.text
+    assert (await orch.delete(f"/api/v1/policies/{policy.json()['id']}", headers=ADMIN)).status_code == 204
+    policy_made = await change_of("POST", "/api/v1/policies")
+    assert policy_made["before"] is None and policy_made["after"]["name"] == "set-password"
+    policy_gone = await change_of("DELETE", f"/api/v1/policies/{policy.json()['id']}")
+    assert policy_gone["before"]["name"] == "set-password" and policy_gone["after"] is None
+
+    # CPE credentials: imported, replaced, deleted; the audit says who has them, never an HA1.
+    for password in secrets[2:4]:
+        assert (await inv.post("/api/v1/credentials", headers=ADMIN,
+                               json=[{"device_id": PARTNER_A[1], "password": password}])).status_code == 200
+    assert (await inv.delete(f"/api/v1/credentials/{path(PARTNER_A[1])}", headers=ADMIN)).status_code == 204
+    imports = [r async for r in stack.db[AUDIT].find({"path": "/api/v1/credentials"}).sort("time", 1)]
+    assert imports[0]["before"] is None and imports[0]["after"][0]["username"] == PARTNER_A[1]
+    assert imports[1]["before"][0]["username"] == PARTNER_A[1] and imports[1]["after"][0]["state"] == "active"
+    removed = await change_of("DELETE", f"/api/v1/credentials/{PARTNER_A[1]}")
+    assert removed["before"]["username"] == PARTNER_A[1] and removed["after"] is None
+
+    # A user: created, role changed, password changed; an API key created and revoked.
+    await create_user(stack, "hank", "read-only", password=secrets[5])
+    assert (await orch.patch("/api/v1/users/hank", json={"role": "operator"}, headers=ADMIN)).status_code == 200
+    assert (await orch.post("/api/v1/users/hank/password", headers=ADMIN,
+                            json={"new_password": secrets[6]})).status_code == 204
+    user_made = await change_of("POST", "/api/v1/users")
+    assert user_made["before"] is None and user_made["after"]["username"] == "hank"
+    role = await change_of("PATCH", "/api/v1/users/hank")
+    assert (role["before"]["role"], role["after"]["role"]) == ("read-only", "operator")
+    password = await change_of("POST", "/api/v1/users/hank/password")
+    assert password["before"]["password_changed_at"] != password["after"]["password_changed_at"]
+    key = (await orch.post("/api/v1/apikeys", json={"name": "siem", "role": "read-only"}, headers=ADMIN)).json()
+    assert (await orch.delete("/api/v1/apikeys/siem", headers=ADMIN)).status_code == 204
+    key_made = await change_of("POST", "/api/v1/apikeys")
+    assert key_made["after"] == {"name": "siem", "role": "read-only", "user": None, "scope": None}
+    assert (await change_of("DELETE", "/api/v1/apikeys/siem"))["before"]["name"] == "siem"
+
+    # A refused change has no images.
+    assert (await orch.patch("/api/v1/users/nobody", json={"role": "admin"}, headers=ADMIN)).status_code == 404
+    refused = await stack.db[AUDIT].find_one({"path": "/api/v1/users/nobody"})
+    assert refused is not None and refused["before"] is None and refused["after"] is None
+
+    # The API shows the images too; and no stored record, nor the API's answer, holds a secret.
+    answer = await orch.get("/api/v1/audit", params={"limit": 1000}, headers=ADMIN)
+    assert any(r["before"] for r in answer.json()["records"])
+    stored = json.dumps([d async for d in stack.db[AUDIT].find()], default=str)
+    for secret in [*secrets, key["key"], "test-admin-key"]:
+        assert secret not in stored and secret not in answer.text, secret
+    assert "ha1" not in stored and "password_hash" not in stored and "$argon2" not in stored

@@ -160,3 +160,55 @@ async def test_fileserver_upload_refuses_bad_metadata_names_and_oversize(
         assert (await client.get(f"{url}/big.bin", headers=ADMIN)).status_code == 404
         fine = await upload(client, fileserver, "ok.bin", seeded_chunks(1, 3 * MIB))
         assert (fine.status_code, fine.json()["sha256"]) == (201, seeded_sha256(1, 3 * MIB))
+
+
+async def test_a_scoped_reader_sees_operator_files_and_only_its_devices_uploads(
+        fileserver: RunningFileServer) -> None:
+    """Operator files are a global catalogue; CPE uploads belong to their device: a principal
+    scoped to tag partner-a reads partner-a's uploads and gets 404 for any other device's."""
+    from services.common.scopes import canonical
+
+    runtime = fileserver.runtime
+    db = runtime.auth.db
+    assert db is not None
+    url = f"{fileserver.api_url}/api/v1/files"
+    for device_id, tag in (("00259E-Box-A0", "partner-a"), ("00259E-Box-B0", "partner-b")):
+        await db["devices"].insert_one({"_id": device_id, "tags": [tag]})
+    key = await runtime.auth.create("partner-a-noc", "operator", scope=canonical({"tags": "partner-a"}))
+    scoped = {"X-API-Key": key}
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await upload(client, fileserver, "fw.bin", b"firmware")).status_code == 201
+        stored = await db["files"].find_one({"_id": "fw.bin"})
+        assert stored is not None
+        for device_id in ("00259E-Box-A0", "00259E-Box-B0"):
+            # What a CPE upload leaves in the catalogue (the bytes are the firmware's object).
+            await db["files"].insert_one({**stored, "_id": f"{device_id}/cfg.1", "kind": "upload",
+                                          "file_type": None, "device_id": device_id, "command_key": "cfg.1",
+                                          "uploaded_by": f"cpe:{device_id}"})
+            await runtime.recorder.collection.insert_one({
+                "_id": f"dl-{device_id}", "file_name": "fw.bin", "device_id": device_id, "outcome": "completed",
+                "bytes_sent": 8, "finished_at": datetime.now(UTC), "published": True})
+
+        listed = (await client.get(url, headers=scoped)).json()["files"]
+        assert [f["name"] for f in listed] == ["00259E-Box-A0/cfg.1", "fw.bin"]
+        assert len((await client.get(url, headers=ADMIN)).json()["files"]) == 3
+        assert (await client.get(url, headers=scoped, params={"device_id": "00259E-Box-B0"})).json()["files"] == []
+        assert (await client.get(f"{url}/fw.bin/content", headers=scoped)).content == b"firmware"
+        mine = "00259E-Box-A0%2Fcfg.1"
+        theirs = "00259E-Box-B0%2Fcfg.1"
+        assert (await client.get(f"{url}/{mine}", headers=scoped)).status_code == 200
+        assert (await client.get(f"{url}/{mine}/content", headers=scoped)).content == b"firmware"
+        for suffix in ("", "/content"):
+            outside = await client.get(f"{url}/{theirs}{suffix}", headers=scoped)
+            unknown = await client.get(f"{url}/nothing-here{suffix}", headers=scoped)
+            assert outside.status_code == unknown.status_code == 404, suffix
+            assert outside.json()["detail"] == unknown.json()["detail"]
+        assert (await client.get(f"{url}/{theirs}", headers=ADMIN)).status_code == 200
+        attempts = (await client.get(f"{url}/fw.bin/downloads", headers=scoped)).json()["downloads"]
+        assert [a["device_id"] for a in attempts] == ["00259E-Box-A0"]
+        assert len((await client.get(f"{url}/fw.bin/downloads", headers=ADMIN)).json()["downloads"]) == 2
+        # The catalogue is shared by every scope: writes need an unscoped operator.
+        refused = await client.put(f"{url}/other.bin", content=b"x", headers=scoped,
+                                   params={"file_type": "1 Firmware Upgrade Image"})
+        assert refused.status_code == 403
+        assert (await client.delete(f"{url}/fw.bin", headers=scoped)).status_code == 403

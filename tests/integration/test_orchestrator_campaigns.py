@@ -276,3 +276,49 @@ async def test_draft_approval_gate_operator_pause_and_cancel(servers: Servers) -
             "pending", "in_progress", "pending_completion"]}}) == 0
     finally:
         await runtime.close()
+
+
+async def test_a_scoped_operator_campaign_selects_only_within_its_scope(servers: Servers) -> None:
+    """A scoped operator's campaign over every device selects the devices of its scope only, and
+    campaigns made outside the scope are unknown to it (404), also to list, control or read devices."""
+    runtime = OrchestratorRuntime(servers.settings, with_kafka=False,
+                                  job_config=JobConfig(lease_seconds=5, claim_interval=0.1),
+                                  campaign_config=CampaignConfig(tick_seconds=0.1))
+    await runtime.start()
+    scope = {"serial_number": {"$prefix": "SN0"}}  # SN00..SN09: 10 of the 30 devices
+    try:
+        app = orchestrator_app(runtime, manage_runtime=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://orchestrator") as api:
+            user = await api.post("/api/v1/users", headers=ADMIN, json={
+                "username": "olga", "password": "a long enough password", "role": "operator", "scope": scope})
+            assert user.status_code == 201, user.text
+            key = (await api.post("/api/v1/apikeys", headers=ADMIN, json={
+                "name": "olga-key", "role": "operator", "user": "olga"})).json()["key"]
+            olga = {"X-API-Key": key}
+            theirs = (await api.post("/api/v1/campaigns", headers=ADMIN, json=campaign(draft=True))).json()
+            assert theirs["total"] == 30
+            created = await api.post("/api/v1/campaigns", headers=olga, json=campaign(
+                canary={"size": 3}, query={"product_class": "Box"}))
+            assert created.status_code == 201, created.text
+            mine = created.json()
+            assert mine["total"] == 10 and mine["query"] == {"$and": [scope, {"product_class": "Box"}]}
+            assert [c["id"] for c in (await api.get("/api/v1/campaigns", headers=olga)).json()["campaigns"]] == \
+                [mine["id"]]
+            assert len((await api.get("/api/v1/campaigns", headers=ADMIN)).json()["campaigns"]) == 2
+            for route in ("", "/progress", "/devices"):
+                assert (await api.get(f"/api/v1/campaigns/{theirs['id']}{route}", headers=olga)).status_code == 404
+                assert (await api.get(f"/api/v1/campaigns/{mine['id']}{route}", headers=olga)).status_code == 200
+            for action in ("start", "cancel", "approve"):
+                assert (await api.post(f"/api/v1/campaigns/{theirs['id']}/{action}",
+                                       headers=olga)).status_code == 404
+            # The canary materialises devices of the scope only.
+            async with asyncio.timeout(20):
+                while await servers.db["campaign_devices"].count_documents({"campaign_id": mine["id"]}) < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            rows = (await api.get(f"/api/v1/campaigns/{mine['id']}/devices", headers=olga,
+                                  params={"limit": 1000})).json()["devices"]
+            assert rows and all(r["device_id"].split("-")[-1].startswith("SN0") for r in rows)
+            assert (await api.post(f"/api/v1/campaigns/{mine['id']}/cancel", headers=olga)).status_code == 200
+            assert (await runtime.store.get_job(theirs["id"]) or {}).get("state") == "draft"
+    finally:
+        await runtime.close()

@@ -46,6 +46,7 @@ export const api = {
   get: (path, params) => request("GET", "/api/v1" + path + query(params)),
   post: (path, body, params) => request("POST", "/api/v1" + path + query(params), { body: body ?? {} }),
   put: (path, body, params) => request("PUT", "/api/v1" + path + query(params), { body }),
+  patch: (path, body, params) => request("PATCH", "/api/v1" + path + query(params), { body }),
   del: (path, params) => request("DELETE", "/api/v1" + path + query(params)),
 };
 

@@ -11,8 +11,10 @@ import { policiesPage } from "./policies.js";
 import { profilesPage } from "./profiles.js";
 import { campaignsPage, campaignPage } from "./campaigns.js";
 import { adminPage } from "./admin.js";
+import { usersPage } from "./users.js";
+import { auditPage } from "./audit.js";
 
-const session = { principal: "", role: "", canWrite: false, isAdmin: false };
+const session = { principal: "", role: "", canWrite: false, isAdmin: false, scoped: false };
 
 const ROUTES = [
   [/^#\/overview$/, overviewPage],
@@ -26,11 +28,13 @@ const ROUTES = [
   [/^#\/campaigns$/, campaignsPage],
   [/^#\/campaigns\/(.+)$/, campaignPage],
   [/^#\/admin$/, adminPage],
+  [/^#\/users$/, usersPage],
+  [/^#\/audit$/, auditPage],
 ];
 
 function showSignIn(message) {
   setSession("");
-  Object.assign(session, { principal: "", role: "", canWrite: false, isAdmin: false });
+  Object.assign(session, { principal: "", role: "", canWrite: false, isAdmin: false, scoped: false });
   stopTimers();
   document.getElementById("bar").hidden = true;
   clear(document.getElementById("view"));
@@ -42,7 +46,7 @@ function showSignIn(message) {
 function signedIn(data) {
   setSession(data.csrf_token, () => showSignIn("Your session ended; sign in again."));
   Object.assign(session, { principal: data.principal, role: data.role, canWrite: data.role !== "read-only",
-                           isAdmin: data.role === "admin" && !data.scope });
+                           isAdmin: data.role === "admin" && !data.scope, scoped: Boolean(data.scope) });
   document.body.dataset.role = data.role;
   document.getElementById("signin").hidden = true;
   document.getElementById("bar").hidden = false;

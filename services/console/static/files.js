@@ -5,6 +5,8 @@ import { clear, el, problemBox, table, when } from "./ui.js";
 const TYPES = ["1 Firmware Upgrade Image", "2 Web Content", "3 Vendor Configuration File", "4 Tone File", "5 Ringer File"];
 
 export async function filesPage(view, session) {
+  // The catalogue is shared by every scope: only an unscoped operator uploads and deletes.
+  const canWrite = session.canWrite && !session.scoped;
   const list = el("div", { id: "file-list" });
   const message = el("div");
   const records = el("div");
@@ -16,7 +18,7 @@ export async function filesPage(view, session) {
         el("td", {}, f.product_class || ""), el("td", {}, f.size.toLocaleString("en")), el("td", { class: "mono", title: f.sha256 }, (f.sha256 || "").slice(0, 12)),
         el("td", {}, `${when(f.uploaded_at)} by ${f.uploaded_by || "?"}`),
         el("td", {}, el("button", { onclick: () => showDownloads(f.name) }, "Downloads"),
-          session.canWrite ? el("button", { class: "danger", onclick: async () => {
+          canWrite ? el("button", { class: "danger", onclick: async () => {
             if (!confirm(`Delete ${f.name}?`)) return;
             try { await api.del(`/files/${encodeURIComponent(f.name)}`); refresh(); } catch (error) { message.replaceChildren(problemBox(error)); }
           } }, "Delete") : null)))), files.length ? null : el("p", { class: "muted" }, "No files."));
@@ -31,7 +33,7 @@ export async function filesPage(view, session) {
     } catch (error) { clear(records, problemBox(error)); }
   }
   view.append(el("h1", {}, "Files"));
-  if (session.canWrite) {
+  if (canWrite) {
     const file = el("input", { type: "file", id: "file-input", "aria-label": "file" });
     const name = el("input", { placeholder: "name (default: the file's)", "aria-label": "file name" });
     const type = el("select", { "aria-label": "file type", id: "file-type" }, TYPES.map((t) => el("option", { value: t }, t)));
