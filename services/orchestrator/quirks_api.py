@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.bus.events import new_id, utcnow
+from services.common import audit
 from services.common import quirks as Q
 from services.common.apikeys import Principal
 from services.orchestrator.quirks_store import QuirkConflict, QuirkStore
@@ -93,6 +94,7 @@ def add_quirk_routes(app: FastAPI, auth: Any, store: QuirkStore, cache: Q.Quirks
                                        principal.name, utcnow())
         except QuirkConflict as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        audit.note_change(None, _out(entry))
         await refreshed()
         return _out(entry)
 
@@ -101,6 +103,7 @@ def add_quirk_routes(app: FastAPI, auth: Any, store: QuirkStore, cache: Q.Quirks
              responses={404: {"description": "unknown entry"},
                         409: {"description": "name taken, the match ties, or not at the given version"}})
     async def replace_quirk(quirk_id: QuirkId, body: QuirkIn, principal: Admin) -> dict[str, Any]:
+        before = await store.get(quirk_id)
         try:
             entry = await store.replace(quirk_id, body.name, body.description, body.match, body.quirks,
                                         principal.name, utcnow(), body.version)
@@ -110,13 +113,16 @@ def add_quirk_routes(app: FastAPI, auth: Any, store: QuirkStore, cache: Q.Quirks
             if body.version is not None and await store.get(quirk_id) is not None:
                 raise HTTPException(status.HTTP_409_CONFLICT, f"the entry is no longer at version {body.version}")
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no quirk entry {quirk_id!r}")
+        audit.note_change(_out(before) if before else None, _out(entry))
         await refreshed()
         return _out(entry)
 
     @app.delete("/api/v1/quirks/{quirk_id}", status_code=204, tags=["quirks"],
                 responses={404: {"description": "unknown entry"}})
     async def delete_quirk(quirk_id: QuirkId, _: Admin) -> Response:
+        before = await store.get(quirk_id)
         if not await store.delete(quirk_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no quirk entry {quirk_id!r}")
+        audit.note_change(_out(before) if before else None, None)
         await refreshed()
         return Response(status_code=204)

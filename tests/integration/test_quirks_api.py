@@ -71,7 +71,13 @@ async def test_entries_are_written_by_admins_versioned_and_audited(
     assert sorted((r["method"], r["status"]) for r in records) == [("POST", 201), ("PUT", 200), ("PUT", 409)]
     assert {r["principal"] for r in records} == {"bootstrap-admin"}
     assert next(r for r in records if r["method"] == "POST")["body"]["quirks"] == HG["quirks"]
+    # With the entry as it was and as it is (a settings write).
+    replaced = next(r for r in records if r["method"] == "PUT" and r["status"] == 200)
+    assert (replaced["before"]["quirks"], replaced["after"]["quirks"]) == (HG["quirks"], {"max_envelopes": 2})
+    assert next(r for r in records if r["method"] == "POST")["before"] is None
     assert (await client.delete(f"/api/v1/quirks/{qid}")).status_code == 204
+    deleted = await runtime.db["audit"].find_one({"path": f"/api/v1/quirks/{qid}", "method": "DELETE"})
+    assert deleted is not None and deleted["before"]["version"] == 2 and deleted["after"] is None
     assert (await client.get(f"/api/v1/quirks/{qid}")).status_code == 404
     assert runtime.quirks.lookup("00D09E", "HG532e", "1.4").max_envelopes is None
 
