@@ -334,6 +334,8 @@ def _print_summary(settings: Settings, stack: LocalStack | None, root: Path, too
         ]
     if settings.xmpp_server:
         lines.append(f"  XMPP (connection requests)    {settings.xmpp_server} as {settings.xmpp_jid}")
+        if settings.xmpp_cpe_server:
+            lines.append(f"  XMPP accounts for TR-181 CPEs {settings.xmpp_cpe_server} (set at bootstrap)")
     if settings.stun_server:
         lines.append(f"  STUN (UDP conn. requests)     {settings.stun_server}:{settings.stun_port}")
     lines += [

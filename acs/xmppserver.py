@@ -111,12 +111,14 @@ def start_prosody(directory: Path, *, port: int | None = None, domain: str = "ac
 
 
 def start_for_local_acs(root: Path, environ: dict[str, str]) -> XmppServer | None:
-    """``acs up``: start prosody under ``root`` and point the orchestrator at it (``environ``), unless
+    """``acs up``: start prosody under ``root`` and point the orchestrator and bootstrap at it (``environ``), unless
     ACS_XMPP_SERVER names another server already or prosody is not installed (None: XMPP off)."""
     if environ.get("ACS_XMPP_SERVER") or not available():
         return None
     server = start_prosody(root)
     environ.update({"ACS_XMPP_SERVER": server.address, "ACS_XMPP_JID": f"acs@{server.domain}",
                     "ACS_XMPP_PASSWORD": environ.get("ACS_XMPP_PASSWORD") or secrets.token_urlsafe(18),
-                    "ACS_XMPP_REGISTER": "true"})
+                    "ACS_XMPP_REGISTER": "true",
+                    # Simulated CPEs run on this machine: bootstrap gives TR-181 ones an account here.
+                    "ACS_XMPP_CPE_SERVER": environ.get("ACS_XMPP_CPE_SERVER") or server.address})
     return server

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--behind-nat", action="store_true",
                    help="simulate a carrier-grade NAT: ConnectionRequestURL on 100.64.0.0/10, unreachable "
                         "(use with --stun)")
+    p.add_argument("--xmpp-provisioned", action="store_true",
+                   help="XMPP client mode (Annex K) with the account the ACS provisions: once the ACS enabled "
+                        "Device.XMPP.Connection.{i} (TR-181), log in with it and take XMPP connection requests")
     p.add_argument("--seed", type=int, default=None, help="random seed (jitter, backoff)")
     p.add_argument("--report-every", type=float, default=5.0, help="seconds between report lines")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
@@ -125,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> FleetSettings:
         apply_after_reboot=tuple(args.apply_after_reboot),
         fail_share=args.fail_share, fail_fault=args.fail_fault, fail_stage=args.fail_stage,
         offline_share=args.offline_share, download_seconds=args.download_seconds,
-        stun=args.stun, behind_nat=args.behind_nat,
+        stun=args.stun, behind_nat=args.behind_nat, xmpp_provisioned=args.xmpp_provisioned,
     )
 
 

@@ -130,6 +130,9 @@ class FleetSettings:
     xmpp_server: str = ""
     xmpp_domain: str = "acs.local"
     xmpp_password: str = "xmpp-{serial}"
+    # XMPP client mode with the account the ACS provisions instead (no xmpp_server): a TR-181 device
+    # logs in once the ACS enabled the Device.XMPP.Connection.{i} that ConnReqXMPPConnection names.
+    xmpp_provisioned: bool = False
     # STUN client mode (Annex G, simulator/stunmode.py): a device whose STUNEnable the ACS set learns
     # its UDPConnectionRequestAddress from its STUN server and takes UDP connection requests.
     stun: bool = False
@@ -169,6 +172,8 @@ class FleetSettings:
             raise ValueError("fail_share and offline_share are shares of the devices, from 0 to 1")
         if self.fail_stage not in ("transfer", "download"):
             raise ValueError(f"fail_stage must be transfer or download, not {self.fail_stage!r}")
+        if self.xmpp_provisioned and self.xmpp_server:
+            raise ValueError("xmpp_provisioned takes the XMPP server from the ACS: leave xmpp_server empty")
         if self.drop_mid_session < 0:
             raise ValueError("drop_mid_session must be 0 (never) or the number of an ACS request")
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cwmp.digest import DigestClient
+from services.common.xmppclient import XmppError
 
 from . import memory
 from .config import FleetSettings, HttpMode
@@ -35,7 +36,7 @@ from .session import CpeSession, OutKind, SessionFailed
 from .stunmode import DeviceStun
 from .template import load_big_template, load_template
 from .transport import AcsChannel, credentials_through_url, download, ssl_context, upload
-from .xmppmode import DeviceXmpp
+from .xmppmode import Account, DeviceXmpp, jid_of, provisioned
 
 __all__ = ["Fleet"]
 
@@ -70,6 +71,8 @@ class Fleet:
         self.stun: dict[int, DeviceStun] = {}  # STUN client mode: device index -> its UDP socket
         if settings.stun:
             self.session_listeners.append(self._stun_after_session)
+        if settings.xmpp_provisioned:
+            self.session_listeners.append(self._xmpp_after_session)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -114,10 +117,37 @@ class Fleet:
         s = self.settings
         host, _, port = s.xmpp_server.rpartition(":")
         for device in self.devices:
-            link = DeviceXmpp(device, host, int(port), s.xmpp_domain,
-                              s.xmpp_password.replace("{serial}", device.serial), self._accept_connection_request)
+            account = Account(jid_of(device, s.xmpp_domain), s.xmpp_password.replace("{serial}", device.serial),
+                              host, int(port))
+            link = DeviceXmpp(device, account, self._accept_connection_request)
             await link.start()
             self.xmpp[device.index] = link
+
+    def _xmpp_after_session(self, device: Device, _record: SessionRecord, _session: CpeSession) -> None:
+        """Provisioned XMPP mode: (re)connect with the account the ACS set, once it is complete and
+        enabled, or disconnect when it was disabled (simulator/xmppmode.py)."""
+        wanted = provisioned(device)
+        link = self.xmpp.get(device.index)
+        if self._stopping or (link.account if link is not None else None) == wanted:
+            return
+        task = asyncio.create_task(self._relink_xmpp(device, link, wanted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relink_xmpp(self, device: Device, old: DeviceXmpp | None, wanted: Account | None) -> None:
+        if old is not None:
+            self.xmpp.pop(device.index, None)
+            await old.stop()
+        if wanted is None:
+            return
+        link = DeviceXmpp(device, wanted, self._accept_connection_request)
+        self.xmpp[device.index] = link  # before the login: the next session's check sees it coming
+        try:
+            await link.start()
+        except XmppError as exc:
+            log.warning("XMPP login failed: %s", exc, extra={"serial": device.serial})
+            if self.xmpp.get(device.index) is link:
+                del self.xmpp[device.index]  # the next session tries again
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop scheduling, let running sessions finish for ``grace`` seconds, then cancel."""
@@ -136,6 +166,8 @@ class Fleet:
             await asyncio.gather(*pending, return_exceptions=True)
         for stun_link in self.stun.values():  # after the tasks: one of them may have just started a link
             await stun_link.stop()
+        for xmpp_link in list(self.xmpp.values()):  # likewise a provisioned XMPP login
+            await xmpp_link.stop()
         if self._cr_server is not None:
             self._cr_server.should_exit = True
             if self._cr_task is not None:

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     xmpp_jid: str = ""
     xmpp_password: str = ""
     xmpp_register: bool = False
+    # XMPP for the CPEs, provisioned at bootstrap where the CPE has Device.XMPP. (TR-181): the
+    # server as the CPEs reach it ("host:port"; empty: the CPEs' XMPP settings are left alone) and
+    # the domain of their accounts (empty: the domain of ACS_XMPP_JID). docs/orchestrator.md.
+    xmpp_cpe_server: str = ""
+    xmpp_cpe_domain: str = ""
 
     # --- UDP connection requests through NAT (TR-069 Annex G) -------------------------------------
     # The STUN server that bootstrap gives the CPEs (ManagementServer.STUNServerAddress, host or

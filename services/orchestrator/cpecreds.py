@@ -22,11 +22,22 @@ from typing import Literal
 from services.orchestrator.state import DeviceState
 
 _PURPOSE = b"acs-cpe-password\x00"
+_XMPP_PURPOSE = b"acs-cpe-xmpp-password\x00"
 
 
 def derive_password(secret_key: str, username: str, nonce: str) -> str:
     """The ACS password of ``username`` for ``nonce``: 32 URL-safe characters (192 bits)."""
     mac = hmac.new(secret_key.encode(), _PURPOSE + username.encode() + b"\x00" + nonce.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:24]).decode()
+
+
+def derive_xmpp_password(secret_key: str, device_id: str) -> str:
+    """The password of the device's XMPP account (provisioned at bootstrap, Annex K).
+
+    Derived, never stored, and the same for every bootstrap of the device: the account it
+    registered on the XMPP server keeps working after a re-bootstrap that sets it again.
+    """
+    mac = hmac.new(secret_key.encode(), _XMPP_PURPOSE + device_id.encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()[:24]).decode()
 
 

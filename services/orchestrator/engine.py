@@ -165,6 +165,7 @@ class Engine:
                    upload_url=lambda name: upload_url(settings, name),
                    cpe_password=lambda username, nonce: cpecreds.derive_password(settings.secret_key, username,
                                                                                  nonce),
+                   xmpp_password=lambda device_id: cpecreds.derive_xmpp_password(settings.secret_key, device_id),
                    quirks_of=self.quirks.lookup if self.quirks is not None else None)
 
     async def handle(self, event: InboundEvent) -> None:

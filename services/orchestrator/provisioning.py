@@ -13,6 +13,7 @@ keys, because parameter names contain dots.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,120 @@ def stun_values(root: str, cfg: PlanConfig) -> list[rpcs.Value]:
     values += [rpcs.Value(f"{ms}STUNMinimumKeepAlivePeriod", str(cfg.stun_min_keepalive), "xsd:unsignedInt"),
                rpcs.Value(f"{ms}STUNMaximumKeepAlivePeriod", str(cfg.stun_max_keepalive), "xsd:int")]
     return values
+
+
+# --- XMPP settings of the CPE (TR-069 Annex K, TR-181 Device.XMPP.) ------------------------------
+#
+# Bootstrap gives a TR-181 CPE an XMPP account on the operator's XMPP server and points its
+# connection requests at it, in up to four steps of one session, each waiting for the last:
+#   names          GetParameterNames Device.XMPP.Connection. (NextLevel=false): what exists;
+#   add-connection AddObject Device.XMPP.Connection. when the CPE has no connection yet;
+#   add-server     AddObject Device.XMPP.Connection.{i}.Server. when that connection has no server;
+#   set            one SetParameterValues: the account, the server, ConnReqXMPPConnection and
+#                  ConnReqAllowedJabberIDs (its own RPC: a refusal leaves the other bootstrap
+#                  settings in place).
+# A fault on any step (9005: no Device.XMPP.) ends it as "refused"; the bootstrap goes on. The CPE
+# registers its account in-band on the XMPP server (prosody with allow_registration), or the
+# operator creates the accounts beforehand (docs/orchestrator.md).
+XMPP_STEPS = ("names", "add-connection", "add-server", "set")
+XMPP_RESOURCE = "cwmp"
+_JID_LOCAL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def xmpp_wanted(root: str, cfg: PlanConfig) -> bool:
+    """Whether bootstrap provisions XMPP: the ACS has an XMPP server for CPEs and the CPE is TR-181."""
+    return bool(cfg.xmpp_cpe_server and cfg.xmpp_cpe_domain) and root == TR181_ROOT
+
+
+def xmpp_username(device_id: str) -> str:
+    """The localpart of the device's JID: ``cpe-`` and its id, lowercased, in characters every XMPP
+    server takes; an id that had to be changed for that gets a digest of itself, so that two
+    devices never share an account."""
+    lowered = device_id.lower()
+    safe = "".join(c if c in _JID_LOCAL_SAFE else "_" for c in lowered)
+    if safe != lowered:
+        safe += "-" + hashlib.sha256(device_id.encode()).hexdigest()[:8]
+    return f"cpe-{safe}"
+
+
+def xmpp_request(root: str, state: Mapping[str, Any], parameter_key: str) -> tuple[dict[str, Any], list[str]] | None:
+    """The RPC of the XMPP step ``state`` is at (and the names it touches), or None when it is over.
+    ``set`` is built by :func:`xmpp_values`, which needs the password."""
+    stage = state.get("stage")
+    connections = f"{root}XMPP.Connection."
+    if stage == "names":
+        return rpcs.get_parameter_names(connections, False), [connections]
+    if stage == "add-connection":
+        return rpcs.add_object(connections, parameter_key), [connections]
+    if stage == "add-server":
+        servers = f"{connections}{state['connection']}.Server."
+        return rpcs.add_object(servers, parameter_key), [servers]
+    return None
+
+
+def xmpp_found(root: str, names: Iterable[str]) -> dict[str, Any]:
+    """The next XMPP step after the names under Device.XMPP.Connection.: reuse the connection of the
+    lowest instance number (and its lowest server), add what is missing."""
+    prefix = f"{root}XMPP.Connection."
+    connections: dict[int, set[int]] = {}
+    for name in names:
+        parts = name[len(prefix):].split(".") if name.startswith(prefix) else []
+        if parts and parts[0].isdigit():
+            servers = connections.setdefault(int(parts[0]), set())
+            if len(parts) > 2 and parts[1] == "Server" and parts[2].isdigit():
+                servers.add(int(parts[2]))
+    if not connections:
+        return {"stage": "add-connection"}
+    connection = min(connections)
+    if not connections[connection]:
+        return {"stage": "add-server", "connection": connection}
+    return {"stage": "set", "connection": connection, "server": min(connections[connection])}
+
+
+def xmpp_added(state: Mapping[str, Any], instance: int | None) -> dict[str, Any]:
+    """The next XMPP step after an AddObject answered ``instance``."""
+    if instance is None:
+        return {**state, "stage": "refused", "reason": "AddObject answered no instance number"}
+    if state["stage"] == "add-connection":
+        # A CPE may create a server row with the connection; the names step of the next bootstrap
+        # would reuse it, this one adds its own.
+        return {"stage": "add-server", "connection": instance}
+    return {**state, "stage": "set", "server": instance}
+
+
+def xmpp_values(root: str, state: Mapping[str, Any], device_id: str, password: str,
+                cfg: PlanConfig) -> list[rpcs.Value]:
+    """The SetParameterValues of the ``set`` step: the account on the connection, the server,
+    the connection requests pointed at it, and only the ACS allowed to send them."""
+    connection = f"{root}XMPP.Connection.{state['connection']}"
+    server = f"{connection}.Server.{state['server']}."
+    host, _, port = cfg.xmpp_cpe_server.rpartition(":")
+    ms = f"{root}ManagementServer."
+    return [
+        rpcs.Value(f"{connection}.Username", xmpp_username(device_id)),
+        rpcs.Value(f"{connection}.Password", password),
+        rpcs.Value(f"{connection}.Domain", cfg.xmpp_cpe_domain),
+        rpcs.Value(f"{connection}.Resource", XMPP_RESOURCE),
+        rpcs.Value(f"{connection}.ServerConnectAlgorithm", "ServerTable"),
+        rpcs.Value(f"{server}ServerAddress", host.strip("[]")),
+        rpcs.Value(f"{server}Port", port, "xsd:unsignedInt"),
+        rpcs.Value(f"{server}Enable", "true", "xsd:boolean"),
+        rpcs.Value(f"{connection}.Enable", "true", "xsd:boolean"),
+        # TR-181 references name the object without its trailing dot.
+        rpcs.Value(f"{ms}ConnReqXMPPConnection", connection),
+        rpcs.Value(f"{ms}ConnReqAllowedJabberIDs", cfg.xmpp_acs_jid),
+    ]
+
+
+def xmpp_outcome(state: Mapping[str, Any] | None) -> str | None:
+    """What the bootstrap's result says about XMPP: provisioned, refused (why), or nothing."""
+    if not state:
+        return None
+    if state.get("stage") == "done":
+        return "provisioned"
+    if state.get("stage") == "refused":
+        return f"refused: {state.get('reason', 'fault')}"
+    return None
 
 
 def cpe_credential_values(root: str, username: str, password: str) -> list[rpcs.Value]:

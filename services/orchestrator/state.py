@@ -186,6 +186,12 @@ class PlanConfig:
     stun_password: str = field(default="", repr=False)
     stun_min_keepalive: int = 30
     stun_max_keepalive: int = -1
+    # XMPP for the CPEs (Annex K), set at bootstrap where the CPE has Device.XMPP.: the server as
+    # the CPEs reach it ("host:port"; "": not provisioned), their accounts' domain, and the ACS's
+    # bare JID (the only sender ConnReqAllowedJabberIDs lets through).
+    xmpp_cpe_server: str = ""
+    xmpp_cpe_domain: str = ""
+    xmpp_acs_jid: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanConfig:
@@ -203,6 +209,9 @@ class PlanConfig:
             stun_server=settings.stun_server, stun_port=settings.stun_port,
             stun_username=settings.stun_username, stun_password=settings.stun_password,
             stun_min_keepalive=settings.stun_min_keepalive, stun_max_keepalive=settings.stun_max_keepalive,
+            xmpp_cpe_server=settings.xmpp_cpe_server if settings.xmpp_jid else "",
+            xmpp_cpe_domain=settings.xmpp_cpe_domain or settings.xmpp_jid.split("/", 1)[0].partition("@")[2],
+            xmpp_acs_jid=settings.xmpp_jid.split("/", 1)[0],
         )
 
 
@@ -221,6 +230,9 @@ class Env:
     # (username, nonce) -> the device's own ACS password (cpecreds.derive_password); None: the
     # planner sets no ManagementServer credentials.
     cpe_password: Callable[[str, str], str] | None = None
+    # Device id -> the password of the device's XMPP account (cpecreds.derive_xmpp_password); None:
+    # bootstrap provisions no XMPP account.
+    xmpp_password: Callable[[str], str] | None = None
     # (OUI, ProductClass, software version) -> the device's per-vendor quirks (docs/quirks.md).
     quirks_of: Callable[[str, str, str | None], Quirks] | None = None
 

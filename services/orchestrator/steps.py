@@ -393,11 +393,30 @@ def _bootstrap_main(task: Task, root: str, ctx: StepContext) -> Step:
     if stun:
         out.append(Outgoing("stun", rpcs.set_parameter_values(stun, task.args.get("parameter_key", "")),
                             [v.name for v in stun]))
+    progress: dict[str, Any] = {"phase": "main", "root": root}
+    if prov.xmpp_wanted(root, ctx.cfg) and ctx.env.xmpp_password is not None:
+        progress["xmpp"] = {"stage": "names"}
+        out += _xmpp_rpcs(task, root, progress["xmpp"], ctx)
     walk, items = prov.walk_begin(walk_id(task), [root + sub for sub in task.args.get("subtrees", [])], ctx.cfg,
                                   whole_subtrees=True)
     ctx.walks.add(items)
-    step = _walk_step(task, {"phase": "main", "root": root, "walk": walk}, ctx)
-    return Step(progress=step.progress, rpcs=[*out, *step.rpcs], final=step.final and not step.rpcs)
+    step = _walk_step(task, {**progress, "walk": walk}, ctx)
+    # XMPP has steps to come after its first answer: the task is not final yet.
+    return Step(progress=step.progress, rpcs=[*out, *step.rpcs],
+                final=step.final and not step.rpcs and "xmpp" not in progress)
+
+
+def _xmpp_rpcs(task: Task, root: str, state: dict[str, Any], ctx: StepContext) -> list[Outgoing]:
+    """The RPC of the XMPP step the bootstrap is at (provisioning.py, "XMPP settings"), if any."""
+    key = task.args.get("parameter_key", "")
+    if state.get("stage") == "set" and ctx.env.xmpp_password is not None:
+        device_id = ctx.device.id
+        values = prov.xmpp_values(root, state, device_id, ctx.env.xmpp_password(device_id), ctx.cfg)
+        return [Outgoing("xmpp:set", rpcs.set_parameter_values(values, key), [v.name for v in values])]
+    request = prov.xmpp_request(root, state, key)
+    if request is None:
+        return []
+    return [Outgoing(f"xmpp:{state['stage']}", request[0], request[1])]
 
 
 def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepContext) -> Absorbed:
@@ -428,6 +447,14 @@ def _bootstrap_absorb(task: Task, key: str, response: dict[str, Any], ctx: StepC
         # Annex G: the CPE will learn its UDPConnectionRequestAddress from the STUN server.
         result["stun"] = "enabled"
         updates = {"stun_enabled": True}
+    elif key == "xmpp:names":
+        progress["xmpp"] = prov.xmpp_found(progress["root"], rpcs.read_names(response))
+    elif key in ("xmpp:add-connection", "xmpp:add-server"):
+        progress["xmpp"] = prov.xmpp_added(progress["xmpp"], rpcs.read_instance_number(response))
+    elif key == "xmpp:set":
+        # Annex K: the CPE logs in with its new account and reports its JID (ConnReqJabberID) by
+        # a value change; connection requests go over XMPP from then on.
+        progress["xmpp"] = {**progress["xmpp"], "stage": "done"}
     else:
         return _walk_absorb(task, key, response, ctx)
     return Absorbed(progress=progress, result=result, device_updates=updates)
@@ -441,10 +468,13 @@ def _bootstrap_proceed(task: Task, ctx: StepContext) -> Step:
                         result={**task.result, "error": "the CPE reported no root object"})
         return _bootstrap_main(task, root, ctx)
     step = _walk_step(task, task.progress, ctx)
-    if step.rpcs:
-        return step
-    return Step(progress=step.progress, rpcs=[], final=True,
-                result={**(step.result or {}), "data_model": task.progress.get("root")})
+    xmpp = _xmpp_rpcs(task, task.progress["root"], task.progress["xmpp"], ctx) if "xmpp" in task.progress else []
+    if step.rpcs or xmpp:
+        return Step(progress=step.progress, rpcs=[*xmpp, *step.rpcs], final=step.final and not xmpp)
+    result = {**(step.result or {}), "data_model": task.progress.get("root")}
+    if (outcome := prov.xmpp_outcome(task.progress.get("xmpp"))) is not None:
+        result["xmpp"] = outcome
+    return Step(progress=step.progress, rpcs=[], final=True, result=result)
 
 
 # --- dispatch ---------------------------------------------------------------------------------
@@ -470,8 +500,10 @@ KINDS: dict[str, Kind] = {
     BOOTSTRAP_TASK: Kind(_bootstrap_start, _bootstrap_absorb, _bootstrap_proceed,
                          # A CPE that will not change its ACS credentials keeps the shared pair:
                          # noted in the result's errors, the rest of the bootstrap goes on.
-                         # Likewise a CPE without STUN (a fault on "stun"): it stays on HTTP/XMPP.
-                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:")) or key in ("cpe", "stun")),
+                         # Likewise a CPE without STUN (a fault on "stun"): it stays on HTTP/XMPP,
+                         # and one without XMPP (a fault on an "xmpp:" step): it stays on HTTP/UDP.
+                         tolerates=lambda task, key: key.startswith(("gpn:", "gpv:", "xmpp:"))
+                         or key in ("cpe", "stun")),
     **{name: _SINGLE for name in ("setParameterValues", "deleteObject", "getParameterAttributes",
                                   "setParameterAttributes", "reboot", "factoryReset", "getRPCMethods",
                                   "scheduleInform", "download", "upload", "scheduleDownload",
@@ -505,4 +537,7 @@ def tolerate(task: Task, key: str, code: int | None, string: str) -> dict[str, A
     """New progress when the task can carry on despite a fault on ``key``, else None."""
     if not KINDS[task.name].tolerates(task, key) or "walk" not in task.progress:
         return None
-    return {**task.progress, "walk": prov.walk_skip(task.progress["walk"], key, code, string)}
+    progress = {**task.progress, "walk": prov.walk_skip(task.progress["walk"], key, code, string)}
+    if key.startswith("xmpp:") and "xmpp" in progress:
+        progress["xmpp"] = {"stage": "refused", "reason": f"fault {code} on {key[5:]}: {string}"[:200]}
+    return progress

@@ -94,6 +94,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mongod
         # XMPP connection requests (Annex K) through the test run's prosody.
         "ACS_XMPP_SERVER": xmpp_server.address, "ACS_XMPP_JID": f"acs-{name}@{xmpp_server.domain}",
         "ACS_XMPP_PASSWORD": "e2e-xmpp-" + uuid.uuid4().hex, "ACS_XMPP_REGISTER": "true",
+        # ... and bootstrap gives TR-181 CPEs an account on it (those in provisioned XMPP mode log in).
+        "ACS_XMPP_CPE_SERVER": xmpp_server.address,
         # UDP connection requests through NAT (Annex G): bootstrap gives CPEs the test run's coturn.
         "ACS_STUN_SERVER": stun_server.host, "ACS_STUN_PORT": str(stun_server.port),
     })

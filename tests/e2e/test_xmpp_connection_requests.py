@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from services.orchestrator import cpecreds
+from services.orchestrator import provisioning as prov
 from simulator.config import FleetSettings
 from simulator.device import Device
 from simulator.fleet import Fleet
@@ -58,3 +60,56 @@ async def test_a_task_wakes_the_device_over_xmpp(api: httpx.AsyncClient, xmpp_fl
 
 async def _idle(cpe: Device) -> bool:
     return cpe.state == "idle"
+
+
+@pytest.fixture
+async def provisioned_fleet(stack: Stack) -> AsyncIterator[Fleet]:
+    """One TR-181 CPE without an XMPP account: it logs in with the one its bootstrap sets."""
+    fleet = Fleet(FleetSettings(acs_url=stack.gateway_url + "/", devices=1, model="tr181",
+                                serial_prefix="XP" + uuid.uuid4().hex[:6].upper(),
+                                acs_username=stack.cpe_username, acs_password=stack.cpe_password,
+                                periodic_interval=3600, seed=9, xmpp_provisioned=True))
+    await fleet.start()
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+async def test_bootstrap_provisions_the_account_and_a_task_wakes_the_device_over_it(
+        api: httpx.AsyncClient, provisioned_fleet: Fleet, stack: Stack) -> None:
+    cpe = provisioned_fleet.device_by_index(0)
+    assert cpe is not None
+    assert provisioned_fleet.xmpp == {}  # no account yet: nothing to log in with
+    first = await eventually(lambda: bootstrap_ids(api, cpe))
+    bootstrap = await eventually(lambda: finished(api, first[0]), seconds=60)
+    assert bootstrap is not None and bootstrap["status"] == "succeeded", bootstrap
+    assert bootstrap["result"]["xmpp"] == "provisioned"
+
+    # The CPE logged in with what bootstrap set, and its JID came in a 4 VALUE CHANGE Inform.
+    await eventually(lambda: _jid_known(api, cpe))
+    link = provisioned_fleet.xmpp[cpe.index]
+    domain = stack.env["ACS_XMPP_JID"].partition("@")[2]
+    assert link.account.jid == f"{prov.xmpp_username(cpe.id_string)}@{domain}"
+    assert link.account.connection == "Device.XMPP.Connection.1."
+    assert link.account.host == stack.xmpp_server.rpartition(":")[0]
+    model = cpe.model
+    assert model.get("Device.XMPP.Connection.1.Server.1.Port") == stack.xmpp_server.rpartition(":")[2]
+    assert model.get("Device.ManagementServer.ConnReqAllowedJabberIDs") == stack.env["ACS_XMPP_JID"]
+
+    # The account's password is derived, and shown nowhere.
+    password = cpecreds.derive_xmpp_password(stack.env["ACS_SECRET_KEY"], cpe.id_string)
+    assert link.account.password == password
+    record = await api.get(f"/devices/{device_path(cpe)}")
+    device_tasks = await api.get(f"/devices/{device_path(cpe)}/tasks")
+    assert password not in record.text and password not in device_tasks.text
+
+    await eventually(lambda: _idle(cpe))
+    created = await api.post(f"/devices/{device_path(cpe)}/tasks", params={"connection_request": "true"},
+                             json={"name": "getParameterValues", "parameter_names": ["Device.DeviceInfo.UpTime"]})
+    assert created.status_code == 201, created.text
+    woken = created.json()["connection_request"]
+    assert (woken["outcome"], woken["transport"]) == ("ok", "xmpp"), woken
+    task = await eventually(lambda: finished(api, created.json()["id"]))
+    assert task["status"] == "succeeded", task
+    assert link.requests == ["accepted"]

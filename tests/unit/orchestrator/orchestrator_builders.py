@@ -55,7 +55,8 @@ class Clock:
         return Env(now=self.now, new_id=lambda: f"id{next(self._ids):04d}",
                    new_secret=lambda: f"secret{next(self._secrets):04d}xxxxxxxxxxxxxxxx",
                    mint_credentials=lambda file, device: (f"dl-user-{file}", "dl-pass"),
-                   upload_url=lambda name: f"http://files.test/upload/{name}")
+                   upload_url=lambda name: f"http://files.test/upload/{name}",
+                   xmpp_password=lambda device_id: f"xmpp-secret-of-{device_id}")
 
 
 def small_config(**changes: Any) -> PlanConfig:
