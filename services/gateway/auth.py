@@ -170,10 +170,13 @@ class CpeAuthenticator:
             shared = True
             ok = hmac.compare_digest(password.encode(), self.settings.cpe_password.encode())
         elif self.provisioned:
+            given = compute_ha1("MD5", username, self.settings.cpe_realm, password)
+            if session_ha1 is not None and session_ha1[0] == "MD5" and hmac.compare_digest(session_ha1[1], given):
+                # Inside a session, the HA1 its Inform proved: no store read (see _digest_provisioned).
+                return AuthOutcome(ok=True, username=username, matched_ha1=session_ha1)
             assert self.candidates is not None
             device_id, stored_ha1s = await self.candidates(username, "MD5")
             stored_ha1s = _with_session_ha1(stored_ha1s, "MD5", session_ha1)
-            given = compute_ha1("MD5", username, self.settings.cpe_realm, password)
             ok = any(hmac.compare_digest(stored, given) for stored in stored_ha1s)
             matched = ("MD5", given) if ok else None
         elif self.per_device:
@@ -218,8 +221,17 @@ class CpeAuthenticator:
         if self._is_shared_username(credentials.username):
             result = self.digest.verify(method, uri, credentials, self._shared_password)
             return self._digest_outcome(result, shared=True)
-        assert self.candidates is not None
         algorithm = (credentials.algorithm or "MD5").upper().removesuffix("-SESS")
+        if session_ha1 is not None and session_ha1[0] == algorithm:
+            # Inside a session, the HA1 its Inform authenticated with is tried first, without a
+            # store read: a CPE that sends credentials on every request costs one MongoDB find per
+            # session, not one per request. The session accepts that HA1 to its end anyway
+            # (_with_session_ha1), so nothing is accepted that was not before.
+            proven = session_ha1[1]
+            result = self.digest.verify(method, uri, credentials, lookup_ha1=lambda _user, _alg: proven)
+            if not result.wrong_password:
+                return self._digest_outcome(result, matched_ha1=session_ha1 if result.ok else None)
+        assert self.candidates is not None
         device_id, stored_ha1s = await self.candidates(credentials.username, algorithm)
         stored_ha1s = _with_session_ha1(stored_ha1s, algorithm, session_ha1)
         # The confirmed pair first, then one the ACS is setting now. A mismatch records nothing

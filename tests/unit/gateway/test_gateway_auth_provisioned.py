@@ -62,3 +62,49 @@ async def test_digest_own_pair_and_the_pair_the_session_started_with() -> None:
     fresh = DigestClient(DEVICE, "new")
     assert (await auth.authenticate("POST", "/", fresh.authorization("POST", "/", auth.challenge()),
                                     tls=False)).ok
+
+
+def counting_authenticator(store: dict[str, list[str]], settings: Settings) -> tuple[CpeAuthenticator, list[str]]:
+    reads: list[str] = []
+
+    async def candidates(username: str, algorithm: str) -> tuple[str | None, list[str]]:
+        reads.append(username)
+        return (DEVICE if username in store else None), store.get(username, [])
+
+    async def has_own(device_id: str) -> bool:
+        return True
+
+    return CpeAuthenticator(settings, candidates=candidates, has_own_credentials=has_own), reads
+
+
+async def test_inside_a_session_the_proven_ha1_needs_no_store_read() -> None:
+    settings = SETTINGS.model_copy(update={"cpe_auth": "digest"})
+    auth, reads = counting_authenticator({DEVICE: [ha1("own")]}, settings)
+    client = DigestClient(DEVICE, "own")
+    challenge = auth.challenge()
+    inform = await auth.authenticate("POST", "/", client.authorization("POST", "/", challenge), tls=False)
+    assert inform.ok and reads == [DEVICE]
+    follow = await auth.authenticate("POST", "/", client.authorization("POST", "/", challenge), tls=False,
+                                     session_ha1=inform.matched_ha1)
+    assert follow.ok and reads == [DEVICE]  # the session's HA1 matched: the store was not asked
+    # A wrong password inside the session still goes to the store, and is still wrong.
+    wrong = await auth.authenticate("POST", "/", DigestClient(DEVICE, "guess").authorization("POST", "/", challenge),
+                                    tls=False, session_ha1=inform.matched_ha1)
+    assert not wrong.ok and wrong.wrong_credentials and reads == [DEVICE, DEVICE]
+    # A reused nonce count is stale, not wrong, whichever HA1 is tried.
+    header = DigestClient(DEVICE, "own").authorization("POST", "/", auth.challenge())
+    assert (await auth.authenticate("POST", "/", header, tls=False, session_ha1=inform.matched_ha1)).ok
+    again = await auth.authenticate("POST", "/", header, tls=False, session_ha1=inform.matched_ha1)
+    assert not again.ok and not again.wrong_credentials
+
+
+async def test_basic_inside_a_session_needs_no_store_read() -> None:
+    auth, reads = counting_authenticator({DEVICE: [ha1("own")]}, SETTINGS)
+    header = basic_authorization(DEVICE, "own")
+    inform = await auth.authenticate("POST", "/", header, tls=True)
+    assert inform.ok and reads == [DEVICE]
+    assert (await auth.authenticate("POST", "/", header, tls=True, session_ha1=inform.matched_ha1)).ok
+    assert reads == [DEVICE]
+    wrong = await auth.authenticate("POST", "/", basic_authorization(DEVICE, "x"), tls=True,
+                                    session_ha1=inform.matched_ha1)
+    assert not wrong.ok and reads == [DEVICE, DEVICE]
