@@ -61,6 +61,7 @@ def test_acs_up_starts_everything_ready_and_ctrl_c_leaves_nothing(tmp_path: Path
         took = float(text.split("ready in ", 1)[1].split(" s", 1)[0])
         assert took < 60, text
         assert "XMPP (connection requests)    127.0.0.1:" in text, text  # a local prosody (acs/xmppserver.py)
+        assert "XMPP accounts for TR-181 CPEs 127.0.0.1:" in text, text  # ... which bootstrap gives CPEs
         assert "STUN (UDP conn. requests)     127.0.0.1:" in text, text  # a local coturn (acs/stunserver.py)
         for name in ("GATEWAY", "API", "ORCHESTRATOR", "INVENTORY", "FILESERVER", "CONSOLE"):
             assert status(f"http://127.0.0.1:{ports[name]}/readyz") == 200, name
