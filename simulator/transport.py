@@ -121,6 +121,10 @@ class AcsChannel:
         # Set once the ACS has challenged; given, the previous session's client (digest_keep_nonce),
         # whose nonce and count the first request then carries.
         self._digest: DigestClient | None = digest
+        if digest is not None:
+            # A CPE keeps the server's nonce but signs with the credentials it has now: after a
+            # bootstrap set its own pair, those are not the ones it answered the challenge with.
+            digest.username, digest.password = username, password
         # reuse_nc: (request target, Authorization) answered once and sent again as it is;
         # ``reused`` carries it over from the device's previous session.
         self.reuse_nc = reuse_nc

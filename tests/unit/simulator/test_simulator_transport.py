@@ -234,3 +234,26 @@ def test_origins_and_host_headers() -> None:
 ])
 def test_version_from_file_name(name: str, version: str | None) -> None:
     assert version_from_name(name) == version
+
+
+async def test_a_kept_nonce_is_signed_with_the_credentials_the_device_has_now() -> None:
+    """digest_keep_nonce across a bootstrap that gave the device its own pair: the next session's
+    first request carries the kept nonce, answered with the new pair (not the one of the challenge)."""
+    server = DigestServer("acs", secrets.token_bytes(32))
+    passwords = {"cpe-1": "pw", "dev-own": "own-pw"}
+
+    def acs(sent: Sent) -> Response:
+        result = server.verify("POST", sent.target, sent.headers.get("authorization"), passwords.get)
+        return respond(204) if result.ok else respond(401, [("www-authenticate", server.challenge())])
+
+    first = FakeConnection(acs)
+    ch = AcsChannel(first, URL, auth=AuthMode.DIGEST, username="cpe-1", password="pw")
+    assert (await ch.exchange(INFORM)).status == 204
+    kept = ch.digest
+    nonce = parse_authorization(first.sent[1].headers["authorization"]).nonce
+    second = FakeConnection(acs)
+    later = AcsChannel(second, URL, auth=AuthMode.DIGEST, username="dev-own", password="own-pw", digest=kept)
+    assert (await later.exchange(INFORM)).status == 204
+    assert len(second.sent) == 1  # no 401 leg
+    sent = parse_authorization(second.sent[0].headers["authorization"])
+    assert (sent.username, sent.nonce, sent.nc) == ("dev-own", nonce, "00000002")
