@@ -47,6 +47,12 @@ async def test_a_task_wakes_the_device_over_xmpp(api: httpx.AsyncClient, xmpp_fl
     first = await eventually(lambda: bootstrap_ids(api, cpe))
     await discovered(api, cpe, first[0])
     await eventually(lambda: _jid_known(api, cpe))  # the 4 VALUE CHANGE Inform carried the JID
+    await _woken_over_xmpp(api, cpe)
+    assert xmpp_fleet.xmpp[cpe.index].requests == ["accepted"]
+
+
+async def _woken_over_xmpp(api: httpx.AsyncClient, cpe: Device) -> None:
+    """A task created with a connection request goes out over XMPP and runs."""
     await eventually(lambda: _idle(cpe))
     created = await api.post(f"/devices/{device_path(cpe)}/tasks", params={"connection_request": "true"},
                              json={"name": "getParameterValues", "parameter_names": ["Device.DeviceInfo.UpTime"]})
@@ -55,7 +61,6 @@ async def test_a_task_wakes_the_device_over_xmpp(api: httpx.AsyncClient, xmpp_fl
     assert (woken["outcome"], woken["transport"]) == ("ok", "xmpp"), woken
     task = await eventually(lambda: finished(api, created.json()["id"]))
     assert task["status"] == "succeeded", task
-    assert xmpp_fleet.xmpp[cpe.index].requests == ["accepted"]
 
 
 async def _idle(cpe: Device) -> bool:
@@ -104,12 +109,5 @@ async def test_bootstrap_provisions_the_account_and_a_task_wakes_the_device_over
     device_tasks = await api.get(f"/devices/{device_path(cpe)}/tasks")
     assert password not in record.text and password not in device_tasks.text
 
-    await eventually(lambda: _idle(cpe))
-    created = await api.post(f"/devices/{device_path(cpe)}/tasks", params={"connection_request": "true"},
-                             json={"name": "getParameterValues", "parameter_names": ["Device.DeviceInfo.UpTime"]})
-    assert created.status_code == 201, created.text
-    woken = created.json()["connection_request"]
-    assert (woken["outcome"], woken["transport"]) == ("ok", "xmpp"), woken
-    task = await eventually(lambda: finished(api, created.json()["id"]))
-    assert task["status"] == "succeeded", task
+    await _woken_over_xmpp(api, cpe)
     assert link.requests == ["accepted"]
