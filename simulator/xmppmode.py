@@ -26,6 +26,7 @@ from xml.etree import ElementTree as ET
 
 from cwmp import xmpp
 from cwmp.faults import CwmpFault
+from cwmp.values import parse_boolean
 from services.common.xmppclient import XmppClient, XmppError
 
 from .device import Device
@@ -57,7 +58,7 @@ def provisioned(device: Device) -> Account | None:
     if not reference:
         return None
     connection = reference + "."
-    if not _true(model.get_or(connection + "Enable", "false")):
+    if not parse_boolean(model.get_or(connection + "Enable", "false")):
         return None
     username, domain = model.get_or(connection + "Username", ""), model.get_or(connection + "Domain", "")
     if not (username and domain):
@@ -68,15 +69,11 @@ def provisioned(device: Device) -> Account | None:
         return None
     for row in sorted(rows, key=lambda name: int(name.rstrip(".").rsplit(".", 1)[-1])):
         address = model.get_or(row + "ServerAddress", "")
-        if address and _true(model.get_or(row + "Enable", "false")):
+        if address and parse_boolean(model.get_or(row + "Enable", "false")):
             return Account(f"{username}@{domain}", model.get_or(connection + "Password", ""), address,
                            int(model.get_or(row + "Port", "5222") or 5222),
                            model.get_or(connection + "Resource", "") or "cwmp", connection)
     return None
-
-
-def _true(text: str) -> bool:
-    return text.strip().lower() in ("true", "1")
 
 
 class DeviceXmpp:

@@ -86,7 +86,6 @@ def stun_values(root: str, cfg: PlanConfig) -> list[rpcs.Value]:
 # A fault on any step (9005: no Device.XMPP.) ends it as "refused"; the bootstrap goes on. The CPE
 # registers its account in-band on the XMPP server (prosody with allow_registration), or the
 # operator creates the accounts beforehand (docs/orchestrator.md).
-XMPP_STEPS = ("names", "add-connection", "add-server", "set")
 XMPP_RESOURCE = "cwmp"
 _JID_LOCAL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
@@ -150,6 +149,11 @@ def xmpp_added(state: Mapping[str, Any], instance: int | None) -> dict[str, Any]
         # would reuse it, this one adds its own.
         return {"stage": "add-server", "connection": instance}
     return {**state, "stage": "set", "server": instance}
+
+
+def xmpp_refused(step: str, code: int | None, string: str) -> dict[str, Any]:
+    """The XMPP state after the CPE faulted ``step``: over, and why."""
+    return {"stage": "refused", "reason": f"fault {code} on {step}: {string}"[:200]}
 
 
 def xmpp_values(root: str, state: Mapping[str, Any], device_id: str, password: str,

@@ -195,6 +195,7 @@ class PlanConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanConfig:
+        acs_jid = settings.xmpp_jid.split("/", 1)[0]  # bare: no resource
         return cls(
             gpv_batch_size=settings.gpv_batch_size,
             periodic_inform_interval=settings.periodic_inform_interval,
@@ -210,8 +211,8 @@ class PlanConfig:
             stun_username=settings.stun_username, stun_password=settings.stun_password,
             stun_min_keepalive=settings.stun_min_keepalive, stun_max_keepalive=settings.stun_max_keepalive,
             xmpp_cpe_server=settings.xmpp_cpe_server if settings.xmpp_jid else "",
-            xmpp_cpe_domain=settings.xmpp_cpe_domain or settings.xmpp_jid.split("/", 1)[0].partition("@")[2],
-            xmpp_acs_jid=settings.xmpp_jid.split("/", 1)[0],
+            xmpp_cpe_domain=settings.xmpp_cpe_domain or acs_jid.partition("@")[2],
+            xmpp_acs_jid=acs_jid,
         )
 
 

@@ -539,5 +539,5 @@ def tolerate(task: Task, key: str, code: int | None, string: str) -> dict[str, A
         return None
     progress = {**task.progress, "walk": prov.walk_skip(task.progress["walk"], key, code, string)}
     if key.startswith("xmpp:") and "xmpp" in progress:
-        progress["xmpp"] = {"stage": "refused", "reason": f"fault {code} on {key[5:]}: {string}"[:200]}
+        progress["xmpp"] = prov.xmpp_refused(key.removeprefix("xmpp:"), code, string)
     return progress
