@@ -187,3 +187,18 @@ def test_the_password_is_stable_per_device_and_its_own() -> None:
     assert first != cpecreds.derive_xmpp_password("key", "dev-2")
     assert first != cpecreds.derive_xmpp_password("other-key", "dev-1")
     assert first != cpecreds.derive_password("key", "dev-1", "xmpp")
+
+
+def test_an_addobject_answer_without_an_instance_number_ends_xmpp(clock: Clock) -> None:
+    class NoNumber(Cpe):
+        def __call__(self, rpc: dict[str, Any]) -> dict[str, Any]:
+            if rpc["method"] == "AddObject":
+                self.sent.append(rpc)
+                return {"method": "AddObjectResponse", "status": 0}
+            return super().__call__(rpc)
+
+    h = Harness(clock, XMPP)
+    cpe = NoNumber([CONN])
+    result = _bootstrap(h, cpe)
+    assert cpe.xmpp_rpcs() == [("GetParameterNames", CONN), ("AddObject", CONN)]
+    assert result["xmpp"] == "refused: AddObject answered no instance number"
