@@ -68,6 +68,11 @@ async def task_done(api: httpx.AsyncClient, task_id: str) -> dict[str, Any] | No
 
 
 async def bootstrapped(api: httpx.AsyncClient, cpe: Device) -> dict[str, Any] | None:
+    """The CPE's succeeded bootstrap task, once the CPE is out of that session too: the task
+    succeeds with its last answer, and a connection request sent before the session ends gets
+    "busy" (the task would then wait for the next periodic Inform, an hour away)."""
+    if cpe.state != "idle":
+        return None
     tasks = (await api.get(f"/devices/{path_id(cpe)}/tasks")).json().get("tasks", [])
     return next((t for t in tasks if t["name"] == "bootstrap" and t["status"] == "succeeded"), None)
 
