@@ -53,13 +53,20 @@ def cpe(fleet: Fleet, index: int) -> Device:
 
 
 async def ready(api: httpx.AsyncClient, device: Device) -> dict[str, Any]:
-    """The device's record once bootstrap provisioning has read its tree."""
+    """The device's record once bootstrap provisioning has read its tree and the inventory holds
+    every value it read (the task succeeds with its last answer; the inventory applies the answers
+    a moment later)."""
     async def probe() -> dict[str, Any] | None:
         tasks = (await api.get(f"/devices/{quote(device.id_string, safe='')}/tasks")).json().get("tasks", [])
-        if not any(t["name"] == "bootstrap" and t["status"] == "succeeded" for t in tasks):
+        bootstrap = next((t for t in tasks if t["name"] == "bootstrap" and t["status"] == "succeeded"), None)
+        if bootstrap is None:
             return None
         record = await api.get(f"/devices/{quote(device.id_string, safe='')}")
-        return record.json() if record.status_code == 200 and len(record.json().get("parameters", {})) > 20 else None
+        if record.status_code != 200:
+            return None
+        parameters = record.json().get("parameters", {})
+        read = {p["name"] for p in bootstrap["result"].get("parameters", []) if "value" in p}
+        return record.json() if len(parameters) > 20 and read <= set(parameters) else None
 
     return await eventually(probe)
 
